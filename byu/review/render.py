@@ -1,0 +1,654 @@
+"""Case images for review: one JPEG per row of ``cases.csv``.
+
+Each image has a header naming the case and the tags to use, then one row per candidate
+(``k = 0`` the labeled motor of an FN case, ``k = 1..K`` predictions) with five panels around
+that candidate, in the stored (resampled) frame of the tomogram:
+
+    label | XY at z-16 | XY at z | XY at z+16 | XZ (x right, z down) | YZ (y right, z down)
+
+Rings mark candidates: the case's focus candidate in yellow, the other candidates in cyan and
+other labeled motors (context, not taggable) in green. A thick ring means the point lies in
+that panel's plane (within one motor radius); a thin ring means it is inside the crop box but
+off the plane. Voxels outside the volume are shown in a flat dark purple.
+
+Coordinates in ``cases.csv`` are in the label row's frame (``Z,Y,X,voxel_spacing``); they are
+converted to the stored frame (``meta.voxel_spacing``) with :func:`byu.tomo.io.to_frame`.
+Only the slices a case needs are decoded (``z ± crop/2`` around each candidate), through a
+small per-tomogram LRU cache. Rendering is deterministic: same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from byu.atomic import write_bytes
+from byu.errors import InputError, NotFoundError
+from byu.paths import check_id
+from byu.tomo.io import META_NAME, TomoMeta, read_meta, read_slice, to_frame
+
+# ----------------------------------------------------------------------------------------------
+# Look
+
+FOCUS_COLOUR = (255, 215, 0)  # yellow
+OTHER_COLOUR = (0, 215, 255)  # cyan
+LABEL_COLOUR = (90, 255, 90)  # green: labeled motors that are not candidates (context)
+PAD_COLOUR = (48, 28, 64)  # outside the volume
+BACKGROUND = (24, 24, 24)
+TEXT_COLOUR = (235, 235, 235)
+DIM_TEXT = (170, 170, 170)
+TICK_COLOUR = (200, 200, 200)
+
+JPEG_QUALITY = 90
+DEFAULT_CROP = 128  # stored voxels (2048 Å at the 16 Å working spacing)
+DEFAULT_PANEL_PX = 256
+DEFAULT_DZ = 16  # stored slices between the three XY panels
+DEFAULT_RADIUS_A = 250.0  # flagellar motor radius: the ring radius
+HEATMAP_ALPHA = 0.5
+
+COLUMNS = ("z−{dz}", "z", "z+{dz}", "XZ  (x →, z ↓)", "YZ  (y →, z ↓)")
+
+INSTRUCTIONS = {
+    "FN": "Tags:  0 = keep the label as is  ·  k = candidate k is a real motor (several allowed)  ·  "
+    "none = labeled motor 0 is not real  ·  unsure = second review",
+    "FP": "Tags:  k = candidate k is a real motor (several allowed)  ·  0 or none = no motor here  ·  "
+    "unsure = second review",
+}
+KIND_TEXT = {
+    "FN": "FN: labeled motor (k=0) that no prediction matched",
+    "FP": "FP: confident predictions that match no labeled motor",
+}
+
+
+@lru_cache(maxsize=16)
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans shipped with matplotlib (has Å, →, −); Pillow's bundled font otherwise."""
+    try:
+        import matplotlib
+
+        name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+        return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", name), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default(size=size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Case rows
+
+
+class Candidate(BaseModel):
+    """One entry of the ``candidates`` JSON list of ``cases.csv`` (label frame)."""
+
+    k: int
+    z: float
+    y: float
+    x: float
+    conf: float | None = None
+    source: Literal["label", "prediction"] = "prediction"
+
+
+_CANDIDATES = TypeAdapter(list[Candidate])
+_POINTS = TypeAdapter(list[tuple[float, float, float]])
+
+
+@dataclass(frozen=True)
+class Case:
+    """The fields of a ``cases.csv`` row that rendering uses, parsed and checked."""
+
+    case_id: str
+    kind: str
+    tomo_id: str
+    image: str
+    voxel_spacing: float
+    focus_k: int
+    candidates: tuple[Candidate, ...]
+    labels: tuple[tuple[float, float, float], ...] = ()
+    shape: tuple[int, int, int] | None = None
+    score: float | None = None
+    label_version: str = ""
+    prediction_run: str = ""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, file: str | Path | None = None, row_no: int | None = None) -> "Case":
+        """Parse one ``cases.csv`` row (a dict or a pandas Series); errors name row and field."""
+
+        def err(field: str, msg: str) -> InputError:
+            return InputError(msg, file=file, row=row_no, field=field)
+
+        def get(field: str, required: bool = True) -> Any:
+            value = row.get(field) if hasattr(row, "get") else None
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                if required:
+                    raise err(field, "missing value")
+                return None
+            return value
+
+        def as_float(field: str, required: bool = True) -> float | None:
+            value = get(field, required)
+            if value is None:
+                return None
+            try:
+                out = float(value)
+            except (TypeError, ValueError):
+                raise err(field, f"not a number: {value!r}") from None
+            if not math.isfinite(out):
+                raise err(field, f"not a finite number: {value!r}")
+            return out
+
+        def parse_json(field: str, adapter: TypeAdapter, default: Any) -> Any:
+            value = get(field, required=default is None)
+            if value is None:
+                return default
+            try:
+                return adapter.validate_json(value) if isinstance(value, str | bytes) else adapter.validate_python(value)
+            except ValidationError as exc:
+                raise err(field, f"invalid JSON list: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+
+        case_id = str(get("case_id"))
+        kind = str(get("kind"))
+        if kind not in INSTRUCTIONS:
+            raise err("kind", f"must be FN or FP, got {kind!r}")
+        tomo_id = check_id(get("tomo_id"), what="tomo_id", file=file, row=row_no)
+        image = str(get("image"))
+        check_id(image, what="image", file=file, row=row_no)
+        if not image.lower().endswith((".jpg", ".jpeg")):
+            raise err("image", f"must end in .jpg, got {image!r}")
+        spacing = as_float("voxel_spacing")
+        if spacing <= 0:
+            raise err("voxel_spacing", f"must be > 0, got {spacing}")
+        try:
+            focus_k = int(get("focus_k"))
+        except (TypeError, ValueError):
+            raise err("focus_k", f"not an integer: {row.get('focus_k')!r}") from None
+        candidates = parse_json("candidates", _CANDIDATES, None)
+        if not candidates:
+            raise err("candidates", "no candidates to show")
+        ks = [c.k for c in candidates]
+        if len(set(ks)) != len(ks):
+            raise err("candidates", f"duplicate k in {ks}")
+        labels = parse_json("labels", _POINTS, [])
+        dims = [as_float(f, required=False) for f in ("Z", "Y", "X")]
+        shape = tuple(int(d) for d in dims) if all(d is not None for d in dims) else None
+        score = as_float("score", required=False)
+        return cls(
+            case_id=case_id,
+            kind=kind,
+            tomo_id=tomo_id,
+            image=image,
+            voxel_spacing=spacing,
+            focus_k=focus_k,
+            candidates=tuple(sorted(candidates, key=lambda c: c.k)),
+            labels=tuple(tuple(p) for p in labels),
+            shape=shape,  # type: ignore[arg-type]
+            score=score,
+            label_version=str(get("label_version", False) or ""),
+            prediction_run=str(get("prediction_run", False) or ""),
+        )
+
+
+def row_label(candidate: Candidate) -> str:
+    """``"0: label (z,y,x)"`` for a labeled motor, ``"k: 0.87 (z,y,x)"`` for a prediction (label frame)."""
+    what = "label" if candidate.source == "label" or candidate.conf is None else f"{candidate.conf:.2f}"
+    z, y, x = (int(round(v)) for v in (candidate.z, candidate.y, candidate.x))
+    return f"{candidate.k}: {what} ({z},{y},{x})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Pixel geometry of a case image (public so tests and tools can find panels)."""
+
+    n_rows: int
+    panel_px: int = DEFAULT_PANEL_PX
+    label_w: int = 230
+    margin: int = 12
+    gap: int = 6
+    header_h: int = 118
+    colhead_h: int = 26
+
+    @property
+    def width(self) -> int:
+        return self.margin * 2 + self.label_w + 5 * self.panel_px + 4 * self.gap
+
+    @property
+    def height(self) -> int:
+        return self.header_h + self.colhead_h + self.n_rows * (self.panel_px + self.gap) + self.margin
+
+    def panel_origin(self, row: int, col: int) -> tuple[int, int]:
+        """Top-left pixel of panel ``col`` (0..4) in candidate row ``row`` (0-based)."""
+        x = self.margin + self.label_w + col * (self.panel_px + self.gap)
+        y = self.header_h + self.colhead_h + row * (self.panel_px + self.gap)
+        return x, y
+
+
+def _window(center: int, half: int, size: int) -> tuple[slice, slice]:
+    """Source and destination slices of a ``2*half`` window starting at ``center-half``, clipped."""
+    lo, hi = center - half, center + half
+    s0, s1 = max(lo, 0), min(hi, size)
+    if s1 <= s0:
+        return slice(0, 0), slice(0, 0)
+    return slice(s0, s1), slice(s0 - lo, s1 - lo)
+
+
+class _Planes:
+    """Z slices of a stored tomogram, decoded on demand, last ``capacity`` kept (LRU)."""
+
+    def __init__(self, directory: Path, meta: TomoMeta, capacity: int) -> None:
+        self.directory = directory
+        self.shape = meta.shape
+        self.capacity = max(capacity, 1)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.reads = 0
+
+    def get(self, z: int) -> np.ndarray:
+        if z in self._cache:
+            self._cache.move_to_end(z)
+            return self._cache[z]
+        plane = read_slice(self.directory, z)
+        if plane.shape != tuple(self.shape[1:]):
+            raise InputError(f"slice {z} has shape {plane.shape}, meta.json says {self.shape[1:]}",
+                             file=self.directory / META_NAME, field="shape")
+        self.reads += 1
+        self._cache[z] = plane
+        if len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return plane
+
+
+class _ArrayPlanes:
+    """The same interface over an in-memory (or memory-mapped) (Z, Y, X) array."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.shape = array.shape
+
+    def get(self, z: int) -> np.ndarray:
+        return self.array[z]
+
+
+def _xy(planes: _Planes | _ArrayPlanes, z: int, cy: int, cx: int, half: int) -> np.ndarray:
+    out = np.full((2 * half, 2 * half), np.nan, dtype=np.float32)
+    Z, Y, X = planes.shape
+    if 0 <= z < Z:
+        sy, dy = _window(cy, half, Y)
+        sx, dx = _window(cx, half, X)
+        out[dy, dx] = planes.get(z)[sy, sx]
+    return out
+
+
+def _xz(planes: _Planes | _ArrayPlanes, cz: int, cy: int, cx: int, half: int, axis: int) -> np.ndarray:
+    """Rows z = cz-half .. cz+half-1; ``axis`` 2: the XZ plane at y=cy, 1: the YZ plane at x=cx."""
+    out = np.full((2 * half, 2 * half), np.nan, dtype=np.float32)
+    Z, Y, X = planes.shape
+    fixed, fixed_size = (cy, Y) if axis == 2 else (cx, X)
+    if not 0 <= fixed < fixed_size:
+        return out
+    along, along_size = (cx, X) if axis == 2 else (cy, Y)
+    src, dst = _window(along, half, along_size)
+    sz, dz = _window(cz, half, Z)
+    for i, z in zip(range(dz.start, dz.stop), range(sz.start, sz.stop)):
+        plane = planes.get(z)
+        out[i, dst] = plane[fixed, src] if axis == 2 else plane[src, fixed]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing
+
+
+def _stretch(panels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Contrast-stretch a row's panels together (1st..99.5th percentile of in-volume voxels) to RGB."""
+    values = np.concatenate([p[np.isfinite(p)] for p in panels])
+    lo, hi = (np.percentile(values, [1.0, 99.5]) if values.size else (0.0, 255.0))
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, lo + 0.5
+    out = []
+    for p in panels:
+        valid = np.isfinite(p)
+        grey = np.clip((np.where(valid, p, lo) - lo) * (255.0 / (hi - lo)), 0, 255)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        rgb[~valid] = PAD_COLOUR
+        out.append(rgb.astype(np.float32))
+    return out
+
+
+def _overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Blend a [0, 1] heatmap crop over an RGB panel, alpha growing with the value."""
+    from matplotlib import colormaps
+
+    h = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
+    colours = colormaps["turbo"](h)[..., :3] * 255.0
+    alpha = (HEATMAP_ALPHA * h)[..., None]
+    return rgb * (1.0 - alpha) + colours * alpha
+
+
+@dataclass(frozen=True)
+class _Mark:
+    k: str  # text drawn by the ring: "3", or "L" for a labeled motor that is not a candidate
+    zyx: np.ndarray  # stored frame
+    colour: tuple[int, int, int]
+
+
+def _draw_ring(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, mark: _Mark, thick: bool,
+               box: tuple[int, int, int, int], font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> None:
+    x0, y0, x1, y1 = box
+    width = 3 if thick else 1
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=mark.colour, width=width)
+    # number at the ring's upper-right, kept inside the panel
+    tx = cx + r * 0.72 + 2
+    ty = cy - r * 0.72 - font.size
+    bbox = draw.textbbox((0, 0), mark.k, font=font, stroke_width=2)
+    tx = min(max(tx, x0 + 2), x1 - bbox[2] - 2)
+    ty = min(max(ty, y0 + 2), y1 - bbox[3] - 2)
+    draw.text((tx, ty), mark.k, font=font, fill=mark.colour, stroke_width=2, stroke_fill=(0, 0, 0))
+
+
+def _composite(rgb: np.ndarray, panel_px: int) -> Image.Image:
+    img = Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), "RGB")
+    if img.size != (panel_px, panel_px):
+        img = img.resize((panel_px, panel_px), Image.Resampling.BILINEAR)
+    return img
+
+
+def render_case(
+    case_row: Mapping[str, Any] | Case,
+    tomo_dir: str | Path,
+    out_path: str | Path,
+    *,
+    heatmap: np.ndarray | None = None,
+    crop: int = DEFAULT_CROP,
+    dz: int = DEFAULT_DZ,
+    panel_px: int = DEFAULT_PANEL_PX,
+    radius_A: float = DEFAULT_RADIUS_A,
+    quality: int = JPEG_QUALITY,
+    _planes: _Planes | None = None,
+) -> Path:
+    """Render one case (a ``cases.csv`` row) to a JPEG at ``out_path`` (written atomically).
+
+    ``tomo_dir`` is the stored tomogram (``tomograms/<tomo_id>``). ``crop`` is the panel size in
+    stored voxels (a cube of ``crop`` voxels around each candidate; XZ/YZ span ``z ± crop/2``),
+    ``dz`` the stored-slice offset of the outer XY panels, ``panel_px`` the displayed panel size,
+    ``radius_A`` the ring radius in Å. ``heatmap`` is an optional (Z, Y, X) array in the stored
+    frame with values in [0, 1], drawn as a translucent colour map. Returns ``out_path``.
+
+    Raises NotFoundError naming the tomo_id when the tomogram is not on disk, InputError for a
+    bad row or a heatmap of the wrong shape.
+    """
+    case = case_row if isinstance(case_row, Case) else Case.from_row(case_row)
+    tomo_dir, out_path = Path(tomo_dir), Path(out_path)
+    if crop < 8 or crop % 2:
+        raise ValueError(f"crop must be an even number of voxels >= 8, got {crop}")
+    if not (tomo_dir / META_NAME).exists():
+        raise NotFoundError(
+            f"case {case.case_id}: tomogram {case.tomo_id!r} is not on disk ({tomo_dir} has no {META_NAME})"
+        )
+    meta = read_meta(tomo_dir)
+    if meta.tomo_id != case.tomo_id:
+        raise InputError(f"case {case.case_id} is about {case.tomo_id!r} but {tomo_dir} holds {meta.tomo_id!r}",
+                         field="tomo_id")
+    if heatmap is not None and tuple(heatmap.shape) != tuple(meta.shape):
+        raise InputError(f"heatmap for {case.tomo_id!r} has shape {tuple(heatmap.shape)}, "
+                         f"the stored tomogram {tuple(meta.shape)}", field="heatmap")
+    planes = _planes if _planes is not None else _Planes(tomo_dir, meta, capacity=crop + 2 * dz + 8)
+    heat = _ArrayPlanes(heatmap) if heatmap is not None else None
+
+    half = crop // 2
+    scale = panel_px / crop
+    r_vox = radius_A / meta.voxel_spacing
+    to_stored = lambda zyx: to_frame(zyx, case.voxel_spacing, meta.voxel_spacing)  # noqa: E731
+
+    marks = [
+        _Mark(str(c.k), to_stored([c.z, c.y, c.x]), FOCUS_COLOUR if c.k == case.focus_k else OTHER_COLOUR)
+        for c in case.candidates
+    ]
+    shown_labels = [np.array([c.z, c.y, c.x]) for c in case.candidates if c.source == "label"]
+    for p in case.labels:  # labeled motors that are not already candidates: context only
+        if all(np.linalg.norm(np.subtract(p, q)) * case.voxel_spacing > 0.5 * radius_A for q in shown_labels):
+            marks.append(_Mark("L", to_stored(p), LABEL_COLOUR))
+
+    layout = Layout(n_rows=len(case.candidates), panel_px=panel_px)
+    canvas = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    _draw_header(draw, case, meta, layout, crop=crop, dz=dz, radius_A=radius_A)
+
+    ring_font = _font(17, bold=True)
+    for row, (cand, mark) in enumerate(zip(case.candidates, marks)):
+        cz, cy, cx = (int(round(v)) for v in mark.zyx)
+        zs = (cz - dz, cz, cz + dz)
+        raw = [_xy(planes, z, cy, cx, half) for z in zs]
+        raw.append(_xz(planes, cz, cy, cx, half, axis=2))
+        raw.append(_xz(planes, cz, cy, cx, half, axis=1))
+        rgbs = _stretch(raw)
+        if heat is not None:
+            heats = [_xy(heat, z, cy, cx, half) for z in zs]
+            heats += [_xz(heat, cz, cy, cx, half, axis=2), _xz(heat, cz, cy, cx, half, axis=1)]
+            rgbs = [_overlay(rgb, h) for rgb, h in zip(rgbs, heats)]
+        origin = np.array([cz - half, cy - half, cx - half], dtype=float)
+        for col, rgb in enumerate(rgbs):
+            px, py = layout.panel_origin(row, col)
+            canvas.paste(_composite(rgb, panel_px), (px, py))
+            box = (px, py, px + panel_px, py + panel_px)
+            if not np.isfinite(raw[col]).any():
+                _centered(draw, box, "outside the volume", _font(15), DIM_TEXT)
+            if col >= 3:  # ticks on the XZ/YZ panels at the z of the three XY panels
+                for i, z in enumerate(zs):
+                    t = py + (z - origin[0] + 0.5) * scale
+                    w = 10 if i == 1 else 6
+                    draw.line((px, t, px + w, t), fill=TICK_COLOUR, width=2)
+                    draw.line((px + panel_px - w, t, px + panel_px, t), fill=TICK_COLOUR, width=2)
+            draw.rectangle((px, py, px + panel_px, py + panel_px), clip := None) if clip else None
+            for other in marks:
+                rel = other.zyx - origin  # crop-box coordinates in stored voxels
+                if np.any(rel < -r_vox) or np.any(rel > crop + r_vox):
+                    continue  # not in this crop box
+                if col < 3:
+                    off_plane, u, v = abs(other.zyx[0] - zs[col]), rel[2], rel[1]
+                elif col == 3:
+                    off_plane, u, v = abs(other.zyx[1] - cy), rel[2], rel[0]
+                else:
+                    off_plane, u, v = abs(other.zyx[2] - cx), rel[1], rel[0]
+                drawn_px, drawn_py = px + (u + 0.5) * scale, py + (v + 0.5) * scale
+                _draw_ring(draw, drawn_px, drawn_py, r_vox * scale, other, off_plane <= r_vox, box, ring_font)
+        _draw_row_label(draw, layout, row, cand, mark, meta, case)
+        del raw, rgbs
+
+    buf = io.BytesIO()
+    canvas.save(buf, format="JPEG", quality=quality, subsampling=0, optimize=False)
+    write_bytes(out_path, buf.getvalue())
+    return out_path
+
+
+def _centered(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str,
+              font: ImageFont.FreeTypeFont | ImageFont.ImageFont, fill: tuple[int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, font=font, fill=fill, anchor="mm")
+
+
+def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: Layout, *,
+                 crop: int, dz: int, radius_A: float) -> None:
+    m = layout.margin
+    big, body = _font(22, bold=True), _font(16)
+    score = f"   ·   score {case.score:.2f}" if case.score is not None else ""
+    draw.text((m, m), f"{case.case_id}   ·   {case.tomo_id}   ·   {KIND_TEXT[case.kind]}{score}",
+              font=big, fill=TEXT_COLOUR)
+    draw.text((m, m + 32), INSTRUCTIONS[case.kind], font=body, fill=TEXT_COLOUR)
+    # legend with coloured words
+    x, y = m, m + 56
+    parts: list[tuple[str, tuple[int, int, int]]] = [
+        (f"yellow = case focus (k={case.focus_k})", FOCUS_COLOUR), ("   ", TEXT_COLOUR),
+        ("cyan = other candidates", OTHER_COLOUR), ("   ", TEXT_COLOUR),
+        ("green L = other labeled motors (not taggable)", LABEL_COLOUR), ("   ·   ", TEXT_COLOUR),
+        (f"thick ring: in this plane (±{radius_A:g} Å), thin: off-plane nearby", TEXT_COLOUR),
+    ]
+    for text, colour in parts:
+        draw.text((x, y), text, font=body, fill=colour)
+        x += draw.textlength(text, font=body)
+    frame = f"{case.shape[0]}×{case.shape[1]}×{case.shape[2]} @ {case.voxel_spacing:g} Å" if case.shape else \
+        f"{case.voxel_spacing:g} Å/voxel"
+    source = "  ·  ".join(s for s in (f"labels {case.label_version}" if case.label_version else "",
+                                      f"predictions {case.prediction_run}" if case.prediction_run else "") if s)
+    draw.text(
+        (m, m + 80),
+        f"coordinates (z,y,x) in the label frame {frame}  ·  panels: {crop} voxels = {crop * meta.voxel_spacing:.0f} Å "
+        f"at {meta.voxel_spacing:g} Å/voxel, Δz = {dz} slices ({dz * meta.voxel_spacing:.0f} Å)"
+        + (f"  ·  {source}" if source else ""),
+        font=body, fill=DIM_TEXT,
+    )
+    small = _font(16, bold=True)
+    for col, name in enumerate(COLUMNS):
+        px, py = layout.panel_origin(0, col)
+        draw.text((px + layout.panel_px / 2, py - 4), name.format(dz=dz), font=small, fill=TEXT_COLOUR, anchor="md")
+
+
+def _draw_row_label(draw: ImageDraw.ImageDraw, layout: Layout, row: int, cand: Candidate, mark: _Mark,
+                    meta: TomoMeta, case: Case) -> None:
+    px, py = layout.panel_origin(row, 0)
+    x = layout.margin
+    y = py + 8
+    head, _, coords = row_label(cand).partition(" ")
+    draw.text((x, y), f"{head} {coords.split(' (')[0]}".strip() if False else head + " " + row_label(cand).split(" ")[1],
+              font=_font(30, bold=True), fill=mark.colour)
+    z, y_, x_ = (int(round(v)) for v in (cand.z, cand.y, cand.x))
+    body = _font(16)
+    lines = [f"(z,y,x) = ({z}, {y_}, {x_})"]
+    if cand.k == case.focus_k:
+        lines.append("focus of this case")
+    if cand.source == "label":
+        lines.append("labeled motor")
+    inside = all(0 <= v < s for v, s in zip(mark.zyx, meta.shape))
+    if not inside:
+        lines.append("outside the stored volume!")
+    for i, line in enumerate(lines):
+        draw.text((x, y + 44 + i * 22), line, font=body, fill=TEXT_COLOUR if i == 0 else DIM_TEXT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Many cases
+
+
+HeatmapSource = Mapping[str, np.ndarray] | Callable[[str], np.ndarray | None]
+
+
+def render_cases(
+    cases_df: pd.DataFrame,
+    tomograms_root: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+    heatmaps: HeatmapSource | None = None,
+    crop: int = DEFAULT_CROP,
+    dz: int = DEFAULT_DZ,
+    panel_px: int = DEFAULT_PANEL_PX,
+    radius_A: float = DEFAULT_RADIUS_A,
+    quality: int = JPEG_QUALITY,
+) -> list[Path]:
+    """Render every row of ``cases_df`` (the ``cases.csv`` table) to ``out_dir/<image>``.
+
+    All rows are checked first (an InputError names the bad row and field; nothing is written)
+    and every tomogram must be on disk under ``tomograms_root`` (NotFoundError naming the
+    missing tomo_ids). Images are always re-rendered, each written atomically; rendering is
+    deterministic. Cases of one tomogram share a slice cache and run in one task; up to
+    ``workers`` tomograms render at once (threads; default ``min(4, cpus)``). ``progress(done,
+    total)`` is called after each image. ``heatmaps`` maps tomo_id to a (Z, Y, X) [0, 1] array
+    in the stored frame (or is a callable returning one or None). Returns the image paths in
+    row order.
+    """
+    tomograms_root, out_dir = Path(tomograms_root), Path(out_dir)
+    cases = [Case.from_row(row, file="cases.csv", row_no=i + 1)
+             for i, row in enumerate(cases_df.to_dict(orient="records"))]
+    names = [c.image for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"image names repeat: {dupes[:5]}", file="cases.csv", field="image")
+    missing = sorted({c.tomo_id for c in cases if not (tomograms_root / c.tomo_id / META_NAME).exists()})
+    if missing:
+        raise NotFoundError(f"tomograms not on disk under {tomograms_root}: {', '.join(missing)}")
+
+    by_tomo: dict[str, list[int]] = {}
+    for i, c in enumerate(cases):
+        by_tomo.setdefault(c.tomo_id, []).append(i)
+    paths: list[Path | None] = [None] * len(cases)
+    done = 0
+    total = len(cases)
+
+    def one_tomogram(tomo_id: str) -> list[int]:
+        directory = tomograms_root / tomo_id
+        meta = read_meta(directory)
+        planes = _Planes(directory, meta, capacity=crop + 2 * dz + 8)
+        heat = None
+        if heatmaps is not None:
+            heat = heatmaps(tomo_id) if callable(heatmaps) else heatmaps.get(tomo_id)
+        rendered = []
+        for i in sorted(by_tomo[tomo_id], key=lambda i: cases[i].candidates[0].z):
+            paths[i] = render_case(cases[i], directory, out_dir / cases[i].image, heatmap=heat, crop=crop, dz=dz,
+                                   panel_px=panel_px, radius_A=radius_A, quality=quality, _planes=planes)
+            rendered.append(i)
+            _tick()
+        return rendered
+
+    def _tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    n_workers = max(1, min(workers or min(4, os.cpu_count() or 1), len(by_tomo) or 1))
+    if n_workers == 1:
+        for tomo_id in by_tomo:
+            one_tomogram(tomo_id)
+    else:
+        import threading
+
+        lock = threading.Lock()
+        inner = _tick
+
+        def locked_tick() -> None:
+            with lock:
+                inner()
+
+        _tick = locked_tick  # noqa: F811
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for fut in [pool.submit(one_tomogram, t) for t in by_tomo]:
+                fut.result()
+    return [p for p in paths if p is not None]
+
+
+def expected_image_name(kind: str, index: int, tomo_id: str, shape: Iterable[int], spacing: float) -> str:
+    """The contract's image name ``{kind}-{index}-{tomo_id}-{Z}x{Y}x{X}-spacing{s:g}.jpg``."""
+    Z, Y, X = (int(v) for v in shape)
+    return f"{kind}-{int(index)}-{tomo_id}-{Z}x{Y}x{X}-spacing{float(spacing):g}.jpg"
+
+
+def read_cases(path: str | Path) -> pd.DataFrame:
+    """Read ``cases.csv`` keeping JSON columns as text (for :func:`render_cases`)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"{path}: no cases file")
+    return pd.read_csv(path, dtype={"candidates": str, "labels": str, "tomo_id": str, "image": str,
+                                    "case_id": str, "kind": str})
+
+
+__all__ = [
+    "Candidate", "Case", "Layout", "expected_image_name", "read_cases", "render_case", "render_cases", "row_label",
+    "FOCUS_COLOUR", "OTHER_COLOUR", "LABEL_COLOUR", "PAD_COLOUR",
+]
+
+_ = json  # json is used by callers building rows; keep the import explicit for type checkers

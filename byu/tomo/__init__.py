@@ -1,0 +1,1 @@
+"""Tomogram I/O and preprocessing."""

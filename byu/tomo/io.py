@@ -1,0 +1,157 @@
+"""On-disk tomograms: ``tomograms/<tomo_id>/slice_%04d.jpg`` (uint8, along Z) + ``meta.json``.
+
+A tomogram directory is complete only when ``meta.json`` exists; writers build the directory
+under a temporary name and rename it into place, so readers never see a half-written stack.
+
+Frames: a label row's coordinates live in the frame its ``Z,Y,X,voxel_spacing`` describe; the
+stack on disk lives in ``meta.shape``/``meta.voxel_spacing``. Physical position is
+``voxel * spacing`` (Å), so converting between frames is a scale by the spacing ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from byu import __version__
+from byu.atomic import write_json
+from byu.errors import InputError, NotFoundError
+
+SLICE_PATTERN = "slice_{:04d}.jpg"
+META_NAME = "meta.json"
+JPEG_QUALITY = 95
+
+
+class TomoMeta(BaseModel):
+    """What ``meta.json`` records about a stored tomogram."""
+
+    tomo_id: str
+    shape: tuple[int, int, int] = Field(description="Z, Y, X of the stored slices")
+    voxel_spacing: float = Field(gt=0, description="Å per voxel of the stored slices")
+    original_shape: tuple[int, int, int] = Field(description="Z, Y, X before resampling")
+    original_spacing: float = Field(gt=0, description="Å per voxel before resampling")
+    clip: tuple[float, float] | None = Field(default=None, description="intensity clip values (low, high)")
+    clip_percentiles: tuple[float, float] | None = None
+    source: dict[str, Any] = Field(default_factory=dict, description="portal ids, synth seed, ...")
+    sha256: str | None = Field(default=None, description="sha256 of the downloaded source file")
+    byu_version: str = __version__
+
+    @property
+    def scale_from_original(self) -> float:
+        """Multiply an original-frame voxel coordinate by this to get the stored frame."""
+        return self.original_spacing / self.voxel_spacing
+
+
+def to_frame(zyx: np.ndarray | Iterable[float], from_spacing: float, to_spacing: float) -> np.ndarray:
+    """Convert voxel coordinates between frames of different spacing (Å = voxel * spacing)."""
+    return np.asarray(zyx, dtype=float) * (float(from_spacing) / float(to_spacing))
+
+
+def tomo_dir(root: str | Path, tomo_id: str) -> Path:
+    from byu.paths import check_id
+
+    return Path(root) / check_id(tomo_id)
+
+
+def read_meta(directory: str | Path) -> TomoMeta:
+    directory = Path(directory)
+    path = directory / META_NAME
+    if not path.exists():
+        raise NotFoundError(f"{directory}: no tomogram here (missing {META_NAME})")
+    try:
+        return TomoMeta.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"invalid tomogram metadata: {exc}", file=path) from exc
+
+
+def slice_path(directory: str | Path, z: int) -> Path:
+    return Path(directory) / SLICE_PATTERN.format(z)
+
+
+def read_slice(directory: str | Path, z: int) -> np.ndarray:
+    with Image.open(slice_path(directory, z)) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def read_volume(directory: str | Path, z_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Read slices ``z_range`` (default all) as a uint8 (Z, Y, X) array."""
+    meta = read_meta(directory)
+    z0, z1 = z_range if z_range is not None else (0, meta.shape[0])
+    z0, z1 = max(0, z0), min(meta.shape[0], z1)
+    out = np.empty((max(0, z1 - z0), meta.shape[1], meta.shape[2]), dtype=np.uint8)
+    for i, z in enumerate(range(z0, z1)):
+        out[i] = read_slice(directory, z)
+    return out
+
+
+class TomogramWriter:
+    """Write a stack slice by slice into a temp dir; ``commit`` renames it into place.
+
+    Use as a context manager; on an exception nothing is left under the final name and any
+    previous complete tomogram there is kept.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.final = Path(directory)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".part", dir=self.final.parent))
+        self.n = 0
+
+    def write_slice(self, image: np.ndarray) -> None:
+        if image.dtype != np.uint8 or image.ndim != 2:
+            raise ValueError(f"slices must be 2-D uint8, got {image.dtype} {image.shape}")
+        Image.fromarray(image).save(slice_path(self.tmp, self.n), quality=JPEG_QUALITY)
+        self.n += 1
+
+    def write_slices(self, block: np.ndarray) -> None:
+        for image in block:
+            self.write_slice(image)
+
+    def commit(self, meta: TomoMeta) -> Path:
+        if meta.shape[0] != self.n:
+            raise ValueError(f"meta says {meta.shape[0]} slices but {self.n} were written")
+        write_json(self.tmp / META_NAME, json.loads(meta.model_dump_json()))
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            self.final.rename(old)
+            self.tmp.rename(self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.final)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "TomogramWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            self.abort()
+
+
+def write_tomogram(directory: str | Path, volume: np.ndarray, meta: TomoMeta) -> Path:
+    """Write a whole uint8 (Z, Y, X) volume at once (small volumes, tests, synth)."""
+    with TomogramWriter(directory) as w:
+        w.write_slices(volume)
+        return w.commit(meta)
+
+
+def iter_tomograms(root: str | Path) -> Iterator[tuple[str, Path]]:
+    """Complete tomograms under ``root`` (directories holding a meta.json), sorted by id."""
+    root = Path(root)
+    if not root.exists():
+        return
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (d / META_NAME).exists():
+            yield d.name, d

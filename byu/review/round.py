@@ -1,0 +1,111 @@
+"""One review round on disk (``review/<round>/``): mine cases, record decisions, apply them as a new version.
+
+These are the verbs the CLI and the Prefect flows call; each is safe to rerun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from byu.atomic import sha256_bytes, write_bytes
+from byu.errors import InputError
+from byu.labels.store import LabelStore, Manifest
+from byu.paths import DataRoot
+from byu.review.apply import ApplyResult, apply_decisions, read_overrides
+from byu.review.match import CASE_COLUMNS, find_cases, read_cases, read_predictions
+from byu.review.scripted import DECISION_COLUMNS
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    dir: Path
+
+    @property
+    def cases(self) -> Path:
+        return self.dir / "cases.csv"
+
+    @property
+    def images(self) -> Path:
+        return self.dir / "images"
+
+    @property
+    def cvat(self) -> Path:
+        return self.dir / "cvat"
+
+    @property
+    def decisions(self) -> Path:
+        return self.dir / "decisions.csv"
+
+
+def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
+    return RoundPaths(root.review_round(round_name))
+
+
+def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predictions: str | Path,
+               threshold: float = 0.05, radius_A: float = 1000.0, max_candidates: int = 5,
+               tomo_ids: list[str] | None = None) -> pd.DataFrame:
+    """Mine FN/FP cases for a round and write ``cases.csv``.
+
+    Rerunning with the same inputs rewrites nothing; different inputs for a round that already has cases is an
+    error (its images may already be with annotators): start a new round instead.
+    """
+    store = LabelStore(root.labels)
+    labels = store.get(labels_version)
+    preds = read_predictions(predictions)
+    cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
+                       threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids)
+    paths = round_paths(root, round_name)
+    data = cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+    if paths.cases.exists():
+        if sha256_bytes(paths.cases.read_bytes()) != sha256_bytes(data):
+            raise InputError(f"round {round_name!r} already has different cases; use a new round name",
+                             file=paths.cases)
+        return read_cases(paths.cases)
+    write_bytes(paths.cases, data)
+    return read_cases(paths.cases)
+
+
+def write_decisions(decisions: pd.DataFrame, path: str | Path) -> Path:
+    write_bytes(path, decisions.loc[:, DECISION_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return Path(path)
+
+
+def read_decisions(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)", file=path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "case_id" not in df.columns or "tags" not in df.columns:
+        raise InputError("expected columns case_id,tags[,reviewer]", file=path)
+    for c in DECISION_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    return df
+
+
+def apply_round(root: DataRoot, round_name: str, *, from_version: str, to_version: str,
+                overrides: str | Path | None = None, producer: str | None = None) -> tuple[Manifest, ApplyResult]:
+    """Apply a round's decisions to ``from_version`` and store ``to_version`` with its audit trail."""
+    store = LabelStore(root.labels)
+    paths = round_paths(root, round_name)
+    cases = read_cases(paths.cases)
+    mined = set(cases["label_version"]) - {""}
+    if mined and mined != {from_version}:
+        raise InputError(f"cases of round {round_name!r} were mined against {sorted(mined)}, not {from_version!r}",
+                         file=paths.cases, field="label_version")
+    decisions = read_decisions(paths.decisions)
+    ov = read_overrides(overrides) if overrides is not None else None
+    result = apply_decisions(store.get(from_version), cases, decisions, round_name=round_name, overrides=ov,
+                             overrides_source=str(overrides) if overrides else "overrides")
+    manifest = store.put(
+        to_version, result.table, parents=[from_version], producer=producer or f"byu review apply {round_name}",
+        changes=result.changes,
+        extra={"round": round_name, "cases": int(len(cases)), "decided": len(result.applied_cases),
+               "unsure": result.unsure_cases, "unreviewed": len(result.unreviewed_cases),
+               "label_changes": result.label_changes,
+               "overrides": str(overrides) if overrides else None},
+    )
+    return manifest, result

@@ -1,0 +1,1 @@
+"""Prefect flows over the byu library: orchestration only, every task calls a ``byu`` function."""

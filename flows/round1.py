@@ -1,0 +1,49 @@
+"""Round 1: out-of-fold predictions of the fold models → FN/FP review → ``gt_v2`` + fresh CV splits."""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.common import ReviewSettings, apply_task, refuse_existing_version, review_round, splits_task, data_root
+from flows.common import tomograms_to_review
+from flows.model_tasks import predict_with_fingerprint
+
+
+class Round1Params(BaseModel):
+    """Round 1 as in the reference pipeline: OOF predictions at a low threshold on tomograms with ≤1 motor."""
+
+    data_dir: str | None = Field(default=None, description="data root (default: env BYU_DATA or ./data)")
+    round_name: str = Field(default="round1", description="review round name (review/<round>/)")
+    from_version: str = Field(default="gt", description="label version the fold models were trained on")
+    to_version: str = Field(default="gt_v2", description="label version to create; refused if it exists")
+    model_dirs: list[str] = Field(default_factory=lambda: ["data/models/round1"],
+                                  description="fold model runs (data/models/<run>) predicting out of fold")
+    threshold: float = Field(default=0.05, ge=0, le=1, description="confidence threshold: low to show every miss")
+    tta: str = Field(default="flips", description="test-time augmentation: none or flips")
+    max_labeled_motors: int = Field(default=1, ge=0, description="review only tomograms with at most this many "
+                                    "labeled motors")
+    split_dir: str = Field(default="v2", description="splits go to cv/<split_dir>/skf<K>_rd<seed>.json")
+    split_folds: list[int] = Field(default_factory=lambda: [4, 5], description="fresh splits to write")
+    split_seed: int = Field(default=42, description="StratifiedKFold random_state")
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+
+@flow(name="round1", log_prints=True)
+def round1(params: Round1Params = Round1Params()) -> dict:
+    """OOF predictions → cases → review → decisions → ``gt_v2`` + ``cv/v2`` splits."""
+    p = params
+    data_dir = str(data_root(p.data_dir).root)
+    refuse_existing_version(data_root(data_dir), p.to_version, p.round_name)
+    tomo_ids = tomograms_to_review(data_dir, p.from_version, p.max_labeled_motors)
+    predictions = predict_with_fingerprint(data_dir, p.model_dirs, mode="oof", tta=p.tta, threshold=p.threshold,
+                                           tomo_ids=tomo_ids, out_name=f"{p.round_name}_oof")
+    n_cases = review_round(data_dir, p.round_name, labels_version=p.from_version, predictions=predictions,
+                           threshold=p.threshold, review=p.review, tomo_ids=tomo_ids)
+    applied = apply_task(data_dir, p.round_name, p.from_version, p.to_version, p.review.overrides_csv)
+    splits = splits_task(data_dir, p.to_version, p.split_dir, p.split_folds, p.split_seed)
+    return {"round": p.round_name, "cases": n_cases, "predictions": predictions, **applied, "splits": splits}
+
+
+if __name__ == "__main__":
+    round1()

@@ -1,0 +1,39 @@
+"""Train fold models on a label version + split, so a round can start from its own models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from byu.labels.store import LabelStore
+from flows.common import data_root, fingerprint
+from flows.model_tasks import train_task
+
+
+class TrainParams(BaseModel):
+    data_dir: str | None = Field(default=None, description="data root (default: env BYU_DATA or ./data)")
+    labels: str = Field(default="gt", description="label version (or CSV path) to train on")
+    split: str = Field(default="v1/skf4_rd42.json", description="split JSON under cv/ (or a path)")
+    folds: str = Field(default="all", description="fold index, or 'all'")
+    config: str = Field(default="tiny", description="model config name (tiny, full) or a YAML/JSON path")
+    run_name: str = Field(default="round1", description="checkpoints go to models/<run_name>/fold<k>.pt")
+    seed: int = Field(default=42)
+    overrides: dict = Field(default_factory=dict, description="config field overrides, e.g. {'epochs': 2}")
+
+
+@flow(name="train", log_prints=True)
+def train(params: TrainParams = TrainParams()) -> list[str]:
+    """One model per fold; checkpoints carry their split and label metadata."""
+    p = params
+    root = data_root(p.data_dir)
+    split = Path(p.split) if Path(p.split).is_absolute() else root.cv / p.split
+    store = LabelStore(root.labels)
+    inputs = [split] + ([store.path(p.labels)] if store.exists(p.labels) else [Path(p.labels)])
+    return train_task(str(root.root), p.labels, str(split), p.folds, p.config, p.run_name, p.seed,
+                      overrides=p.overrides, inputs_fingerprint=fingerprint(inputs))
+
+
+if __name__ == "__main__":
+    train()

@@ -20,24 +20,24 @@ small per-tomogram LRU cache. Rendering is deterministic: same inputs, same byte
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from byu.atomic import write_bytes
-from byu.errors import InputError, NotFoundError
+from byu.errors import InputError, InputErrors, NotFoundError
 from byu.paths import check_id
 from byu.tomo.io import META_NAME, TomoMeta, read_meta, read_slice, to_frame
 
@@ -58,7 +58,7 @@ DEFAULT_CROP = 128  # stored voxels (2048 Å at the 16 Å working spacing)
 DEFAULT_PANEL_PX = 256
 DEFAULT_DZ = 16  # stored slices between the three XY panels
 DEFAULT_RADIUS_A = 250.0  # flagellar motor radius: the ring radius
-HEATMAP_ALPHA = 0.5
+HEATMAP_ALPHA = 0.55
 
 COLUMNS = ("z−{dz}", "z", "z+{dz}", "XZ  (x →, z ↓)", "YZ  (y →, z ↓)")
 
@@ -74,9 +74,17 @@ KIND_TEXT = {
 }
 
 
-@lru_cache(maxsize=16)
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans shipped with matplotlib (has Å, →, −); Pillow's bundled font otherwise."""
+    """DejaVu Sans shipped with matplotlib (has Å, →, −); Pillow's bundled font otherwise.
+
+    Cached per thread: render_cases draws from several threads and a FreeType face is not
+    meant to be shared between them.
+    """
+    return _font_for_thread(size, bold, threading.get_ident())
+
+
+@lru_cache(maxsize=128)
+def _font_for_thread(size: int, bold: bool, _thread: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         import matplotlib
 
@@ -90,19 +98,22 @@ def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.I
 # Case rows
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Candidate(BaseModel):
     """One entry of the ``candidates`` JSON list of ``cases.csv`` (label frame)."""
 
-    k: int
-    z: float
-    y: float
-    x: float
-    conf: float | None = None
+    k: int = Field(ge=0)
+    z: Finite
+    y: Finite
+    x: Finite
+    conf: Finite | None = None
     source: Literal["label", "prediction"] = "prediction"
 
 
 _CANDIDATES = TypeAdapter(list[Candidate])
-_POINTS = TypeAdapter(list[tuple[float, float, float]])
+_POINTS = TypeAdapter(list[tuple[Finite, Finite, Finite]])
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,8 @@ class Case:
             return InputError(msg, file=file, row=row_no, field=field)
 
         def get(field: str, required: bool = True) -> Any:
-            value = row.get(field) if hasattr(row, "get") else None
-            if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = row.get(field)
+            if value is None or (np.ndim(value) == 0 and not isinstance(value, str | bytes) and pd.isna(value)):
                 if required:
                     raise err(field, "missing value")
                 return None
@@ -154,7 +165,9 @@ class Case:
             if value is None:
                 return default
             try:
-                return adapter.validate_json(value) if isinstance(value, str | bytes) else adapter.validate_python(value)
+                if isinstance(value, str | bytes):
+                    return adapter.validate_json(value)
+                return adapter.validate_python(value)
             except ValidationError as exc:
                 raise err(field, f"invalid JSON list: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
 
@@ -180,6 +193,8 @@ class Case:
         ks = [c.k for c in candidates]
         if len(set(ks)) != len(ks):
             raise err("candidates", f"duplicate k in {ks}")
+        if focus_k not in ks:
+            raise err("focus_k", f"{focus_k} is not among the candidates' k {ks}")
         labels = parse_json("labels", _POINTS, [])
         dims = [as_float(f, required=False) for f in ("Z", "Y", "X")]
         shape = tuple(int(d) for d in dims) if all(d is not None for d in dims) else None
@@ -202,7 +217,10 @@ class Case:
 
 def row_label(candidate: Candidate) -> str:
     """``"0: label (z,y,x)"`` for a labeled motor, ``"k: 0.87 (z,y,x)"`` for a prediction (label frame)."""
-    what = "label" if candidate.source == "label" or candidate.conf is None else f"{candidate.conf:.2f}"
+    if candidate.source == "label":
+        what = "label"
+    else:
+        what = "?" if candidate.conf is None else f"{candidate.conf:.2f}"
     z, y, x = (int(round(v)) for v in (candidate.z, candidate.y, candidate.x))
     return f"{candidate.k}: {what} ({z},{y},{x})"
 
@@ -247,11 +265,16 @@ def _window(center: int, half: int, size: int) -> tuple[slice, slice]:
     return slice(s0, s1), slice(s0 - lo, s1 - lo)
 
 
-class _Planes:
-    """Z slices of a stored tomogram, decoded on demand, last ``capacity`` kept (LRU)."""
+class SliceCache:
+    """Z slices of one stored tomogram, decoded on demand, the last ``capacity`` kept (LRU).
 
-    def __init__(self, directory: Path, meta: TomoMeta, capacity: int) -> None:
-        self.directory = directory
+    Share one between the cases of a tomogram (``render_case(..., slice_cache=...)``).
+    """
+
+    def __init__(self, directory: str | Path, meta: TomoMeta | None = None, *, capacity: int = 256) -> None:
+        self.directory = Path(directory)
+        meta = meta if meta is not None else read_meta(self.directory)
+        self.tomo_id = meta.tomo_id
         self.shape = meta.shape
         self.capacity = max(capacity, 1)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -283,7 +306,7 @@ class _ArrayPlanes:
         return self.array[z]
 
 
-def _xy(planes: _Planes | _ArrayPlanes, z: int, cy: int, cx: int, half: int) -> np.ndarray:
+def _xy(planes: SliceCache | _ArrayPlanes, z: int, cy: int, cx: int, half: int) -> np.ndarray:
     out = np.full((2 * half, 2 * half), np.nan, dtype=np.float32)
     Z, Y, X = planes.shape
     if 0 <= z < Z:
@@ -293,7 +316,7 @@ def _xy(planes: _Planes | _ArrayPlanes, z: int, cy: int, cx: int, half: int) -> 
     return out
 
 
-def _xz(planes: _Planes | _ArrayPlanes, cz: int, cy: int, cx: int, half: int, axis: int) -> np.ndarray:
+def _xz(planes: SliceCache | _ArrayPlanes, cz: int, cy: int, cx: int, half: int, axis: int) -> np.ndarray:
     """Rows z = cz-half .. cz+half-1; ``axis`` 2: the XZ plane at y=cy, 1: the YZ plane at x=cx."""
     out = np.full((2 * half, 2 * half), np.nan, dtype=np.float32)
     Z, Y, X = planes.shape
@@ -334,7 +357,7 @@ def _overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
     h = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
-    colours = colormaps["turbo"](h)[..., :3] * 255.0
+    colours = colormaps["turbo"](0.1 + 0.8 * h)[..., :3] * 255.0  # blue..red, without turbo's dark ends
     alpha = (HEATMAP_ALPHA * h)[..., None]
     return rgb * (1.0 - alpha) + colours * alpha
 
@@ -367,6 +390,13 @@ def _composite(rgb: np.ndarray, panel_px: int) -> Image.Image:
     return img
 
 
+def _check_options(*, crop: int, dz: int, panel_px: int, radius_A: float) -> None:
+    if crop < 8 or crop % 2:
+        raise ValueError(f"crop must be an even number of voxels >= 8, got {crop}")
+    if panel_px < 32 or dz < 1 or radius_A <= 0:
+        raise ValueError(f"need panel_px >= 32, dz >= 1 and radius_A > 0, got {panel_px}, {dz}, {radius_A}")
+
+
 def render_case(
     case_row: Mapping[str, Any] | Case,
     tomo_dir: str | Path,
@@ -378,7 +408,7 @@ def render_case(
     panel_px: int = DEFAULT_PANEL_PX,
     radius_A: float = DEFAULT_RADIUS_A,
     quality: int = JPEG_QUALITY,
-    _planes: _Planes | None = None,
+    slice_cache: SliceCache | None = None,
 ) -> Path:
     """Render one case (a ``cases.csv`` row) to a JPEG at ``out_path`` (written atomically).
 
@@ -386,15 +416,15 @@ def render_case(
     stored voxels (a cube of ``crop`` voxels around each candidate; XZ/YZ span ``z ± crop/2``),
     ``dz`` the stored-slice offset of the outer XY panels, ``panel_px`` the displayed panel size,
     ``radius_A`` the ring radius in Å. ``heatmap`` is an optional (Z, Y, X) array in the stored
-    frame with values in [0, 1], drawn as a translucent colour map. Returns ``out_path``.
+    frame with values in [0, 1], drawn as a translucent colour map. ``slice_cache`` lets the
+    cases of one tomogram share decoded slices. Returns ``out_path``.
 
     Raises NotFoundError naming the tomo_id when the tomogram is not on disk, InputError for a
     bad row or a heatmap of the wrong shape.
     """
     case = case_row if isinstance(case_row, Case) else Case.from_row(case_row)
     tomo_dir, out_path = Path(tomo_dir), Path(out_path)
-    if crop < 8 or crop % 2:
-        raise ValueError(f"crop must be an even number of voxels >= 8, got {crop}")
+    _check_options(crop=crop, dz=dz, panel_px=panel_px, radius_A=radius_A)
     if not (tomo_dir / META_NAME).exists():
         raise NotFoundError(
             f"case {case.case_id}: tomogram {case.tomo_id!r} is not on disk ({tomo_dir} has no {META_NAME})"
@@ -406,13 +436,17 @@ def render_case(
     if heatmap is not None and tuple(heatmap.shape) != tuple(meta.shape):
         raise InputError(f"heatmap for {case.tomo_id!r} has shape {tuple(heatmap.shape)}, "
                          f"the stored tomogram {tuple(meta.shape)}", field="heatmap")
-    planes = _planes if _planes is not None else _Planes(tomo_dir, meta, capacity=crop + 2 * dz + 8)
+    if slice_cache is not None and slice_cache.tomo_id != meta.tomo_id:
+        raise ValueError(f"slice_cache holds {slice_cache.tomo_id!r}, not {meta.tomo_id!r}")
+    planes = slice_cache if slice_cache is not None else SliceCache(tomo_dir, meta, capacity=crop + 2 * dz + 8)
     heat = _ArrayPlanes(heatmap) if heatmap is not None else None
 
     half = crop // 2
     scale = panel_px / crop
     r_vox = radius_A / meta.voxel_spacing
-    to_stored = lambda zyx: to_frame(zyx, case.voxel_spacing, meta.voxel_spacing)  # noqa: E731
+
+    def to_stored(zyx: Sequence[float]) -> np.ndarray:
+        return to_frame(zyx, case.voxel_spacing, meta.voxel_spacing)
 
     marks = [
         _Mark(str(c.k), to_stored([c.z, c.y, c.x]), FOCUS_COLOUR if c.k == case.focus_k else OTHER_COLOUR)
@@ -428,7 +462,7 @@ def render_case(
     draw = ImageDraw.Draw(canvas)
     _draw_header(draw, case, meta, layout, crop=crop, dz=dz, radius_A=radius_A)
 
-    ring_font = _font(17, bold=True)
+    ring_font = _font(max(10, min(17, panel_px // 8)), bold=True)
     for row, (cand, mark) in enumerate(zip(case.candidates, marks)):
         cz, cy, cx = (int(round(v)) for v in mark.zyx)
         zs = (cz - dz, cz, cz + dz)
@@ -442,18 +476,19 @@ def render_case(
             rgbs = [_overlay(rgb, h) for rgb, h in zip(rgbs, heats)]
         origin = np.array([cz - half, cy - half, cx - half], dtype=float)
         for col, rgb in enumerate(rgbs):
-            px, py = layout.panel_origin(row, col)
-            canvas.paste(_composite(rgb, panel_px), (px, py))
-            box = (px, py, px + panel_px, py + panel_px)
+            # draw on the panel itself, so rings and numbers are clipped to it
+            panel = _composite(rgb, panel_px)
+            pdraw = ImageDraw.Draw(panel)
+            box = (0, 0, panel_px, panel_px)
             if not np.isfinite(raw[col]).any():
-                _centered(draw, box, "outside the volume", _font(15), DIM_TEXT)
+                text = "outside the volume"
+                _centered(pdraw, box, text, _fitting_font(pdraw, text, panel_px - 8, 15), DIM_TEXT)
             if col >= 3:  # ticks on the XZ/YZ panels at the z of the three XY panels
                 for i, z in enumerate(zs):
-                    t = py + (z - origin[0] + 0.5) * scale
+                    t = (z - origin[0] + 0.5) * scale
                     w = 10 if i == 1 else 6
-                    draw.line((px, t, px + w, t), fill=TICK_COLOUR, width=2)
-                    draw.line((px + panel_px - w, t, px + panel_px, t), fill=TICK_COLOUR, width=2)
-            draw.rectangle((px, py, px + panel_px, py + panel_px), clip := None) if clip else None
+                    pdraw.line((0, t, w, t), fill=TICK_COLOUR, width=2)
+                    pdraw.line((panel_px - w, t, panel_px, t), fill=TICK_COLOUR, width=2)
             for other in marks:
                 rel = other.zyx - origin  # crop-box coordinates in stored voxels
                 if np.any(rel < -r_vox) or np.any(rel > crop + r_vox):
@@ -464,8 +499,9 @@ def render_case(
                     off_plane, u, v = abs(other.zyx[1] - cy), rel[2], rel[0]
                 else:
                     off_plane, u, v = abs(other.zyx[2] - cx), rel[1], rel[0]
-                drawn_px, drawn_py = px + (u + 0.5) * scale, py + (v + 0.5) * scale
-                _draw_ring(draw, drawn_px, drawn_py, r_vox * scale, other, off_plane <= r_vox, box, ring_font)
+                _draw_ring(pdraw, (u + 0.5) * scale, (v + 0.5) * scale, r_vox * scale, other,
+                           off_plane <= r_vox, box, ring_font)
+            canvas.paste(panel, layout.panel_origin(row, col))
         _draw_row_label(draw, layout, row, cand, mark, meta, case)
         del raw, rgbs
 
@@ -481,62 +517,74 @@ def _centered(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: s
     draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, font=font, fill=fill, anchor="mm")
 
 
+def _fitting_font(draw: ImageDraw.ImageDraw, text: str, max_w: float, size: int,
+                  bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The largest font of at most ``size`` px (at least 9) in which ``text`` fits ``max_w``."""
+    font = _font(size, bold)
+    while size > 9 and draw.textlength(text, font=font) > max_w:
+        size -= 1
+        font = _font(size, bold)
+    return font
+
+
+def _line(draw: ImageDraw.ImageDraw, xy: tuple[float, float], parts: Sequence[tuple[str, tuple[int, int, int]]],
+          max_w: float, size: int, bold: bool = False) -> None:
+    """Draw coloured ``parts`` one after the other, shrunk to fit ``max_w``."""
+    font = _fitting_font(draw, "".join(t for t, _ in parts), max_w, size, bold)
+    x, y = xy
+    for text, colour in parts:
+        draw.text((x, y), text, font=font, fill=colour)
+        x += draw.textlength(text, font=font)
+
+
 def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: Layout, *,
                  crop: int, dz: int, radius_A: float) -> None:
     m = layout.margin
-    big, body = _font(22, bold=True), _font(16)
+    width = layout.width - 2 * m
     score = f"   ·   score {case.score:.2f}" if case.score is not None else ""
-    draw.text((m, m), f"{case.case_id}   ·   {case.tomo_id}   ·   {KIND_TEXT[case.kind]}{score}",
-              font=big, fill=TEXT_COLOUR)
-    draw.text((m, m + 32), INSTRUCTIONS[case.kind], font=body, fill=TEXT_COLOUR)
-    # legend with coloured words
-    x, y = m, m + 56
-    parts: list[tuple[str, tuple[int, int, int]]] = [
+    title = f"{case.case_id}   ·   {case.tomo_id}   ·   {KIND_TEXT[case.kind]}{score}"
+    _line(draw, (m, m), [(title, TEXT_COLOUR)], width, 22, bold=True)
+    _line(draw, (m, m + 32), [(INSTRUCTIONS[case.kind], TEXT_COLOUR)], width, 16)
+    legend = [
         (f"yellow = case focus (k={case.focus_k})", FOCUS_COLOUR), ("   ", TEXT_COLOUR),
         ("cyan = other candidates", OTHER_COLOUR), ("   ", TEXT_COLOUR),
         ("green L = other labeled motors (not taggable)", LABEL_COLOUR), ("   ·   ", TEXT_COLOUR),
         (f"thick ring: in this plane (±{radius_A:g} Å), thin: off-plane nearby", TEXT_COLOUR),
     ]
-    for text, colour in parts:
-        draw.text((x, y), text, font=body, fill=colour)
-        x += draw.textlength(text, font=body)
-    frame = f"{case.shape[0]}×{case.shape[1]}×{case.shape[2]} @ {case.voxel_spacing:g} Å" if case.shape else \
-        f"{case.voxel_spacing:g} Å/voxel"
-    source = "  ·  ".join(s for s in (f"labels {case.label_version}" if case.label_version else "",
-                                      f"predictions {case.prediction_run}" if case.prediction_run else "") if s)
-    draw.text(
-        (m, m + 80),
-        f"coordinates (z,y,x) in the label frame {frame}  ·  panels: {crop} voxels = {crop * meta.voxel_spacing:.0f} Å "
-        f"at {meta.voxel_spacing:g} Å/voxel, Δz = {dz} slices ({dz * meta.voxel_spacing:.0f} Å)"
-        + (f"  ·  {source}" if source else ""),
-        font=body, fill=DIM_TEXT,
-    )
-    small = _font(16, bold=True)
+    _line(draw, (m, m + 56), legend, width, 16)
+    frame = (f"{case.shape[0]}×{case.shape[1]}×{case.shape[2]} @ {case.voxel_spacing:g} Å" if case.shape
+             else f"{case.voxel_spacing:g} Å/voxel")
+    source = "".join(f"  ·  {name} {value}" for name, value in
+                     (("labels", case.label_version), ("predictions", case.prediction_run)) if value)
+    info = (f"coordinates (z,y,x) in the label frame {frame}  ·  panels: {crop} voxels = "
+            f"{crop * meta.voxel_spacing:.0f} Å at {meta.voxel_spacing:g} Å/voxel, "
+            f"Δz = {dz} slices ({dz * meta.voxel_spacing:.0f} Å){source}")
+    _line(draw, (m, m + 80), [(info, DIM_TEXT)], width, 16)
     for col, name in enumerate(COLUMNS):
         px, py = layout.panel_origin(0, col)
-        draw.text((px + layout.panel_px / 2, py - 4), name.format(dz=dz), font=small, fill=TEXT_COLOUR, anchor="md")
+        text = name.format(dz=dz)
+        font = _fitting_font(draw, text, layout.panel_px, 16, bold=True)
+        draw.text((px + layout.panel_px / 2, py - 4), text, font=font, fill=TEXT_COLOUR, anchor="md")
 
 
 def _draw_row_label(draw: ImageDraw.ImageDraw, layout: Layout, row: int, cand: Candidate, mark: _Mark,
                     meta: TomoMeta, case: Case) -> None:
-    px, py = layout.panel_origin(row, 0)
-    x = layout.margin
-    y = py + 8
-    head, _, coords = row_label(cand).partition(" ")
-    draw.text((x, y), f"{head} {coords.split(' (')[0]}".strip() if False else head + " " + row_label(cand).split(" ")[1],
-              font=_font(30, bold=True), fill=mark.colour)
+    _, py = layout.panel_origin(row, 0)
+    x, y = layout.margin, py + 8
+    max_w = layout.label_w - 8
+    k_conf = row_label(cand).split(" (")[0]  # "k: 0.87" / "0: label"; the coordinates go below
+    big, body = max(12, min(30, layout.panel_px // 6)), max(9, min(16, layout.panel_px // 10))
+    _line(draw, (x, y), [(k_conf, mark.colour)], max_w, big, bold=True)
     z, y_, x_ = (int(round(v)) for v in (cand.z, cand.y, cand.x))
-    body = _font(16)
     lines = [f"(z,y,x) = ({z}, {y_}, {x_})"]
     if cand.k == case.focus_k:
         lines.append("focus of this case")
     if cand.source == "label":
         lines.append("labeled motor")
-    inside = all(0 <= v < s for v, s in zip(mark.zyx, meta.shape))
-    if not inside:
+    if not all(0 <= v < s for v, s in zip(mark.zyx, meta.shape)):
         lines.append("outside the stored volume!")
     for i, line in enumerate(lines):
-        draw.text((x, y + 44 + i * 22), line, font=body, fill=TEXT_COLOUR if i == 0 else DIM_TEXT)
+        _line(draw, (x, y + big * 1.45 + i * (body + 6)), [(line, TEXT_COLOUR if i == 0 else DIM_TEXT)], max_w, body)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,18 +610,27 @@ def render_cases(
 ) -> list[Path]:
     """Render every row of ``cases_df`` (the ``cases.csv`` table) to ``out_dir/<image>``.
 
-    All rows are checked first (an InputError names the bad row and field; nothing is written)
-    and every tomogram must be on disk under ``tomograms_root`` (NotFoundError naming the
-    missing tomo_ids). Images are always re-rendered, each written atomically; rendering is
-    deterministic. Cases of one tomogram share a slice cache and run in one task; up to
-    ``workers`` tomograms render at once (threads; default ``min(4, cpus)``). ``progress(done,
-    total)`` is called after each image. ``heatmaps`` maps tomo_id to a (Z, Y, X) [0, 1] array
-    in the stored frame (or is a callable returning one or None). Returns the image paths in
-    row order.
+    All rows are checked first, and nothing is written when one is bad: InputError(s) name
+    each bad row (its line in cases.csv, the header being line 1) and field. Every tomogram
+    must be on disk under ``tomograms_root`` (else NotFoundError naming the missing tomo_ids).
+    Images are always re-rendered, each written atomically; rendering is deterministic. Cases
+    of one tomogram share a slice cache and run in one task; up to ``workers`` tomograms render
+    at once (threads; default ``min(4, cpus)``). ``progress(done, total)`` is called after each
+    image. ``heatmaps`` maps tomo_id to a (Z, Y, X) [0, 1] array in the stored frame (or is a
+    callable returning one or None; its shape is checked when that tomogram renders). Returns
+    the image paths in row order.
     """
+    _check_options(crop=crop, dz=dz, panel_px=panel_px, radius_A=radius_A)
     tomograms_root, out_dir = Path(tomograms_root), Path(out_dir)
-    cases = [Case.from_row(row, file="cases.csv", row_no=i + 1)
-             for i, row in enumerate(cases_df.to_dict(orient="records"))]
+    cases: list[Case] = []
+    errors: list[InputError] = []
+    for line, row in enumerate(cases_df.to_dict(orient="records"), start=2):  # line 1 is the header
+        try:
+            cases.append(Case.from_row(row, file="cases.csv", row_no=line))
+        except InputError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0] if len(errors) == 1 else InputErrors(errors)
     names = [c.image for c in cases]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -592,63 +649,39 @@ def render_cases(
     def one_tomogram(tomo_id: str) -> list[int]:
         directory = tomograms_root / tomo_id
         meta = read_meta(directory)
-        planes = _Planes(directory, meta, capacity=crop + 2 * dz + 8)
+        planes = SliceCache(directory, meta, capacity=crop + 2 * dz + 8)
         heat = None
         if heatmaps is not None:
             heat = heatmaps(tomo_id) if callable(heatmaps) else heatmaps.get(tomo_id)
         rendered = []
         for i in sorted(by_tomo[tomo_id], key=lambda i: cases[i].candidates[0].z):
             paths[i] = render_case(cases[i], directory, out_dir / cases[i].image, heatmap=heat, crop=crop, dz=dz,
-                                   panel_px=panel_px, radius_A=radius_A, quality=quality, _planes=planes)
+                                   panel_px=panel_px, radius_A=radius_A, quality=quality, slice_cache=planes)
             rendered.append(i)
             _tick()
         return rendered
 
+    lock = threading.Lock()
+
     def _tick() -> None:
         nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
+        with lock:
+            done += 1
+            if progress is not None:
+                progress(done, total)
 
     n_workers = max(1, min(workers or min(4, os.cpu_count() or 1), len(by_tomo) or 1))
     if n_workers == 1:
         for tomo_id in by_tomo:
             one_tomogram(tomo_id)
     else:
-        import threading
-
-        lock = threading.Lock()
-        inner = _tick
-
-        def locked_tick() -> None:
-            with lock:
-                inner()
-
-        _tick = locked_tick  # noqa: F811
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             for fut in [pool.submit(one_tomogram, t) for t in by_tomo]:
                 fut.result()
     return [p for p in paths if p is not None]
 
 
-def expected_image_name(kind: str, index: int, tomo_id: str, shape: Iterable[int], spacing: float) -> str:
-    """The contract's image name ``{kind}-{index}-{tomo_id}-{Z}x{Y}x{X}-spacing{s:g}.jpg``."""
-    Z, Y, X = (int(v) for v in shape)
-    return f"{kind}-{int(index)}-{tomo_id}-{Z}x{Y}x{X}-spacing{float(spacing):g}.jpg"
-
-
-def read_cases(path: str | Path) -> pd.DataFrame:
-    """Read ``cases.csv`` keeping JSON columns as text (for :func:`render_cases`)."""
-    path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"{path}: no cases file")
-    return pd.read_csv(path, dtype={"candidates": str, "labels": str, "tomo_id": str, "image": str,
-                                    "case_id": str, "kind": str})
-
-
 __all__ = [
-    "Candidate", "Case", "Layout", "expected_image_name", "read_cases", "render_case", "render_cases", "row_label",
+    "Candidate", "Case", "Layout", "SliceCache", "render_case", "render_cases", "row_label",
     "FOCUS_COLOUR", "OTHER_COLOUR", "LABEL_COLOUR", "PAD_COLOUR",
 ]
-
-_ = json  # json is used by callers building rows; keep the import explicit for type checkers

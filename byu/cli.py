@@ -19,7 +19,7 @@ from byu.errors import ByuError
 app = typer.Typer(help="byu: human-in-the-loop pseudo-labeling for cryo-ET particle picks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(labels_app, name="labels")
-app.add_typer(review_app, name="review")
+app.add_typer(review_app, name="review", help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.")
 app.command("synth")(synth_command)
 
 

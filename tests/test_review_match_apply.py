@@ -13,7 +13,8 @@ from byu.labels.table import make_table
 from byu.paths import DataRoot
 from byu.review.apply import apply_decisions
 from byu.review.match import find_cases, read_predictions
-from byu.review.round import apply_round, mine_round, write_decisions
+from byu.review.decisions import write_decisions
+from byu.review.round import apply_round, mine_round
 from byu.review.scripted import scripted_decisions
 
 SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise the frame conversion
@@ -97,7 +98,8 @@ def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
     dec = pd.DataFrame([{"case_id": fn, "tags": "unsure", "reviewer": "ann"}])
     res = apply_decisions(noisy, cases, dec, round_name="r1")
     assert res.table.equals(noisy) and res.unsure_cases == [fn] and len(res.unreviewed_cases) == len(cases) - 1
-    for bad, words in [("0;none", "contradictory"), ("7", "showed 2 candidate"), ("maybe", "unknown tag")]:
+    for bad, words in [("0;none", "contradictory"), ("7", "showed 2 candidate"), ("maybe", "unknown tag"), ("²", "unknown tag"),
+                       ("01", "unknown tag")]:
         with pytest.raises(InputError, match=words):
             apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fp, "tags": bad, "reviewer": ""}]), round_name="r")
     with pytest.raises(InputError, match="unknown case"):

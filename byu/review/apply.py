@@ -21,7 +21,7 @@ from byu.errors import InputError, InputErrors
 from byu.labels.diff import change_row, changes_frame
 from byu.labels.table import make_table, normalize
 from byu.review.match import case_candidates
-from byu.review.tags import KEEP, NONE, UNSURE, split_tags, tag_problems
+from byu.review.tags import KEEP, NONE, UNSURE, is_candidate, split_tags, tag_problems
 
 OVERRIDE_ACTIONS = ("add", "remove", "clear")
 
@@ -93,7 +93,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
                                      file="decisions.csv", row=line, field="case_id"))
             continue
         reviewer = "" if pd.isna(d.reviewer) else str(d.reviewer)
-        picks = [cands[int(t)] for t in sorted((t for t in tags if t.isdigit() and t != KEEP), key=int)]
+        picks = [cands[int(t)] for t in sorted((t for t in tags if is_candidate(t) and t != KEEP), key=int)]
         meta = {"source": source, "case_id": d.case_id, "reviewer": reviewer}
         current = motors[tid]
         if case.kind == "FN":

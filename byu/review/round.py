@@ -16,7 +16,7 @@ from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
 from byu.review.apply import ApplyResult, apply_decisions, read_overrides
 from byu.review.match import CASE_COLUMNS, find_cases, read_cases, read_predictions
-from byu.review.scripted import DECISION_COLUMNS
+from byu.review.decisions import read_decisions
 
 
 @dataclass(frozen=True)
@@ -68,22 +68,12 @@ def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predicti
     return read_cases(paths.cases)
 
 
-def write_decisions(decisions: pd.DataFrame, path: str | Path) -> Path:
-    write_bytes(path, decisions.loc[:, DECISION_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8"))
-    return Path(path)
-
-
-def read_decisions(path: str | Path) -> pd.DataFrame:
+def read_round_decisions(path: str | Path) -> pd.DataFrame:
+    """A round's ``decisions.csv``; a clear error when the review has not been pulled or imported yet."""
     path = Path(path)
     if not path.exists():
         raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)", file=path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "case_id" not in df.columns or "tags" not in df.columns:
-        raise InputError("expected columns case_id,tags[,reviewer]", file=path)
-    for c in DECISION_COLUMNS:
-        if c not in df.columns:
-            df[c] = ""
-    return df
+    return read_decisions(path)
 
 
 def apply_round(root: DataRoot, round_name: str, *, from_version: str, to_version: str,
@@ -96,7 +86,7 @@ def apply_round(root: DataRoot, round_name: str, *, from_version: str, to_versio
     if mined and mined != {from_version}:
         raise InputError(f"cases of round {round_name!r} were mined against {sorted(mined)}, not {from_version!r}",
                          file=paths.cases, field="label_version")
-    decisions = read_decisions(paths.decisions)
+    decisions = read_round_decisions(paths.decisions)
     ov = read_overrides(overrides) if overrides is not None else None
     result = apply_decisions(store.get(from_version), cases, decisions, round_name=round_name, overrides=ov,
                              overrides_source=str(overrides) if overrides else "overrides")

@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pandas as pd
 
+from byu.review.decisions import DECISION_COLUMNS
 from byu.review.match import case_candidates
 from byu.review.tags import KEEP, NONE, join_tags
 
-DECISION_COLUMNS = ["case_id", "image", "tags", "reviewer", "source"]
 
 
 def _nearest_within(points: np.ndarray, p: np.ndarray, radius: float) -> int | None:

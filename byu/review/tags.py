@@ -6,6 +6,10 @@ is not real; ``"unsure"`` route to a second review. No tag means not reviewed.
 
 from __future__ import annotations
 
+import re
+
+_CANDIDATE = re.compile(r"^(0|[1-9][0-9]*)$")
+
 KEEP = "0"
 NONE = "none"
 UNSURE = "unsure"
@@ -20,12 +24,17 @@ def tag_labels(max_candidates: int) -> list[str]:
 def join_tags(tags) -> str:
     """Canonical ``;``-joined form: candidate numbers ascending, then ``none``, then ``unsure``."""
     uniq = set(tags)
-    nums = sorted((t for t in uniq if t.isdigit()), key=int)
+    nums = sorted((t for t in uniq if is_candidate(t)), key=int)
     return ";".join(nums + [t for t in SPECIAL if t in uniq])
 
 
 def split_tags(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(";") if t.strip()]
+
+
+def is_candidate(tag: str) -> bool:
+    """``"0"`` or a candidate number written plainly (ASCII digits, no leading zero)."""
+    return bool(_CANDIDATE.match(tag))
 
 
 def tag_problems(tags, n_candidates: int) -> list[str]:
@@ -34,7 +43,7 @@ def tag_problems(tags, n_candidates: int) -> list[str]:
     for t in tags:
         if t in SPECIAL:
             continue
-        if not t.isdigit():
+        if not is_candidate(t):
             problems.append(f"unknown tag {t!r} (expected 0..K, 'none' or 'unsure')")
         elif int(t) > n_candidates:
             problems.append(f"tag {t!r} names candidate {t} but the image showed {n_candidates} candidate(s)")

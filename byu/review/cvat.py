@@ -1,0 +1,617 @@
+"""CVAT adapter for review rounds: push case images as tag tasks, watch progress, pull exports.
+
+Targets cvat-sdk 2.80 and CVAT servers 2.80.x / 2.81.x (the SDK warns, and carries on, for
+other versions unless ``check_server_version=False``).
+
+One CVAT **project per round** (named after the round unless told otherwise) with tag labels
+``0``..``K``, ``none`` and ``unsure`` (label type ``tag``; K = the most candidates any case
+shows). Case images (``review/<round>/images/``, in ``cases.csv`` order) go into **tasks of at
+most N images** (default 100) named ``<round>-<batch>`` with the batch 1-based and zero-padded
+to 3 (``r1-001``); a second review of ``unsure`` cases goes into ``<round>-review2-<batch>``
+tasks in the same project. Frames keep the image names (``sorting_method=predefined``).
+
+**Idempotent push.** Every run reconciles the server with the round instead of assuming a
+clean slate; tasks are found by name in the round's project:
+
+- a task with data (size > 0) whose frames are the batch's images is kept: no duplicate, no
+  re-upload; if its frames differ, ``CvatError`` (the round changed after the push; nothing on
+  the server is touched);
+- a task that exists but never got data (``data`` is null: the run died between creating the
+  task and uploading) gets its data uploaded;
+- a task whose data upload started but did not finish (``data`` attached, size 0: an upload or
+  server-side processing that failed or was interrupted) is **deleted and recreated**, because
+  CVAT appends a second upload to the files of the first one (duplicates) and cannot detach
+  data; nothing is lost, as such a task has no frames to annotate;
+- extra empty tasks of the same name are deleted; extra tasks *with* data are left alone (they
+  may hold annotations) and reported in the log.
+
+Pushes of the same round must not run concurrently. If ``cvat/tasks.json`` is lost, rerun
+``push``: it finds the tasks by name and writes the record again.
+
+**Record.** ``review/<round>/cvat/tasks.json`` (written atomically after every change) holds the
+server URL, the project, the labels, the batch size and one entry per task: ``name``, ``id``,
+``kind`` (``review`` or ``review2``), ``batch``, ``images`` (the batch's image names),
+``state`` (``created`` / ``uploaded``), ``size``, and after a pull ``job_assignee``,
+``exported_at``, ``export_sha256``.
+
+**Pull.** Each task is exported as "CVAT for images 1.1" without images; ``annotations.xml`` is
+taken out of the zip (size-capped, by name only) and written atomically to
+``cvat/<task name>.xml``. Turning those into ``decisions.csv`` is
+:func:`byu.review.decisions.decisions_from_round`.
+
+**Retries.** Connection errors, 429 and 5xx answers are retried with exponential backoff and
+jitter (tenacity, bounded by ``CvatConfig.max_attempts``) around whole steps that are safe to
+repeat (connect, ensure project, ensure task, status of a task, export of a task); a failed
+server-side data processing request is retried the same way (the task is recreated).
+
+**Credentials.** ``CvatConfig`` holds the URL and either a user + password or a personal access
+token, as ``SecretStr`` (hidden in ``repr``, in validation errors and in logs). Build one with
+arguments (e.g. from a Prefect Secret block) or :meth:`CvatConfig.from_env` (``BYU_CVAT_URL``,
+``BYU_CVAT_USER``, ``BYU_CVAT_PASSWORD``, ``BYU_CVAT_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import urllib3
+from cvat_sdk import Client, Config, models
+from cvat_sdk.api_client.exceptions import ApiException
+from cvat_sdk.core.client import AccessTokenCredentials
+from cvat_sdk.core.exceptions import BackgroundRequestException
+from cvat_sdk.core.proxies.projects import Project
+from cvat_sdk.core.proxies.tasks import ResourceType, Task
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from byu.atomic import sha256_bytes, write_bytes, write_json
+from byu.errors import ByuError, InputError, InputErrors
+from byu.paths import check_id
+from byu.review.decisions import (
+    DEFAULT_MAX_XML_BYTES,
+    UNSURE,
+    Case,
+    load_cases,
+    read_decisions,
+    tag_vocabulary,
+)
+
+log = logging.getLogger(__name__)
+_sdk_log = logging.getLogger(__name__ + ".sdk")
+
+ENV_URL, ENV_USER, ENV_PASSWORD, ENV_TOKEN = "BYU_CVAT_URL", "BYU_CVAT_USER", "BYU_CVAT_PASSWORD", "BYU_CVAT_TOKEN"
+EXPORT_FORMAT = "CVAT for images 1.1"
+TASKS_FILE = "tasks.json"
+DEFAULT_BATCH_SIZE = 100
+KIND_REVIEW, KIND_REVIEW2 = "review", "review2"
+
+T = TypeVar("T")
+
+__all__ = [
+    "CvatConfig", "CvatError", "connect", "cvat_client", "push_round", "push_second_review",
+    "round_status", "pull_round", "task_name", "load_record", "EXPORT_FORMAT",
+]
+
+
+class CvatError(ByuError):
+    """The CVAT server is in a state we will not reconcile automatically, or refused us."""
+
+
+class CvatConfig(BaseModel):
+    """Where CVAT is, how to log in, and how patient to be. Secrets never show in repr/logs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    url: str
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    organization: str | None = None
+    status_check_period: float = Field(default=2.0, gt=0, description="seconds between polls of a request")
+    max_attempts: int = Field(default=5, ge=1, description="tries per step on connection errors and 5xx")
+    backoff_initial: float = Field(default=1.0, ge=0, description="first backoff, seconds")
+    backoff_max: float = Field(default=30.0, ge=0, description="longest backoff, seconds")
+    check_server_version: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest:
+            raise ValueError("CVAT url must start with http:// or https://")
+        if "@" in rest.split("/", 1)[0]:
+            raise ValueError("put credentials in user/password or token, not in the url")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "CvatConfig":
+        if self.token is None and not (self.user and self.password is not None):
+            raise ValueError(f"CVAT credentials missing: set {ENV_TOKEN}, or {ENV_USER} and {ENV_PASSWORD}")
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "CvatConfig":
+        """Build from ``BYU_CVAT_*`` variables; keyword overrides (non-None) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {key: env.get(var) for key, var in
+                                  (("url", ENV_URL), ("user", ENV_USER), ("password", ENV_PASSWORD),
+                                   ("token", ENV_TOKEN))}
+        values = {k: v for k, v in values.items() if v}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "url" not in values:
+            raise InputError(f"CVAT url missing: set {ENV_URL} or pass --url")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# Retries and connection
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status == 429 or (exc.status or 0) >= 500
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return False
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def _transient_or_failed_processing(exc: BaseException) -> bool:
+    return _transient(exc) or isinstance(exc, BackgroundRequestException)
+
+
+def _retry(config: CvatConfig, fn: Callable[..., T], *args: Any,
+           what: str, predicate: Callable[[BaseException], bool] = _transient, **kwargs: Any) -> T:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        # type and HTTP status only: SDK exception texts carry response headers (cookies)
+        why = type(exc).__name__ if exc else "?"
+        if isinstance(exc, ApiException):
+            why += f" (HTTP {exc.status})"
+        log.warning("%s failed (attempt %d/%d): %s; retrying", what, state.attempt_number,
+                    config.max_attempts, why)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(config.max_attempts),
+        wait=wait_exponential_jitter(initial=config.backoff_initial, max=config.backoff_max,
+                                     jitter=config.backoff_initial),
+        retry=retry_if_exception(predicate),
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+    return retrying(fn, *args, **kwargs)
+
+
+def connect(config: CvatConfig) -> Client:
+    """A logged-in ``cvat_sdk.Client`` (close it, or use :func:`cvat_client`)."""
+    sdk_config = Config(status_check_period=config.status_check_period)
+
+    def _open() -> Client:
+        client = Client(config.url, config=sdk_config, logger=_sdk_log,
+                        check_server_version=config.check_server_version)
+        try:
+            if config.token is not None:
+                client.login(AccessTokenCredentials(config.token.get_secret_value()))
+            else:
+                assert config.user and config.password is not None
+                client.login((config.user, config.password.get_secret_value()))
+        except ApiException as exc:
+            client.close()
+            if _transient(exc):
+                raise
+            who = f"user {config.user!r}" if config.token is None else "the access token"
+            raise CvatError(f"CVAT at {config.url} refused {who} (HTTP {exc.status})") from None
+        except BaseException:
+            client.close()
+            raise
+        if config.organization:
+            client.organization_slug = config.organization
+        return client
+
+    return _retry(config, _open, what=f"connect to {config.url}")
+
+
+@contextlib.contextmanager
+def cvat_client(config: CvatConfig, client: Client | None = None) -> Iterator[Client]:
+    """Yield ``client`` if given (left open), else a new logged-in client closed on exit."""
+    if client is not None:
+        yield client
+        return
+    own = connect(config)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Record (cvat/tasks.json)
+
+
+def _cvat_dir(round_dir: Path) -> Path:
+    return round_dir / "cvat"
+
+
+def load_record(round_dir: str | Path) -> dict[str, Any]:
+    """The round's ``cvat/tasks.json`` (an empty record if there is none yet)."""
+    path = _cvat_dir(Path(round_dir)) / TASKS_FILE
+    if not path.is_file():
+        return {"tasks": []}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", file=path) from None
+    record.setdefault("tasks", [])
+    return record
+
+
+def _save_record(round_dir: Path, record: dict[str, Any]) -> None:
+    write_json(_cvat_dir(round_dir) / TASKS_FILE, record)
+
+
+def _entry(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((t for t in record["tasks"] if t["name"] == name), None)
+
+
+def _put_entry(round_dir: Path, record: dict[str, Any], entry: dict[str, Any]) -> None:
+    old = _entry(record, entry["name"])
+    if old is None:
+        record["tasks"].append(entry)
+    elif old is not entry:
+        record["tasks"][record["tasks"].index(old)] = entry
+    _save_record(round_dir, record)
+
+
+def task_name(round_name: str, batch: int, *, kind: str = KIND_REVIEW) -> str:
+    """``<round>-<batch:03d>`` or ``<round>-review2-<batch:03d>``."""
+    return f"{round_name}-{batch:03d}" if kind == KIND_REVIEW else f"{round_name}-{kind}-{batch:03d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Push
+
+
+def _round_inputs(round_dir: Path) -> tuple[str, dict[str, Case]]:
+    round_name = check_id(round_dir.name, what="round")
+    return round_name, load_cases(round_dir / "cases.csv")
+
+
+def _image_paths(round_dir: Path, images: Sequence[str]) -> list[Path]:
+    errors: list[InputError] = []
+    paths = []
+    for name in images:
+        p = round_dir / "images" / check_id(name, what="image")
+        if not p.is_file():
+            errors.append(InputError("image file not found", file=p))
+        elif p.resolve().name != name:  # the SDK uploads resolved paths; a renaming symlink would change the frame name
+            errors.append(InputError(f"image is a link to {p.resolve().name!r}; frame names must equal case images", file=p))
+        paths.append(p)
+    if errors:
+        raise InputErrors(errors)
+    return paths
+
+
+def _ensure_project(client: Client, name: str, labels: Sequence[str], record: dict[str, Any]) -> Project:
+    project = None
+    pid = (record.get("project") or {}).get("id")
+    if pid:
+        try:
+            project = client.projects.retrieve(pid)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        if project is not None and project.name != name:
+            project = None
+    if project is None:
+        found = [p for p in client.projects.list(name=name) if p.name == name]
+        if len(found) > 1:
+            raise CvatError(f"{len(found)} CVAT projects are named {name!r} (ids {[p.id for p in found]}); "
+                            "delete the extra ones or push with another project name")
+        if found:
+            project = found[0]
+        else:
+            project = client.projects.create(models.ProjectWriteRequest(
+                name=name, labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in labels]))
+            log.info("created CVAT project %s (id %s)", name, project.id)
+    have = {lab.name for lab in project.get_labels()}
+    missing = [lab for lab in labels if lab not in have]
+    if missing:
+        project.update(models.PatchedProjectWriteRequest(
+            labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in missing]))
+        log.info("added tag labels %s to CVAT project %s", missing, name)
+    return project
+
+
+def _frame_names(task: Task) -> list[str]:
+    return [f.name for f in task.get_frames_info()]
+
+
+def _ensure_task(client: Client, round_dir: Path, record: dict[str, Any], *, project_id: int,
+                 name: str, kind: str, batch: int, paths: Sequence[Path], image_quality: int) -> dict[str, Any]:
+    """Make task ``name`` exist with exactly ``paths`` as its frames; return its record entry."""
+    images = [p.name for p in paths]
+    entry = {"name": name, "id": None, "kind": kind, "batch": batch, "images": images,
+             "state": "created", "size": 0}
+    existing = sorted((t for t in client.tasks.list(project_id=project_id, name=name) if t.name == name),
+                      key=lambda t: t.id)
+    with_data = [t for t in existing if t.size > 0]
+    if with_data:
+        keep = with_data[0]
+        frames = _frame_names(keep)
+        if sorted(frames) != sorted(images):
+            raise CvatError(
+                f"CVAT task {name!r} (id {keep.id}) holds {len(frames)} images that differ from batch {batch} "
+                f"of cases.csv ({len(images)} images); the round changed after it was pushed. "
+                "Push it under a new round name, or delete the task in CVAT first.")
+        for extra in with_data[1:]:
+            log.warning("CVAT task %s has a duplicate with data (id %s); left alone", name, extra.id)
+        for empty in (t for t in existing if t.size == 0):
+            log.info("deleting empty duplicate CVAT task %s (id %s)", name, empty.id)
+            empty.remove()
+        entry.update(id=keep.id, state="uploaded", size=keep.size, images=frames)
+        _put_entry(round_dir, record, entry)
+        return entry
+
+    task = None
+    for t in existing:
+        if task is None and t.data is None:
+            task = t  # created, never given data: upload into it
+            continue
+        log.info("deleting CVAT task %s (id %s): its data upload did not complete", name, t.id)
+        t.remove()
+    if task is None:
+        task = client.tasks.create(models.TaskWriteRequest(name=name, project_id=project_id))
+        log.info("created CVAT task %s (id %s)", name, task.id)
+    entry["id"] = task.id
+    _put_entry(round_dir, record, entry)
+
+    task.upload_data(resources=list(paths), resource_type=ResourceType.LOCAL,
+                     params={"image_quality": image_quality, "sorting_method": "predefined"})
+    task.fetch()
+    frames = _frame_names(task)
+    if sorted(frames) != sorted(images):
+        raise CvatError(f"CVAT task {name!r} (id {task.id}) ended up with frames {frames[:5]}... "
+                        f"instead of the {len(images)} uploaded images")
+    entry.update(state="uploaded", size=task.size, images=frames)
+    _put_entry(round_dir, record, entry)
+    log.info("uploaded %d images to CVAT task %s (id %s)", len(frames), name, task.id)
+    return entry
+
+
+def _push_batches(client: Client, config: CvatConfig, round_dir: Path, record: dict[str, Any], *,
+                  project_id: int, kind: str, batches: Sequence[tuple[int, Sequence[str]]],
+                  image_quality: int) -> list[dict[str, Any]]:
+    round_name = round_dir.name
+    out = []
+    for batch, images in batches:
+        name = task_name(round_name, batch, kind=kind)
+        paths = _image_paths(round_dir, images)
+        out.append(_retry(config, _ensure_task, client, round_dir, record, project_id=project_id,
+                          name=name, kind=kind, batch=batch, paths=paths, image_quality=image_quality,
+                          what=f"push task {name}", predicate=_transient_or_failed_processing))
+    return out
+
+
+def _prepare(client: Client, config: CvatConfig, round_dir: Path, cases: Mapping[str, Case], *,
+             project_name: str | None, batch_size: int) -> tuple[dict[str, Any], Project]:
+    record = load_record(round_dir)
+    if record.get("batch_size") not in (None, batch_size) and record["tasks"]:
+        raise InputError(f"round was pushed with batch size {record['batch_size']}, not {batch_size}",
+                         file=_cvat_dir(round_dir) / TASKS_FILE, field="batch_size")
+    max_k = max((max(c.ks) for c in cases.values() if c.ks), default=0)
+    labels = tag_vocabulary(max_k)
+    name = project_name or (record.get("project") or {}).get("name") or round_dir.name
+    project = _retry(config, _ensure_project, client, name, labels, record, what=f"ensure project {name}")
+    record.update(round=round_dir.name, server=config.url, project={"id": project.id, "name": project.name},
+                  labels=labels, batch_size=batch_size)
+    _cvat_dir(round_dir).mkdir(parents=True, exist_ok=True)
+    _save_record(round_dir, record)
+    return record, project
+
+
+def push_round(
+    round_dir: str | Path,
+    *,
+    config: CvatConfig,
+    client: Client | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    image_quality: int = 95,
+    project_name: str | None = None,
+) -> list[dict[str, Any]]:
+    """Push a round's case images to CVAT (idempotent; see the module doc). Returns the task entries.
+
+    Reads ``cases.csv`` and ``images/`` of ``round_dir`` (``review/<round>``); the round name is
+    the directory name. All images are checked before anything is sent.
+    """
+    round_dir = Path(round_dir)
+    if batch_size < 1:
+        raise InputError("batch size must be at least 1", field="batch_size")
+    _, cases = _round_inputs(round_dir)
+    images = list(cases)
+    _image_paths(round_dir, images)  # fail early, before touching the server
+    batches = [(i // batch_size + 1, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    with cvat_client(config, client) as c:
+        record, project = _prepare(c, config, round_dir, cases, project_name=project_name, batch_size=batch_size)
+        return _push_batches(c, config, round_dir, record, project_id=project.id, kind=KIND_REVIEW,
+                             batches=batches, image_quality=image_quality)
+
+
+def push_second_review(
+    round_dir: str | Path,
+    *,
+    config: CvatConfig,
+    client: Client | None = None,
+    images: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    image_quality: int = 95,
+) -> list[dict[str, Any]]:
+    """Route ``unsure`` cases to a second review: ``<round>-review2-<batch>`` tasks in the round's project.
+
+    ``images`` defaults to the images whose decision in ``decisions.csv`` includes ``unsure``.
+    Images already in a second-review task are not sent again; unfinished second-review tasks
+    are completed first. Returns the entries of all second-review tasks.
+    """
+    round_dir = Path(round_dir)
+    _, cases = _round_inputs(round_dir)
+    if images is None:
+        decisions = read_decisions(round_dir / "decisions.csv")
+        wanted = {img for img, tags in zip(decisions["image"], decisions["tags"], strict=True)
+                  if UNSURE in str(tags).split(";")}
+        images = [img for img in cases if img in wanted]
+    unknown = [img for img in images if img not in cases]
+    if unknown:
+        raise InputErrors([InputError(f"image {img!r} is not a case of this round", file=round_dir / "cases.csv")
+                           for img in unknown])
+    _image_paths(round_dir, images)
+    record = load_record(round_dir)
+    if not record.get("project"):
+        raise InputError("round has not been pushed yet (no project in the record)",
+                         file=_cvat_dir(round_dir) / TASKS_FILE)
+    with cvat_client(config, client) as c:
+        record, project = _prepare(c, config, round_dir, cases, project_name=None,
+                                   batch_size=record.get("batch_size") or batch_size)
+        old = sorted((t for t in record["tasks"] if t.get("kind") == KIND_REVIEW2), key=lambda t: t["batch"])
+        batches: list[tuple[int, Sequence[str]]] = [(t["batch"], list(t["images"])) for t in old]
+        sent = {img for _, imgs in batches for img in imgs}
+        new = [img for img in images if img not in sent]
+        nxt = max((b for b, _ in batches), default=0) + 1
+        for i in range(0, len(new), batch_size):
+            batches.append((nxt, new[i:i + batch_size]))
+            nxt += 1
+        return _push_batches(c, config, round_dir, record, project_id=project.id, kind=KIND_REVIEW2,
+                             batches=batches, image_quality=image_quality)
+
+
+# ----------------------------------------------------------------------------------------------
+# Status
+
+
+STATUS_COLUMNS = ["task", "task_id", "kind", "images", "jobs", "new", "in progress", "completed",
+                  "rejected", "assignees", "remote"]
+
+
+def _task_status(client: Client, entry: dict[str, Any]) -> dict[str, Any]:
+    row = {"task": entry["name"], "task_id": entry.get("id"), "kind": entry.get("kind", KIND_REVIEW),
+           "images": len(entry.get("images", [])), "jobs": 0, "new": 0, "in progress": 0,
+           "completed": 0, "rejected": 0, "assignees": "", "remote": "ok"}
+    if not entry.get("id"):
+        row["remote"] = "not created"
+        return row
+    try:
+        task = client.tasks.retrieve(entry["id"])
+    except ApiException as exc:
+        if exc.status == 404:
+            row["remote"] = "missing"
+            return row
+        raise
+    if task.size == 0:
+        row["remote"] = "no data"
+    jobs = task.get_jobs()
+    row["jobs"] = len(jobs)
+    names = set()
+    for job in jobs:
+        state = str(job.state)
+        if state in ("new", "in progress", "completed", "rejected"):  # CVAT job states
+            row[state] += 1
+        if job.assignee:
+            names.add(job.assignee.username)
+    row["assignees"] = ";".join(sorted(names))
+    return row
+
+
+def round_status(round_dir: str | Path, *, config: CvatConfig, client: Client | None = None) -> pd.DataFrame:
+    """One row per task of the round: job counts by state (new / in progress / completed / rejected).
+
+    ``remote`` is ``ok``, ``no data`` (push again), ``missing`` (deleted on the server) or
+    ``not created``.
+    """
+    round_dir = Path(round_dir)
+    record = load_record(round_dir)
+    with cvat_client(config, client) as c:
+        rows = [_retry(config, _task_status, c, entry, what=f"status of {entry['name']}")
+                for entry in record["tasks"]]
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pull
+
+
+def _annotations_from_zip(path: Path, max_bytes: int) -> bytes:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            try:
+                info = zf.getinfo("annotations.xml")
+            except KeyError:
+                raise CvatError(f"export {path.name} holds no annotations.xml") from None
+            if info.file_size > max_bytes:
+                raise InputError(f"annotations.xml is {info.file_size} bytes, more than the {max_bytes}-byte limit",
+                                 file=path)
+            with zf.open(info) as fh:
+                data = fh.read(max_bytes + 1)
+    except zipfile.BadZipFile as exc:
+        raise CvatError(f"export is not a zip file: {exc}") from None
+    if len(data) > max_bytes:
+        raise InputError(f"annotations.xml is more than the {max_bytes}-byte limit", file=path)
+    return data
+
+
+def _export_task(client: Client, task_id: int, cvat_dir: Path, max_bytes: int) -> bytes:
+    task = client.tasks.retrieve(task_id)
+    with tempfile.TemporaryDirectory(dir=cvat_dir, prefix=".export-") as tmp:
+        out = Path(tmp) / "export.zip"
+        task.export_dataset(EXPORT_FORMAT, out, include_images=False)
+        if not out.is_file():
+            raise CvatError(f"CVAT gave no export file for task {task.name!r} (id {task_id})")
+        return _annotations_from_zip(out, max_bytes)
+
+
+def pull_round(
+    round_dir: str | Path,
+    *,
+    config: CvatConfig,
+    client: Client | None = None,
+    max_bytes: int = DEFAULT_MAX_XML_BYTES,
+) -> list[Path]:
+    """Export every task of the round ("CVAT for images 1.1", no images) to ``cvat/<task name>.xml``.
+
+    Each XML is replaced atomically; the record gains ``job_assignee`` (the single assignee of
+    the task's jobs, if there is one), ``exported_at`` and ``export_sha256``. Returns the paths.
+    """
+    round_dir = Path(round_dir)
+    record = load_record(round_dir)
+    if not record["tasks"]:
+        raise InputError("round has no CVAT tasks yet (push first)", file=_cvat_dir(round_dir) / TASKS_FILE)
+    cvat_dir = _cvat_dir(round_dir)
+    out: list[Path] = []
+    with cvat_client(config, client) as c:
+        for entry in record["tasks"]:
+            name = check_id(str(entry["name"]), what="task name", file=cvat_dir / TASKS_FILE)
+            if not entry.get("id") or entry.get("state") != "uploaded":
+                raise CvatError(f"task {name} has no uploaded data yet; run push again")
+
+            def assignees(task_id: int = entry["id"]) -> list[str]:
+                jobs = c.tasks.retrieve(task_id).get_jobs()
+                return sorted({j.assignee.username for j in jobs if j.assignee})
+
+            who = _retry(config, assignees, what=f"jobs of {name}")
+            xml = _retry(config, _export_task, c, entry["id"], cvat_dir, max_bytes, what=f"export {name}")
+            path = cvat_dir / f"{name}.xml"
+            write_bytes(path, xml)
+            entry.update(job_assignee=who[0] if len(who) == 1 else "",
+                         exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         export_sha256=sha256_bytes(xml))
+            _save_record(round_dir, record)
+            out.append(path)
+            log.info("exported CVAT task %s to %s", name, path)
+    return out

@@ -1,0 +1,422 @@
+"""The CVAT adapter driven through the real cvat-sdk against the loopback fake, with faults injected."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cvat_sdk import Client, Config, models
+from cvat_sdk.core.exceptions import BackgroundRequestException
+from typer.testing import CliRunner
+
+from byu.errors import InputError
+from byu.review import cvat as rc
+from byu.review.cvat import CvatConfig, CvatError, pull_round, push_round, push_second_review, round_status
+from byu.review.decisions import decisions_from_round, read_decisions, write_decisions
+from tests.cvat_support import make_round
+from tests.fakes.cvat import start_fake_cvat, tag_images_as_annotator, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+USERS = {"operator": "op-pass-1", "alice": "alice-pass-2"}
+TOKEN = "pat-0123456789"
+
+
+@pytest.fixture
+def fake():
+    with start_fake_cvat(users=USERS, tokens={TOKEN: "operator"}, page_size=3) as (url, server):
+        yield url, server
+
+
+def make_config(url: str, **kw) -> CvatConfig:
+    base = dict(url=url, user="operator", password=USERS["operator"], status_check_period=0.01,
+                backoff_initial=0.01, backoff_max=0.05, max_attempts=4)
+    base.update(kw)
+    return CvatConfig(**base)
+
+
+@pytest.fixture
+def config(fake) -> CvatConfig:
+    return make_config(fake[0])
+
+
+@pytest.fixture
+def annotator(fake):
+    client = Client(fake[0], config=Config(status_check_period=0.01))
+    client.login(("alice", USERS["alice"]))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def round_dir(tmp_path) -> Path:
+    # 5 cases: FN k=0..3, FP k=1..2, FN k=0, FP k=1, FN k=0..1  -> K = 3
+    return make_round(tmp_path / "data" / "review", "r1", [3, 2, 0, 1, 1])
+
+
+def images_of(rd: Path) -> list[str]:
+    return pd.read_csv(rd / "cases.csv", dtype=str)["image"].tolist()
+
+
+def record(rd: Path) -> dict:
+    return json.loads((rd / "cvat" / "tasks.json").read_text())
+
+
+def server_tasks(server) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    with server.state.lock:
+        for t in server.state.tasks.values():
+            out.setdefault(t["name"], []).append(t["id"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_config_never_shows_secrets(fake):
+    url = fake[0]
+    cfg = make_config(url)
+    tok = CvatConfig(url=url, token=TOKEN)
+    for text in (repr(cfg), str(cfg), cfg.model_dump_json(), repr(tok), str(tok)):
+        assert USERS["operator"] not in text and TOKEN not in text
+    with pytest.raises(ValueError) as info:
+        CvatConfig(url=url, password="hunter2-secret")
+    assert "hunter2-secret" not in str(info.value) and "credentials missing" in str(info.value)
+    with pytest.raises(ValueError, match="not in the url"):
+        CvatConfig(url="http://u:p@127.0.0.1:1", token="t")
+    env = {"BYU_CVAT_URL": url + "/", "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": "x"}
+    from_env = CvatConfig.from_env(env, status_check_period=0.5)
+    assert (from_env.url, from_env.user, from_env.password.get_secret_value(), from_env.status_check_period) == \
+        (url, "operator", "x", 0.5)
+    with pytest.raises(InputError, match="BYU_CVAT_URL"):
+        CvatConfig.from_env({})
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(fake):
+    with pytest.raises(CvatError) as info:
+        rc.connect(make_config(fake[0], password="wrong-secret-pw"))
+    assert "operator" in str(info.value) and "wrong-secret-pw" not in str(info.value)
+
+
+def test_retries_are_bounded_and_only_for_transient_errors(fake):
+    import urllib3
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    cfg = make_config(fake[0], max_attempts=3)
+    calls = []
+
+    def flaky(exc):
+        calls.append(1)
+        raise exc
+
+    for exc, attempts in ((urllib3.exceptions.ProtocolError("connection broken"), 3),
+                          (ApiException(status=503), 3), (ApiException(status=429), 3),
+                          (ApiException(status=400), 1), (ValueError("bug"), 1)):
+        calls.clear()
+        with pytest.raises(type(exc)):
+            rc._retry(cfg, flaky, exc, what="test")
+        assert len(calls) == attempts, exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Full cycle
+
+
+def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, round_dir):
+    url, server = fake
+    entries = push_round(round_dir, config=config, batch_size=2)
+    imgs = images_of(round_dir)
+    assert [e["name"] for e in entries] == ["r1-001", "r1-002", "r1-003"]
+    assert [e["images"] for e in entries] == [imgs[0:2], imgs[2:4], imgs[4:5]]
+    for e in entries:
+        assert server.frame_names(e["id"]) == e["images"]  # frames keep names and cases.csv order
+
+    rec = record(round_dir)
+    assert rec["labels"] == ["0", "1", "2", "3", "none", "unsure"]
+    assert rec["project"]["name"] == "r1" and rec["batch_size"] == 2
+    with server.state.lock:
+        labels = {lab["name"]: lab["type"] for lab in server.state.labels.values()}
+    assert labels == {name: "tag" for name in rec["labels"]}
+
+    # a human (simulated through the SDK) tags three of the five images
+    tagged = {imgs[0]: ["3", "1"], imgs[1]: ["0"], imgs[3]: ["none"]}
+    for e in entries:
+        mine = {k: v for k, v in tagged.items() if k in e["images"]}
+        if mine:
+            tag_images_as_annotator(annotator, e["id"], mine, assignee="alice")
+
+    status = round_status(round_dir, config=config)
+    assert status[["task", "jobs", "new", "completed", "assignees", "remote"]].values.tolist() == [
+        ["r1-001", 1, 0, 1, "alice", "ok"], ["r1-002", 1, 0, 1, "alice", "ok"], ["r1-003", 1, 1, 0, "", "ok"]]
+
+    paths = pull_round(round_dir, config=config)
+    assert [p.name for p in paths] == ["r1-001.xml", "r1-002.xml", "r1-003.xml"]
+    assert not [p for p in (round_dir / "cvat").iterdir() if p.name.startswith(".")]  # no temp leftovers
+    result = decisions_from_round(round_dir)
+    assert result.errors == []
+    write_decisions(result, round_dir / "decisions.csv")
+    d = read_decisions(round_dir / "decisions.csv")
+    assert d[["case_id", "image", "tags", "reviewer", "source"]].values.tolist() == [
+        ["FN-0001", imgs[0], "1;3", "alice", "cvat:r1-001.xml"],
+        ["FP-0002", imgs[1], "0", "alice", "cvat:r1-001.xml"],
+        ["FP-0004", imgs[3], "none", "alice", "cvat:r1-002.xml"],
+    ]
+    assert record(round_dir)["tasks"][0]["job_assignee"] == "alice"
+
+
+def test_token_auth_works(fake, round_dir):
+    url, server = fake
+    entries = push_round(round_dir, config=CvatConfig(url=url, token=TOKEN, status_check_period=0.01),
+                         batch_size=10)
+    assert len(entries) == 1 and server.count("POST", r"/api/auth/login/?") == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Idempotency and faults
+
+
+def test_rerun_neither_duplicates_nor_reuploads(fake, config, round_dir):
+    url, server = fake
+    first = push_round(round_dir, config=config, batch_size=2)
+    creates = server.count("POST", r"/api/tasks/?")
+    uploads = server.count("POST", r"/api/tasks/\d+/data/?", header="Upload-Multiple")
+    second = push_round(round_dir, config=config, batch_size=2)
+    assert [e["id"] for e in second] == [e["id"] for e in first]
+    assert server.count("POST", r"/api/tasks/?") == creates == 3
+    assert server.count("POST", r"/api/tasks/\d+/data/?", header="Upload-Multiple") == uploads == 3
+    assert server.count("POST", r"/api/projects/?") == 1
+    assert all(len(ids) == 1 for ids in server_tasks(server).values())
+    # a lost record is rebuilt from the server by task name
+    (round_dir / "cvat" / "tasks.json").unlink()
+    third = push_round(round_dir, config=config, batch_size=2)
+    assert [e["id"] for e in third] == [e["id"] for e in first]
+    assert server.count("POST", r"/api/tasks/?") == 3
+
+
+def test_a_500_on_upload_is_retried_by_recreating_the_task(fake, config, round_dir):
+    url, server = fake
+    server.faults.upload_500 = 1
+    entries = push_round(round_dir, config=config, batch_size=2)
+    assert server.faults.upload_500 == 0
+    tasks = server_tasks(server)
+    assert sorted(tasks) == ["r1-001", "r1-002", "r1-003"] and all(len(v) == 1 for v in tasks.values())
+    assert server.count("DELETE", r"/api/tasks/\d+/?") == 1  # the half-uploaded first task
+    assert entries[0]["id"] == tasks["r1-001"][0] != 1
+    for e in entries:
+        assert server.frame_names(e["id"]) == e["images"]
+
+
+def test_failed_processing_then_rerun_completes_the_round(fake, config, round_dir):
+    url, server = fake
+    server.faults.fail_processing = 1
+    with pytest.raises(BackgroundRequestException):
+        push_round(round_dir, config=make_config(url, max_attempts=1), batch_size=2)
+    assert record(round_dir)["tasks"][0]["state"] == "created"
+    broken = server.task_by_name("r1-001")
+    assert len(broken) == 1 and broken[0]["data"] is not None and broken[0]["frames"] == []
+
+    entries = push_round(round_dir, config=config, batch_size=2)
+    tasks = server_tasks(server)
+    assert all(len(v) == 1 for v in tasks.values()) and len(tasks) == 3
+    assert tasks["r1-001"][0] != broken[0]["id"]  # deleted and recreated
+    assert [e["state"] for e in entries] == ["uploaded"] * 3
+    assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
+
+
+def test_crash_between_task_creation_and_upload(fake, round_dir):
+    url, server = fake
+    server.faults.hang_upload_start = True
+    env = dict(os.environ, BYU_CVAT_URL=url, BYU_CVAT_USER="operator", BYU_CVAT_PASSWORD=USERS["operator"],
+               PYTHONPATH=str(REPO))
+    code = ("from byu.review.cvat import CvatConfig, push_round; import sys; "
+            "push_round(sys.argv[1], config=CvatConfig.from_env(status_check_period=0.01), batch_size=2)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(round_dir)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(server.events["upload_start"].is_set, timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    server.faults.hang_upload_start = False
+    server.events["release"].set()
+
+    created = server.task_by_name("r1-001")
+    assert len(created) == 1 and created[0]["data"] is None  # created, no data: the process died in between
+    entry = record(round_dir)["tasks"][0]
+    assert (entry["name"], entry["state"], entry["id"]) == ("r1-001", "created", created[0]["id"])
+
+    entries = push_round(round_dir, config=make_config(url), batch_size=2)
+    assert entries[0]["id"] == created[0]["id"]  # the existing task got its data
+    assert server.count("POST", r"/api/tasks/?") == 3 and server.count("DELETE", r"/api/tasks/\d+/?") == 0
+    assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
+
+
+def test_dropped_connection_during_export_is_retried(fake, config, round_dir):
+    url, server = fake
+    push_round(round_dir, config=config, batch_size=10)
+    server.faults.drop_export_download = 1
+    paths = pull_round(round_dir, config=config)
+    assert server.faults.drop_export_download == 0
+    assert server.count("POST", r"/api/tasks/\d+/dataset/export/?") == 2  # one retry
+    assert len(paths) == 1 and paths[0].read_bytes().startswith(b"<?xml")
+    assert not [p for p in (round_dir / "cvat").iterdir() if p.name.startswith(".")]
+
+
+def test_a_500_on_export_is_retried(fake, config, round_dir):
+    url, server = fake
+    push_round(round_dir, config=config, batch_size=10)
+    server.faults.export_500 = 2
+    assert len(pull_round(round_dir, config=config)) == 1
+
+
+def test_changed_round_is_refused_without_touching_the_server(fake, config, round_dir):
+    url, server = fake
+    push_round(round_dir, config=config, batch_size=2)
+    cases = pd.read_csv(round_dir / "cases.csv")
+    cases.iloc[::-1].to_csv(round_dir / "cases.csv", index=False)  # same images, other batches
+    with pytest.raises(CvatError, match="the round changed after it was pushed"):
+        push_round(round_dir, config=config, batch_size=2)
+    assert server.count("DELETE", r"/api/.*") == 0
+    with pytest.raises(InputError, match="batch size 2"):
+        push_round(round_dir, config=config, batch_size=3)
+
+
+def test_missing_image_fails_before_contacting_the_server(fake, config, round_dir):
+    url, server = fake
+    (round_dir / "images" / images_of(round_dir)[2]).unlink()
+    with pytest.raises(InputError, match="image file not found"):
+        push_round(round_dir, config=config)
+    assert server.calls == []
+
+
+def test_existing_project_gets_missing_labels(fake, config, round_dir):
+    url, server = fake
+    with rc.cvat_client(config) as client:
+        client.projects.create(models.ProjectWriteRequest(
+            name="r1", labels=[models.PatchedLabelRequest(name=n, type="tag") for n in ("0", "none", "unsure")]))
+    push_round(round_dir, config=config)
+    with server.state.lock:
+        names = sorted(lab["name"] for lab in server.state.labels.values())
+    assert names == ["0", "1", "2", "3", "none", "unsure"]
+    assert server.count("POST", r"/api/projects/?") == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Second review, status, zip guards, CLI
+
+
+def test_unsure_cases_go_to_a_second_review(fake, config, annotator, round_dir):
+    url, server = fake
+    imgs = images_of(round_dir)
+    (first,) = push_round(round_dir, config=config)
+    tag_images_as_annotator(annotator, first["id"], {imgs[0]: ["unsure"], imgs[1]: ["1"], imgs[4]: ["unsure"]})
+    pull_round(round_dir, config=config)
+    write_decisions(decisions_from_round(round_dir), round_dir / "decisions.csv")
+
+    review2 = push_second_review(round_dir, config=config)
+    assert [(e["name"], e["images"]) for e in review2] == [("r1-review2-001", [imgs[0], imgs[4]])]
+    assert push_second_review(round_dir, config=config)[0]["id"] == review2[0]["id"]  # idempotent
+    assert server.count("POST", r"/api/tasks/?") == 2
+    with server.state.lock:
+        assert {t["project_id"] for t in server.state.tasks.values()} == {1}
+
+    tag_images_as_annotator(annotator, review2[0]["id"], {imgs[0]: ["2"]}, assignee="alice")
+    pull_round(round_dir, config=config)
+    result = decisions_from_round(round_dir)
+    assert result.errors == []
+    assert result.decisions[["case_id", "tags", "source"]].values.tolist() == [
+        ["FN-0001", "2", "cvat:r1-review2-001.xml"],  # second review replaces 'unsure'
+        ["FP-0002", "1", "cvat:r1-001.xml"],
+        ["FN-0005", "unsure", "cvat:r1-001.xml"],  # not yet reviewed again
+    ]
+
+
+def test_task_level_tags_reach_the_export(fake, config, annotator, round_dir):
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    imgs = images_of(round_dir)
+    (entry,) = push_round(round_dir, config=config)
+    task = annotator.tasks.retrieve(entry["id"])
+    label = {lab.name: lab.id for lab in task.get_labels()}
+    task.update_annotations(models.PatchedLabeledDataRequest(tags=[
+        models.LabeledImageRequest(frame=entry["images"].index(imgs[4]), label_id=label["1"], source="manual",
+                                   attributes=[])]), action=AnnotationUpdateAction.CREATE)
+    assert [t.label_id for t in task.get_annotations().tags] == [label["1"]]
+    pull_round(round_dir, config=config)
+    assert decisions_from_round(round_dir).decisions[["case_id", "tags"]].values.tolist() == [["FN-0005", "1"]]
+
+
+def test_status_reports_tasks_deleted_on_the_server(fake, config, round_dir):
+    url, server = fake
+    entries = push_round(round_dir, config=config, batch_size=3)
+    with rc.cvat_client(config) as client:
+        client.tasks.retrieve(entries[1]["id"]).remove()
+        (job,) = client.tasks.retrieve(entries[0]["id"]).get_jobs()
+        job.update(models.PatchedJobWriteRequest(state="in progress"))
+    status = round_status(round_dir, config=config)
+    assert status[["task", "remote", "jobs", "new", "in progress", "completed"]].values.tolist() == [
+        ["r1-001", "ok", 1, 0, 1, 0], ["r1-002", "missing", 0, 0, 0, 0]]
+
+
+def test_export_zip_guards(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("annotations.xml", b"<a>" + b" " * 5000 + b"</a>")
+    with pytest.raises(InputError, match="more than the 1000-byte limit"):
+        rc._annotations_from_zip(bomb, 1000)
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("../annotations.xml", b"<a/>")
+    with pytest.raises(CvatError, match="no annotations.xml"):
+        rc._annotations_from_zip(other, 1000)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(CvatError, match="not a zip"):
+        rc._annotations_from_zip(junk, 1000)
+
+
+def test_cli_push_status_pull_import(fake, annotator, round_dir, tmp_path):
+    from byu.cli_review_cvat import app
+
+    url, server = fake
+    data_dir = round_dir.parents[1]
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    runner = CliRunner()
+    common = ["--data-dir", str(data_dir)]
+
+    res = runner.invoke(app, ["push", "r1", "--batch-size", "3", "--status-check-period", "0.01", *common], env=env)
+    assert res.exit_code == 0, res.output
+    assert "r1-001" in res.output and "r1-002" in res.output and USERS["operator"] not in res.output
+
+    imgs = images_of(round_dir)
+    task_id = record(round_dir)["tasks"][0]["id"]
+    tag_images_as_annotator(annotator, task_id, {imgs[0]: ["1"], imgs[1]: ["0", "none"]})
+
+    res = runner.invoke(app, ["status", "r1", *common], env=env)
+    assert res.exit_code == 0 and "1/2 jobs completed" in res.output
+
+    res = runner.invoke(app, ["pull", "r1", "--status-check-period", "0.01", *common], env=env)
+    assert res.exit_code == 1 and "contradictory" in res.output
+    assert not (round_dir / "decisions.csv").exists()
+    res = runner.invoke(app, ["pull", "r1", "--allow-errors", "--status-check-period", "0.01", *common], env=env)
+    assert res.exit_code == 0, res.output
+    assert read_decisions(round_dir / "decisions.csv")["case_id"].tolist() == ["FN-0001"]
+
+    outside = tmp_path / "outside.csv"
+    outside.write_text("case_id,tags,reviewer\nFN-0001,0,hal\nFP-0002,2,hal\n")
+    res = runner.invoke(app, ["import", "r1", str(outside), *common])
+    assert res.exit_code == 0, res.output
+    assert read_decisions(round_dir / "decisions.csv")["tags"].tolist() == ["0", "2"]
+
+    outside.write_text("case_id,tags\nFN-0001,9\n")
+    res = runner.invoke(app, ["import", "r1", str(outside), *common])
+    assert res.exit_code == 1 and "candidate 9" in res.output
+
+    res = runner.invoke(app, ["push", "../etc", *common], env=env)
+    assert res.exit_code == 2 and "not allowed" in res.output

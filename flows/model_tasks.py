@@ -22,7 +22,7 @@ def train_task(data_dir: str, labels: str, split: str, folds: str, config: str, 
     from byu.model.train import train_folds
 
     paths = train_folds(data_root(data_dir), labels, split, folds=folds, config=config, run_name=run_name,
-                        seed=seed, overrides=overrides or {})
+                        seed=seed, **(overrides or {}))
     get_run_logger().info("trained %d fold model(s) in run %s", len(paths), run_name)
     return [str(p) for p in paths]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from byu.errors import InputError
 from byu.labels.store import LabelStore
 from flows.common import data_root, fingerprint
 from flows.model_tasks import train_task
@@ -29,6 +30,8 @@ def train(params: TrainParams = TrainParams()) -> list[str]:
     p = params
     root = data_root(p.data_dir)
     split = Path(p.split) if Path(p.split).is_absolute() else root.cv / p.split
+    if not split.exists():
+        raise InputError("split file not found (write one with `byu labels split`)", file=split)
     store = LabelStore(root.labels)
     inputs = [split] + ([store.path(p.labels)] if store.exists(p.labels) else [Path(p.labels)])
     return train_task(str(root.root), p.labels, str(split), p.folds, p.config, p.run_name, p.seed,

@@ -1,0 +1,119 @@
+"""External: CryoET Data Portal ingest → ensemble predictions → review of disagreements → ``external_gt``.
+
+Then ``all_gt = gt_v2 + external_gt`` when ``gt_v2`` exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel, Field
+
+from byu.labels.store import LabelStore
+from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, apply_task, combine_task, data_root,
+                          refuse_existing_version, review_round, tomograms_to_review)
+from flows.model_tasks import predict_with_fingerprint
+
+
+class ExternalParams(BaseModel):
+    """What to take from the portal and how to review it."""
+
+    data_dir: str | None = Field(default=None, description="data root (default: env BYU_DATA or ./data)")
+    portal_url: str | None = Field(default=None, description="portal GraphQL URL (default: env BYU_PORTAL_URL or "
+                                   "the public portal)")
+    dataset_ids: list[int] = Field(default_factory=list, description="portal dataset ids to ingest")
+    run_names: list[str] = Field(default_factory=list, description="portal run names to ingest")
+    points_csv: str | None = Field(default=None, description="CSV of external point labels "
+                                   "(dataset_id,tomo_id + coordinates) selecting what to ingest")
+    object_name: str | None = Field(default="flagellar motor", description="portal annotation object name to match")
+    target_spacing: float = Field(default=16.0, gt=0, description="Å/voxel; stored spacing is max(this, original)")
+    download_workers: int = Field(default=4, ge=1, le=32, description="concurrent downloads")
+    round_name: str = Field(default="external", description="review round name")
+    portal_version: str = Field(default="external_gt_v0", description="version holding the portal's own labels")
+    to_version: str = Field(default="external_gt", description="reviewed external labels")
+    model_dirs: list[str] = Field(default_factory=lambda: ["data/models/round2"], description="model runs to ensemble")
+    threshold: float = Field(default=0.05, ge=0, le=1)
+    tta: str = Field(default="flips")
+    base_version: str = Field(default="gt_v2", description="combined with external when it exists")
+    all_version: str = Field(default="all_gt", description="name of base + external")
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+
+@task(name="portal-find", retries=3, retry_delay_seconds=RETRY_DELAYS, cache_policy=CACHE, persist_result=True)
+def find_task(data_dir: str, portal_url: str | None, dataset_ids: list[int], run_names: list[str],
+              points_csv: str | None, object_name: str | None, target_spacing: float) -> str:
+    from byu.portal.ingest import find_step
+
+    selection, path = find_step(portal_url or os.environ.get("BYU_PORTAL_URL"), data_root(data_dir),
+                                dataset_ids=dataset_ids, run_names=run_names, points_csv=points_csv,
+                                object_name=object_name, target_spacing=target_spacing)
+    get_run_logger().info("portal selection: %d tomogram(s), %d point file(s), %d skipped",
+                          len(selection.tomograms), len(selection.point_files), len(selection.skipped))
+    return str(path)
+
+
+@task(name="portal-download", retries=3, retry_delay_seconds=RETRY_DELAYS)
+def download_task(data_dir: str, selection_path: str, workers: int) -> dict:
+    from byu.portal.ingest import download_step
+    from byu.portal.query import Selection
+
+    report = download_step(Selection.read(selection_path), data_root(data_dir), workers=workers)
+    failures = [f"{f.tomo_id}: {f.error}" for f in report.failures]
+    if failures:
+        get_run_logger().warning("downloads failed (skipped): %s", failures)
+    return {"failures": failures}
+
+
+@task(name="portal-preprocess")
+def preprocess_task(data_dir: str, selection_path: str) -> dict:
+    from byu.portal.ingest import preprocess_step
+    from byu.portal.query import Selection
+
+    report = preprocess_step(Selection.read(selection_path), data_root(data_dir))
+    if report.failures:
+        get_run_logger().warning("preprocessing failed (skipped): %s", report.failures)
+    return {"done": len(report.done), "skipped": len(report.skipped), "missing": report.missing,
+            "failures": [f"{t}: {e}" for t, e in report.failures]}
+
+
+@task(name="portal-labels", retries=3, retry_delay_seconds=RETRY_DELAYS)
+def labels_task(data_dir: str, selection_path: str, version: str) -> dict:
+    from byu.portal.ingest import labels_step
+    from byu.portal.query import Selection
+
+    report = labels_step(Selection.read(selection_path), data_root(data_dir), name=version, include_empty=True,
+                         producer="prefect flow external")
+    return {"version": version, "tomograms": int(len(report.table)),
+            "without_tomogram": report.without_tomogram}
+
+
+@flow(name="external", log_prints=True)
+def external(params: ExternalParams = ExternalParams()) -> dict:
+    """Portal ingest → predictions → review → ``external_gt`` (+ ``all_gt``)."""
+    p = params
+    root = data_root(p.data_dir)
+    data_dir = str(root.root)
+    refuse_existing_version(root, p.to_version, p.round_name)
+    selection = find_task(data_dir, p.portal_url, p.dataset_ids, p.run_names, p.points_csv, p.object_name,
+                          p.target_spacing)
+    downloads = download_task(data_dir, selection, p.download_workers)
+    prep = preprocess_task(data_dir, selection)
+    portal_labels = labels_task(data_dir, selection, p.portal_version)
+    tomo_ids = tomograms_to_review(data_dir, p.portal_version, None)
+    predictions = predict_with_fingerprint(data_dir, p.model_dirs, mode="all", tta=p.tta, threshold=p.threshold,
+                                           tomo_ids=tomo_ids, out_name=f"{p.round_name}_ensemble",
+                                           allow_seen=True)
+    n_cases = review_round(data_dir, p.round_name, labels_version=p.portal_version, predictions=predictions,
+                           threshold=p.threshold, review=p.review, tomo_ids=tomo_ids)
+    applied = apply_task(data_dir, p.round_name, p.portal_version, p.to_version, p.review.overrides_csv)
+    combined = None
+    if LabelStore(root.labels).exists(p.base_version):
+        refuse_existing_version(root, p.all_version, p.round_name)
+        combined = combine_task(data_dir, [p.base_version, p.to_version], p.all_version, p.round_name)
+    return {"round": p.round_name, "downloads": downloads, "preprocess": prep, "portal_labels": portal_labels,
+            "cases": n_cases, **applied, "combined": combined}
+
+
+if __name__ == "__main__":
+    external()

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from byu.labels.store import LabelStore
+from byu.portal.query import DEFAULT_OBJECT_NAME
 from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, apply_task, combine_task, data_root,
                           refuse_existing_version, review_round, tomograms_to_review)
 from flows.model_tasks import predict_with_fingerprint
@@ -26,7 +27,8 @@ class ExternalParams(BaseModel):
     run_names: list[str] = Field(default_factory=list, description="portal run names to ingest")
     points_csv: str | None = Field(default=None, description="CSV of external point labels "
                                    "(dataset_id,tomo_id + coordinates) selecting what to ingest")
-    object_name: str | None = Field(default="flagellar motor", description="portal annotation object name to match")
+    object_name: str | None = Field(default=DEFAULT_OBJECT_NAME, description="portal annotation object name pattern "
+                                    "(SQL ILIKE) to take point labels from")
     target_spacing: float = Field(default=16.0, gt=0, description="Å/voxel; stored spacing is max(this, original)")
     download_workers: int = Field(default=4, ge=1, le=32, description="concurrent downloads")
     round_name: str = Field(default="external", description="review round name")

@@ -15,6 +15,8 @@ os.environ.setdefault("PREFECT_API_DATABASE_CONNECTION_URL",
 
 import pytest  # noqa: E402
 
+pytest_plugins = ("tests.portal_support",)
+
 from byu.labels.table import make_table  # noqa: E402
 
 

@@ -1,0 +1,265 @@
+"""``byu portal ...``: find, download, preprocess, labels, ingest (CryoET Data Portal ingestion).
+
+Configuration by flags or environment: ``--data-dir`` / ``BYU_DATA`` (data root), ``--url`` /
+``BYU_PORTAL_URL`` (GraphQL endpoint), ``BOTO_ENDPOINT_URL`` (S3 endpoint for OME-Zarr, as the portal client).
+Every verb is a thin wrapper over :mod:`byu.portal.ingest`; the selection (``raw/selection.json`` by default)
+carries the choices of ``find`` to the later verbs. Exit status: 0 when everything asked for succeeded,
+1 when some tomograms failed (they are listed; the others are done), 2 on a usage/input error.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from byu.paths import DataRoot
+from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
+from byu.portal.ingest import (
+    DEFAULT_LABEL_VERSION,
+    LabelsReport,
+    PreprocessReport,
+    download_step,
+    find_step,
+    labels_step,
+    missing_tomograms,
+    preprocess_step,
+    selection_path,
+)
+from byu.portal.query import DEFAULT_OBJECT_NAME, DEFAULT_PORTAL_URL, DEFAULT_PREFER, Selection
+from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, DEFAULT_TARGET_SPACING
+
+app = typer.Typer(help="Ingest tomograms and point labels from the CryoET Data Portal.", no_args_is_help=True)
+console = Console(soft_wrap=True)  # long paths and errors stay on one line (greppable logs)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
+Url = Annotated[str, typer.Option("--url", envvar="BYU_PORTAL_URL", help="portal GraphQL endpoint")]
+SelectionOpt = Annotated[Optional[Path], typer.Option("--selection",
+                                                     help="selection JSON (default raw/selection.json)")]
+Datasets = Annotated[Optional[list[int]], typer.Option("--dataset", "-d", help="portal dataset id (repeatable)")]
+Runs = Annotated[Optional[list[str]], typer.Option("--run", "-r", help="portal run name (repeatable)")]
+Points = Annotated[Optional[Path], typer.Option(
+    "--points", help="external point CSV: dataset_id,tomo_id(run name),z,y,x[,voxel_spacing]")]
+Spacing = Annotated[float, typer.Option("--spacing", help="target (working) voxel spacing in Å")]
+Side = Annotated[str, typer.Option("--side", help="tomogram choice: 'below' (closest spacing <= target) or 'above'")]
+Prefer = Annotated[str, typer.Option(
+    "--prefer", help="tie-break order at equal spacing: canonical, author, raw, filtered, denoised")]
+Fmt = Annotated[str, typer.Option("--format", help="mrc (HTTPS), zarr (OME-Zarr over S3) or auto")]
+ObjectName = Annotated[str, typer.Option("--object", help="annotation objectName ILIKE pattern ('' = none)")]
+Workers = Annotated[int, typer.Option("--workers", help="concurrent downloads")]
+Retries = Annotated[int, typer.Option("--retries", help="retries per file (exponential backoff)")]
+Timeout = Annotated[float, typer.Option("--timeout", help="seconds without a byte before retrying")]
+ClipLow = Annotated[float, typer.Option("--clip-low", help="lower clip percentile (percent)")]
+ClipHigh = Annotated[float, typer.Option("--clip-high", help="upper clip percentile (percent)")]
+Version = Annotated[str, typer.Option("--label-version", help="label version to store")]
+IncludeEmpty = Annotated[bool, typer.Option("--include-empty",
+                                            help="rows (no motors) for tomograms without annotation")]
+Force = Annotated[bool, typer.Option("--force", help="redo even when already complete")]
+
+
+def _load(selection: Path | None, data: DataRoot) -> Selection:
+    return Selection.read(selection or selection_path(data))
+
+
+def _print_selection(sel: Selection, path: Path) -> None:
+    t = Table(title=f"{len(sel.tomograms)} tomogram(s) selected → {path}")
+    for c in ("tomo_id", "tomogram", "spacing Å", "shape ZYX", "processing", "canonical", "point files"):
+        t.add_column(c)
+    files: dict[str, int] = {}
+    for pf in sel.point_files:
+        files[pf.tomo_id] = files.get(pf.tomo_id, 0) + 1
+    for x in sel.tomograms:
+        t.add_row(x.tomo_id, str(x.tomogram_id), f"{x.voxel_spacing:g}", "x".join(map(str, x.shape)),
+                  str(x.processing), str(bool(x.is_portal_standard)), str(files.get(x.tomo_id, 0)))
+    console.print(t)
+    for s in sel.skipped:
+        console.print(f"[yellow]skipped[/] dataset={s.dataset_id} run={s.run_name!r}: {s.reason}")
+
+
+class _RichProgress:
+    """Thread-safe bridge from the download callbacks to rich: one bar per active file, a line per finished
+    tomogram (so thousands of tomograms do not leave thousands of bars)."""
+
+    def __init__(self, progress: Progress, n_tomograms: int) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+        self.lock = threading.Lock()
+        self.n = n_tomograms
+        self.finished = 0
+
+    def __call__(self, key: str, done: int, total: int | None) -> None:
+        with self.lock:
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(key, total=total)
+            self.progress.update(self.tasks[key], completed=done, total=total)
+
+    def done(self, key: str, result: Any) -> None:
+        with self.lock:
+            task = self.tasks.pop(key, None)
+            if task is not None:
+                self.progress.remove_task(task)
+            self.finished += 1
+            status = "[red]failed[/]" if isinstance(result, DownloadFailure) else "ok"
+            self.progress.console.print(f"[{self.finished}/{self.n}] {key}: {status}", highlight=False)
+
+
+def _download(sel: Selection, data: DataRoot, *, fmt: str | None, workers: int, retries: int, timeout: float,
+              force: bool) -> DownloadReport:
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bridge = _RichProgress(progress, len(sel.tomograms))
+        report = download_step(sel, data, fmt=fmt, workers=workers, retries=retries, timeout=(10.0, timeout),
+                               force=force, progress=bridge, on_done=bridge.done)
+    for f in report.failures:
+        _print_failure(f)
+    console.print(f"downloads: {len(report.records) - len(report.skipped)} new, {len(report.skipped)} already "
+                  f"complete, {len(report.failures)} failed → {data.raw}")
+    return report
+
+
+def _print_failure(f: DownloadFailure) -> None:
+    kept = f" ({f.part_bytes} bytes kept for resume)" if f.part_bytes else ""
+    console.print(f"[red]failed[/] {f.key}: {f.error}{kept}", highlight=False, soft_wrap=True)
+
+
+def _preprocess(sel: Selection, data: DataRoot, *, spacing: float | None, clip: tuple[float, float],
+                force: bool) -> PreprocessReport:
+    with console.status("preprocessing…") as status:
+        report = preprocess_step(sel, data, target_spacing=spacing, clip_percentiles=clip, force=force,
+                                 on_done=lambda tid, what: status.update(f"preprocessing… {tid}: {what}"))
+    for m in report.done:
+        console.print(f"stored {m.tomo_id}: {'x'.join(map(str, m.original_shape))} @ {m.original_spacing:g} Å → "
+                      f"{'x'.join(map(str, m.shape))} @ {m.voxel_spacing:g} Å")
+    for tid, err in report.failures:
+        console.print(f"[red]failed[/] {tid}: {err}", highlight=False, soft_wrap=True)
+    if report.missing:
+        console.print(f"[yellow]not downloaded[/]: {', '.join(report.missing)}")
+    console.print(f"preprocess: {len(report.done)} stored, {len(report.skipped)} up to date, "
+                  f"{len(report.failures)} failed → {data.tomograms}")
+    return report
+
+
+def _labels(sel: Selection, data: DataRoot, *, version: str, points: Path | None, include_empty: bool,
+            workers: int, retries: int) -> LabelsReport:
+    report = labels_step(sel, data, name=version, points_csv=points, include_empty=include_empty,
+                         workers=workers, retries=retries)
+    for f in report.failures:
+        _print_failure(f)
+    for tid, pts in report.notes.dropped.items():
+        console.print(f"[yellow]dropped[/] {len(pts)} point(s) outside {tid}: {pts}")
+    if report.notes.unmatched_rows:
+        console.print(f"[yellow]CSV rows without a selected run[/]: {report.notes.unmatched_rows}")
+    if report.without_tomogram:
+        console.print(f"[yellow]no stored tomogram (no row)[/]: {', '.join(report.without_tomogram)}")
+    m = report.manifest
+    if m is not None:
+        console.print(f"labels: version {m.name!r}: {m.counts['tomograms']} tomogram(s), {m.counts['motors']} "
+                      f"motor(s) → {data.labels}")
+    return report
+
+
+def _exit(failed: bool) -> None:
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _prefer(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@app.command("find")
+def find_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None,
+             spacing: Spacing = DEFAULT_TARGET_SPACING, side: Side = "below", prefer: Prefer = ",".join(DEFAULT_PREFER),
+             fmt: Fmt = "auto", object_name: ObjectName = DEFAULT_OBJECT_NAME,
+             out: Annotated[Optional[Path], typer.Option("--out", help="selection JSON to write")] = None,
+             url: Url = DEFAULT_PORTAL_URL, data_dir: DataDir = None) -> None:
+    """Resolve runs, choose one tomogram per run, list matching point annotations; write the selection."""
+    data = DataRoot.from_env(data_dir)
+    sel, path = find_step(url, data, out=out, dataset_ids=dataset or [], run_names=run or [], points_csv=points,
+                          target_spacing=spacing, side=side, prefer=_prefer(prefer), fmt=fmt,
+                          object_name=object_name or None)
+    _print_selection(sel, path)
+
+
+@app.command("download")
+def download_cmd(selection: SelectionOpt = None, fmt: Annotated[Optional[str], typer.Option(
+                     "--format", help="override the selection's format: mrc, zarr or auto")] = None,
+                 workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES, timeout: Timeout = 60.0,
+                 force: Force = False, data_dir: DataDir = None) -> None:
+    """Download the selected tomograms into raw/ (resumable, verified, 4 at a time by default)."""
+    data = DataRoot.from_env(data_dir)
+    report = _download(_load(selection, data), data, fmt=fmt, workers=workers, retries=retries, timeout=timeout,
+                       force=force)
+    _exit(bool(report.failures))
+
+
+@app.command("preprocess")
+def preprocess_cmd(selection: SelectionOpt = None,
+                   spacing: Annotated[Optional[float], typer.Option(
+                       "--spacing", help="target spacing in Å (default: the selection's)")] = None,
+                   clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
+                   force: Force = False, data_dir: DataDir = None) -> None:
+    """Clip, normalize and resample the downloaded tomograms into tomograms/<tomo_id>/ (chunked along Z)."""
+    data = DataRoot.from_env(data_dir)
+    report = _preprocess(_load(selection, data), data, spacing=spacing, clip=(clip_low, clip_high), force=force)
+    _exit(bool(report.failures))
+
+
+@app.command("labels")
+def labels_cmd(selection: SelectionOpt = None, version: Version = DEFAULT_LABEL_VERSION, points: Points = None,
+               include_empty: IncludeEmpty = False, workers: Workers = DEFAULT_WORKERS,
+               retries: Retries = DEFAULT_RETRIES, data_dir: DataDir = None) -> None:
+    """Convert portal point annotations (and/or an external CSV) of the stored tomograms into a label version."""
+    data = DataRoot.from_env(data_dir)
+    report = _labels(_load(selection, data), data, version=version, points=points, include_empty=include_empty,
+                     workers=workers, retries=retries)
+    _exit(bool(report.failures))
+
+
+@app.command("ingest")
+def ingest_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None,
+               spacing: Spacing = DEFAULT_TARGET_SPACING, side: Side = "below",
+               prefer: Prefer = ",".join(DEFAULT_PREFER),
+               fmt: Fmt = "auto", object_name: ObjectName = DEFAULT_OBJECT_NAME,
+               version: Version = DEFAULT_LABEL_VERSION,
+               no_labels: Annotated[bool, typer.Option("--no-labels", help="stop after preprocessing")] = False,
+               allow_partial: Annotated[bool, typer.Option(
+                   "--allow-partial", help="store the label version even if some tomograms failed")] = False,
+               include_empty: IncludeEmpty = False, workers: Workers = DEFAULT_WORKERS,
+               retries: Retries = DEFAULT_RETRIES, timeout: Timeout = 60.0,
+               clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
+               url: Url = DEFAULT_PORTAL_URL, data_dir: DataDir = None) -> None:
+    """find + download + preprocess + labels in one go (rerun to resume)."""
+    data = DataRoot.from_env(data_dir)
+    sel, path = find_step(url, data, dataset_ids=dataset or [], run_names=run or [], points_csv=points,
+                          target_spacing=spacing, side=side, prefer=_prefer(prefer), fmt=fmt,
+                          object_name=object_name or None)
+    _print_selection(sel, path)
+    downloads = _download(sel, data, fmt=None, workers=workers, retries=retries, timeout=timeout, force=False)
+    pre = _preprocess(sel, data, spacing=None, clip=(clip_low, clip_high), force=False)
+    failed: Any = downloads.failures or pre.failures
+    if not no_labels:
+        missing = missing_tomograms(sel, data)
+        if missing and not allow_partial:
+            console.print(f"[yellow]label version {version!r} not stored[/]: {len(missing)} tomogram(s) are not "
+                          "stored yet; rerun `byu portal ingest` (it resumes) or pass --allow-partial")
+            failed = True
+        else:
+            labels = _labels(sel, data, version=version, points=None, include_empty=include_empty,
+                             workers=workers, retries=retries)
+            failed = failed or labels.failures
+    _exit(bool(failed))

@@ -1,0 +1,121 @@
+"""Points (portal ndjson, external CSV) -> canonical rows in the stored tomograms' frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from byu.errors import InputError, InputErrors
+from byu.labels.store import LabelStore
+from byu.portal.convert import (
+    ConversionNotes,
+    TomoFrame,
+    dedupe_points,
+    external_points_A,
+    labels_from_points,
+    portal_label_table,
+    read_external_points,
+    read_ndjson_points,
+    store_portal_labels,
+)
+from byu.portal.query import PointFile, PortalTomogram, Selection
+
+
+def test_ndjson_points_point_and_oriented(tmp_path):
+    p = tmp_path / "a.ndjson"
+    p.write_text('{"type": "point", "location": {"x": 1.5, "y": 2, "z": 3}}\n\n'
+                 '{"type": "orientedPoint", "location": {"x": 4, "y": 5, "z": 6}, "xyz_rotation_matrix": '
+                 '[[1,0,0],[0,1,0],[0,0,1]]}\n')
+    np.testing.assert_array_equal(read_ndjson_points(p), [[3, 2, 1.5], [6, 5, 4]])
+    (tmp_path / "empty.ndjson").write_text("")
+    assert read_ndjson_points(tmp_path / "empty.ndjson").shape == (0, 3)
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"location": {"x": 1, "y": 2, "z": 3}}\n{"location": {"x": 1}}\nnot json\n')
+    with pytest.raises(InputErrors) as err:
+        read_ndjson_points(bad)
+    where = [(e.file, e.row, e.field) for e in err.value.errors]
+    assert where == [(str(bad), 2, "location"), (str(bad), 3, "location")]
+
+
+def test_external_csv_forms_and_errors(tmp_path):
+    p = tmp_path / "pts.csv"
+    p.write_text("dataset_id,tomo_id,Motor axis 0,Motor axis 1,Motor axis 2,Voxel spacing\n"
+                 "10001,TS_1,10,20,30,13.48\n10001,TS_1,1,2,3,\n10002,TS 2,-1,-1,-1,\n")
+    df = read_external_points(p)
+    assert df["run_name"].tolist() == ["TS_1", "TS_1", "TS 2"]
+    assert df["z"].iloc[0] == 10 and df["voxel_spacing"].iloc[0] == 13.48 and np.isnan(df["voxel_spacing"].iloc[1])
+    assert np.isnan(df["z"].iloc[2])  # no motor, but the run is listed
+    bad = tmp_path / "bad.csv"
+    bad.write_text("dataset_id,tomo_id,z,y,x,voxel_spacing\nabc,TS_1,1,2,3,10\n1,TS_1,x,2,3,10\n1,TS_1,1,2,3,-4\n"
+                   "1,,1,2,3,10\n1,TS_1,-5,2,3,10\n")
+    with pytest.raises(InputErrors) as err:
+        read_external_points(bad)
+    assert [(e.row, e.field) for e in err.value.errors] == [
+        (1, "dataset_id"), (2, "z"), (3, "voxel_spacing"), (4, "tomo_id"), (5, "z")]
+    missing = tmp_path / "missing.csv"
+    missing.write_text("tomo_id,z,y\nTS_1,1,2\n")
+    with pytest.raises(InputError, match="missing column.*dataset_id.*z,y,x") as one:
+        read_external_points(missing)
+    assert one.value.file == str(missing)
+
+
+def test_scaling_dedupe_clamp_and_drop():
+    frames = {"a": TomoFrame("a", (20, 30, 40), 16.0), "b": TomoFrame("b", (10, 10, 10), 20.0),
+              "c": TomoFrame("c", (5, 5, 5), 16.0)}
+    pts = {
+        "a": np.array([[160.0, 320.0, 480.0], [170.0, 330.0, 480.0], [16 * 20.5, 0, 0], [16 * 25.0, 16 * 5.0, 0]]),
+        "b": np.zeros((0, 3)),
+    }
+    notes = ConversionNotes()
+    table = labels_from_points(frames, pts, notes=notes)
+    assert table["tomo_id"].tolist() == ["a", "b"]  # c has no annotation: no row
+    a = table.iloc[0]
+    assert a.num_motors == 2 and a.motor_zyx[0] == [10.0, 20.0, 30.0]
+    assert a.motor_zyx[1][0] == pytest.approx(20 - 1e-3)  # 0.5 voxel outside: clamped in
+    assert notes.merged == {"a": 1} and notes.dropped == {"a": [[400.0, 80.0, 0.0]]}
+    assert table.iloc[1].num_motors == 0 and table.iloc[1].voxel_spacing == 20.0
+    with_empty = labels_from_points(frames, pts, include_empty=True)
+    assert with_empty["tomo_id"].tolist() == ["a", "b", "c"] and with_empty.iloc[2].num_motors == 0
+    kept = dedupe_points(np.array([[0, 0, 0], [0, 0, 50.0], [0, 0, 150.0]]), 100.0)
+    assert kept.tolist() == [[0, 0, 0], [0, 0, 150.0]]
+
+
+def selection() -> Selection:
+    t1 = PortalTomogram(tomo_id="5_r1", dataset_id=5, run_id=1, run_name="r1", tomogram_id=11, voxel_spacing=10.0,
+                        shape=(40, 64, 64))
+    t2 = PortalTomogram(tomo_id="5_r2", dataset_id=5, run_id=2, run_name="r2", tomogram_id=12, voxel_spacing=20.0,
+                        shape=(20, 30, 30))
+    pf = PointFile(tomo_id="5_r1", run_id=1, annotation_id=100, annotation_file_id=1000, object_name="motor",
+                   shape_type="Point", format="ndjson", voxel_spacing=8.0)
+    return Selection(portal_url="http://x", target_spacing=16.0, tomograms=[t1, t2], point_files=[pf])
+
+
+def test_external_points_use_the_row_spacing_or_the_tomogram_spacing(tmp_path):
+    p = tmp_path / "pts.csv"
+    p.write_text("dataset_id,tomo_id,z,y,x,voxel_spacing\n5,r1,10,20,30,\n5,r1,10,20,30,16\n5,r2,-1,-1,-1,\n"
+                 "6,r1,1,1,1,\n")
+    notes = ConversionNotes()
+    pts = external_points_A(read_external_points(p), selection(), notes=notes)
+    np.testing.assert_allclose(pts["5_r1"], [[100, 200, 300], [160, 320, 480]])
+    assert pts["5_r2"].shape == (0, 3) and notes.unmatched_rows == [4]
+
+
+def test_portal_table_and_store_manifest(tmp_path):
+    sel = selection()
+    ndjson = tmp_path / "1000.ndjson"
+    ndjson.write_text('{"type": "point", "location": {"x": 60, "y": 40, "z": 20}}\n')  # 8 Å voxels
+    table, notes = portal_label_table(sel, tmp_path / "tomograms", point_paths={1000: ndjson},
+                                      require_stored=False, include_empty=True)
+    r1 = table.set_index("tomo_id").loc["5_r1"]
+    assert (r1.Z, r1.Y, r1.X, r1.voxel_spacing) == (25, 40, 40, 16.0)  # 40x64x64 @ 10 Å -> 16 Å
+    assert r1.motor_zyx == [[10.0, 20.0, 30.0]]
+    r2 = table.set_index("tomo_id").loc["5_r2"]
+    assert (r2.Z, r2.voxel_spacing, r2.num_motors) == (20, 20.0, 0)
+    stored_only, _ = portal_label_table(sel, tmp_path / "tomograms", point_paths={1000: ndjson})
+    assert len(stored_only) == 0  # nothing preprocessed yet
+    store = LabelStore(tmp_path / "labels")
+    m = store_portal_labels(store, "external_gt_v0", table, selection=sel, notes=notes)
+    assert m.extra["tomograms"]["5_r1"] == {"dataset_id": 5, "run_id": 1, "run_name": "r1", "tomogram_id": 11,
+                                            "voxel_spacing": 10.0}
+    assert m.extra["annotation_files"] == [1000] and m.counts["motors"] == 1
+    assert store.get("external_gt_v0")["motor_zyx"].tolist() == table["motor_zyx"].tolist()

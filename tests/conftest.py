@@ -35,3 +35,28 @@ def small_table():
         ("tomo_b", (100, 200, 200), 10.0, []),
         ("tomo_c", (50, 60, 70), 6.5, [[1.0, 2.0, 3.0], [40.0, 50.0, 60.0]]),
     ])
+
+
+@pytest.fixture(scope="session")
+def micro_root_template(tmp_path_factory) -> Path:
+    """A built-once tiny cohort with ``gt``, a 2-fold split and micro fold models (see tests/flow_support.py)."""
+    from tests.flow_support import build_micro_root
+
+    return build_micro_root(tmp_path_factory.mktemp("micro") / "data")
+
+
+@pytest.fixture
+def micro_root(micro_root_template, tmp_path) -> Path:
+    """A private copy of the tiny trained data root."""
+    from tests.flow_support import copy_root
+
+    return copy_root(micro_root_template, tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the session (starting one takes ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -79,26 +79,9 @@ def _wait_for(predicate, *, timeout: float, what: str, logs: list[Path], procs: 
 
 
 @pytest.fixture
-def round1_root(tmp_path: Path) -> Path:
-    """A tiny synthetic cohort with ``gt``, a 2-fold split and 2 micro fold models (~20 s on 2 cores)."""
-    from byu.labels.formats import read_labels
-    from byu.labels.splits import fresh_split, write_split
-    from byu.labels.store import LabelStore
-    from byu.model.train import train_folds
-    from byu.paths import DataRoot
-    from byu.synth import make_cohort
-
-    root = DataRoot(tmp_path / "data")
-    make_cohort(root.root, n=6, seed=0, z_range=(64, 80), yx_range=(128, 160))
-    noisy = read_labels(root.root / "synth" / "labels_noisy.csv")
-    LabelStore(root.labels).put("gt", noisy, producer="test_serve")
-    split = root.cv / "v1" / "skf2_rd42.json"
-    with warnings.catch_warnings():  # sklearn: a motor-count class smaller than the number of folds (tiny cohort)
-        warnings.simplefilter("ignore", UserWarning)
-        write_split(fresh_split(noisy, folds=2, seed=42), split)
-    train_folds(root, "gt", split, folds="all", config="micro", run_name="round1", seed=0, device="cpu",
-                epochs=1, steps_per_epoch=2)
-    return root.root
+def round1_root(micro_root: Path) -> Path:
+    """A tiny synthetic cohort with ``gt``, a 2-fold split and 2 micro fold models."""
+    return micro_root
 
 
 @pytest.mark.slow

@@ -1,0 +1,165 @@
+"""Heatmap -> particle positions: 3-D non-maximum suppression, threshold, back to the original voxel frame.
+
+Peaks are local maxima of a max-pool over a cube of the NMS radius (separable: three 1-D max-pools), kept when
+their value is at least the threshold; peaks closer than the NMS radius to a stronger one are then dropped (the
+cube's corners), and each survivor is refined to sub-voxel precision by a parabola through the log values of its
+neighbours along each axis (exact for a Gaussian peak).
+
+The predictions table (``data/predictions/<run>.csv``) has the columns ``PREDICTION_COLUMNS``: coordinates in
+the tomogram's ORIGINAL voxel frame, whose spacing is the ``voxel_spacing`` column.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import cdist
+
+from byu.atomic import write_bytes
+from byu.errors import InputError
+from byu.model.data import Geometry
+
+PREDICTION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "conf", "models", "voxel_spacing"]
+
+
+def _max_filter(h: torch.Tensor, k: int) -> torch.Tensor:
+    """Max over a k x k x k cube (k odd) of a (Z, Y, X) tensor, as three 1-D max-pools."""
+    x = h[None, None]
+    r = k // 2
+    for kernel, pad in (((k, 1, 1), (0, 0, 0, 0, r, r)), ((1, k, 1), (0, 0, r, r, 0, 0)),
+                        ((1, 1, k), (r, r, 0, 0, 0, 0))):
+        x = F.max_pool3d(F.pad(x, pad, value=float("-inf")), kernel, stride=1)
+    return x[0, 0]
+
+
+def _refine(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Sub-voxel peak positions: per axis, the vertex of the parabola through the log values at -1, 0, +1.
+
+    Exact for a Gaussian peak; an axis at the border or without curvature keeps the voxel position.
+    """
+    def logv(ii: torch.Tensor) -> torch.Tensor:
+        return torch.log(h[ii[:, 0], ii[:, 1], ii[:, 2]].double().clamp_min(1e-12))
+
+    f0 = logv(idx)
+    pos = idx.double().clone()
+    for a in range(3):
+        lo, hi = idx.clone(), idx.clone()
+        lo[:, a] = (lo[:, a] - 1).clamp_min(0)
+        hi[:, a] = (hi[:, a] + 1).clamp_max(h.shape[a] - 1)
+        fm, fp = logv(lo), logv(hi)
+        curv = fm - 2 * f0 + fp
+        ok = (idx[:, a] > 0) & (idx[:, a] < h.shape[a] - 1) & (curv < 0)
+        step = torch.where(ok, (0.5 * (fm - fp) / torch.where(ok, curv, -1.0)).clamp(-1.0, 1.0), 0.0)
+        pos[:, a] += step
+    return pos
+
+
+def find_peaks(heatmap: torch.Tensor | np.ndarray, *, threshold: float, nms_radius: Sequence[float],
+               max_peaks: int = 200, refine: bool = True) -> list[np.ndarray]:
+    """Peaks of a (C, Z, Y, X) probability heatmap, per class: (K, 4) arrays ``z, y, x, conf`` (heatmap voxels).
+
+    ``nms_radius[c]`` is in heatmap voxels; at most ``max_peaks`` per class, strongest first. Runs on the
+    heatmap's device (a GPU heatmap never comes back whole); only the candidate peaks move to the CPU.
+    """
+    hm = torch.as_tensor(heatmap).float()
+    out = []
+    for c in range(hm.shape[0]):
+        h = hm[c]
+        r = max(0.0, float(nms_radius[c]))
+        k = 2 * int(math.ceil(r)) + 1
+        pooled = _max_filter(h, k) if k > 1 else h
+        mask = (h >= pooled) & (h >= threshold)
+        idx = torch.nonzero(mask)
+        if not len(idx):
+            out.append(np.zeros((0, 4)))
+            continue
+        conf = h[mask]
+        order = torch.argsort(-conf, stable=True)[: max_peaks * 8]
+        idx, conf = idx[order], conf[order]
+        idx_np = idx.cpu().numpy()
+        keep: list[int] = []
+        if len(idx_np) > 1 and r > 0:
+            d = cdist(idx_np.astype(float), idx_np.astype(float))
+            dropped = np.zeros(len(idx_np), dtype=bool)
+            for i in range(len(idx_np)):
+                if dropped[i]:
+                    continue
+                keep.append(i)
+                if len(keep) >= max_peaks:
+                    break
+                dropped |= d[i] <= r
+        else:
+            keep = list(range(min(len(idx_np), max_peaks)))
+        sel = torch.as_tensor(keep, dtype=torch.long, device=idx.device)
+        idx, conf = idx[sel], conf[sel]
+        pos = _refine(h, idx) if refine else idx.double()
+        out.append(np.column_stack([pos.cpu().numpy(), conf.double().cpu().numpy()]))
+    return out
+
+
+def peaks_to_frame(peaks: list[np.ndarray], *, geometry: Geometry, stride: int, class_names: Sequence[str],
+                   models: str) -> pd.DataFrame:
+    """Heatmap peaks of one tomogram -> prediction rows in its original voxel frame (clipped into the volume)."""
+    rows = []
+    hi = np.asarray(geometry.original_shape, dtype=float) - 1.0
+    for c, arr in enumerate(peaks):
+        if not len(arr):
+            continue
+        net = (arr[:, :3] + 0.5) * stride - 0.5
+        orig = np.clip(geometry.from_net(net, geometry.original_spacing), 0.0, hi)
+        for (z, y, x), conf in zip(orig, arr[:, 3]):
+            rows.append({"tomo_id": geometry.tomo_id, "particle": class_names[c], "z": float(z), "y": float(y),
+                         "x": float(x), "conf": float(conf), "models": models,
+                         "voxel_spacing": geometry.original_spacing})
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def empty_predictions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float if c in ("z", "y", "x", "conf", "voxel_spacing") else object)
+                         for c in PREDICTION_COLUMNS})
+
+
+def write_predictions(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a predictions table atomically (rows sorted by tomogram, class, descending confidence)."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"predictions lack column(s) {missing}", file=path)
+    out = df.loc[:, PREDICTION_COLUMNS].sort_values(["tomo_id", "particle", "conf"], ascending=[True, True, False],
+                                                    kind="stable")
+    buf = io.StringIO()
+    out.to_csv(buf, index=False, lineterminator="\n", float_format="%.6g")
+    write_bytes(path, buf.getvalue().encode("utf-8"))
+    return Path(path)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read and check a predictions CSV (``PREDICTION_COLUMNS``; ``models``/``voxel_spacing`` may be absent)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("predictions file not found", file=path)
+    try:
+        df = pd.read_csv(path, dtype={"tomo_id": str, "particle": str, "models": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV: {exc}", file=path) from exc
+    need = ["tomo_id", "z", "y", "x", "conf"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(f"missing column(s) {missing}; expected {PREDICTION_COLUMNS}", file=path)
+    if "particle" not in df.columns:
+        df["particle"] = "motor"
+    if "models" not in df.columns:
+        df["models"] = ""
+    for i, c in enumerate(("z", "y", "x", "conf") + (("voxel_spacing",) if "voxel_spacing" in df.columns else ())):
+        vals = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero(~np.isfinite(vals.to_numpy(dtype=float)))
+        if len(bad):
+            raise InputError(f"not a finite number: {df[c].iloc[bad[0]]!r}", file=path, row=int(bad[0]) + 2, field=c)
+        df[c] = vals.astype(float)
+    return df

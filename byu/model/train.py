@@ -1,0 +1,283 @@
+"""Training: one model per CV fold, checkpoints that say exactly what they were trained on.
+
+``train_folds(data_root, "gt", "data/cv/gt/skf4_rd42.json", folds="all", config="tiny", run_name="r1")`` writes
+``models/r1/fold<k>.pt`` for each fold. Each checkpoint carries the config, the label version and its sha256,
+the split file and its sha256, the fold, its train/val tomo_ids, the input spacing, the class names and the
+per-epoch metrics (training loss; validation F-beta on the fold's validation tomograms).
+
+Every epoch ends with an atomic ``fold<k>.last.pt`` (with optimizer and scheduler state); a rerun resumes from it,
+and a finished ``fold<k>.pt`` with the same settings is kept as is (a different one is an error: runs are
+immutable). Randomness is drawn per (seed, fold, epoch), so a resumed run ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from byu import __version__
+from byu.atomic import atomic_open, sha256_file
+from byu.errors import InputError, VersionExistsError
+from byu.metrics import BYU_RADIUS, best_threshold, score_byu, score_multi
+from byu.model.config import ModelConfig, resolve_config
+from byu.model.data import PatchSampler, VolumeCache, particles_from_labels
+from byu.model.infer import CHECKPOINT_FORMAT, LoadedModel, predict_tomograms, read_checkpoint, resolve_device
+from byu.model.net import build_network, count_parameters
+from byu.paths import DataRoot, check_id
+
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class LabelSource:
+    """A label table and where it came from."""
+
+    table: pd.DataFrame
+    ref: str
+    version: str | None
+    path: Path | None
+    sha256: str
+    form: str  # "canonical" or "picks"
+
+
+def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame) -> LabelSource:
+    """A stored version name, a CSV path (canonical/wide/competition or multi-class picks) or a table."""
+    from byu.atomic import sha256_bytes
+    from byu.labels.formats import _read_raw, detect_form, read_labels, read_picks, to_csv_bytes
+    from byu.labels.store import LabelStore
+
+    if isinstance(labels, pd.DataFrame):
+        if "motor_zyx" in labels.columns:
+            return LabelSource(labels, "<table>", None, None, sha256_bytes(to_csv_bytes(labels)), "canonical")
+        data = labels.to_csv(index=False).encode()
+        return LabelSource(labels, "<table>", None, None, sha256_bytes(data), "picks")
+    ref = str(labels)
+    path = Path(ref)
+    if path.exists() and path.is_file():
+        if detect_form(list(_read_raw(path).columns)) == "picks":
+            return LabelSource(read_picks(path), ref, None, path, sha256_file(path), "picks")
+        return LabelSource(read_labels(path), ref, None, path, sha256_file(path), "canonical")
+    store = LabelStore(data_root.labels)
+    table, version = store.resolve(ref)
+    if version is None:
+        return LabelSource(table, ref, None, path, sha256_file(path), "canonical")
+    return LabelSource(table, ref, version, store.path(version), store.manifest(version).sha256, "canonical")
+
+
+def _folds(folds: str | int | Sequence[int], num_folds: int, split_path: Path) -> list[int]:
+    if isinstance(folds, str) and folds.strip().lower() == "all":
+        return list(range(num_folds))
+    try:
+        items = [int(folds)] if isinstance(folds, (int, str)) else [int(f) for f in folds]
+    except ValueError as exc:
+        raise InputError(f"--fold must be 'all' or fold numbers, got {folds!r}", field="fold") from exc
+    bad = [f for f in items if not 0 <= f < num_folds]
+    if bad or not items:
+        raise InputError(f"fold(s) {bad or items} not in the split's 0..{num_folds - 1}", file=split_path,
+                         field="fold")
+    return list(dict.fromkeys(items))
+
+
+def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Loss against the Gaussian heatmap, weighted up near particles (``1 + pos_weight * target``).
+
+    ``bce``: mean weighted binary cross-entropy. ``qfl``: quality focal loss, the cross-entropy scaled by
+    ``|target - p|^gamma`` so easy background stops dominating and hard look-alikes count, summed and divided by
+    the target mass (plus one).
+    """
+    weight = 1.0 + config.pos_weight * target
+    if config.loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    focus = (torch.sigmoid(logits) - target).abs().pow(config.gamma)
+    return (ce * focus * weight).sum() / (target.sum() + 1.0)
+
+
+def _validate(net: torch.nn.Module, config: ModelConfig, cache: VolumeCache, labels: LabelSource,
+              val_ids: Sequence[str], device: torch.device) -> dict[str, float]:
+    net.eval()
+    model = LoadedModel(path=Path("."), run="val", fold=0, config=config, net=net, meta={})
+    pred = predict_tomograms([model], cache, val_ids, tta="none", threshold=0.05, device=device)
+    radius: Any = BYU_RADIUS if config.class_names == ["motor"] else {
+        c.name: c.radius * 0.5 for c in config.classes}
+    if labels.form == "canonical":
+        table = labels.table[labels.table["tomo_id"].isin(val_ids)]
+    else:
+        table = particles_from_labels(labels.table, config.class_names)
+        table = table[table["tomo_id"].isin(val_ids)].copy()
+        table["voxel_spacing"] = [s if np.isfinite(s) else cache.geometry(t).original_spacing
+                                  for t, s in zip(table["tomo_id"], table["voxel_spacing"])]
+    scope = [t for t in val_ids if t in set(table["tomo_id"])]
+    s = score_multi(pred, table, threshold=config.val_threshold, radius=radius, tomo_ids=scope)
+    th, best = best_threshold(pred, table, metric="multi", radius=radius, tomo_ids=scope)
+    out = {"val_fbeta": s.score, "val_precision": s.total.precision, "val_recall": s.total.recall,
+           "val_best_fbeta": best.score, "val_best_threshold": th, "val_tomograms": len(scope)}
+    if labels.form == "canonical":
+        out["val_byu_fbeta"] = score_byu(pred, table, threshold=config.val_threshold, tomo_ids=scope).score
+    return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in out.items()}
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def _identity(ckpt: dict[str, Any]) -> dict[str, Any]:
+    return {"config": ckpt.get("config"), "labels_sha256": ckpt.get("labels", {}).get("sha256"),
+            "split_sha256": ckpt.get("split", {}).get("sha256"), "fold": ckpt.get("fold"), "seed": ckpt.get("seed"),
+            "train_ids": ckpt.get("train_ids"), "val_ids": ckpt.get("val_ids")}
+
+
+def _fold_meta(*, config: ModelConfig, labels: LabelSource, split_info: dict[str, Any], fold: int,
+               train_ids: Sequence[str], val_ids: Sequence[str], run_name: str, seed: int) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT, "run": run_name, "fold": fold, "seed": seed,
+        "config": config.model_dump(mode="json"), "classes": config.class_names, "spacing": config.spacing,
+        "stride": config.stride,
+        "labels": {"ref": labels.ref, "version": labels.version, "path": str(labels.path) if labels.path else None,
+                   "sha256": labels.sha256},
+        "split": split_info, "train_ids": list(train_ids), "val_ids": list(val_ids),
+        "byu_version": __version__, "torch_version": str(torch.__version__),
+    }
+
+
+def _check_existing(final: Path, last: Path, want: dict[str, Any]) -> bool:
+    """True when ``final`` is this fold already trained; error when ``final``/``last`` hold other settings."""
+    if final.exists():
+        if _identity(read_checkpoint(final)) == want:
+            return True
+        raise VersionExistsError(f"{final} exists with different settings (config, labels, split, fold or seed); "
+                                 "runs are immutable: choose a new run name")
+    if last.exists() and _identity(read_checkpoint(last)) != want:
+        raise VersionExistsError(f"{last} (an unfinished fold) was written with different settings; choose a new "
+                                 "run name or delete the partial run")
+    return False
+
+
+def train_fold(*, cache: VolumeCache, config: ModelConfig, labels: LabelSource, particles: pd.DataFrame,
+               split_info: dict[str, Any], fold: int, train_ids: Sequence[str], val_ids: Sequence[str],
+               run_dir: Path, run_name: str, seed: int, device: torch.device,
+               progress: ProgressFn | None = None) -> Path:
+    """Train (or resume, or keep) one fold's model; returns ``run_dir/fold<k>.pt``."""
+    final, last = run_dir / f"fold{fold}.pt", run_dir / f"fold{fold}.last.pt"
+    meta = _fold_meta(config=config, labels=labels, split_info=split_info, fold=fold, train_ids=train_ids,
+                      val_ids=val_ids, run_name=run_name, seed=seed)
+    want = _identity(meta)
+    if _check_existing(final, last, want):
+        return final
+    torch.manual_seed(seed * 1009 + fold)
+    net = build_network(config).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * config.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if last.exists():
+        ck = read_checkpoint(last)
+        net.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history = list(ck["metrics"]["history"])
+        start = int(ck["epoch"]) + 1
+    sampler = PatchSampler(cache, train_ids, particles, config)
+    started = time.perf_counter()
+    for epoch in range(start, config.epochs):
+        rng = np.random.default_rng([seed, fold, epoch])
+        sampler.seed_transforms(int(rng.integers(2**31)))
+        net.train()
+        losses = []
+        for step in range(config.steps_per_epoch):
+            batch = sampler.batch(rng, config.batch_size)
+            logits = net(batch["image"].to(device))
+            loss = heatmap_loss(logits.float(), batch["target"].to(device), config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress({"stage": "step", "fold": fold, "epoch": epoch, "epochs": config.epochs, "step": step + 1,
+                          "steps": config.steps_per_epoch, "loss": losses[-1]})
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0])}
+        if val_ids and ((epoch + 1) % config.val_every == 0 or epoch == config.epochs - 1):
+            metrics.update(_validate(net, config, cache, labels, val_ids, device))
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(metrics)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        _save({**meta, "epoch": epoch, "finished": False, "state_dict": state, "optimizer": opt.state_dict(),
+               "scheduler": sched.state_dict(), "metrics": {"history": history}}, last)
+        if progress:
+            progress({"stage": "epoch", "fold": fold, **metrics})
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    _save({**meta, "epoch": config.epochs - 1, "finished": True, "state_dict": state,
+           "parameters": count_parameters(net),
+           "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+           "metrics": {"history": history, "final": history[-1] if history else {}}}, final)
+    last.unlink(missing_ok=True)
+    return final
+
+
+def train_folds(data_root: str | Path | DataRoot, labels: str | Path | pd.DataFrame, split_path: str | Path, *,
+                folds: str | int | Sequence[int] = "all", config: str | Path | ModelConfig = "tiny",
+                run_name: str | None = None, seed: int = 0, device: str | torch.device = "auto",
+                progress: ProgressFn | None = None, **overrides: Any) -> list[Path]:
+    """Train one model per requested fold of ``split_path`` on ``labels``; returns the checkpoint paths.
+
+    ``labels``: a stored version name, a CSV path or a table. ``config``: a name in ``CONFIGS``, a YAML/JSON file
+    or a ``ModelConfig``; ``overrides`` replace config fields (``epochs=2``). Inputs (labels, split, folds,
+    tomograms on disk, existing checkpoints) are all checked before training starts; nothing is written on error.
+    """
+    from byu.labels.splits import read_split
+
+    root = data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
+    cfg = resolve_config(config, **overrides)
+    dev = resolve_device(device)
+    src = load_label_source(root, labels)
+    split_path = Path(split_path)
+    split = read_split(split_path)
+    fold_list = _folds(folds, int(split["num_folds"]), split_path)
+    particles = particles_from_labels(src.table, cfg.class_names)
+    labelled = set(src.table["tomo_id"])
+    plan = []
+    for k in fold_list:
+        part = split["folds"][k]
+        if src.form == "canonical":
+            unknown = [t for t in part["train"] + part["val"] if t not in labelled]
+            if unknown:
+                raise InputError(f"fold {k} names {len(unknown)} tomogram(s) missing from labels {src.ref!r}: "
+                                 f"{', '.join(unknown[:5])}; the split belongs to another label version",
+                                 file=split_path, field=f"folds[{k}]")
+        if not part["train"]:
+            raise InputError(f"fold {k} has no training tomograms", file=split_path, field=f"folds[{k}].train")
+        plan.append((k, list(part["train"]), list(part["val"])))
+    cache = VolumeCache(root, cfg.spacing, max_bytes=cfg.cache_gb * 1e9)
+    cache.check(sorted({t for _, tr, va in plan for t in tr + va}))
+    name = check_id(run_name or f"{src.version or Path(src.ref).stem}_{cfg.name}_s{seed}", what="run")
+    run_dir = root.models / name
+    split_info = {"path": str(split_path), "sha256": sha256_file(split_path), "num_folds": int(split["num_folds"]),
+                  "random_state": split.get("random_state")}
+    for k, tr, va in plan:  # refuse before training anything if any fold's files disagree
+        meta = _fold_meta(config=cfg, labels=src, split_info=split_info, fold=k, train_ids=tr, val_ids=va,
+                          run_name=name, seed=seed)
+        _check_existing(run_dir / f"fold{k}.pt", run_dir / f"fold{k}.last.pt", _identity(meta))
+    threads = torch.get_num_threads()
+    if cfg.num_threads and dev.type == "cpu":
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return [train_fold(cache=cache, config=cfg, labels=src, particles=particles, split_info=split_info, fold=k,
+                           train_ids=tr, val_ids=va, run_dir=run_dir, run_name=name, seed=seed, device=dev,
+                           progress=progress)
+                for k, tr, va in plan]
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,182 @@
+"""Frames, resampling, heatmap targets, patches, peak decoding and sliding windows (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from byu.errors import InputError, NotFoundError
+from byu.model.config import CONFIGS, ModelConfig, resolve_config
+from byu.model.data import (
+    PatchSampler,
+    VolumeCache,
+    geometry_for,
+    heatmap_target,
+    load_volume,
+    particles_from_labels,
+)
+from byu.model.decode import find_peaks, peaks_to_frame, read_predictions, write_predictions
+from byu.model.infer import sliding_window_heatmap
+from byu.model.net import build_network
+from byu.paths import DataRoot
+from byu.tomo.io import TomoMeta, write_tomogram
+from tests.model_helpers import make_root
+
+
+def test_geometry_round_trip_integer_and_interpolated():
+    g = geometry_for("a", (97, 120, 101), 16.0, (155, 192, 162), 10.0, 32.0)
+    assert g.pool == 2 and g.net_shape == (49, 60, 51)
+    pts = np.array([[0.0, 0.0, 0.0], [154.0, 191.0, 161.0], [33.3, 44.4, 55.5]])
+    np.testing.assert_allclose(g.from_net(g.to_net(pts, 10.0), 10.0), pts, atol=1e-9)
+    # stored voxel 0 and 1 pool into net voxel 0, whose centre is stored 0.5
+    np.testing.assert_allclose(g.to_net([[0.5, 0.5, 0.5]], 16.0), [[0.0, 0.0, 0.0]])
+    h = geometry_for("b", (100, 150, 150), 19.34, (100, 150, 150), 19.34, 32.0)
+    assert h.pool == 0
+    np.testing.assert_allclose(h.from_net(h.to_net(pts, 19.34), 19.34), pts, atol=1e-9)
+    # physical positions are preserved to within the rounding of the grid size
+    a = h.from_net(h.to_net([[50.0, 75.0, 75.0]], 19.34), 32.0) * 32.0
+    np.testing.assert_allclose(a, [[50 * 19.34, 75 * 19.34, 75 * 19.34]], rtol=0.02)
+
+
+@pytest.mark.parametrize("stored_spacing", [16.0, 20.0])
+def test_load_volume_puts_a_blob_where_the_frame_mapping_says(tmp_path, stored_spacing):
+    shape = (40, 64, 64)
+    centre = np.array([17.3, 30.6, 41.2])  # stored voxels
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    blob = np.exp(-((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) / (2 * 3.0**2))
+    vol = (blob * 250).astype(np.uint8)
+    meta = TomoMeta(tomo_id="b", shape=shape, voxel_spacing=stored_spacing, original_shape=shape,
+                    original_spacing=stored_spacing)
+    write_tomogram(tmp_path / "tomograms" / "b", vol, meta)
+    cache = VolumeCache(tmp_path, 32.0)
+    g = cache.geometry("b")
+    net = load_volume(cache.path("b"), g).float().numpy()
+    assert net.shape == g.net_shape and net.dtype == np.float32
+    w = np.clip(net - np.median(net), 0, None)
+    grids = np.meshgrid(*[np.arange(n) for n in net.shape], indexing="ij")
+    found = np.array([(gr * w).sum() / w.sum() for gr in grids])
+    np.testing.assert_allclose(found, g.to_net(centre, stored_spacing)[0], atol=0.15)
+
+
+def test_heatmap_target_width_is_physical():
+    cfg = CONFIGS["micro"]
+    sig_a = cfg.classes[0].radius * cfg.sigma
+    widths = []
+    for spacing in (16.0, 32.0):
+        sig = sig_a / spacing
+        # particle at the centre of heatmap voxel (5, 6, 7) of a stride-2 patch at offset 0: net 2h + 0.5
+        p = np.array([[0, 10.5, 12.5, 14.5]])
+        t = heatmap_target(p, offset=(0, 0, 0), patch_size=(32, 32, 32), stride=2, sigmas=[sig], n_classes=1)
+        assert t.shape == (1, 16, 16, 16)
+        assert t[0, 5, 6, 7] == pytest.approx(1.0)
+        assert t[0, 4, 6, 7] == pytest.approx(t[0, 6, 6, 7])
+        # width in Å: distance where the value falls to exp(-1/2) ~ sigma
+        widths.append(np.sqrt(-2 * np.log(t[0, 6, 6, 7])) ** -1 * 2 * spacing)
+    assert widths[0] == pytest.approx(sig_a, rel=1e-5) and widths[1] == pytest.approx(sig_a, rel=1e-5)
+
+
+def test_patch_sampler_positive_patches_hold_their_particle(tmp_path):
+    info = make_root(tmp_path, n=2)
+    cfg = resolve_config("micro", pos_fraction=1.0, intensity=0.0, noise=0.0)
+    cache = VolumeCache(DataRoot(tmp_path), cfg.spacing)
+    pts = particles_from_labels(info["labels"], cfg.class_names)
+    sampler = PatchSampler(cache, ["t00", "t01"], pts, cfg)
+    sampler.seed_transforms(0)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        b = sampler.sample(rng)
+        assert b["image"].shape == (1, *cfg.patch_size)
+        assert b["target"].shape == (1, *[p // cfg.stride for p in cfg.patch_size])
+        assert float(b["target"].max()) > 0.5
+        # the bright particle sits under the target's peak (flips/rotations moved both together)
+        peak = np.unravel_index(int(b["target"][0].argmax()), b["target"].shape[1:])
+        net_peak = [(p + 0.5) * cfg.stride - 0.5 for p in peak]
+        img = b["image"][0].numpy()
+        lo = [max(0, int(c) - 2) for c in net_peak]
+        assert img[lo[0]:lo[0] + 5, lo[1]:lo[1] + 5, lo[2]:lo[2] + 5].mean() > img.mean() + 0.5
+
+
+def test_find_peaks_nms_threshold_and_refinement():
+    hm = np.zeros((1, 20, 30, 30), dtype=np.float32)
+    zz, yy, xx = np.meshgrid(np.arange(20), np.arange(30), np.arange(30), indexing="ij")
+    for (z, y, x), a in (((5.25, 6.0, 7.0), 0.9), ((14.0, 22.0, 20.5), 0.6), ((5.0, 9.0, 7.0), 0.5)):
+        hm[0] = np.maximum(hm[0], a * np.exp(-((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2) / 2.0))
+    peaks = find_peaks(hm, threshold=0.3, nms_radius=[4.0])[0]
+    assert len(peaks) == 2  # the 0.5 peak 3 voxels from the 0.9 one is suppressed
+    np.testing.assert_allclose(peaks[:, 3], [0.9 * np.exp(-0.25**2 / 2), 0.6 * np.exp(-0.5**2 / 2)], rtol=1e-5)
+    np.testing.assert_allclose(peaks[0, :3], [5.25, 6.0, 7.0], atol=1e-4)  # exact for a Gaussian
+    np.testing.assert_allclose(peaks[1, :3], [14.0, 22.0, 20.5], atol=1e-4)
+    assert len(find_peaks(hm, threshold=0.3, nms_radius=[1.0])[0]) == 3
+    assert len(find_peaks(hm, threshold=0.95, nms_radius=[4.0])[0]) == 0
+
+
+def test_peaks_map_to_the_original_frame_and_round_trip_through_csv(tmp_path):
+    g = geometry_for("a", (64, 96, 96), 16.0, (102, 154, 154), 10.0, 32.0)
+    orig = np.array([[40.0, 77.0, 100.0]])
+    net = g.to_net(orig, 10.0)
+    h = (net + 0.5) / 2 - 0.5  # stride-2 heatmap coordinates
+    df = peaks_to_frame([np.column_stack([h, [0.8]])], geometry=g, stride=2, class_names=["motor"], models="r/fold0")
+    np.testing.assert_allclose(df[["z", "y", "x"]].to_numpy(), orig, atol=1e-9)
+    assert df["voxel_spacing"].iloc[0] == 10.0
+    p = write_predictions(df, tmp_path / "p.csv")
+    back = read_predictions(p)
+    np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), orig, atol=1e-4)
+    assert list(back["models"]) == ["r/fold0"]
+
+
+def test_read_predictions_names_bad_cells(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("tomo_id,particle,z,y,x,conf,models,voxel_spacing\na,motor,1,2,x3,0.5,m,10\n")
+    with pytest.raises(InputError, match="x3") as info:
+        read_predictions(p)
+    assert (info.value.row, info.value.field) == (2, "x")
+
+
+class _Pool(torch.nn.Module):
+    """A stride-2 'network' whose output is exactly local: logit = mean of each 2x2x2 block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool3d(x, 2) * self.w
+
+
+@pytest.mark.parametrize("shape", [(40, 70, 90), (16, 16, 16)])
+def test_sliding_window_stitches_strided_outputs_exactly(shape):
+    cfg = ModelConfig(name="t", spacing=32.0, channels=(4, 8), stem_stride=2, output_stride=2,
+                      patch_size=(16, 16, 16), roi_size=(16, 32, 32), overlap=0.5, rot90=False)
+    x = torch.randn(*shape)
+    want = torch.sigmoid(torch.nn.functional.avg_pool3d(
+        torch.nn.functional.pad(x, [0, shape[2] % 2, 0, shape[1] % 2, 0, shape[0] % 2])[None, None], 2))[0]
+    for flips in (((),), ((), (3,), (4,), (3, 4))):
+        got = sliding_window_heatmap(_Pool(), x, cfg, flips=flips, device=torch.device("cpu"))
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_networks_build_for_every_arch():
+    for arch, extra in (("heatmapnet", {}), ("basicunet", {"features": (4, 4, 8, 8, 16, 4)}),
+                        ("segresnet", {"init_filters": 4})):
+        cfg = resolve_config("micro", arch=arch, **extra)
+        net = build_network(cfg).eval()
+        with torch.no_grad():
+            out = net(torch.randn(1, 1, 32, 48, 48))
+        assert out.shape == (1, 1, 32 // cfg.stride, 48 // cfg.stride, 48 // cfg.stride)
+        assert float(torch.sigmoid(out).mean()) == pytest.approx(0.01, abs=0.02)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(InputError, match="patch_size"):
+        resolve_config("micro", patch_size=(30, 48, 48))
+    with pytest.raises(NotFoundError, match="unknown config"):
+        resolve_config("nope")
+    f = tmp_path / "c.yaml"
+    f.write_text("spacing: 24\nclasses: [{name: ribosome, radius: 150}, {name: apo-ferritin, radius: 60}]\n"
+                 "patch_size: [32, 64, 64]\nroi_size: [32, 64, 64]\n")
+    cfg = resolve_config(f)
+    assert cfg.name == "c" and cfg.class_names == ["ribosome", "apo-ferritin"]
+    with pytest.raises(InputError, match="unique"):
+        resolve_config("micro", classes=[{"name": "a", "radius": 1}, {"name": "a", "radius": 2}])

@@ -8,32 +8,22 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from byu.labels.combine import combine_tables, store_or_write
 from byu.labels.diff import diff_summary, diff_tables
 from byu.labels.formats import read_labels
 from byu.labels.splits import carry_split, fresh_split, read_split, write_split
 from byu.labels.store import LabelStore
+from byu.cli_util import DataDir, print_frame
 from byu.paths import DataRoot
 
 app = typer.Typer(help="Label tables: versions, diffs, CV splits, conversions.", no_args_is_help=True)
 console = Console()
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 
 
 def _store(data_dir: Path | None) -> LabelStore:
     return LabelStore(DataRoot.from_env(data_dir).labels)
-
-
-def _print_frame(df: pd.DataFrame, title: str | None = None) -> None:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c))
-    for r in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in r])
-    console.print(t)
 
 
 @app.command("list")
@@ -45,7 +35,7 @@ def list_cmd(data_dir: DataDir = None) -> None:
         m = store.manifest(name)
         rows.append({"version": name, "parents": ",".join(m.parents), "tomograms": m.counts["tomograms"],
                      "motors": m.counts["motors"], "created_at": m.created_at, "producer": m.producer})
-    _print_frame(pd.DataFrame(rows, columns=["version", "parents", "tomograms", "motors", "created_at", "producer"]),
+    print_frame(console, pd.DataFrame(rows, columns=["version", "parents", "tomograms", "motors", "created_at", "producer"]),
                  title=f"label versions in {store.dir}")
 
 
@@ -57,7 +47,7 @@ def show_cmd(version: str, data_dir: DataDir = None) -> None:
     console.print_json(m.model_dump_json())
     ch = store.changes(version)
     if len(ch):
-        _print_frame(ch["action"].value_counts().rename_axis("action").reset_index(), title="changes vs parent")
+        print_frame(console, ch["action"].value_counts().rename_axis("action").reset_index(), title="changes vs parent")
 
 
 @app.command("diff")
@@ -76,7 +66,7 @@ def diff_cmd(
     if csv:
         typer.echo(changes.to_csv(index=False, lineterminator="\n"), nl=False)
         return
-    _print_frame(diff_summary(changes), title=f"{a} → {b}")
+    print_frame(console, diff_summary(changes), title=f"{a} → {b}")
 
 
 @app.command("split")

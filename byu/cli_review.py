@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from byu.cli_review_cvat import app
+from byu.cli_util import DataDir
 from byu.paths import DataRoot
 from byu.review.match import read_cases
 from byu.review.render import render_cases
 from byu.review.round import apply_round, mine_round, round_paths
 
 console = Console()
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 
 
 @app.command("mine")

@@ -15,9 +15,9 @@ import urllib3
 from cvat_sdk.api_client.exceptions import ApiException
 from cvat_sdk.core.exceptions import BackgroundRequestException
 from rich.console import Console
-from rich.table import Table
 
 from byu.errors import ByuError
+from byu.cli_util import print_frame
 from byu.paths import DataRoot
 from byu.review.cvat import CvatConfig, pull_round, push_round, push_second_review, round_status
 from byu.review.decisions import decisions_from_round, import_decisions_csv, load_cases, write_decisions
@@ -60,15 +60,6 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _print_frame(df: pd.DataFrame, title: str) -> None:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c))
-    for r in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in r])
-    console.print(t)
-
-
 @app.command("push")
 def push_cmd(
     round_name: Annotated[str, typer.Argument(metavar="ROUND")],
@@ -89,7 +80,7 @@ def push_cmd(
         _fail(exc)
     df = pd.DataFrame([{"task": e["name"], "task_id": e["id"], "images": len(e["images"]), "state": e["state"]}
                        for e in entries], columns=["task", "task_id", "images", "state"])
-    _print_frame(df, f"CVAT tasks of round {round_name}")
+    print_frame(console, df, f"CVAT tasks of round {round_name}")
 
 
 @app.command("status")
@@ -103,7 +94,7 @@ def status_cmd(
         df = round_status(_round_dir(data_dir, round_name), config=config)
     except (ByuError, *REMOTE_ERRORS) as exc:
         _fail(exc)
-    _print_frame(df, f"review round {round_name}")
+    print_frame(console, df, f"review round {round_name}")
     if len(df):
         console.print(f"{int(df['completed'].sum())}/{int(df['jobs'].sum())} jobs completed")
 

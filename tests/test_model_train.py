@@ -19,7 +19,7 @@ from byu.labels.formats import write_labels
 from byu.labels.store import LabelStore
 from byu.metrics import score_multi
 from byu.model.decode import read_predictions
-from byu.model.infer import load_checkpoint, predict, read_checkpoint
+from byu.model.infer import predict, read_checkpoint
 from byu.model.train import train_folds
 from byu.paths import DataRoot
 from tests.model_helpers import make_root, two_fold_split

@@ -38,6 +38,7 @@ def demo_cmd(
                                           "(BYU_CVAT_URL: people tag in CVAT)")] = "scripted",
     n: Annotated[int, typer.Option(help="tomograms in the synthetic cohort")] = 24,
     seed: Annotated[int, typer.Option(help="cohort seed")] = 0,
+    config: Annotated[str, typer.Option(help="model config (tiny on CPU; full on a GPU)")] = "tiny",
 ) -> None:
     """Synthetic cohort → train (tiny) → round1 under Prefect → review → gt_v2 + splits → report."""
     if reviewer not in ("scripted", "cvat"):
@@ -49,7 +50,7 @@ def demo_cmd(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.demo import run_demo  # Prefect lives in flows/, never in the library
 
-    report = run_demo(data_dir, reviewer=reviewer, n=n, seed=seed)
+    report = run_demo(data_dir, reviewer=reviewer, n=n, seed=seed, config=config)
     ok = (report["errors_fixed_fraction"] or 0) >= 0.95 and report["changes_without_decision"] == 0
     Console().print(f"[bold]{'done' if ok else 'done, below target'}[/]: {report['errors_fixed']}/"
                     f"{report['planted_errors']} planted errors fixed, {report['cases_reviewed']} case(s) reviewed, "

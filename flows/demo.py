@@ -16,6 +16,7 @@ from byu.labels.formats import read_labels
 from byu.labels.splits import fresh_split, write_split
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
+from byu.plots import plot_label_diff
 from byu.report import changes_without_decision, planted_errors_fixed, safe_ratio
 from flows.common import ReviewSettings
 from flows.round1 import Round1Params, round1
@@ -24,7 +25,7 @@ from flows.train import TrainParams, train
 DEMO_MODEL_RUN = "round1"
 
 
-def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, seed: int = 0,
+def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, seed: int = 0, config: str = "tiny",
              train_overrides: dict | None = None, wait: str = "poll", log=print) -> dict:
     """Run the whole loop on a synthetic cohort in ``data_dir``; return (and write) the report."""
     import pandas as pd
@@ -47,8 +48,8 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     if not split_path.exists():
         write_split(fresh_split(noisy, folds=4, seed=42), split_path)
 
-    log("[2/5] training tiny fold models (Prefect flow 'train')")
-    train(TrainParams(data_dir=str(root.root), labels="gt", split=str(split_path), folds="all", config="tiny",
+    log(f"[2/5] training {config} fold models (Prefect flow 'train')")
+    train(TrainParams(data_dir=str(root.root), labels="gt", split=str(split_path), folds="all", config=config,
                       run_name=DEMO_MODEL_RUN, seed=seed, overrides=train_overrides or {}))
 
     log(f"[3/5] round1 under Prefect: OOF predictions at 0.05 → cases → {reviewer} review → gt_v2")
@@ -83,12 +84,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
         "wall_time_s": round(time.monotonic() - t0, 1),
     }
     log("[5/5] pictures and report")
-    try:
-        from byu.plots import plot_label_diff
-
-        plot_label_diff(changes, out=root.root / "demo_label_changes.png")
-    except ImportError:  # plots are optional extras of the report
-        pass
+    plot_label_diff(changes, out=root.root / "demo_label_changes.png")
     write_json(root.root / "demo_report.json", report)
     log(json.dumps(report, indent=2))
     return report

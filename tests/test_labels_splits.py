@@ -83,6 +83,9 @@ def test_split_io_and_errors(tmp_path):
     assert read_split(p)["num_folds"] == 3
     with pytest.raises(InputError, match="at least 2"):
         fresh_split(df, folds=1, seed=0)
+    few = make_table([(f"t{i}", (10, 10, 10), 10.0, [[1.0, 1.0, 1.0]] * (i % 3)) for i in range(6)])
+    with pytest.raises(InputError, match="cannot stratify 3 folds"):
+        fresh_split(few, folds=3, seed=0)
     with pytest.raises(InputError, match="cannot make"):
         fresh_split(cohort(3), folds=4, seed=0)
     bad = tmp_path / "bad.json"

@@ -34,7 +34,11 @@ def _stratified_val_sets(df: pd.DataFrame, folds: int, seed: int) -> list[list[s
         raise InputError(f"cannot make {folds} folds from {len(df)} tomogram(s)", field="folds")
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     ids = df["tomo_id"].to_numpy()
-    return [list(ids[val_idx]) for _, val_idx in skf.split(np.zeros(len(df)), df["num_motors"].to_numpy())]
+    y = df["num_motors"].to_numpy()
+    if np.bincount(y).max() < folds:
+        raise InputError(f"cannot stratify {folds} folds: no motor-count class has {folds} tomograms "
+                         f"(counts: {dict(zip(*np.unique(y, return_counts=True)))})", field="folds")
+    return [list(ids[val_idx]) for _, val_idx in skf.split(np.zeros(len(df)), y)]
 
 
 def _folds_from_val(df: pd.DataFrame, val_sets: list[list[str]], max_val_motors: int) -> list[dict[str, list[str]]]:

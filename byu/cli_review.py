@@ -27,6 +27,8 @@ def mine_cmd(
     threshold: Annotated[float, typer.Option(help="keep predictions with conf ≥ this")] = 0.05,
     radius: Annotated[float, typer.Option(help="match radius in Å")] = 1000.0,
     max_candidates: Annotated[int, typer.Option(help="candidates per case image")] = 5,
+    confirm_threshold: Annotated[Optional[float], typer.Option(
+        help="also review labels whose matching prediction is weaker than this")] = None,
     max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many labels")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
     data_dir: DataDir = None,
@@ -40,7 +42,8 @@ def mine_cmd(
         table = LabelStore(root.labels).get(labels)
         tomo_ids = sorted(table.loc[table.num_motors <= max_labeled_motors, "tomo_id"])
     cases = mine_round(root, round_name, labels_version=labels, predictions=predictions, threshold=threshold,
-                       radius_A=radius, max_candidates=max_candidates, tomo_ids=tomo_ids)
+                       radius_A=radius, max_candidates=max_candidates, tomo_ids=tomo_ids,
+                       confirm_threshold=confirm_threshold)
     kinds = cases["kind"].value_counts().to_dict()
     console.print(f"{len(cases)} case(s) in {round_paths(root, round_name).cases}: {kinds}")
     if render:

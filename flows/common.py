@@ -49,6 +49,9 @@ class ReviewSettings(BaseModel):
     max_candidates: int = Field(default=5, ge=1, le=20, description="candidates shown per case image")
     batch_size: int = Field(default=100, ge=1, description="images per CVAT task")
     radius_A: float = Field(default=1000.0, gt=0, description="match radius in Å")
+    confirm_threshold: float | None = Field(
+        default=0.6, ge=0, le=1, description="also review labeled motors whose matching prediction is weaker than "
+        "this (likely false labels the model half-believes); empty: only unmatched labels")
     cvat_url: str | None = Field(default=None, description="CVAT URL (default: env BYU_CVAT_URL)")
     cvat_secret_block: str | None = Field(
         default=None, description="name of a Prefect Secret block holding the CVAT password or token "
@@ -124,7 +127,7 @@ def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: 
 
     cases = mine_round(data_root(data_dir), round_name, labels_version=labels_version, predictions=predictions,
                        threshold=threshold, radius_A=review.radius_A, max_candidates=review.max_candidates,
-                       tomo_ids=tomo_ids)
+                       tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold)
     get_run_logger().info("round %s: %d case(s) to review", round_name, len(cases))
     return len(cases)
 

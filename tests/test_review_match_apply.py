@@ -158,3 +158,17 @@ def test_predictions_csv_validation(tmp_path):
     p.write_text("tomo_id,z\nt,1\n")
     with pytest.raises(InputError, match="missing column"):
         read_predictions(p)
+
+
+def test_weakly_supported_labels_are_reviewed_when_asked(world):
+    truth, noisy, preds = world
+    weak = pd.concat([preds, pd.DataFrame([pred("false", 140, 140, 141, 0.3)])], ignore_index=True)
+    plain = find_cases(noisy, weak)
+    assert "false" not in set(plain.tomo_id)  # the weak prediction matches the false label: no case
+    cases = find_cases(noisy, weak, confirm_threshold=0.5)
+    case = cases[cases.tomo_id == "false"].iloc[0]
+    assert case.kind == "FN" and case.score == pytest.approx(0.7)
+    assert [c["source"] for c in json.loads(case.candidates)] == ["label"]  # the weak match is not a candidate
+    assert "ok" not in set(cases.tomo_id)  # a confident match (0.8) stays confirmed
+    res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
+    assert dict(zip(res.table.tomo_id, res.table.motor_zyx))["false"] == []

@@ -4,6 +4,10 @@ Per tomogram, predictions at or above ``threshold`` are matched to labeled motor
 pairs first. A labeled motor no prediction matched is an **FN** case; predictions no label matched are shown as
 candidates, attached to the nearest FN case of their tomogram, or, when the tomogram has none, grouped in one
 **FP** case. Each case lists up to ``max_candidates`` predictions ranked by confidence.
+
+With ``confirm_threshold`` set, a labeled motor whose only support is a weak prediction (matched, but with
+confidence below it) is reviewed too, as an FN case: the model barely sees a motor there, the way it sees decoys
+that were labeled by mistake. Its score is ``1 - confidence`` of that weak match.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def _candidate(k: int, zyx, conf: float | None, source: str) -> dict:
 def find_cases(labels: pd.DataFrame, predictions: pd.DataFrame, *, label_version: str = "",
                prediction_run: str = "", threshold: float = 0.05, radius_A: float = 1000.0,
                max_candidates: int = 5, tomo_ids: list[str] | None = None,
-               particle: str | None = None) -> pd.DataFrame:
+               particle: str | None = None, confirm_threshold: float | None = None) -> pd.DataFrame:
     """Review cases (``CASE_COLUMNS``) for the tomograms ``tomo_ids`` (default: every labeled tomogram).
 
     Only tomograms that were actually predicted should be passed: a tomogram absent from ``predictions`` turns
@@ -90,19 +94,25 @@ def find_cases(labels: pd.DataFrame, predictions: pd.DataFrame, *, label_version
             pred_A, conf = np.zeros((0, 3)), np.zeros(0)
         m = match_points(label_A, pred_A, radius_A)
         free = m.unmatched_b  # already in descending confidence order
+        weak = {i: float(conf[j]) for i, j, _ in m.pairs
+                if confirm_threshold is not None and conf[j] < confirm_threshold}
+        unsupported = sorted(m.unmatched_a + list(weak))
         to_label_frame = pred_A / float(row.voxel_spacing)
         base = {"tomo_id": tid, "Z": int(row.Z), "Y": int(row.Y), "X": int(row.X),
                 "voxel_spacing": float(row.voxel_spacing), "label_version": label_version,
                 "prediction_run": prediction_run, "radius_A": float(radius_A),
                 "labels": json.dumps(row.motor_zyx)}
-        if m.unmatched_a:
-            owner = {j: min(m.unmatched_a, key=lambda i: (np.linalg.norm(label_A[i] - pred_A[j]), i)) for j in free}
-            for i in m.unmatched_a:
+        if unsupported:
+            owner = {j: min(unsupported, key=lambda i: (np.linalg.norm(label_A[i] - pred_A[j]), i)) for j in free}
+            for i in unsupported:
                 mine = [j for j in free if owner[j] == i][:max_candidates]
                 cands = [_candidate(0, row.motor_zyx[i], None, "label")]
                 cands += [_candidate(n + 1, to_label_frame[j], conf[j], "prediction") for n, j in enumerate(mine)]
-                near = np.linalg.norm(pred_A - label_A[i], axis=1) <= 2 * radius_A if len(pred_A) else []
-                score = 1.0 - (float(conf[near].max()) if np.any(near) else 0.0)
+                if i in weak:
+                    score = 1.0 - weak[i]
+                else:
+                    near = np.linalg.norm(pred_A - label_A[i], axis=1) <= 2 * radius_A if len(pred_A) else []
+                    score = 1.0 - (float(conf[near].max()) if np.any(near) else 0.0)
                 raw_cases.append({**base, "kind": "FN", "score": score, "focus_k": 0, "candidates": cands})
         elif free:
             mine = free[:max_candidates]

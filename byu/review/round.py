@@ -46,7 +46,7 @@ def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
 
 def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predictions: str | Path,
                threshold: float = 0.05, radius_A: float = 1000.0, max_candidates: int = 5,
-               tomo_ids: list[str] | None = None) -> pd.DataFrame:
+               tomo_ids: list[str] | None = None, confirm_threshold: float | None = None) -> pd.DataFrame:
     """Mine FN/FP cases for a round and write ``cases.csv``.
 
     Rerunning with the same inputs rewrites nothing; different inputs for a round that already has cases is an
@@ -56,7 +56,8 @@ def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predicti
     labels = store.get(labels_version)
     preds = read_predictions(predictions)
     cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
-                       threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids)
+                       threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids,
+                       confirm_threshold=confirm_threshold)
     paths = round_paths(root, round_name)
     data = cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
     if paths.cases.exists():

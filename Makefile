@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv demo test serve bench clean-demo
 

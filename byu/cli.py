@@ -12,6 +12,7 @@ from rich.console import Console
 
 from byu import __version__
 from byu.cli_labels import app as labels_app
+from byu.cli_model import app as model_app
 from byu.cli_portal import app as portal_app
 from byu.cli_review import app as review_app
 from byu.cli_synth import synth_command
@@ -21,6 +22,7 @@ app = typer.Typer(help="byu: human-in-the-loop pseudo-labeling for cryo-ET parti
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(labels_app, name="labels")
 app.add_typer(portal_app, name="portal")
+app.add_typer(model_app)  # train, predict, score at top level
 app.add_typer(review_app, name="review", help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.")
 app.command("synth")(synth_command)
 

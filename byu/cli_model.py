@@ -36,13 +36,27 @@ def train_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="override the config's epochs")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="override steps per epoch")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override any config field: --set lr=0.001 --set patch_size=[32,64,64] (YAML values)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Train one model per fold; checkpoints go to models/<run>/fold<k>.pt (resumes an interrupted run)."""
+    import yaml
+
     from byu.model.train import train_folds
 
-    folds = fold if fold.strip().lower() == "all" else [int(f) for f in fold.split(",") if f.strip()]
+    extra = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        extra[key.strip()] = yaml.safe_load(value)
+    if epochs is not None:
+        extra["epochs"] = epochs
+    if steps is not None:
+        extra["steps_per_epoch"] = steps
+
     root = DataRoot.from_env(data_dir)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=err_console, transient=False) as bar:
@@ -60,8 +74,8 @@ def train_cmd(
                                   f"val F2 {e['val_fbeta']:.3f} (best {e['val_best_fbeta']:.3f} at "
                                   f"{e['val_best_threshold']:.2f})")
 
-        paths = train_folds(root, labels, split, folds=folds, config=config, run_name=run, seed=seed,
-                            device=device, progress=progress, epochs=epochs, steps_per_epoch=steps)
+        paths = train_folds(root, labels, split, folds=fold, config=config, run_name=run, seed=seed,
+                            device=device, progress=progress, **extra)
     for p in paths:
         console.print(str(p))
 
@@ -102,7 +116,8 @@ def score_cmd(
     predictions: Annotated[Path, typer.Argument(help="predictions CSV")],
     labels: Annotated[str, typer.Argument(help="label version name or CSV path (picks form for CZII)")],
     metric: Annotated[str, typer.Option("--metric", help="auto | byu | multi | czii")] = "auto",
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="ignore predictions below")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", help="ignore predictions below this (default 0.5 for byu/multi, 0 for czii)")] = None,
     beta: Annotated[Optional[float], typer.Option("--beta", help="default 2 (byu, multi) or 4 (czii)")] = None,
     tomos: Annotated[Optional[list[str]], typer.Option("--tomos", help="score only these tomograms")] = None,
     all_labels: Annotated[bool, typer.Option("--all-labels", help="score every labelled tomogram, not only the "
@@ -111,10 +126,11 @@ def score_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Score predictions against labels (BYU F2 top-1, multi-motor F2, or the CZII F4)."""
-    from byu.labels.formats import _read_raw, detect_form, read_picks
+    from byu.labels.formats import _read_raw, detect_form
     from byu.labels.store import LabelStore
-    from byu.metrics import score_byu, score_czii, score_multi
+    from byu.metrics import CZII_RADII, score_byu, score_czii, score_multi
     from byu.model.decode import read_predictions
+    from byu.model.train import read_picks_frame
 
     root = DataRoot.from_env(data_dir)
     pred = read_predictions(predictions)
@@ -128,20 +144,21 @@ def score_cmd(
             err_console.print(f"scoring the {len(scope)} tomograms listed in {manifest} (--all-labels for all)")
     results = []
     if picks:
-        table = read_picks(path)
-        raw = _read_raw(path)
-        if "voxel_spacing" in raw.columns:
-            table["voxel_spacing"] = raw["voxel_spacing"].astype(float).to_numpy()
+        table = read_picks_frame(path)
         if scope is not None:
             scope = [t for t in scope if t in set(table["tomo_id"])]
         kw = {"threshold": threshold or 0.0, "beta": beta or 4.0, "tomo_ids": scope}
-        results.append(score_czii(pred, table, **kw) if metric in ("auto", "czii") else
-                       score_multi(pred, table, **{**kw, "beta": beta or 2.0}))
+        if metric in ("auto", "czii"):
+            results.append(score_czii(pred, table, **kw))
+        else:  # one-to-one matching within half the CZII radius of each class (1000 Å for other classes)
+            radius = {c: CZII_RADII[c] * 0.5 if c in CZII_RADII else 1000.0
+                      for c in set(table["particle"]) | set(pred["particle"])}
+            results.append(score_multi(pred, table, radius=radius, **{**kw, "beta": beta or 2.0}))
     else:
         table, _ = LabelStore(root.labels).resolve(labels)
         kw = {"beta": beta or 2.0, "tomo_ids": scope}
         if metric in ("auto", "byu"):
-            results.append(score_byu(pred, table, threshold=threshold or 0.0, **kw))
+            results.append(score_byu(pred, table, threshold=threshold if threshold is not None else 0.5, **kw))
         if metric in ("auto", "multi"):
             results.append(score_multi(pred, table, threshold=threshold if threshold is not None else 0.5, **kw))
         if metric == "czii":

@@ -152,7 +152,8 @@ def score_multi(pred: pd.DataFrame, labels: pd.DataFrame, *, threshold: float = 
                 tomo_ids: Sequence[str] | None = None) -> Score:
     """F-beta of all predictions >= ``threshold`` matched one-to-one within ``radius`` Å (per class if a mapping).
 
-    ``labels``: a canonical table (class ``motor``) or a long table ``tomo_id, particle, z, y, x, voxel_spacing``.
+    ``labels``: a canonical table (class ``motor``) or a long table ``tomo_id, particle, z, y, x`` in Å, or in
+    voxels with a ``voxel_spacing`` column.
     """
     if "motor_zyx" in labels.columns:
         from byu.labels.table import motor_points
@@ -164,7 +165,8 @@ def score_multi(pred: pd.DataFrame, labels: pd.DataFrame, *, threshold: float = 
         label_ids = list(labels["tomo_id"])
     scope = _scope(label_ids, tomo_ids)
     long = long[long["tomo_id"].isin(scope)]
-    lab_a = long[["z", "y", "x"]].to_numpy(dtype=float) * long["voxel_spacing"].to_numpy(dtype=float)[:, None]
+    spacing = long["voxel_spacing"].to_numpy(dtype=float) if "voxel_spacing" in long.columns else np.ones(len(long))
+    lab_a = long[["z", "y", "x"]].to_numpy(dtype=float) * spacing[:, None]
     p = pred[(pred["conf"] >= threshold) & pred["tomo_id"].isin(scope)]
     pred_a = _pred_angstrom(p) if len(p) else np.zeros((0, 3))
     classes = list(dict.fromkeys(list(long["particle"]) + list(p["particle"])))

@@ -9,6 +9,7 @@ from pathlib import Path
 _PREFECT_HOME = tempfile.mkdtemp(prefix="byu-prefect-home-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_API_DATABASE_CONNECTION_URL",
                       f"sqlite+aiosqlite:///{Path(_PREFECT_HOME) / 'prefect.db'}")

@@ -124,3 +124,29 @@ def test_czii_metric_voxel_labels_and_unknown_class():
     assert s.score == pytest.approx(1 / 7)  # only the ribosome (weight 1) is in the solution
     with pytest.raises(InputError, match="unknown particle"):
         score_czii(preds([("e1", "motor", 1, 1, 1, 0.9)]), labels)
+
+
+def test_score_cli_czii_and_multi_on_picks(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from byu.cli_model import app
+
+    labels = tmp_path / "picks.csv"
+    pd.DataFrame([{"tomo_id": "e1", "particle": "ribosome", "z": 100.0, "y": 100.0, "x": 100.0,
+                   "voxel_spacing": 10.0},
+                  {"tomo_id": "e1", "particle": "apo-ferritin", "z": 50.0, "y": 50.0, "x": 50.0,
+                   "voxel_spacing": 10.0}]).to_csv(labels, index=False)
+    pred = tmp_path / "pred.csv"
+    preds([("e1", "ribosome", 103, 100, 100, 0.9), ("e1", "apo-ferritin", 60, 50, 50, 0.9)]).to_csv(pred, index=False)
+    r = CliRunner().invoke(app, ["score", str(pred), str(labels), "--json", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)[0]
+    # ribosome 30 Å off (within 75 Å): TP; apo-ferritin 100 Å off (beyond 30 Å): FP + FN
+    assert s["metric"] == "czii" and s["per_class"]["ribosome"]["tp"] == 1 and s["per_class"]["apo-ferritin"]["fp"] == 1
+    assert s["score"] == pytest.approx(1 / 7)
+    r = CliRunner().invoke(app, ["score", str(pred), str(labels), "--metric", "multi", "--json",
+                                 "--data-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["tp"] == 1

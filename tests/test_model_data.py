@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
+
 import numpy as np
 import pytest
 import torch
@@ -158,13 +160,14 @@ def test_sliding_window_stitches_strided_outputs_exactly(shape):
 
 
 def test_networks_build_for_every_arch():
-    for arch, extra in (("heatmapnet", {}), ("basicunet", {"features": (4, 4, 8, 8, 16, 4)}),
-                        ("segresnet", {"init_filters": 4})):
+    for arch, extra in (("heatmapnet", {}), ("heatmapnet", {"stem_stride": 4, "output_stride": 4}),
+                        ("heatmapnet", {"stem_stride": 1, "output_stride": 2}),
+                        ("basicunet", {"features": (4, 4, 8, 8, 16, 4)}), ("segresnet", {"init_filters": 4})):
         cfg = resolve_config("micro", arch=arch, **extra)
         net = build_network(cfg).eval()
         with torch.no_grad():
-            out = net(torch.randn(1, 1, 32, 48, 48))
-        assert out.shape == (1, 1, 32 // cfg.stride, 48 // cfg.stride, 48 // cfg.stride)
+            out = net(torch.randn(1, 1, 32, 64, 64))
+        assert out.shape == (1, 1, 32 // cfg.stride, 64 // cfg.stride, 64 // cfg.stride)
         assert float(torch.sigmoid(out).mean()) == pytest.approx(0.01, abs=0.02)
 
 
@@ -180,3 +183,36 @@ def test_config_errors_name_the_field(tmp_path):
     assert cfg.name == "c" and cfg.class_names == ["ribosome", "apo-ferritin"]
     with pytest.raises(InputError, match="unique"):
         resolve_config("micro", classes=[{"name": "a", "radius": 1}, {"name": "a", "radius": 2}])
+
+
+def test_mrc_tomograms_are_read_with_their_header_spacing(tmp_path):
+    import mrcfile
+
+    shape = (24, 40, 40)
+    vol = np.zeros(shape, dtype=np.float32)
+    vol[10:14, 20:24, 8:12] = 5.0  # stored centre (11.5, 21.5, 9.5)
+    (tmp_path / "tomograms").mkdir()
+    with mrcfile.new(tmp_path / "tomograms" / "m1.mrc") as m:
+        m.set_data(vol)
+        m.voxel_size = 16.0
+    cache = VolumeCache(tmp_path, 32.0)
+    g = cache.geometry("m1")
+    assert (g.stored_spacing, g.original_spacing, g.net_shape, g.pool) == (16.0, 16.0, (12, 20, 20), 2)
+    net = cache.get("m1").astype(np.float32)
+    assert np.unravel_index(int(net.argmax()), net.shape) in {(5, 10, 4), (6, 10, 4), (5, 11, 4), (5, 10, 5)}
+    np.testing.assert_allclose(g.to_net([[11.5, 21.5, 9.5]], 16.0), [[5.5, 10.5, 4.5]])
+    with pytest.raises(NotFoundError, match="m2"):
+        cache.geometry("m2")
+
+
+def test_prefetched_volumes_match_the_cache_on_both_paths(tmp_path):
+    from byu.model.infer import _prefetched
+
+    make_root(tmp_path, n=3, stored_spacing=16.0)
+    cache = VolumeCache(DataRoot(tmp_path), 32.0)
+    ids = ["t00", "t01", "t02"]
+    for on_device in (False, True):  # True is the GPU path: read on the host, resample where the model runs
+        got = list(_prefetched(cache, ids, torch.device("cpu"), resample_on_device=on_device))
+        assert [t for t, _ in got] == ids
+        for t, vol in got:
+            np.testing.assert_array_equal(vol.numpy(), cache.get(t))

@@ -5,6 +5,8 @@ A ``micro`` model trains in seconds on four small tomograms with bright motor-li
 
 from __future__ import annotations
 
+import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
+
 import json
 
 import numpy as np
@@ -19,7 +21,7 @@ from byu.labels.formats import write_labels
 from byu.labels.store import LabelStore
 from byu.metrics import score_multi
 from byu.model.decode import read_predictions
-from byu.model.infer import predict, read_checkpoint
+from byu.model.infer import load_checkpoint, predict, read_checkpoint
 from byu.model.train import train_folds
 from byu.paths import DataRoot
 from tests.model_helpers import make_root, two_fold_split
@@ -80,7 +82,9 @@ def test_oof_prediction_finds_the_motors_in_the_original_frame(trained):
 
 def test_same_seed_same_weights_and_resume_equals_uninterrupted(trained, tmp_path):
     root = trained["root"]
-    a = train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_a", device="cpu", **FAST)[0]
+    opts = {**FAST, "hard_fraction": 0.3, "hard_threshold": 0.001}  # hard negatives are mined and must resume too
+    a = train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_a", device="cpu", **opts)[0]
+    assert read_checkpoint(a)["metrics"]["history"][0]["hard_negatives"] > 0
 
     class Stop(Exception):
         pass
@@ -91,17 +95,17 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(trained, tmp_pat
 
     with pytest.raises(Stop):
         train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu",
-                    progress=stop_after_first_epoch, **FAST)
+                    progress=stop_after_first_epoch, **opts)
     last = root / "models" / "det_b" / "fold0.last.pt"
     assert last.exists() and read_checkpoint(last)["epoch"] == 0 and "optimizer" in read_checkpoint(last)
-    b = train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu", **FAST)[0]
+    b = train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu", **opts)[0]
     sa, sb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], msg=k)
     assert not last.exists()
     # a finished run is kept as is; other settings under the same name are refused
     mtime = b.stat().st_mtime_ns
-    train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu", **FAST)
+    train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu", **opts)
     assert b.stat().st_mtime_ns == mtime
     with pytest.raises(VersionExistsError, match="different settings"):
         train_folds(root, "gt", trained["split"], folds=0, config="micro", run_name="det_b", device="cpu",
@@ -177,6 +181,11 @@ def test_bad_inputs_are_clear_and_write_nothing(trained, tmp_path):
         train_folds(root, path, split, config="micro", run_name="bad4", device="cpu")
     with pytest.raises(InputError, match="fold"):
         train_folds(root, "gt", trained["split"], folds=5, config="micro", run_name="bad5", device="cpu")
+    wrong = labels.assign(voxel_spacing=labels["voxel_spacing"] * 2)  # coordinates in another frame
+    with pytest.raises(InputError, match="spans") as info:
+        train_folds(root, write_labels(wrong, tmp_path / "wrong.csv"), trained["split"], config="micro",
+                    run_name="bad6", device="cpu")
+    assert info.value.field == "voxel_spacing" and info.value.row == 2
     assert sorted(p.name for p in (root / "models").iterdir()) == models_before
 
 
@@ -185,10 +194,12 @@ def test_cli_train_predict_score(trained):
     runner = CliRunner()
     env = {"BYU_DATA": str(root)}
     r = runner.invoke(app, ["train", "--labels", "gt", "--split", str(trained["split"]), "--fold", "1",
-                            "--config", "micro", "--run", "cli", "--epochs", "1", "--steps", "2", "--device", "cpu"],
+                            "--config", "micro", "--run", "cli", "--epochs", "1", "--steps", "2", "--set", "lr=0.005",
+                            "--device", "cpu"],
                       env=env)
     assert r.exit_code == 0, r.output
     assert (root / "models" / "cli" / "fold1.pt").exists() and not (root / "models" / "cli" / "fold0.pt").exists()
+    assert read_checkpoint(root / "models" / "cli" / "fold1.pt")["config"]["lr"] == 0.005
     r = runner.invoke(app, ["predict", "--models", "r1", "--mode", "oof", "--tta", "flips", "--threshold", "0.05",
                             "--tomos", "t00,t03", "--out", "cli_oof", "--device", "cpu"], env=env)
     assert r.exit_code == 0, r.output
@@ -200,3 +211,28 @@ def test_cli_train_predict_score(trained):
     assert [s["metric"] for s in scores] == ["byu", "multi"]
     assert all(s["n_tomograms"] == 2 for s in scores)  # scoped to the predicted tomograms (manifest)
     assert scores[0]["score"] == 1.0
+
+
+def test_multi_class_picks_train_and_predict_one_channel_per_class(trained, tmp_path):
+    root = trained["root"]
+    rows = []
+    for t, motors in trained["truth_a"].items():
+        for k, p in enumerate(motors):
+            # the same particles as two classes, in voxels of a 16 Å frame (not the 10 Å original)
+            rows.append({"tomo_id": t, "particle": "big" if t in ("t00", "t02") else "small",
+                         "z": p[0] / 16.0, "y": p[1] / 16.0, "x": p[2] / 16.0, "voxel_spacing": 16.0})
+    picks = tmp_path / "picks.csv"
+    pd.DataFrame(rows).to_csv(picks, index=False)
+    classes = [{"name": "big", "radius": 250.0}, {"name": "small", "radius": 200.0}]
+    paths = train_folds(root, picks, trained["split"], folds=0, config="micro", run_name="mc", device="cpu",
+                        classes=classes, epochs=2, steps_per_epoch=4)
+    model = load_checkpoint(paths[0])
+    assert model.config.class_names == ["big", "small"]
+    assert model.net(torch.zeros(1, 1, 32, 48, 48)).shape[1] == 2
+    out = predict(root, ["mc"], mode="all", tta="none", threshold=0.01, tomo_ids=["t00", "t01"], device="cpu")
+    assert set(read_predictions(out)["particle"]) <= {"big", "small"}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(rows).assign(particle="ribosome").to_csv(bad, index=False)
+    with pytest.raises(InputError, match="not among the model's classes"):
+        train_folds(root, bad, trained["split"], folds=0, config="micro", run_name="mc2", device="cpu",
+                    classes=classes)

@@ -66,10 +66,7 @@ class ModelConfig(BaseModel):
 
     # heatmap target and loss
     sigma: float = Field(default=0.5, gt=0, description="Gaussian sigma as a fraction of the particle radius")
-    loss: Literal["bce", "qfl"] = Field(default="bce", description="bce: weighted binary cross-entropy; qfl: "
-                                       "quality focal loss (BCE x |target - p|^gamma, normalized by the target mass)")
-    gamma: float = Field(default=2.0, ge=0, description="qfl focusing exponent")
-    pos_weight: float = Field(default=5.0, ge=0, description="weight added in proportion to the target")
+    pos_weight: float = Field(default=5.0, ge=0, description="BCE weight added in proportion to the target")
 
     # sampling and training
     patch_size: tuple[int, int, int] = (48, 96, 96)
@@ -79,6 +76,10 @@ class ModelConfig(BaseModel):
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     pos_fraction: float = Field(default=0.6, ge=0, le=1, description="share of patches centred near a particle")
+    hard_fraction: float = Field(default=0.0, ge=0, le=1, description="share of patches centred on hard "
+                                 "negatives: peaks >= hard_threshold of the model in training far from any label")
+    hard_threshold: float = Field(default=0.3, gt=0, lt=1)
+    hard_every: int = Field(default=1, ge=1, description="mine hard negatives after every N epochs")
     flips: bool = True
     rot90: bool = True
     intensity: float = Field(default=0.1, ge=0, description="intensity scale/shift jitter amplitude")
@@ -121,6 +122,8 @@ class ModelConfig(BaseModel):
             size = getattr(self, field)
             if any(v <= 0 or v % need for v in size):
                 raise ValueError(f"{field} {size} must be positive multiples of {need} for arch {self.arch}")
+        if self.pos_fraction + self.hard_fraction > 1:
+            raise ValueError("pos_fraction + hard_fraction must not exceed 1")
         if self.rot90 and self.patch_size[1] != self.patch_size[2]:
             raise ValueError("rot90 augmentation needs a square in-plane patch (patch_size Y == X)")
         return self

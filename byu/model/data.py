@@ -120,7 +120,7 @@ def read_geometry(path: Path, net_spacing: float) -> Geometry:
                         net_spacing)
 
 
-def _read_stored(source: Path | np.ndarray, z0: int, z1: int) -> np.ndarray:
+def read_stored(source: Path | np.ndarray, z0: int, z1: int) -> np.ndarray:
     """Stored slices ``z0:z1`` (uint8 for stacks, the file's dtype for MRC; arrays are sliced)."""
     if isinstance(source, np.ndarray):
         return source[z0:z1]
@@ -154,7 +154,7 @@ def load_volume(source: Path | np.ndarray, geometry: Geometry, *,
         out = torch.empty(g.net_shape, dtype=torch.float32, device=dev)
         step = max(k, (Z_CHUNK // k) * k)
         for z0 in range(0, nz, step):
-            block = torch.from_numpy(np.ascontiguousarray(_read_stored(source, z0, min(nz, z0 + step))))
+            block = torch.from_numpy(np.ascontiguousarray(read_stored(source, z0, min(nz, z0 + step))))
             block = block.to(dev, non_blocking=True).float()
             if k > 1:
                 pad = [(-n) % k for n in block.shape]
@@ -163,7 +163,7 @@ def load_volume(source: Path | np.ndarray, geometry: Geometry, *,
                 block = F.avg_pool3d(block[None, None], k)[0, 0]
             out[z0 // k: z0 // k + block.shape[0]] = block
     else:
-        vol = torch.from_numpy(np.ascontiguousarray(_read_stored(source, 0, nz))).to(dev).float()[None, None]
+        vol = torch.from_numpy(np.ascontiguousarray(read_stored(source, 0, nz))).to(dev).float()[None, None]
         down = g.net_spacing > g.stored_spacing
         out = F.interpolate(vol, size=g.net_shape, mode="area" if down else "trilinear",
                             align_corners=None if down else False)[0, 0]
@@ -350,6 +350,17 @@ class PatchSampler:
         self.index = [(t, i) for t in self.tomo_ids for i in range(len(self.points[t]))]
         self.sigmas = [c.radius * config.sigma / config.spacing for c in config.classes]
         self.transform = augmentation(config)
+        self.hard: dict[str, np.ndarray] = {}  # tomo_id -> (K, 3) net coordinates of hard negatives
+        self._hard_index: list[tuple[str, int]] = []
+
+    @property
+    def hard_count(self) -> int:
+        return len(self._hard_index)
+
+    def set_hard_negatives(self, hard: dict[str, np.ndarray]) -> None:
+        """Centres (net voxels) of look-alikes to oversample with ``config.hard_fraction``."""
+        self.hard = {t: np.asarray(v, dtype=float).reshape(-1, 3) for t, v in hard.items()}
+        self._hard_index = [(t, i) for t, v in self.hard.items() for i in range(len(v))]
 
     def _offset(self, rng: np.random.Generator, shape: Sequence[int], centre: np.ndarray | None) -> list[int]:
         s = self.config.stride
@@ -371,9 +382,13 @@ class PatchSampler:
     def sample(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One augmented patch: ``image`` (1, P...) and ``target`` (C, P/s...)."""
         cfg = self.config
-        if self.index and rng.random() < cfg.pos_fraction:
+        r = rng.random()
+        if self.index and r < cfg.pos_fraction:
             t, i = self.index[int(rng.integers(len(self.index)))]
             centre = self.points[t][i, 1:]
+        elif self._hard_index and r < cfg.pos_fraction + cfg.hard_fraction:
+            t, i = self._hard_index[int(rng.integers(len(self._hard_index)))]
+            centre = self.hard[t][i]
         else:
             t, centre = self.tomo_ids[int(rng.integers(len(self.tomo_ids)))], None
         vol = self.cache.get(t)

@@ -35,7 +35,7 @@ from byu import __version__
 from byu.atomic import write_json
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
-from byu.model.data import VolumeCache, _read_stored, load_volume
+from byu.model.data import VolumeCache, read_stored, load_volume
 from byu.model.decode import empty_predictions, find_peaks, peaks_to_frame, write_predictions
 from byu.model.net import build_network
 from byu.paths import DataRoot, check_id
@@ -343,24 +343,25 @@ def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], 
     return path
 
 
-def _prefetched(cache: VolumeCache, tomo_ids: Sequence[str], device: torch.device
-                ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Net-grid volumes in order, the next one read (JPEG decoding, pooling on CPU) while this one is predicted.
+def _prefetched(cache: VolumeCache, tomo_ids: Sequence[str], device: torch.device, *,
+                resample_on_device: bool | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Net-grid volumes in order, the next one read while this one is predicted.
 
-    On a GPU the background thread only reads the stored stack; resampling and normalization run on the GPU.
+    On a CPU the background thread also resamples and normalizes; on a GPU (``resample_on_device``) it only
+    reads the stored stack and the resampling and normalization run on the device.
     """
+    on_device = device.type != "cpu" if resample_on_device is None else resample_on_device
+
     def read(t: str):
         g = cache.geometry(t)
-        if device.type == "cpu":
-            return load_volume(cache.path(t), g)
-        return _read_stored(cache.path(t), 0, g.stored_shape[0])
+        return read_stored(cache.path(t), 0, g.stored_shape[0]) if on_device else load_volume(cache.path(t), g)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, tomo_ids[0]) if tomo_ids else None
         for i, t in enumerate(tomo_ids):
             data = pending.result()
             pending = pool.submit(read, tomo_ids[i + 1]) if i + 1 < len(tomo_ids) else None
-            yield t, (data if device.type == "cpu" else load_volume(data, cache.geometry(t), device=device))
+            yield t, (load_volume(data, cache.geometry(t), device=device) if on_device else data)
 
 
 def predict_tomograms(models: Sequence[LoadedModel], cache: VolumeCache, tomo_ids: Sequence[str], *,

@@ -44,10 +44,13 @@ class HeatmapNet(nn.Module):
         self.output_stride = output_stride
         self.out_level = int(math.log2(output_stride // stem_stride))
         c = list(channels)
-        stem: list[nn.Module] = [Convolution(3, in_channels, c[0], strides=stem_stride,
-                                             kernel_size=stem_stride if stem_stride > 1 else 3,
-                                             padding=0 if stem_stride > 1 else None, act=ACT,
-                                             norm=_norm(norm, c[0]))]
+        if stem_stride == 1:
+            stem: list[nn.Module] = [Convolution(3, in_channels, c[0], kernel_size=3, act=ACT, norm=_norm(norm, c[0]))]
+        else:  # patchify in 2x2x2 steps: 1 -> c0/2 channels at stride 2 (-> c0 at stride 4)
+            steps = int(math.log2(stem_stride))
+            widths = [in_channels] + [max(4, c[0] // 2 ** (steps - 1 - i)) for i in range(steps)]
+            stem = [Convolution(3, widths[i], widths[i + 1], strides=2, kernel_size=2, padding=0, act=ACT,
+                                norm=_norm(norm, widths[i + 1])) for i in range(steps)]
         if stem_stride > 1:  # level 0 is already coarse: it can afford residual units
             stem += [ResidualUnit(3, c[0], c[0], subunits=2, act=ACT, norm=_norm(norm, c[0]))
                      for _ in range(units[0])]

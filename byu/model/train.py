@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from byu import __version__
 from byu.atomic import atomic_open, sha256_file
-from byu.errors import InputError, VersionExistsError
+from byu.errors import InputError, InputErrors, VersionExistsError
 from byu.metrics import BYU_RADIUS, best_threshold, score_byu, score_multi
 from byu.model.config import ModelConfig, resolve_config
 from byu.model.data import PatchSampler, VolumeCache, particles_from_labels
@@ -50,10 +51,30 @@ class LabelSource:
     form: str  # "canonical" or "picks"
 
 
+def read_picks_frame(path: str | Path) -> pd.DataFrame:
+    """A multi-class picks CSV (``tomo_id,particle,z,y,x[,conf]``) plus its optional ``voxel_spacing`` column.
+
+    Without that column the coordinates are taken to be in each tomogram's original frame.
+    """
+    from byu.labels.formats import _read_raw, read_picks
+
+    path = Path(path)
+    table = read_picks(path)
+    raw = _read_raw(path)
+    if "voxel_spacing" in raw.columns:
+        spacing = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~(np.isfinite(spacing) & (spacing > 0)))
+        if len(bad):
+            raise InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[bad[0]]!r}",
+                             file=path, row=int(bad[0]) + 2, field="voxel_spacing")
+        table["voxel_spacing"] = spacing
+    return table
+
+
 def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame) -> LabelSource:
     """A stored version name, a CSV path (canonical/wide/competition or multi-class picks) or a table."""
     from byu.atomic import sha256_bytes
-    from byu.labels.formats import _read_raw, detect_form, read_labels, read_picks, to_csv_bytes
+    from byu.labels.formats import _read_raw, detect_form, read_labels, to_csv_bytes
     from byu.labels.store import LabelStore
 
     if isinstance(labels, pd.DataFrame):
@@ -65,7 +86,7 @@ def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame) ->
     path = Path(ref)
     if path.exists() and path.is_file():
         if detect_form(list(_read_raw(path).columns)) == "picks":
-            return LabelSource(read_picks(path), ref, None, path, sha256_file(path), "picks")
+            return LabelSource(read_picks_frame(path), ref, None, path, sha256_file(path), "picks")
         return LabelSource(read_labels(path), ref, None, path, sha256_file(path), "canonical")
     store = LabelStore(data_root.labels)
     table, version = store.resolve(ref)
@@ -74,11 +95,37 @@ def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame) ->
     return LabelSource(table, ref, version, store.path(version), store.manifest(version).sha256, "canonical")
 
 
+def check_frames(table: pd.DataFrame, cache: VolumeCache, tomo_ids: Sequence[str], *,
+                 source: str | Path | None = None, tolerance: float = 0.05) -> None:
+    """Each label row's physical extent (shape x spacing) must match its tomogram's (original shape x spacing).
+
+    A mismatch means the coordinates are in some other frame (wrong spacing or shape): every such row is listed.
+    """
+    wanted = set(tomo_ids)
+    errs = []
+    for i, r in enumerate(table.itertuples(index=False)):
+        if r.tomo_id not in wanted:
+            continue
+        g = cache.geometry(r.tomo_id)
+        label_a = np.array([r.Z, r.Y, r.X], dtype=float) * float(r.voxel_spacing)
+        tomo_a = np.asarray(g.original_shape, dtype=float) * g.original_spacing
+        if np.any(np.abs(label_a - tomo_a) > tolerance * tomo_a):
+            errs.append(InputError(
+                f"tomogram {r.tomo_id!r}: the label frame {r.Z}x{r.Y}x{r.X} at {r.voxel_spacing} Å spans "
+                f"{label_a.round(0).tolist()} Å but the tomogram on disk spans {tomo_a.round(0).tolist()} Å "
+                f"({g.original_shape} at {g.original_spacing} Å)", file=source, row=i + 2, field="voxel_spacing"))
+    if errs:
+        raise InputErrors(errs)
+
+
 def _folds(folds: str | int | Sequence[int], num_folds: int, split_path: Path) -> list[int]:
     if isinstance(folds, str) and folds.strip().lower() == "all":
         return list(range(num_folds))
     try:
-        items = [int(folds)] if isinstance(folds, (int, str)) else [int(f) for f in folds]
+        if isinstance(folds, str):
+            items = [int(f) for f in folds.split(",") if f.strip()]
+        else:
+            items = [int(folds)] if isinstance(folds, int) else [int(f) for f in folds]
     except ValueError as exc:
         raise InputError(f"--fold must be 'all' or fold numbers, got {folds!r}", field="fold") from exc
     bad = [f for f in items if not 0 <= f < num_folds]
@@ -89,18 +136,8 @@ def _folds(folds: str | int | Sequence[int], num_folds: int, split_path: Path) -
 
 
 def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """Loss against the Gaussian heatmap, weighted up near particles (``1 + pos_weight * target``).
-
-    ``bce``: mean weighted binary cross-entropy. ``qfl``: quality focal loss, the cross-entropy scaled by
-    ``|target - p|^gamma`` so easy background stops dominating and hard look-alikes count, summed and divided by
-    the target mass (plus one).
-    """
-    weight = 1.0 + config.pos_weight * target
-    if config.loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    focus = (torch.sigmoid(logits) - target).abs().pow(config.gamma)
-    return (ce * focus * weight).sum() / (target.sum() + 1.0)
+    """Binary cross-entropy against the Gaussian heatmap, weighted up near particles (``1 + pos_weight * y``)."""
+    return F.binary_cross_entropy_with_logits(logits, target, weight=1.0 + config.pos_weight * target)
 
 
 def _validate(net: torch.nn.Module, config: ModelConfig, cache: VolumeCache, labels: LabelSource,
@@ -125,6 +162,37 @@ def _validate(net: torch.nn.Module, config: ModelConfig, cache: VolumeCache, lab
     if labels.form == "canonical":
         out["val_byu_fbeta"] = score_byu(pred, table, threshold=config.val_threshold, tomo_ids=scope).score
     return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in out.items()}
+
+
+def mine_hard_negatives(net: torch.nn.Module, config: ModelConfig, cache: VolumeCache, sampler: PatchSampler,
+                        device: torch.device) -> dict[str, np.ndarray]:
+    """Peaks >= ``hard_threshold`` of the current model on the training tomograms that lie farther than twice
+    the NMS distance from every label of their class: net-voxel centres per tomogram."""
+    from byu.model.decode import find_peaks
+    from byu.model.infer import sliding_window_heatmap
+
+    net.eval()
+    s = config.stride
+    nms = [c.radius * config.nms_factor / config.heatmap_spacing for c in config.classes]
+    out: dict[str, np.ndarray] = {}
+    for t in sampler.tomo_ids:
+        heat = sliding_window_heatmap(net, torch.as_tensor(cache.get(t)), config, device=device)
+        labels = sampler.points[t]
+        found = []
+        for c, peaks in enumerate(find_peaks(heat, threshold=config.hard_threshold, nms_radius=nms,
+                                             max_peaks=config.max_peaks)):
+            if not len(peaks):
+                continue
+            centres = (peaks[:, :3] + 0.5) * s - 0.5
+            near = labels[labels[:, 0] == c, 1:]
+            if len(near):
+                far = np.min(np.linalg.norm(centres[:, None] - near[None], axis=-1), axis=1) > 2 * nms[c] * s
+                centres = centres[far]
+            found.append(centres)
+        if found and sum(len(f) for f in found):
+            out[t] = np.vstack(found)
+    net.train()
+    return out
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
@@ -181,6 +249,7 @@ def train_fold(*, cache: VolumeCache, config: ModelConfig, labels: LabelSource, 
     total_steps = config.epochs * config.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
     history: list[dict[str, Any]] = []
+    hard: dict[str, Any] = {}
     start = 0
     if last.exists():
         ck = read_checkpoint(last)
@@ -188,8 +257,12 @@ def train_fold(*, cache: VolumeCache, config: ModelConfig, labels: LabelSource, 
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history = list(ck["metrics"]["history"])
+        hard = ck.get("hard_negatives", {})
         start = int(ck["epoch"]) + 1
     sampler = PatchSampler(cache, train_ids, particles, config)
+    sampler.set_hard_negatives(hard)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
+                else nullcontext())
     started = time.perf_counter()
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng([seed, fold, epoch])
@@ -198,7 +271,8 @@ def train_fold(*, cache: VolumeCache, config: ModelConfig, labels: LabelSource, 
         losses = []
         for step in range(config.steps_per_epoch):
             batch = sampler.batch(rng, config.batch_size)
-            logits = net(batch["image"].to(device))
+            with autocast:
+                logits = net(batch["image"].to(device, non_blocking=True))
             loss = heatmap_loss(logits.float(), batch["target"].to(device), config)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,11 +285,15 @@ def train_fold(*, cache: VolumeCache, config: ModelConfig, labels: LabelSource, 
         metrics: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0])}
         if val_ids and ((epoch + 1) % config.val_every == 0 or epoch == config.epochs - 1):
             metrics.update(_validate(net, config, cache, labels, val_ids, device))
+        if config.hard_fraction > 0 and epoch < config.epochs - 1 and (epoch + 1) % config.hard_every == 0:
+            sampler.set_hard_negatives(mine_hard_negatives(net, config, cache, sampler, device))
+            metrics["hard_negatives"] = sampler.hard_count
         metrics["seconds"] = round(time.perf_counter() - started, 3)
         history.append(metrics)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         _save({**meta, "epoch": epoch, "finished": False, "state_dict": state, "optimizer": opt.state_dict(),
-               "scheduler": sched.state_dict(), "metrics": {"history": history}}, last)
+               "scheduler": sched.state_dict(), "metrics": {"history": history},
+               "hard_negatives": {t: v.tolist() for t, v in sampler.hard.items()}}, last)
         if progress:
             progress({"stage": "epoch", "fold": fold, **metrics})
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -261,7 +339,10 @@ def train_folds(data_root: str | Path | DataRoot, labels: str | Path | pd.DataFr
             raise InputError(f"fold {k} has no training tomograms", file=split_path, field=f"folds[{k}].train")
         plan.append((k, list(part["train"]), list(part["val"])))
     cache = VolumeCache(root, cfg.spacing, max_bytes=cfg.cache_gb * 1e9)
-    cache.check(sorted({t for _, tr, va in plan for t in tr + va}))
+    used = sorted({t for _, tr, va in plan for t in tr + va})
+    cache.check(used)
+    if src.form == "canonical":
+        check_frames(src.table, cache, used, source=src.path or src.ref)
     name = check_id(run_name or f"{src.version or Path(src.ref).stem}_{cfg.name}_s{seed}", what="run")
     run_dir = root.models / name
     split_info = {"path": str(split_path), "sha256": sha256_file(split_path), "num_folds": int(split["num_folds"]),

@@ -12,7 +12,8 @@ from byu.labels.store import LabelStore
 from byu.labels.table import make_table
 from byu.paths import DataRoot
 from byu.review.apply import apply_decisions
-from byu.review.match import find_cases, read_predictions
+from byu.predictions import read_predictions
+from byu.review.match import find_cases
 from byu.review.decisions import write_decisions
 from byu.review.round import apply_round, mine_round
 from byu.review.scripted import scripted_decisions

@@ -11,10 +11,8 @@ the tomogram's ORIGINAL voxel frame, whose spacing is the ``voxel_spacing`` colu
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,11 +20,9 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 
-from byu.atomic import write_bytes
-from byu.errors import InputError
 from byu.model.data import Geometry
 
-PREDICTION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "conf", "models", "voxel_spacing"]
+from byu.predictions import PREDICTION_COLUMNS, empty_predictions, read_predictions, write_predictions  # noqa: F401
 
 
 def _max_filter(h: torch.Tensor, k: int) -> torch.Tensor:
@@ -121,45 +117,3 @@ def peaks_to_frame(peaks: list[np.ndarray], *, geometry: Geometry, stride: int, 
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
-def empty_predictions() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=float if c in ("z", "y", "x", "conf", "voxel_spacing") else object)
-                         for c in PREDICTION_COLUMNS})
-
-
-def write_predictions(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a predictions table atomically (rows sorted by tomogram, class, descending confidence)."""
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"predictions lack column(s) {missing}", file=path)
-    out = df.loc[:, PREDICTION_COLUMNS].sort_values(["tomo_id", "particle", "conf"], ascending=[True, True, False],
-                                                    kind="stable")
-    buf = io.StringIO()
-    out.to_csv(buf, index=False, lineterminator="\n", float_format="%.6g")
-    write_bytes(path, buf.getvalue().encode("utf-8"))
-    return Path(path)
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and check a predictions CSV (``PREDICTION_COLUMNS``; ``models``/``voxel_spacing`` may be absent)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("predictions file not found", file=path)
-    try:
-        df = pd.read_csv(path, dtype={"tomo_id": str, "particle": str, "models": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV: {exc}", file=path) from exc
-    need = ["tomo_id", "z", "y", "x", "conf"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}; expected {PREDICTION_COLUMNS}", file=path)
-    if "particle" not in df.columns:
-        df["particle"] = "motor"
-    if "models" not in df.columns:
-        df["models"] = ""
-    for i, c in enumerate(("z", "y", "x", "conf") + (("voxel_spacing",) if "voxel_spacing" in df.columns else ())):
-        vals = pd.to_numeric(df[c], errors="coerce")
-        bad = np.flatnonzero(~np.isfinite(vals.to_numpy(dtype=float)))
-        if len(bad):
-            raise InputError(f"not a finite number: {df[c].iloc[bad[0]]!r}", file=path, row=int(bad[0]) + 2, field=c)
-        df[c] = vals.astype(float)
-    return df

@@ -22,37 +22,11 @@ from byu.atomic import write_bytes
 from byu.errors import InputError, NotFoundError
 from byu.labels.table import motors_angstrom
 from byu.matching import match_points
-from byu.paths import check_id
 
 CASE_COLUMNS = [
     "case_id", "kind", "index", "tomo_id", "image", "score", "label_version", "prediction_run",
     "Z", "Y", "X", "voxel_spacing", "radius_A", "focus_k", "candidates", "labels",
 ]
-PREDICTION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "conf", "models", "voxel_spacing"]
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read a predictions CSV (``tomo_id,particle,z,y,x,conf,models,voxel_spacing``), validated."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("predictions file not found", file=path)
-    df = pd.read_csv(path, dtype={"tomo_id": str, "particle": str, "models": str}, keep_default_na=False)
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}; expected {PREDICTION_COLUMNS}", file=path)
-    for i, r in enumerate(df.itertuples(index=False), start=2):
-        check_id(r.tomo_id, file=path, row=i)
-        for c in ("z", "y", "x", "conf", "voxel_spacing"):
-            v = getattr(r, c)
-            if not isinstance(v, (int, float)) or not np.isfinite(v):
-                raise InputError(f"not a finite number: {v!r}", file=path, row=i, field=c)
-        if not 0 <= r.conf <= 1:
-            raise InputError(f"confidence {r.conf} outside [0, 1]", file=path, row=i, field="conf")
-        if r.voxel_spacing <= 0:
-            raise InputError("voxel spacing must be positive", file=path, row=i, field="voxel_spacing")
-    return df
-
-
 def image_name(kind: str, index: int, tomo_id: str, shape: tuple[int, int, int], spacing: float) -> str:
     z, y, x = shape
     return f"{kind}-{index}-{tomo_id}-{z}x{y}x{x}-spacing{spacing:g}.jpg"

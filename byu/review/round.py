@@ -15,7 +15,8 @@ from byu.errors import InputError
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
 from byu.review.apply import ApplyResult, apply_decisions, read_overrides
-from byu.review.match import CASE_COLUMNS, find_cases, read_cases, read_predictions
+from byu.predictions import read_predictions
+from byu.review.match import CASE_COLUMNS, find_cases, read_cases
 from byu.review.decisions import read_decisions
 
 

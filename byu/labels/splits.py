@@ -13,6 +13,7 @@ JSON: ``{"splitter": "sklearn.model_selection.StratifiedKFold", "num_folds": K, 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ def _stratified_val_sets(df: pd.DataFrame, folds: int, seed: int) -> list[list[s
     if np.bincount(y).max() < folds:
         raise InputError(f"cannot stratify {folds} folds: no motor-count class has {folds} tomograms "
                          f"(counts: {dict(zip(*np.unique(y, return_counts=True)))})", field="folds")
-    return [list(ids[val_idx]) for _, val_idx in skf.split(np.zeros(len(df)), y)]
+    with warnings.catch_warnings():  # "least populated class has only N members": expected for rare counts
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return [list(ids[val_idx]) for _, val_idx in skf.split(np.zeros(len(df)), y)]
 
 
 def _folds_from_val(df: pd.DataFrame, val_sets: list[list[str]], max_val_motors: int) -> list[dict[str, list[str]]]:

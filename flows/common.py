@@ -305,3 +305,29 @@ def review_round(data_dir: str, round_name: str, *, labels_version: str, predict
         wait_for_review(data_dir, round_name, review)
         pull_task(data_dir, round_name, review)
     return n_cases
+
+
+def predict_review_apply(data_dir: str, *, round_name: str, model_dirs: list[str], mode: str, tta: str,
+                         threshold: float, labels_version: str, to_version: str, review: ReviewSettings,
+                         tomo_ids: list[str] | None, allow_seen: bool) -> dict:
+    """The heart of every round: predictions → cases → review → ``to_version`` (parent ``labels_version``)."""
+    from flows.model_tasks import predict_with_fingerprint
+
+    suffix = "oof" if mode == "oof" else "ensemble"
+    predictions = predict_with_fingerprint(data_dir, model_dirs, mode=mode, tta=tta, threshold=threshold,
+                                           tomo_ids=tomo_ids, out_name=f"{round_name}_{suffix}",
+                                           allow_seen=allow_seen)
+    n_cases = review_round(data_dir, round_name, labels_version=labels_version, predictions=predictions,
+                           threshold=threshold, review=review, tomo_ids=tomo_ids)
+    applied = apply_task(data_dir, round_name, labels_version, to_version, review.overrides_csv)
+    return {"round": round_name, "cases": n_cases, "predictions": predictions, **applied}
+
+
+def combine_if_present(data_dir: str, parts: list[str], to_version: str, round_name: str) -> dict | None:
+    """``to_version = parts[0] + parts[1] + ...`` when every part exists (e.g. all_gt = gt_v2 + external_gt)."""
+    root = data_root(data_dir)
+    store = LabelStore(root.labels)
+    if not all(store.exists(p) for p in parts):
+        return None
+    refuse_existing_version(root, to_version, round_name)
+    return combine_task(data_dir, parts, to_version, round_name)

@@ -10,11 +10,9 @@ import os
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
-from byu.labels.store import LabelStore
 from byu.portal.query import DEFAULT_OBJECT_NAME
-from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, apply_task, combine_task, data_root,
-                          refuse_existing_version, review_round, tomograms_to_review)
-from flows.model_tasks import predict_with_fingerprint
+from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, combine_if_present, data_root, predict_review_apply,
+                          refuse_existing_version, tomograms_to_review)
 
 
 class ExternalParams(BaseModel):
@@ -103,18 +101,12 @@ def external(params: ExternalParams = ExternalParams()) -> dict:
     prep = preprocess_task(data_dir, selection)
     portal_labels = labels_task(data_dir, selection, p.portal_version)
     tomo_ids = tomograms_to_review(data_dir, p.portal_version, None)
-    predictions = predict_with_fingerprint(data_dir, p.model_dirs, mode="all", tta=p.tta, threshold=p.threshold,
-                                           tomo_ids=tomo_ids, out_name=f"{p.round_name}_ensemble",
-                                           allow_seen=True)
-    n_cases = review_round(data_dir, p.round_name, labels_version=p.portal_version, predictions=predictions,
-                           threshold=p.threshold, review=p.review, tomo_ids=tomo_ids)
-    applied = apply_task(data_dir, p.round_name, p.portal_version, p.to_version, p.review.overrides_csv)
-    combined = None
-    if LabelStore(root.labels).exists(p.base_version):
-        refuse_existing_version(root, p.all_version, p.round_name)
-        combined = combine_task(data_dir, [p.base_version, p.to_version], p.all_version, p.round_name)
-    return {"round": p.round_name, "downloads": downloads, "preprocess": prep, "portal_labels": portal_labels,
-            "cases": n_cases, **applied, "combined": combined}
+    result = predict_review_apply(data_dir, round_name=p.round_name, model_dirs=p.model_dirs, mode="all", tta=p.tta,
+                                  threshold=p.threshold, labels_version=p.portal_version, to_version=p.to_version,
+                                  review=p.review, tomo_ids=tomo_ids, allow_seen=True)
+    combined = combine_if_present(data_dir, [p.base_version, p.to_version], p.all_version, p.round_name)
+    return {**result, "downloads": downloads, "preprocess": prep, "portal_labels": portal_labels,
+            "combined": combined}
 
 
 if __name__ == "__main__":

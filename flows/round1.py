@@ -5,9 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.common import ReviewSettings, apply_task, refuse_existing_version, review_round, splits_task, data_root
-from flows.common import tomograms_to_review
-from flows.model_tasks import predict_with_fingerprint
+from flows.common import (ReviewSettings, data_root, predict_review_apply, refuse_existing_version, splits_task,
+                          tomograms_to_review)
 
 
 class Round1Params(BaseModel):
@@ -36,13 +35,11 @@ def round1(params: Round1Params = Round1Params()) -> dict:
     data_dir = str(data_root(p.data_dir).root)
     refuse_existing_version(data_root(data_dir), p.to_version, p.round_name)
     tomo_ids = tomograms_to_review(data_dir, p.from_version, p.max_labeled_motors)
-    predictions = predict_with_fingerprint(data_dir, p.model_dirs, mode="oof", tta=p.tta, threshold=p.threshold,
-                                           tomo_ids=tomo_ids, out_name=f"{p.round_name}_oof")
-    n_cases = review_round(data_dir, p.round_name, labels_version=p.from_version, predictions=predictions,
-                           threshold=p.threshold, review=p.review, tomo_ids=tomo_ids)
-    applied = apply_task(data_dir, p.round_name, p.from_version, p.to_version, p.review.overrides_csv)
+    result = predict_review_apply(data_dir, round_name=p.round_name, model_dirs=p.model_dirs, mode="oof", tta=p.tta,
+                                  threshold=p.threshold, labels_version=p.from_version, to_version=p.to_version,
+                                  review=p.review, tomo_ids=tomo_ids, allow_seen=False)
     splits = splits_task(data_dir, p.to_version, p.split_dir, p.split_folds, p.split_seed)
-    return {"round": p.round_name, "cases": n_cases, "predictions": predictions, **applied, "splits": splits}
+    return {**result, "splits": splits}
 
 
 if __name__ == "__main__":

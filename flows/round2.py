@@ -5,10 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from byu.labels.store import LabelStore
-from flows.common import (ReviewSettings, apply_task, combine_task, data_root, refuse_existing_version,
-                          review_round, splits_task, tomograms_to_review)
-from flows.model_tasks import predict_with_fingerprint
+from flows.common import (ReviewSettings, combine_if_present, data_root, predict_review_apply,
+                          refuse_existing_version, splits_task, tomograms_to_review)
 
 
 class Round2Params(BaseModel):
@@ -37,18 +35,12 @@ def round2(params: Round2Params = Round2Params()) -> dict:
     root = data_root(data_dir)
     refuse_existing_version(root, p.to_version, p.round_name)
     tomo_ids = tomograms_to_review(data_dir, p.from_version, None)
-    predictions = predict_with_fingerprint(data_dir, p.model_dirs, mode="all", tta=p.tta, threshold=p.threshold,
-                                           tomo_ids=tomo_ids, out_name=f"{p.round_name}_ensemble",
-                                           allow_seen=True)
-    n_cases = review_round(data_dir, p.round_name, labels_version=p.from_version, predictions=predictions,
-                           threshold=p.threshold, review=p.review, tomo_ids=tomo_ids)
-    applied = apply_task(data_dir, p.round_name, p.from_version, p.to_version, p.review.overrides_csv)
+    result = predict_review_apply(data_dir, round_name=p.round_name, model_dirs=p.model_dirs, mode="all", tta=p.tta,
+                                  threshold=p.threshold, labels_version=p.from_version, to_version=p.to_version,
+                                  review=p.review, tomo_ids=tomo_ids, allow_seen=True)
     splits = splits_task(data_dir, p.to_version, p.split_dir, [], 0, carry_from=p.carry_split)
-    combined = None
-    if LabelStore(root.labels).exists(p.external_version):
-        refuse_existing_version(root, p.all_version, p.round_name)
-        combined = combine_task(data_dir, [p.to_version, p.external_version], p.all_version, p.round_name)
-    return {"round": p.round_name, "cases": n_cases, **applied, "splits": splits, "combined": combined}
+    combined = combine_if_present(data_dir, [p.to_version, p.external_version], p.all_version, p.round_name)
+    return {**result, "splits": splits, "combined": combined}
 
 
 if __name__ == "__main__":

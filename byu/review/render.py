@@ -69,8 +69,8 @@ INSTRUCTIONS = {
     "unsure = second review",
 }
 KIND_TEXT = {
-    "FN": "FN: labeled motor (k=0) that no prediction matched",
-    "FP": "FP: confident predictions that match no labeled motor",
+    "FN": "FN: labeled motor (k=0) the model does not confirm (no prediction, or only a weak one)",
+    "FP": "FP: predictions that match no labeled motor",
 }
 
 

@@ -33,7 +33,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     from byu.synth import make_cohort
 
     t0 = time.monotonic()
-    root = DataRoot(Path(data_dir))
+    root = DataRoot(Path(data_dir).resolve())
     store = LabelStore(root.labels)
     truth_path = root.root / "synth" / "truth.csv"
     if not truth_path.exists():

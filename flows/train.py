@@ -29,7 +29,7 @@ def train(params: TrainParams = TrainParams()) -> list[str]:
     """One model per fold; checkpoints carry their split and label metadata."""
     p = params
     root = data_root(p.data_dir)
-    split = Path(p.split) if Path(p.split).is_absolute() else root.cv / p.split
+    split = Path(p.split) if Path(p.split).is_absolute() or Path(p.split).exists() else root.cv / p.split
     if not split.exists():
         raise InputError("split file not found (write one with `byu labels split`)", file=split)
     store = LabelStore(root.labels)

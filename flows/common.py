@@ -1,8 +1,11 @@
 """Parameters and tasks shared by the flows. Tasks are thin: each calls one ``byu`` function.
 
-Caching: tasks that do real work cache on their inputs + source (``INPUTS + TASK_SOURCE``) with results
-persisted under the data root (``<data>/.prefect-results``), and the byu functions they call are themselves
+Caching: tasks that do real work cache on their inputs + source (``INPUTS + TASK_SOURCE``), with content
+fingerprints of the files they read among the inputs, and persist their results in Prefect's local storage
+(``$PREFECT_HOME/storage``; ``make serve`` and ``byu demo`` keep ``PREFECT_HOME`` inside the data root). A cached
+result whose output files are gone is recomputed (:func:`cached`). The byu functions the tasks call are themselves
 idempotent on disk, so a flow killed anywhere and rerun skips what is finished and writes the same versions.
+Retries (with backoff) are for transient failures only: a ``ByuError`` (bad input, a refused version) fails at once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from byu.atomic import sha256_file
-from byu.errors import VersionExistsError
+from byu.errors import ByuError, VersionExistsError
 from byu.labels.splits import carry_split, fresh_split, read_split, write_split
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
@@ -73,10 +76,20 @@ def data_root(data_dir: str | None) -> DataRoot:
     return DataRoot.from_env(data_dir)
 
 
-def result_dir(root: DataRoot) -> Path:
-    d = root.root / ".prefect-results"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def cached(task_fn, outputs: list[Path]):
+    """``task_fn``, made to recompute when any of the files its cached result stands for is missing."""
+    return task_fn.with_options(refresh_cache=not all(Path(p).exists() for p in outputs))
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry condition: retry unless the failure is a byu error (bad input, refused version: retrying won't help)."""
+    try:
+        state.result()
+    except ByuError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def refuse_existing_version(root: DataRoot, name: str, round_name: str) -> None:
@@ -122,7 +135,7 @@ def tomograms_to_review(data_dir: str, version: str, max_labeled_motors: int | N
 
 @task(name="mine-cases", cache_policy=CACHE, persist_result=True)
 def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: str, threshold: float,
-              review: ReviewSettings, tomo_ids: list[str] | None) -> int:
+              review: ReviewSettings, tomo_ids: list[str] | None, predictions_fingerprint: str = "") -> int:
     from byu.review.round import mine_round
 
     cases = mine_round(data_root(data_dir), round_name, labels_version=labels_version, predictions=predictions,
@@ -144,7 +157,8 @@ def render_task(data_dir: str, round_name: str, n_cases: int) -> int:
     return len(images)
 
 
-@task(name="push-to-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS)
+@task(name="push-to-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient)
 def push_task(data_dir: str, round_name: str, review: ReviewSettings) -> list[str]:
     from byu.review.cvat import push_round
     from byu.review.round import round_paths
@@ -154,7 +168,8 @@ def push_task(data_dir: str, round_name: str, review: ReviewSettings) -> list[st
     return [e["name"] for e in entries]
 
 
-@task(name="review-status", retries=3, retry_delay_seconds=RETRY_DELAYS)
+@task(name="review-status", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient)
 def status_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
     from byu.review.cvat import round_status
     from byu.review.round import round_paths
@@ -165,7 +180,8 @@ def status_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
     return totals
 
 
-@task(name="pull-from-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS)
+@task(name="pull-from-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient)
 def pull_task(data_dir: str, round_name: str, review: ReviewSettings) -> int:
     from byu.review.cvat import pull_round
     from byu.review.decisions import decisions_from_round, write_decisions
@@ -280,8 +296,12 @@ def wait_for_review(data_dir: str, round_name: str, review: ReviewSettings) -> N
 def review_round(data_dir: str, round_name: str, *, labels_version: str, predictions: str, threshold: float,
                  review: ReviewSettings, tomo_ids: list[str] | None) -> int:
     """Mine → render → review (CVAT, scripted or imported) → decisions.csv. Returns the number of cases."""
-    n_cases = mine_task(data_dir, round_name, labels_version, predictions, threshold, review, tomo_ids)
-    render_task(data_dir, round_name, n_cases)
+    from byu.review.round import round_paths
+
+    paths = round_paths(data_root(data_dir), round_name)
+    n_cases = cached(mine_task, [paths.cases])(data_dir, round_name, labels_version, predictions, threshold, review,
+                                               tomo_ids, predictions_fingerprint=fingerprint([Path(predictions)]))
+    cached(render_task, [paths.images])(data_dir, round_name, n_cases)
     if n_cases == 0:
         from byu.review.decisions import write_decisions
         from byu.review.round import round_paths
@@ -295,7 +315,7 @@ def review_round(data_dir: str, round_name: str, *, labels_version: str, predict
     if review.reviewer == "scripted":
         if not review.truth:
             raise ValueError("reviewer='scripted' needs review.truth (a truth table)")
-        scripted_review_task(data_dir, round_name, review.truth, n_cases)
+        cached(scripted_review_task, [paths.decisions])(data_dir, round_name, review.truth, n_cases)
     elif review.reviewer == "import":
         if not review.decisions_csv:
             raise ValueError("reviewer='import' needs review.decisions_csv")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from byu.portal.query import DEFAULT_OBJECT_NAME
 from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, combine_if_present, data_root, predict_review_apply,
-                          refuse_existing_version, tomograms_to_review)
+                          refuse_existing_version, tomograms_to_review, transient)
 
 
 class ExternalParams(BaseModel):
@@ -40,7 +40,8 @@ class ExternalParams(BaseModel):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
 
 
-@task(name="portal-find", retries=3, retry_delay_seconds=RETRY_DELAYS, cache_policy=CACHE, persist_result=True)
+@task(name="portal-find", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient,
+      cache_policy=CACHE, persist_result=True)
 def find_task(data_dir: str, portal_url: str | None, dataset_ids: list[int], run_names: list[str],
               points_csv: str | None, object_name: str | None, target_spacing: float) -> str:
     from byu.portal.ingest import find_step
@@ -53,13 +54,14 @@ def find_task(data_dir: str, portal_url: str | None, dataset_ids: list[int], run
     return str(path)
 
 
-@task(name="portal-download", retries=3, retry_delay_seconds=RETRY_DELAYS)
+@task(name="portal-download", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient)
 def download_task(data_dir: str, selection_path: str, workers: int) -> dict:
     from byu.portal.ingest import download_step
     from byu.portal.query import Selection
 
     report = download_step(Selection.read(selection_path), data_root(data_dir), workers=workers)
-    failures = [f"{f.tomo_id}: {f.error}" for f in report.failures]
+    failures = [f"{f.key}: {f.error}" for f in report.failures]
     if failures:
         get_run_logger().warning("downloads failed (skipped): %s", failures)
     return {"failures": failures}
@@ -77,7 +79,8 @@ def preprocess_task(data_dir: str, selection_path: str) -> dict:
             "failures": [f"{t}: {e}" for t, e in report.failures]}
 
 
-@task(name="portal-labels", retries=3, retry_delay_seconds=RETRY_DELAYS)
+@task(name="portal-labels", retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient)
 def labels_task(data_dir: str, selection_path: str, version: str) -> dict:
     from byu.portal.ingest import labels_step
     from byu.portal.query import Selection

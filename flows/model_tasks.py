@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from flows.common import CACHE, data_root, fingerprint
+from flows.common import CACHE, cached, data_root, fingerprint
 
 
 def _checkpoints(model_dirs: list[str]) -> list[Path]:
@@ -41,4 +41,6 @@ def predict_task(data_dir: str, model_dirs: list[str], mode: str, tta: str, thre
 
 def predict_with_fingerprint(data_dir: str, model_dirs: list[str], **kwargs) -> str:
     """Run ``predict_task`` keyed also on the checkpoints' content (a retrained model is not a cache hit)."""
-    return predict_task(data_dir, model_dirs, models_fingerprint=fingerprint(_checkpoints(model_dirs)), **kwargs)
+    out = data_root(data_dir).predictions / f"{kwargs['out_name']}.csv"
+    return cached(predict_task, [out])(data_dir, model_dirs, models_fingerprint=fingerprint(_checkpoints(model_dirs)),
+                                       **kwargs)

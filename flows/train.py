@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from byu.errors import InputError
 from byu.labels.store import LabelStore
-from flows.common import data_root, fingerprint
+from flows.common import cached, data_root, fingerprint
 from flows.model_tasks import train_task
 
 
@@ -33,8 +33,11 @@ def train(params: TrainParams = TrainParams()) -> list[str]:
     if not split.exists():
         raise InputError("split file not found (write one with `byu labels split`)", file=split)
     store = LabelStore(root.labels)
-    inputs = [split] + ([store.path(p.labels)] if store.exists(p.labels) else [Path(p.labels)])
-    return train_task(str(root.root), p.labels, str(split), p.folds, p.config, p.run_name, p.seed,
+    labels_file = Path(p.labels) if Path(p.labels).exists() else store.path(p.labels)
+    inputs = [split, labels_file]
+    run_dir = root.models / p.run_name
+    train = cached(train_task, [run_dir] if p.folds == "all" else [run_dir / f"fold{p.folds}.pt"])
+    return train(str(root.root), p.labels, str(split), p.folds, p.config, p.run_name, p.seed,
                       overrides=p.overrides, inputs_fingerprint=fingerprint(inputs))
 
 

@@ -216,3 +216,24 @@ def test_prefetched_volumes_match_the_cache_on_both_paths(tmp_path):
         assert [t for t, _ in got] == ids
         for t, vol in got:
             np.testing.assert_array_equal(vol.numpy(), cache.get(t))
+
+
+def test_mrc_tomograms_are_read_through_the_validating_reader(tmp_path):
+    import mrcfile
+
+    from byu.errors import InputError
+    from byu.model.data import read_geometry, read_stored
+
+    good = tmp_path / "t1.mrc"
+    vol = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    with mrcfile.new(good) as m:
+        m.set_data(vol)
+        m.voxel_size = 10.0
+    g = read_geometry(good, 32.0)
+    assert g is not None
+    np.testing.assert_array_equal(read_stored(good, 1, 3), vol[1:3])
+    bad = tmp_path / "t2.mrc"
+    bad.write_bytes(good.read_bytes()[:1100])  # header fine, data truncated
+    with pytest.raises(InputError) as info:
+        read_geometry(bad, 32.0)
+    assert "t2.mrc" in str(info.value)

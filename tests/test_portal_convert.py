@@ -51,7 +51,7 @@ def test_external_csv_forms_and_errors(tmp_path):
     with pytest.raises(InputErrors) as err:
         read_external_points(bad)
     assert [(e.row, e.field) for e in err.value.errors] == [
-        (1, "dataset_id"), (2, "z"), (3, "voxel_spacing"), (4, "tomo_id"), (5, "z")]
+        (2, "dataset_id"), (3, "z"), (4, "voxel_spacing"), (5, "tomo_id"), (6, "z")]
     missing = tmp_path / "missing.csv"
     missing.write_text("tomo_id,z,y\nTS_1,1,2\n")
     with pytest.raises(InputError, match="missing column.*dataset_id.*z,y,x") as one:
@@ -97,7 +97,7 @@ def test_external_points_use_the_row_spacing_or_the_tomogram_spacing(tmp_path):
     notes = ConversionNotes()
     pts = external_points_A(read_external_points(p), selection(), notes=notes)
     np.testing.assert_allclose(pts["5_r1"], [[100, 200, 300], [160, 320, 480]])
-    assert pts["5_r2"].shape == (0, 3) and notes.unmatched_rows == [4]
+    assert pts["5_r2"].shape == (0, 3) and notes.unmatched_rows == [5]
 
 
 def test_portal_table_and_store_manifest(tmp_path):

@@ -234,11 +234,11 @@ def test_import_csv_errors_name_the_row(tmp_path, cases):
     result = import_decisions_csv(csv, cases)
     assert result.decisions.empty
     text = "\n".join(result.errors)
-    assert "row 1 (case FN-0001): contradictory" in text
-    assert "row 2: case_id 'FN-9999' is not a case of this round" in text
-    assert "row 3 (case FP-0002): tag '7'" in text
-    assert "row 4 (case FN-0001): case already decided in row 1" in text
-    assert "row 5 (case FN-0003): unknown tag 'bogus'" in text
+    assert "line 2 (case FN-0001): contradictory" in text
+    assert "line 3: case_id 'FN-9999' is not a case of this round" in text
+    assert "line 4 (case FP-0002): tag '7'" in text
+    assert "line 5 (case FN-0001): case already decided on line 2" in text
+    assert "line 6 (case FN-0003): unknown tag 'bogus'" in text
 
 
 def test_import_csv_needs_tags_and_a_key(tmp_path, cases):

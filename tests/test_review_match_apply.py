@@ -173,3 +173,36 @@ def test_weakly_supported_labels_are_reviewed_when_asked(world):
     assert "ok" not in set(cases.tomo_id)  # a confident match (0.8) stays confirmed
     res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
     assert dict(zip(res.table.tomo_id, res.table.motor_zyx))["false"] == []
+
+
+def test_override_errors_name_line_and_field_and_remove_needs_a_nearby_motor(world, tmp_path):
+    from byu.review.apply import read_overrides
+
+    truth, noisy, preds = world
+    cases = find_cases(noisy, preds)
+    none = pd.DataFrame(columns=["case_id", "tags", "reviewer"])
+    p = tmp_path / "ov.csv"
+    p.write_text("tomo_id,action,z,y,x,note\nok,add,abc,5,5,typo\nok,remove,200,200,200,far away\n")
+    with pytest.raises(InputError) as info:
+        apply_decisions(noisy, cases, none, round_name="r", overrides=read_overrides(p), overrides_source=str(p))
+    found = {(e.row, e.field) for e in info.value.errors}
+    assert found == {(2, "z"), (3, "z")}
+    assert "within 1000 Å" in str(info.value)
+
+
+def test_mining_without_spacing_is_a_clear_error(world):
+    truth, noisy, preds = world
+    with pytest.raises(InputError, match="voxel_spacing"):
+        find_cases(noisy, preds.drop(columns=["voxel_spacing"]), prediction_run="oof.csv")
+
+
+def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
+    truth, noisy, preds = world
+    root = DataRoot(tmp_path / "data")
+    LabelStore(root.labels).put("gt", noisy)
+    root.predictions.mkdir(parents=True)
+    preds.to_csv(root.predictions / "run.csv", index=False)
+    # the run covered only two tomograms: the others were never predicted and must not become FN cases
+    (root.predictions / "run.json").write_text(json.dumps({"tomo_ids": ["missed", "deep"]}))
+    cases = mine_round(root, "r", labels_version="gt", predictions=root.predictions / "run.csv")
+    assert set(cases.tomo_id) == {"missed", "deep"}

@@ -144,7 +144,7 @@ def validate_labels(df: pd.DataFrame, *, source: str | Path | None = None,
                     line_of: Sequence[int] | None = None) -> pd.DataFrame:
     """Check a canonical table; raise ``InputErrors`` listing every problem (file, row, field).
 
-    ``line_of[i]`` is the 1-based data row in ``source`` that produced table row ``i`` (defaults to i+1).
+    ``line_of[i]`` is the line in ``source`` (header = line 1) that produced table row ``i`` (default i + 2).
     Returns the normalized table.
     """
     missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
@@ -153,12 +153,12 @@ def validate_labels(df: pd.DataFrame, *, source: str | Path | None = None,
     errs: list[InputError] = []
     seen: dict[str, int] = {}
     for i, row in enumerate(df.to_dict("records")):
-        line = line_of[i] if line_of is not None else i + 1
+        line = line_of[i] if line_of is not None else i + 2
         errs.extend(row_errors(row, file=source, line=line))
         tid = row.get("tomo_id")
         if isinstance(tid, str):
             if tid in seen:
-                errs.append(InputError(f"duplicate tomo_id {tid!r} (first at row {seen[tid]})",
+                errs.append(InputError(f"duplicate tomo_id {tid!r} (first at line {seen[tid]})",
                                        file=source, row=line, field="tomo_id"))
             else:
                 seen[tid] = line

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pandas as pd
 import torch
@@ -38,6 +37,7 @@ from monai.transforms import (
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
 from byu.paths import DataRoot, check_id
+from byu.tomo.preprocess import MrcSource
 from byu.tomo.io import META_NAME, read_meta, read_slice
 
 CLIP_SIGMAS = 6.0  # normalized intensities are clipped to +-this
@@ -108,10 +108,9 @@ def find_tomogram(data_root: DataRoot, tomo_id: str) -> Path:
 def read_geometry(path: Path, net_spacing: float) -> Geometry:
     """Geometry of a slice stack (from meta.json) or an MRC file (from its header)."""
     if path.suffix == ".mrc":
-        with mrcfile.mmap(path, mode="r", permissive=True) as m:
-            shape = tuple(int(v) for v in m.data.shape)
-            spacing = float(m.voxel_size.x)
-        if len(shape) != 3 or not spacing > 0:
+        with MrcSource(path) as src:  # validates the header and the data size; errors name the file
+            shape, spacing = src.shape, float(src.voxel_spacing or 0.0)
+        if not spacing > 0:
             raise InputError(f"expected a 3-D volume with a positive voxel size, got shape {shape}, "
                              f"voxel size {spacing}", file=path)
         return geometry_for(path.stem, shape, spacing, shape, spacing, net_spacing)
@@ -125,8 +124,8 @@ def read_stored(source: Path | np.ndarray, z0: int, z1: int) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return source[z0:z1]
     if source.suffix == ".mrc":
-        with mrcfile.mmap(source, mode="r", permissive=True) as m:
-            return np.array(m.data[z0:z1], dtype=np.float32)
+        with MrcSource(source) as src:
+            return np.asarray(src.read(z0, z1), dtype=np.float32)
     zs = list(range(z0, z1))
     first = read_slice(source, zs[0])
     out = np.empty((len(zs), *first.shape), dtype=np.uint8)

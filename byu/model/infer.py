@@ -153,7 +153,7 @@ def _window(config: ModelConfig, padded: Sequence[int]) -> tuple[list[int], list
             overlaps.append(0.0)
             continue
         step = max(s, int(r * (1 - config.overlap)) // s * s)
-        overlaps.append(1.0 - (step + 0.5) / r)
+        overlaps.append(max(0.0, 1.0 - (step + 0.5) / r))
     return roi, overlaps
 
 

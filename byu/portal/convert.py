@@ -124,7 +124,7 @@ def read_external_points(path: str | Path) -> pd.DataFrame:
             return None
         return v
 
-    for i, rec in enumerate(raw.to_dict("records"), 1):
+    for i, rec in enumerate(raw.to_dict("records"), start=2):  # file lines, header = line 1
         ds_text = str(rec["dataset_id"]).strip()
         if not ds_text.isdigit():
             errors.append(InputError(f"dataset_id must be a positive integer, got {ds_text!r}",

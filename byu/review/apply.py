@@ -24,6 +24,7 @@ from byu.review.match import case_candidates
 from byu.review.tags import KEEP, NONE, UNSURE, is_candidate, split_tags, tag_problems
 
 OVERRIDE_ACTIONS = ("add", "remove", "clear")
+REMOVE_TOLERANCE_A = 1000.0  # an override "remove z,y,x" takes the nearest motor only within this distance
 
 
 @dataclass
@@ -57,6 +58,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
     """Apply ``decisions`` (``case_id,tags,reviewer``) about ``cases`` to ``parent``; nothing else changes."""
     table = normalize(parent)
     shapes = {r.tomo_id: (r.Z, r.Y, r.X) for r in table.itertuples(index=False)}
+    spacings = {r.tomo_id: float(r.voxel_spacing) for r in table.itertuples(index=False)}
     motors = {r.tomo_id: [list(m) for m in r.motor_zyx] for r in table.itertuples(index=False)}
     by_case = {r.case_id: r for r in cases.itertuples(index=False)}
     rows: list[dict] = []
@@ -123,7 +125,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
     if errors:
         raise InputErrors(errors)
     if overrides is not None and len(overrides):
-        rows += _apply_overrides(overrides, motors, shapes, source=overrides_source)
+        rows += _apply_overrides(overrides, motors, shapes, spacings, source=overrides_source)
     result.table = make_table([(r.tomo_id, (r.Z, r.Y, r.X), r.voxel_spacing, motors[r.tomo_id])
                                for r in table.itertuples(index=False)])
     result.changes = changes_frame(rows)
@@ -131,7 +133,8 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
     return result
 
 
-def _apply_overrides(overrides: pd.DataFrame, motors: dict, shapes: dict, *, source: str) -> list[dict]:
+def _apply_overrides(overrides: pd.DataFrame, motors: dict, shapes: dict, spacings: dict, *,
+                     source: str) -> list[dict]:
     rows, errors = [], []
     for line, o in enumerate(overrides.itertuples(index=False), start=2):
         tid, action = str(o.tomo_id), str(o.action).strip().lower()
@@ -148,11 +151,13 @@ def _apply_overrides(overrides: pd.DataFrame, motors: dict, shapes: dict, *, sou
             rows += [change_row(tid, "remove", old=m, **meta) for m in motors[tid]]
             motors[tid] = []
             continue
-        zyx = [getattr(o, c) for c in ("z", "y", "x")]
-        if any(pd.isna(v) for v in zyx):
-            errors.append(InputError(f"action {action} needs z, y and x", file=source, row=line, field="z"))
+        values = {c: pd.to_numeric(getattr(o, c), errors="coerce") for c in ("z", "y", "x")}
+        bad = [InputError(f"action {action} needs a number for {c}, got {getattr(o, c)!r}", file=source, row=line,
+                          field=c) for c, v in values.items() if pd.isna(v)]
+        if bad:
+            errors += bad
             continue
-        zyx = [float(v) for v in zyx]
+        zyx = [float(values[c]) for c in ("z", "y", "x")]
         if any(not 0 <= v < s for v, s in zip(zyx, shapes[tid])):
             errors.append(InputError(f"coordinates {zyx} outside the volume {shapes[tid]}", file=source, row=line,
                                      field="z"))
@@ -164,7 +169,11 @@ def _apply_overrides(overrides: pd.DataFrame, motors: dict, shapes: dict, *, sou
             if not motors[tid]:
                 errors.append(InputError(f"{tid} has no motor to remove", file=source, row=line, field="action"))
                 continue
-            d = np.linalg.norm(np.asarray(motors[tid]) - zyx, axis=1)
+            d = np.linalg.norm((np.asarray(motors[tid]) - zyx) * spacings[tid], axis=1)
+            if d.min() > REMOVE_TOLERANCE_A:
+                errors.append(InputError(f"no motor of {tid} within {REMOVE_TOLERANCE_A:g} Å of {zyx} "
+                                         f"(nearest: {d.min():.0f} Å)", file=source, row=line, field="z"))
+                continue
             old = motors[tid].pop(int(d.argmin()))
             rows.append(change_row(tid, "remove", old=old, **meta))
     if errors:
@@ -176,7 +185,10 @@ def read_overrides(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError("overrides file not found", file=path)
-    df = pd.read_csv(path, dtype={"tomo_id": str, "action": str, "note": str})
+    try:
+        df = pd.read_csv(path, dtype={"tomo_id": str, "action": str, "note": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV: {exc}", file=path) from exc
     missing = [c for c in ("tomo_id", "action") if c not in df.columns]
     if missing:
         raise InputError(f"missing column(s) {missing}; expected tomo_id,action[,z,y,x,note]", file=path)

@@ -120,7 +120,7 @@ def load_cases(cases: pd.DataFrame | str | Path) -> dict[str, Case]:
     kinds = df["kind"] if "kind" in df.columns else [""] * len(df)
     for i, (case_id, image, kind, cands) in enumerate(zip(df["case_id"], df["image"], kinds,
                                                           df["candidates"], strict=True)):
-        row = i + 1
+        row = i + 2  # file line, header = line 1
         try:
             check_id(str(case_id), what="case_id", file=file, row=row)
             check_id(str(image), what="image", file=file, row=row)
@@ -340,8 +340,8 @@ def import_decisions_csv(
     errors: list[str] = []
     rows: list[dict[str, str]] = []
     done: dict[str, int] = {}
-    for i, rec in enumerate(df.to_dict("records"), start=1):
-        where = f"{path.name}: row {i}"
+    for i, rec in enumerate(df.to_dict("records"), start=2):  # file lines, header = line 1
+        where = f"{path.name}: line {i}"
         case_id = (rec.get("case_id") or "").strip()
         image = (rec.get("image") or "").strip()
         case = by_id.get(case_id) if case_id else by_image.get(image) if image else None
@@ -356,7 +356,7 @@ def import_decisions_csv(
         if not raw:
             continue
         if case.case_id in done:
-            errors.append(f"{where} (case {case.case_id}): case already decided in row {done[case.case_id]}")
+            errors.append(f"{where} (case {case.case_id}): case already decided on line {done[case.case_id]}")
             continue
         done[case.case_id] = i
         tags, problems = _check_tags(raw, case)

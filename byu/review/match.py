@@ -46,6 +46,9 @@ def find_cases(labels: pd.DataFrame, predictions: pd.DataFrame, *, label_version
     Only tomograms that were actually predicted should be passed: a tomogram absent from ``predictions`` turns
     every labeled motor into an FN case.
     """
+    if "voxel_spacing" not in predictions.columns:
+        raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
+                         file=prediction_run or None, field="voxel_spacing")
     by_id = {r.tomo_id: r for r in labels.itertuples(index=False)}
     ids = list(by_id) if tomo_ids is None else list(tomo_ids)
     unknown = sorted(set(ids) - set(by_id))

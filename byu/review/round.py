@@ -5,6 +5,7 @@ These are the verbs the CLI and the Prefect flows call; each is safe to rerun.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,22 @@ def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
     return RoundPaths(root.review_round(round_name))
 
 
+def predicted_tomograms(predictions: str | Path) -> list[str] | None:
+    """The tomograms a predictions run covered, from its ``.json`` sidecar (``None`` when there is none).
+
+    A tomogram with no peak has no row in the CSV, so only the sidecar tells "predicted, nothing found" from
+    "never predicted"; mining the latter would turn every labeled motor into an FN case.
+    """
+    sidecar = Path(predictions).with_suffix(".json")
+    if not sidecar.exists():
+        return None
+    try:
+        ids = json.loads(sidecar.read_text()).get("tomo_ids")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(f"not a predictions sidecar: {exc}", file=sidecar) from None
+    return list(ids) if isinstance(ids, list) else None
+
+
 def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predictions: str | Path,
                threshold: float = 0.05, radius_A: float = 1000.0, max_candidates: int = 5,
                tomo_ids: list[str] | None = None, confirm_threshold: float | None = None) -> pd.DataFrame:
@@ -56,6 +73,8 @@ def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predicti
     store = LabelStore(root.labels)
     labels = store.get(labels_version)
     preds = read_predictions(predictions)
+    if tomo_ids is None:
+        tomo_ids = predicted_tomograms(predictions)
     cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
                        threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids,
                        confirm_threshold=confirm_threshold)

@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from byu.cli_util import DataDir
 from byu.paths import DataRoot
 
 app = typer.Typer(help="Train models, predict particles, score predictions.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:

@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from byu.cli_util import DataDir
 from byu.paths import DataRoot
 from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
 from byu.portal.ingest import (
@@ -45,7 +46,6 @@ from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, DEFAULT_TARGET_SPACING
 app = typer.Typer(help="Ingest tomograms and point labels from the CryoET Data Portal.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # long paths and errors stay on one line (greppable logs)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 Url = Annotated[str, typer.Option("--url", envvar="BYU_PORTAL_URL", help="portal GraphQL endpoint")]
 SelectionOpt = Annotated[Optional[Path], typer.Option("--selection",
                                                      help="selection JSON (default raw/selection.json)")]

@@ -17,7 +17,7 @@ from cvat_sdk.core.exceptions import BackgroundRequestException
 from rich.console import Console
 
 from byu.errors import ByuError
-from byu.cli_util import print_frame
+from byu.cli_util import DataDir, print_frame
 from byu.paths import DataRoot
 from byu.review.cvat import CvatConfig, pull_round, push_round, push_second_review, round_status
 from byu.review.decisions import decisions_from_round, import_decisions_csv, load_cases, write_decisions
@@ -27,7 +27,6 @@ app = typer.Typer(help="Review rounds in CVAT: push case images, watch progress,
 console = Console()
 err_console = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 Url = Annotated[Optional[str], typer.Option("--url", help="CVAT URL (default $BYU_CVAT_URL)")]
 User = Annotated[Optional[str], typer.Option("--user", help="CVAT user (default $BYU_CVAT_USER)")]
 Period = Annotated[Optional[float], typer.Option("--status-check-period", help="seconds between polls")]

@@ -54,7 +54,7 @@ def _in_bounds(zyx, shape) -> list[float]:
 
 def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.DataFrame, *,
                     round_name: str, overrides: pd.DataFrame | None = None,
-                    overrides_source: str = "overrides") -> ApplyResult:
+                    overrides_source: str = "overrides", decisions_source: str = "decisions.csv") -> ApplyResult:
     """Apply ``decisions`` (``case_id,tags,reviewer``) about ``cases`` to ``parent``; nothing else changes."""
     table = normalize(parent)
     shapes = {r.tomo_id: (r.Z, r.Y, r.X) for r in table.itertuples(index=False)}
@@ -69,11 +69,11 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
     for line, d in enumerate(decisions.itertuples(index=False), start=2):
         case = by_case.get(d.case_id)
         if case is None:
-            errors.append(InputError(f"decision for unknown case {d.case_id!r}", file="decisions.csv", row=line,
+            errors.append(InputError(f"decision for unknown case {d.case_id!r}", file=decisions_source, row=line,
                                      field="case_id"))
             continue
         if d.case_id in decided:
-            errors.append(InputError(f"second decision for case {d.case_id}", file="decisions.csv", row=line,
+            errors.append(InputError(f"second decision for case {d.case_id}", file=decisions_source, row=line,
                                      field="case_id"))
             continue
         decided.add(d.case_id)
@@ -82,7 +82,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
         n_shown = sum(1 for k in cands if k > 0)
         problems = tag_problems(tags, n_shown)
         if problems:
-            errors += [InputError(p, file="decisions.csv", row=line, field="tags") for p in problems]
+            errors += [InputError(p, file=decisions_source, row=line, field="tags") for p in problems]
             continue
         if not tags:
             continue
@@ -92,7 +92,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
         tid = case.tomo_id
         if tid not in motors:
             errors.append(InputError(f"case {d.case_id}: tomogram {tid!r} is not in the parent version",
-                                     file="decisions.csv", row=line, field="case_id"))
+                                     file=decisions_source, row=line, field="case_id"))
             continue
         reviewer = "" if pd.isna(d.reviewer) else str(d.reviewer)
         picks = [cands[int(t)] for t in sorted((t for t in tags if is_candidate(t) and t != KEEP), key=int)]
@@ -105,7 +105,7 @@ def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.Dat
             if i is None:
                 errors.append(InputError(f"case {d.case_id}: the labeled motor {zyx} is not in the parent version "
                                          "(were the cases mined against another version?)",
-                                         file="decisions.csv", row=line, field="case_id"))
+                                         file=decisions_source, row=line, field="case_id"))
                 continue
             if KEEP in tags:
                 rows.append(change_row(tid, "keep", old=zyx, new=zyx, **meta))

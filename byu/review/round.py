@@ -110,7 +110,8 @@ def apply_round(root: DataRoot, round_name: str, *, from_version: str, to_versio
     decisions = read_round_decisions(paths.decisions)
     ov = read_overrides(overrides) if overrides is not None else None
     result = apply_decisions(store.get(from_version), cases, decisions, round_name=round_name, overrides=ov,
-                             overrides_source=str(overrides) if overrides else "overrides")
+                             overrides_source=str(overrides) if overrides else "overrides",
+                             decisions_source=str(paths.decisions))
     manifest = store.put(
         to_version, result.table, parents=[from_version], producer=producer or f"byu review apply {round_name}",
         changes=result.changes,

@@ -150,3 +150,24 @@ def test_score_cli_czii_and_multi_on_picks(tmp_path):
                                  "--data-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)[0]["tp"] == 1
+
+
+def test_picks_without_spacing_are_angstrom_for_training_and_metrics_alike(tmp_path):
+    import pandas as pd
+
+    from byu.model.data import particles_from_labels
+    from byu.model.train import read_picks_frame
+
+    p = tmp_path / "picks.csv"
+    p.write_text("tomo_id,particle,z,y,x\nTS_1,ribosome,1000,2000,3000\n")
+    picks = read_picks_frame(p)
+    assert picks["voxel_spacing"].tolist() == [1.0]
+    pts = particles_from_labels(picks, ["ribosome"])
+    assert pts["voxel_spacing"].tolist() == [1.0]
+    # a prediction at the same place in Å (voxel 100 at 10 Å) is a hit for the CZII metric
+    pred = pd.DataFrame([{"tomo_id": "TS_1", "particle": "ribosome", "z": 100, "y": 200, "x": 300, "conf": 0.9,
+                          "models": "m", "voxel_spacing": 10.0}])
+    from byu.metrics import score_czii
+
+    result = score_czii(pred, picks)
+    assert result.per_class["ribosome"].tp == 1

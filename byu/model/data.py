@@ -235,8 +235,8 @@ def particles_from_labels(labels: pd.DataFrame, class_names: Sequence[str]) -> p
     """Long particle table ``tomo_id, particle, z, y, x, voxel_spacing`` from a canonical table or picks.
 
     A canonical table (one row per tomogram) gives class ``motor``; a picks table (``tomo_id, particle, z, y,
-    x[, voxel_spacing]``) keeps its classes (without ``voxel_spacing`` the tomogram's original spacing is used
-    later). Every particle's class must be one of ``class_names``.
+    x[, voxel_spacing]``) keeps its classes (without ``voxel_spacing`` the coordinates are Å: spacing 1.0, as the
+    metrics read them). Every particle's class must be one of ``class_names``.
     """
     from byu.labels.table import motor_points
 
@@ -245,7 +245,7 @@ def particles_from_labels(labels: pd.DataFrame, class_names: Sequence[str]) -> p
     else:
         pts = labels.copy()
         if "voxel_spacing" not in pts.columns:
-            pts["voxel_spacing"] = np.nan
+            pts["voxel_spacing"] = 1.0
     pts = pts.loc[:, ["tomo_id", "particle", "z", "y", "x", "voxel_spacing"]].reset_index(drop=True)
     unknown = sorted(set(pts["particle"]) - set(class_names))
     if unknown:

@@ -54,7 +54,8 @@ class LabelSource:
 def read_picks_frame(path: str | Path) -> pd.DataFrame:
     """A multi-class picks CSV (``tomo_id,particle,z,y,x[,conf]``) plus its optional ``voxel_spacing`` column.
 
-    Without that column the coordinates are taken to be in each tomogram's original frame.
+    Without that column the coordinates are in Å (the CZII convention), i.e. ``voxel_spacing`` 1.0: the metrics and
+    training then read the same file the same way.
     """
     from byu.labels.formats import _read_raw, read_picks
 
@@ -68,6 +69,8 @@ def read_picks_frame(path: str | Path) -> pd.DataFrame:
             raise InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[bad[0]]!r}",
                              file=path, row=int(bad[0]) + 2, field="voxel_spacing")
         table["voxel_spacing"] = spacing
+    else:
+        table["voxel_spacing"] = 1.0
     return table
 
 

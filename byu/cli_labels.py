@@ -56,6 +56,7 @@ def diff_cmd(
     b: Annotated[str, typer.Argument(help="new: version name or CSV path")],
     radius: Annotated[float, typer.Option(help="match radius in Å; farther is remove + add")] = 1000.0,
     csv: Annotated[bool, typer.Option("--csv", help="print every change as CSV instead of a table")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="also draw the changes per tomogram to this PNG")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Added / removed / moved motors per tomogram between two tables."""
@@ -63,6 +64,10 @@ def diff_cmd(
     old, _ = store.resolve(a)
     new, _ = store.resolve(b)
     changes = diff_tables(old, new, radius_A=radius, source=f"diff {a} {b}")
+    if plot is not None:
+        from byu.plots import plot_label_diff
+
+        plot_label_diff(changes, title=f"{a} → {b}", out=plot)
     if csv:
         typer.echo(changes.to_csv(index=False, lineterminator="\n"), nl=False)
         return
@@ -78,6 +83,7 @@ def split_cmd(
     carry: Annotated[Optional[Path], typer.Option(help="previous split JSON to carry forward")] = None,
     max_val_motors: Annotated[int, typer.Option(help="val tomograms with more motors move to train")] = 1,
     assign_new: Annotated[bool, typer.Option(help="with --carry: spread new tomograms over folds")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="also draw the split balance to this PNG")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Write a fresh (--folds K --seed S) or carried-forward (--carry PREV.json) CV split."""
@@ -89,6 +95,10 @@ def split_cmd(
     else:
         raise typer.BadParameter("give --folds K (fresh split) or --carry PREV.json")
     write_split(split, out)
+    if plot is not None:
+        from byu.plots import plot_split_balance
+
+        plot_split_balance(df, split, title=out.name, out=plot)
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"])
     console.print(f"wrote {out} ({split['num_folds']} folds, train/val: {sizes})")
 

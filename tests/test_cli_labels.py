@@ -57,11 +57,15 @@ def test_convert_combine_diff_split_list_show(tmp_path):
     assert lines[0].startswith("tomo_id,action")
     actions = sorted(line.split(",")[1] for line in lines[1:])
     assert actions == ["add", "move", "remove", "remove_tomo"]
-    table = byu("labels", "diff", "gt", str(tmp_path / "v2.csv"), data=data).stdout
+    table = byu("labels", "diff", "gt", str(tmp_path / "v2.csv"), "--plot", str(tmp_path / "diff.png"),
+                data=data).stdout
+    assert (tmp_path / "diff.png").read_bytes()[:4] == b"\x89PNG"
     assert "tomo_x" in table and "moved" in table
 
     split_path = tmp_path / "skf2_rd42.json"
-    byu("labels", "split", "gt", "--folds", "2", "--seed", "42", "--out", str(split_path), data=data)
+    byu("labels", "split", "gt", "--folds", "2", "--seed", "42", "--out", str(split_path),
+        "--plot", str(tmp_path / "split.png"), data=data)
+    assert (tmp_path / "split.png").read_bytes()[:4] == b"\x89PNG"
     split = json.loads(split_path.read_text())
     assert split["num_folds"] == 2
     carried = tmp_path / "carry.json"

@@ -1,9 +1,11 @@
 """Heatmap -> particle positions: 3-D non-maximum suppression, threshold, back to the original voxel frame.
 
-Peaks are local maxima of a max-pool over a cube of the NMS radius (separable: three 1-D max-pools), kept when
-their value is at least the threshold; peaks closer than the NMS radius to a stronger one are then dropped (the
-cube's corners), and each survivor is refined to sub-voxel precision by a parabola through the log values of its
-neighbours along each axis (exact for a Gaussian peak).
+Peaks are local maxima of a max-pool over a cube of half-width ``ceil(r)`` around each voxel (separable: three
+1-D max-pools), kept when their value is at least the threshold. The cube suppresses a weaker peak up to
+``sqrt(3) * r`` away along a diagonal (its corners), so the effective NMS region is that cube, not a sphere of
+radius ``r``; the greedy pass that follows only settles plateaus (equal maxima closer than ``r``). Each survivor
+is refined to sub-voxel precision by a parabola through the log values of its neighbours along each axis (exact
+for a Gaussian peak).
 
 The predictions table (``data/predictions/<run>.csv``) has the columns ``PREDICTION_COLUMNS``: coordinates in
 the tomogram's ORIGINAL voxel frame, whose spacing is the ``voxel_spacing`` column.

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from byu.labels.diff import motor_changes
+
 
 def _near(motors_A: np.ndarray, p_A: np.ndarray, radius: float) -> bool:
     return bool(len(motors_A)) and float(np.linalg.norm(motors_A - p_A, axis=1).min()) <= radius
@@ -43,7 +45,7 @@ def planted_errors_fixed(errors: pd.DataFrame, refined: pd.DataFrame, *, radius_
 
 def changes_without_decision(changes: pd.DataFrame) -> int:
     """Label changes (add/remove/move) that no review case or override accounts for."""
-    motor = changes[changes["action"].isin(["add", "remove", "move"])]
+    motor = motor_changes(changes)
     case = motor["case_id"].map(lambda v: isinstance(v, str) and bool(v.strip()) and v != "nan")
     override = motor["source"].astype(str).str.startswith("override:")
     return int((~case & ~override).sum())

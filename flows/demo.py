@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from byu.atomic import write_json
+from byu.labels.diff import motor_changes
 from byu.labels.formats import read_labels
 from byu.labels.splits import fresh_split, write_split
 from byu.labels.store import LabelStore
@@ -62,7 +63,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     errors = pd.read_csv(root.root / "synth" / "planted_errors.csv")
     fixed = planted_errors_fixed(errors, store.get("gt_v2"))
     changes = store.changes("gt_v2")
-    label_changes = int(changes["action"].isin(["add", "remove", "move"]).sum())
+    label_changes = len(motor_changes(changes))
     cases = pd.read_csv(root.review / "round1" / "cases.csv")
     decisions = pd.read_csv(root.review / "round1" / "decisions.csv")
     report = {

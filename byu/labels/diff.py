@@ -14,6 +14,12 @@ CHANGE_COLUMNS = [
 ]
 ACTIONS = ("add", "remove", "move", "keep", "add_tomo", "remove_tomo")
 DEFAULT_RADIUS_A = 1000.0
+MOTOR_ACTIONS = ("add", "remove", "move")  # changes to the motor list; keep/add_tomo/remove_tomo are not
+
+
+def motor_changes(changes: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a changes table that add, remove or move a motor."""
+    return changes[changes["action"].isin(MOTOR_ACTIONS)]
 
 
 def change_row(tomo_id: str, action: str, old=None, new=None, *, source: str = "", case_id: str = "",
@@ -65,7 +71,7 @@ def diff_tables(old: pd.DataFrame, new: pd.DataFrame, *, radius_A: float = DEFAU
 
 def diff_summary(changes: pd.DataFrame) -> pd.DataFrame:
     """Per tomogram counts of added / removed / moved motors (only tomograms with a change)."""
-    motor = changes[changes["action"].isin(["add", "remove", "move"])]
+    motor = motor_changes(changes)
     if motor.empty:
         return pd.DataFrame(columns=["tomo_id", "added", "removed", "moved"])
     table = pd.crosstab(motor["tomo_id"], motor["action"])

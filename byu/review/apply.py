@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from byu.errors import InputError, InputErrors
-from byu.labels.diff import change_row, changes_frame
+from byu.labels.diff import change_row, changes_frame, motor_changes
 from byu.labels.table import make_table, normalize
 from byu.review.match import case_candidates
 from byu.review.tags import KEEP, NONE, UNSURE, is_candidate, split_tags, tag_problems
@@ -37,7 +37,7 @@ class ApplyResult:
 
     @property
     def label_changes(self) -> int:
-        return int(self.changes["action"].isin(["add", "remove", "move"]).sum())
+        return len(motor_changes(self.changes))
 
 
 def _nearest(motors: list[list[float]], zyx, tol: float = 1e-3) -> int | None:

@@ -104,8 +104,13 @@ def find_cases(labels: pd.DataFrame, predictions: pd.DataFrame, *, label_version
     return pd.DataFrame(raw_cases, columns=CASE_COLUMNS)
 
 
+def cases_csv_bytes(cases: pd.DataFrame) -> bytes:
+    """The bytes of ``cases.csv`` for a cases table (columns in contract order)."""
+    return cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
 def write_cases(cases: pd.DataFrame, path: str | Path) -> Path:
-    write_bytes(path, cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    write_bytes(path, cases_csv_bytes(cases))
     return Path(path)
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from byu.atomic import sha256_bytes, write_bytes
+from byu.atomic import write_bytes
 from byu.errors import InputError
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
 from byu.review.apply import ApplyResult, apply_decisions, read_overrides
 from byu.predictions import read_predictions
-from byu.review.match import CASE_COLUMNS, find_cases, read_cases
+from byu.review.match import cases_csv_bytes, find_cases, read_cases
 from byu.review.decisions import read_decisions
 
 
@@ -79,9 +79,9 @@ def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predicti
                        threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids,
                        confirm_threshold=confirm_threshold)
     paths = round_paths(root, round_name)
-    data = cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
+    data = cases_csv_bytes(cases)
     if paths.cases.exists():
-        if sha256_bytes(paths.cases.read_bytes()) != sha256_bytes(data):
+        if paths.cases.read_bytes() != data:
             raise InputError(f"round {round_name!r} already has different cases; use a new round name",
                              file=paths.cases)
         return read_cases(paths.cases)

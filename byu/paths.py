@@ -10,6 +10,7 @@ from pathlib import Path
 from byu.errors import InputError
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_ID_LENGTH = 200
 
 
 def check_id(value: object, *, what: str = "tomo_id", file: str | Path | None = None,
@@ -17,10 +18,11 @@ def check_id(value: object, *, what: str = "tomo_id", file: str | Path | None = 
     """Return ``value`` as a safe path component or raise an InputError naming where it came from."""
     if not isinstance(value, str) or not value:
         raise InputError(f"{what} must be a non-empty string, got {value!r}", file=file, row=row, field=what)
-    if value in {".", ".."} or not SAFE_ID.match(value):
+    if value in {".", ".."} or not SAFE_ID.match(value) or len(value) > MAX_ID_LENGTH:
+        shown = value if len(value) <= 60 else value[:57] + "..."
         raise InputError(
-            f"{what} {value!r} is not allowed: use letters, digits, '.', '_' or '-' (no '/', not '.' or '..')",
-            file=file, row=row, field=what,
+            f"{what} {shown!r} is not allowed: use 1-{MAX_ID_LENGTH} letters, digits, '.', '_' or '-' "
+            "(no '/', not '.' or '..')", file=file, row=row, field=what,
         )
     return value
 

@@ -102,7 +102,7 @@ def test_unknown_columns_and_unreadable_files(tmp_path):
         read_labels(tmp_path / "missing.csv")
     with pytest.raises(InputError, match="readable CSV"):
         read_labels(write(tmp_path, ""))
-    with pytest.raises(InputError, match="read_picks"):
+    with pytest.raises(InputError, match="picks table"):
         read_labels(write(tmp_path, "tomo_id,particle,z,y,x\nt,ribosome,1,2,3\n"))
 
 

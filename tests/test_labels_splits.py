@@ -81,7 +81,7 @@ def test_split_io_and_errors(tmp_path):
     df = cohort(12)
     p = write_split(fresh_split(df, folds=3, seed=0), tmp_path / "cv" / "skf3_rd0.json")
     assert read_split(p)["num_folds"] == 3
-    with pytest.raises(InputError, match="at least 2"):
+    with pytest.raises(InputError, match="from 2 to"):
         fresh_split(df, folds=1, seed=0)
     few = make_table([(f"t{i}", (10, 10, 10), 10.0, [[1.0, 1.0, 1.0]] * (i % 3)) for i in range(6)])
     with pytest.raises(InputError, match="cannot stratify 3 folds"):

@@ -1,13 +1,18 @@
-"""Read every label form we accept; write only the canonical one.
+"""Every label form byu reads and writes: import and export views of a label version.
 
-Forms (see DESIGN.md):
-- canonical: ``tomo_id,Z,Y,X,voxel_spacing,num_motors,motor_z,motor_y,motor_x,motor_zyx``
-- wide: canonical plus Å-scaled copies (``ori_num_motors, ZA, ... motor_zyxA``), ignored on read
+Forms:
+- canonical motor form (the reference's ``gt*.csv``): ``tomo_id,Z,Y,X,voxel_spacing,num_motors,motor_z,motor_y,
+  motor_x,motor_zyx``, one row per tomogram; written byte-exactly as the reference does;
+- wide: canonical plus Å-scaled copies (``ori_num_motors, ZA, ... motor_zyxA``), ignored on read;
 - competition points: ``row_id,tomo_id,Motor axis 0..2,Array shape (axis 0..2),Voxel spacing,Number of motors``,
-  one row per motor (a tomogram without motors has one row with -1 coordinates)
-- multi-class picks (long): ``tomo_id,particle,z,y,x[,conf]``
+  one row per motor (a tomogram without motors has one row with -1 coordinates);
+- picks: ``tomo_id,particle,z,y,x,voxel_spacing`` (any class; without ``voxel_spacing`` the coordinates are Å,
+  the CZII convention; an optional ``conf`` column is read by :func:`read_picks`).
 
-Line numbers in errors are lines of the file (the header is line 1).
+A version's own files are ``NAME.tomograms.csv`` + ``NAME.picks.csv`` (:func:`picks_bytes`,
+:func:`tomograms_bytes`); ``NAME.csv`` is the canonical form for a motor version, the picks form otherwise
+(:func:`labelset_view_bytes`). Line numbers in errors are lines of the file (the header is line 1; blank lines
+count).
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from typing import Any
 
 import pandas as pd
 
+import numpy as np
+
 from byu.atomic import write_bytes
 from byu.errors import InputError, InputErrors
-from byu.labels.table import CANONICAL_COLUMNS, NO_MOTOR, PICK_COLUMNS, make_row, normalize, validate_labels
+from byu.labels.classes import ClassRegistry, ParticleClass
+from byu.labels.model import (
+    PROVENANCE_COLUMNS,
+    STORED_PICK_COLUMNS,
+    TOMOGRAM_COLUMNS,
+    LabelSet,
+)
+from byu.labels.table import CANONICAL_COLUMNS, NO_MOTOR, PICK_COLUMNS, make_row, make_table, normalize, validate_labels
 from byu.paths import check_id
 
 COMPETITION_COLUMNS = [
@@ -31,20 +45,31 @@ COMPETITION_COLUMNS = [
     "Array shape (axis 0)", "Array shape (axis 1)", "Array shape (axis 2)", "Voxel spacing",
 ]
 MAX_LABEL_BYTES = 256 << 20
+EXPORT_PICK_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "voxel_spacing"]
+FORMS = ("picks", "canonical", "competition")
+LINE = "__line__"
 
 
 def _read_raw(path: str | Path) -> pd.DataFrame:
+    """All cells as text, blank lines dropped, and the file line of every row in column ``__line__``."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", file=path)
+    if path.is_dir():
+        raise InputError("is a directory, not a CSV file", file=path)
     if path.stat().st_size > MAX_LABEL_BYTES:
         raise InputError(f"file is larger than {MAX_LABEL_BYTES >> 20} MiB; refusing to read it", file=path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"not a readable CSV: {exc}", file=path) from exc
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise InputError(f"not a readable CSV: {type(exc).__name__}: {str(exc)[:200]}", file=path) from None
     df.columns = [str(c).strip() for c in df.columns]
-    return df
+    if LINE in df.columns:
+        raise InputError(f"column name {LINE!r} is reserved", file=path)
+    df[LINE] = np.arange(2, len(df) + 2)
+    cells = df.drop(columns=[LINE])
+    blank = (cells == "").all(axis=1) if len(cells.columns) else pd.Series(True, index=df.index)
+    return df[~blank].reset_index(drop=True)
 
 
 def detect_form(columns: list[str]) -> str:
@@ -90,8 +115,8 @@ def _parse_zyx(text: str, *, file: Path, line: int, errs: list[InputError]) -> A
 def _from_canonical(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     errs: list[InputError] = []
     rows = []
-    for i, r in enumerate(raw.to_dict("records")):
-        line = i + 2
+    lines = raw[LINE].tolist()
+    for r, line in zip(raw.to_dict("records"), lines):
         row: dict[str, Any] = {"tomo_id": r["tomo_id"]}
         for c in ("Z", "Y", "X", "voxel_spacing", "num_motors", "motor_z", "motor_y", "motor_x"):
             row[c] = _num(r[c], field=c, file=path, line=line, errs=errs)
@@ -100,42 +125,79 @@ def _from_canonical(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     if errs:
         raise InputErrors(errs)
     df = pd.DataFrame(rows, columns=CANONICAL_COLUMNS)
-    return validate_labels(df, source=path, line_of=[i + 2 for i in range(len(df))])
+    return validate_labels(df, source=path, line_of=lines)
 
 
 def _from_competition(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     errs: list[InputError] = []
     order: list[str] = []
     info: dict[str, dict[str, Any]] = {}
-    for i, r in enumerate(raw.to_dict("records")):
-        line = i + 2
+    has_count = "Number of motors" in raw.columns
+    for r in raw.to_dict("records"):
+        line = int(r[LINE])
         tid = r["tomo_id"]
         try:
             check_id(tid, file=path, row=line)
         except InputError as e:
             errs.append(e)
             continue
-        shape = tuple(_num(r[f"Array shape (axis {a})"], field=f"Array shape (axis {a})", file=path, line=line,
-                           errs=errs) for a in range(3))
+        shape = []
+        for a in range(3):
+            field = f"Array shape (axis {a})"
+            v = _num(r[field], field=field, file=path, line=line, errs=errs)
+            if math.isfinite(v) and (v != int(v) or v < 1 or v > 1e6):
+                errs.append(InputError(f"shape must be a whole number from 1 to 1000000, got {r[field]!r}",
+                                       file=path, row=line, field=field))
+            shape.append(v)
+        shape_t = tuple(shape)
         spacing = _num(r["Voxel spacing"], field="Voxel spacing", file=path, line=line, errs=errs)
         zyx = [_num(r[f"Motor axis {a}"], field=f"Motor axis {a}", file=path, line=line, errs=errs) for a in range(3)]
+        count = _num(r["Number of motors"], field="Number of motors", file=path, line=line, errs=errs) \
+            if has_count else None
         if tid not in info:
             order.append(tid)
-            info[tid] = {"shape": shape, "spacing": spacing, "motors": [], "line": line}
-        elif (info[tid]["shape"], info[tid]["spacing"]) != (shape, spacing):
+            info[tid] = {"shape": shape_t, "spacing": spacing, "motors": [], "line": line, "empty_line": None,
+                         "count": count, "count_line": line}
+        elif (info[tid]["shape"], info[tid]["spacing"]) != (shape_t, spacing):
             errs.append(InputError(f"shape/spacing differ from line {info[tid]['line']} of the same tomogram",
                                    file=path, row=line, field="Array shape (axis 0)"))
+        elif has_count and count != info[tid]["count"] and not (math.isnan(count) and math.isnan(info[tid]["count"])):
+            errs.append(InputError(f"'Number of motors' is {r['Number of motors']!r} here but "
+                                   f"{info[tid]['count']:g} on line {info[tid]['count_line']} of the same tomogram",
+                                   file=path, row=line, field="Number of motors"))
+        t = info[tid]
         if all(v == NO_MOTOR for v in zyx):
+            if t["motors"] or t["empty_line"] is not None:
+                errs.append(InputError("a -1 (no motor) row for a tomogram that has other rows (lines "
+                                       f"{t['line']}..{line})", file=path, row=line, field="Motor axis 0"))
+            t["empty_line"] = line
             continue
         if any(v == NO_MOTOR for v in zyx):
             errs.append(InputError(f"partial no-motor marker {zyx}: use -1 for all three axes or none",
                                    file=path, row=line, field="Motor axis 0"))
             continue
-        info[tid]["motors"].append(zyx)
+        if t["empty_line"] is not None:
+            errs.append(InputError(f"a motor row for a tomogram marked as having no motor on line "
+                                   f"{t['empty_line']}", file=path, row=line, field="Motor axis 0"))
+            continue
+        if zyx in [m for m, _ in t["motors"]]:
+            first = next(ln for m, ln in t["motors"] if m == zyx)
+            errs.append(InputError(f"duplicate motor {zyx} (also on line {first})", file=path, row=line,
+                                   field="Motor axis 0"))
+            continue
+        t["motors"].append((zyx, line))
+    if has_count:
+        for tid in order:
+            t = info[tid]
+            c = t["count"]
+            if c is not None and math.isfinite(c) and int(c) != len(t["motors"]) and not errs:
+                errs.append(InputError(f"'Number of motors' says {c:g} but the file lists {len(t['motors'])} "
+                                       f"motor row(s) for {tid!r}", file=path, row=t["count_line"],
+                                       field="Number of motors"))
     if errs:
         raise InputErrors(errs)
-    rows = [make_row(t, [int(v) if math.isfinite(v) else 0 for v in info[t]["shape"]], info[t]["spacing"],
-                     info[t]["motors"]) for t in order]
+    rows = [make_row(t, [int(v) for v in info[t]["shape"]], info[t]["spacing"], [m for m, _ in info[t]["motors"]])
+            for t in order]
     df = pd.DataFrame(rows, columns=CANONICAL_COLUMNS)
     return validate_labels(df, source=path, line_of=[info[t]["line"] for t in order])
 
@@ -147,16 +209,17 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     raw = _read_raw(path)
-    form = detect_form(list(raw.columns))
+    form = detect_form([c for c in raw.columns if c != LINE])
     if form in ("canonical", "wide"):
         return _from_canonical(raw, path)
     if form == "competition":
         return _from_competition(raw, path)
     if form == "picks":
-        raise InputError("this is a multi-class picks table (tomo_id,particle,z,y,x); read it with read_picks",
-                         file=path)
-    raise InputError(f"unrecognised label columns {list(raw.columns)}; expected the canonical, wide or "
-                     f"competition form (see DESIGN.md)", file=path)
+        raise InputError("this is a picks table (tomo_id,particle,z,y,x): it holds classes other than motors "
+                         "or no tomogram shapes; import it as a version (byu labels convert), not as a "
+                         "canonical motor table", file=path)
+    raise InputError(f"unrecognised label columns {[c for c in raw.columns if c != LINE]}; expected the "
+                     "canonical, wide, competition or picks form", file=path)
 
 
 def _format_zyx(motors: list[list[float]]) -> str:
@@ -187,8 +250,8 @@ def read_picks(path: str | Path) -> pd.DataFrame:
     has_conf = "conf" in raw.columns
     errs: list[InputError] = []
     rows = []
-    for i, r in enumerate(raw.to_dict("records")):
-        line = i + 2
+    for r in raw.to_dict("records"):
+        line = int(r[LINE])
         try:
             check_id(r["tomo_id"], file=path, row=line)
         except InputError as e:
@@ -218,3 +281,185 @@ def write_picks(df: pd.DataFrame, path: str | Path) -> Path:
     df.loc[:, cols].to_csv(buf, index=False, lineterminator="\n")
     write_bytes(path, buf.getvalue().encode("utf-8"))
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# views of a version
+
+
+def _frame_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+def to_canonical(labels: LabelSet, *, source: str | Path | None = None) -> pd.DataFrame:
+    """The canonical motor table of a motor version (InputError naming the other classes otherwise)."""
+    others = sorted(set(labels.class_names) - {"motor"})
+    if others:
+        raise InputError(f"holds classes {others}: the canonical and competition forms hold only motors; "
+                         "export it in the picks form", file=source, field="particle")
+    motors: dict[str, list[list[float]]] = {t: [] for t in labels.tomograms["tomo_id"]}
+    p = labels.picks
+    for tid, z, y, x in zip(p["tomo_id"], p["z"], p["y"], p["x"]):
+        motors[tid].append([float(z), float(y), float(x)])
+    return make_table([(r.tomo_id, (r.Z, r.Y, r.X), r.voxel_spacing, motors[r.tomo_id])
+                       for r in labels.tomograms.itertuples(index=False)])
+
+
+def picks_export_frame(labels: LabelSet) -> pd.DataFrame:
+    """The picks form ``tomo_id,particle,z,y,x,voxel_spacing`` (each pick in its tomogram's frame)."""
+    out = labels.picks.loc[:, ["tomo_id", "particle", "z", "y", "x"]].copy()
+    out["voxel_spacing"] = out["tomo_id"].map(labels.spacing_of()).astype(float)
+    return out.reset_index(drop=True)
+
+
+def competition_frame(labels: LabelSet) -> pd.DataFrame:
+    """The competition point form of a motor version (a tomogram without motors: one row of -1)."""
+    table = to_canonical(labels)
+    rows = []
+    for r in table.itertuples(index=False):
+        for m in (r.motor_zyx or [[NO_MOTOR] * 3]):
+            rows.append({"tomo_id": r.tomo_id, "Motor axis 0": m[0], "Motor axis 1": m[1], "Motor axis 2": m[2],
+                         "Array shape (axis 0)": r.Z, "Array shape (axis 1)": r.Y, "Array shape (axis 2)": r.X,
+                         "Voxel spacing": r.voxel_spacing, "Number of motors": r.num_motors})
+    out = pd.DataFrame(rows, columns=[*COMPETITION_COLUMNS, "Number of motors"])
+    out.insert(0, "row_id", range(len(out)))
+    return out
+
+
+def export_frame(labels: LabelSet, form: str) -> pd.DataFrame:
+    """A version in one of ``FORMS`` (picks, canonical, competition) as a table."""
+    if form == "picks":
+        return picks_export_frame(labels)
+    if form == "canonical":
+        out = normalize(to_canonical(labels))
+        out["motor_zyx"] = out["motor_zyx"].map(_format_zyx)
+        return out
+    if form == "competition":
+        return competition_frame(labels)
+    raise InputError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}", field="form")
+
+
+def export_bytes(labels: LabelSet, form: str) -> bytes:
+    if form == "canonical":
+        return to_csv_bytes(to_canonical(labels))
+    return _frame_bytes(export_frame(labels, form))
+
+
+def labelset_view_bytes(labels: LabelSet) -> tuple[bytes, str]:
+    """``NAME.csv`` of a version and its form: canonical for a motor version, picks otherwise."""
+    if labels.is_motor_only:
+        return export_bytes(labels, "canonical"), "canonical"
+    return export_bytes(labels, "picks"), "picks"
+
+
+def picks_bytes(labels: LabelSet) -> bytes:
+    """``NAME.picks.csv``: the picks with their provenance (spreadsheet-safe text)."""
+    from byu.textsafe import safe_columns
+
+    return _frame_bytes(safe_columns(labels.picks.loc[:, STORED_PICK_COLUMNS], PROVENANCE_COLUMNS))
+
+
+def tomograms_bytes(labels: LabelSet) -> bytes:
+    """``NAME.tomograms.csv``."""
+    return _frame_bytes(labels.tomograms.loc[:, TOMOGRAM_COLUMNS])
+
+
+def read_stored_labelset(tomograms_path: Path, picks_path: Path, classes: list[ParticleClass]) -> LabelSet:
+    """A stored version's content from its own files (already verified against the manifest)."""
+    tomos = pd.read_csv(tomograms_path, dtype={"tomo_id": str}, keep_default_na=False)
+    picks = pd.read_csv(picks_path, dtype={c: str for c in ("tomo_id", "particle", *PROVENANCE_COLUMNS)},
+                        keep_default_na=False)
+    return LabelSet.build(tomos, picks, classes, source=picks_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# any form -> a version
+
+
+def _frames_from(tomograms: pd.DataFrame | str | Path | None, data_root: Any, tomo_ids: list[str],
+                 source: Path) -> pd.DataFrame:
+    """Tomogram frames for a picks file: a tomograms table/file, else the stored tomograms' original frames."""
+    if tomograms is not None:
+        if isinstance(tomograms, pd.DataFrame):
+            return tomograms
+        raw = _read_raw(tomograms)
+        missing = [c for c in TOMOGRAM_COLUMNS if c not in raw.columns]
+        if missing:
+            raise InputError(f"missing column(s) {missing}; expected {TOMOGRAM_COLUMNS}", file=tomograms)
+        return raw
+    from byu.tomo.io import META_NAME, read_meta
+
+    rows, missing = [], []
+    for tid in tomo_ids:
+        d = data_root.tomograms / tid if data_root is not None else None
+        if d is None or not (d / META_NAME).exists():
+            missing.append(tid)
+            continue
+        meta = read_meta(d)
+        rows.append({"tomo_id": tid, "Z": meta.original_shape[0], "Y": meta.original_shape[1],
+                     "X": meta.original_shape[2], "voxel_spacing": meta.original_spacing})
+    if missing:
+        where = f"under {data_root.tomograms}" if data_root is not None else "(no data root given)"
+        raise InputError(f"the picks form has no tomogram shapes and {len(missing)} tomogram(s) are not stored "
+                         f"{where}: {', '.join(missing[:10])}; give a tomograms table (tomo_id,Z,Y,X,voxel_spacing)",
+                         file=source, field="tomo_id")
+    return pd.DataFrame(rows, columns=TOMOGRAM_COLUMNS)
+
+
+def read_version_file(path: str | Path, *, tomograms: pd.DataFrame | str | Path | None = None,
+                      data_root: Any = None, registry: ClassRegistry | None = None,
+                      classes: list[ParticleClass] | None = None) -> LabelSet:
+    """A label version from a file in any form (canonical, wide, competition or picks).
+
+    The picks form carries no tomogram shapes: they come from ``tomograms`` (a table or a CSV
+    ``tomo_id,Z,Y,X,voxel_spacing``), else from the data root's stored tomograms (their original frames). Picks are
+    converted into those frames through Å (a ``voxel_spacing`` column gives their own spacing; without it they are
+    Å). Classes come from ``classes``, else the picks' class names looked up in ``registry`` (built-ins by default).
+    """
+    path = Path(path)
+    raw = _read_raw(path)
+    form = detect_form([c for c in raw.columns if c != LINE])
+    if form != "picks":
+        return LabelSet.from_canonical(read_labels(path), source=path)
+    registry = registry or ClassRegistry()
+    errs: list[InputError] = []
+    lines = raw[LINE].to_numpy()
+    ids = raw["tomo_id"].astype(str).str.strip()
+    for i in np.flatnonzero((ids == "").to_numpy()):
+        errs.append(InputError("empty tomo_id", file=path, row=int(lines[i]), field="tomo_id"))
+    frames = _frames_from(tomograms, data_root, list(dict.fromkeys(t for t in ids if t)), path)
+    frames_checked = LabelSet.build(frames, None, [], source=tomograms if isinstance(tomograms, (str, Path))
+                                    else path).tomograms
+    spacing_by = dict(zip(frames_checked["tomo_id"], frames_checked["voxel_spacing"]))
+    own = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float) \
+        if "voxel_spacing" in raw.columns else np.ones(len(raw))
+    for i in np.flatnonzero(~np.isfinite(own) | (own <= 0)):
+        errs.append(InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[i]!r}",
+                               file=path, row=int(lines[i]), field="voxel_spacing"))
+    if errs:
+        raise InputErrors(errs)
+    target = ids.map(spacing_by).to_numpy(dtype=float)
+    factor = np.where(np.isfinite(target), own / np.where(np.isfinite(target), target, 1.0), 1.0)
+    picks = pd.DataFrame({"tomo_id": ids.to_numpy(dtype=object), "particle": raw["particle"].astype(str).str.strip()})
+    for c in ("z", "y", "x"):
+        v = pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=float)
+        picks[c] = np.where(np.isfinite(v), v * factor, raw[c].to_numpy(dtype=object))
+    for c in PROVENANCE_COLUMNS:
+        if c in raw.columns:
+            picks[c] = raw[c].astype(str)
+    if classes is None:
+        names = list(dict.fromkeys(n for n in picks["particle"] if n))
+        unknown = [n for n in names if n not in registry]
+        if unknown:
+            raise InputError(f"unknown particle class(es) {unknown}; known: {', '.join(registry)} (describe "
+                             "others in a classes file: --classes-file)", file=path, field="particle")
+        classes = [registry[n] for n in names] or [registry["motor"]]
+    return LabelSet.build(frames_checked, picks, classes, source=path, pick_lines=lines)
+
+
+def write_export(labels: LabelSet, form: str, out: str | Path) -> Path:
+    """Write a version in ``form`` to ``out`` (atomically)."""
+    write_bytes(out, export_bytes(labels, form))
+    return Path(out)

@@ -1,27 +1,62 @@
-"""The versioned label store: ``labels/<version>.csv`` + ``.manifest.json`` + ``.changes.csv``.
+"""The versioned label store: immutable, atomic, audited label versions in one directory (``<data>/labels``).
 
-A version is committed when its manifest exists (written last). Versions are immutable: putting an existing
-name again is accepted only when the table is byte-identical (then nothing is rewritten); every file is
-written atomically, so a crash leaves either no version or a whole one, and never touches other versions.
+A version ``NAME`` is these files:
+
+- ``NAME.tomograms.csv`` and ``NAME.picks.csv``: its content (:class:`~byu.labels.model.LabelSet`);
+- ``NAME.csv``: the view downstream training reads: the canonical motor form (byte-exact as the reference's
+  ``gt*.csv``) for a motor version, the picks form ``tomo_id,particle,z,y,x,voxel_spacing`` otherwise;
+- ``NAME.changes.csv``: the audit trail against its first parent (one row per change, with case, reviewer, ...);
+- ``NAME.manifest.json``: parents, producer, classes, counts, the sha256 of every file; written last: a version
+  exists once its manifest does.
+
+Writing is serialized per version by an advisory lock (``.NAME.lock``, released by the kernel even when a writer
+is killed), every file goes through temp + fsync + rename, and the manifest is committed with an exclusive
+link, so of two writers racing for a new name exactly one wins and the other gets :class:`VersionExistsError`
+(or a no-op when it would have stored the same). Re-putting a version is a no-op only when tables, changes,
+parents, producer, classes and extras are all identical (the timestamp aside); anything else is refused.
+
+New version names are 1-100 letters, digits, ``_`` or ``-`` (no ``.``), so no version's files can be another
+version's. Versions written before the picks model (``NAME.csv`` + manifest only) are read as motor versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import io
+import errno
+import fcntl
 import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from byu import __version__
-from byu.atomic import sha256_bytes, sha256_file, write_bytes, write_json
+from byu.atomic import _fsync_dir, sha256_bytes, sha256_file, write_bytes
 from byu.errors import InputError, NotFoundError, VersionExistsError
-from byu.labels.diff import CHANGE_COLUMNS, diff_tables
-from byu.labels.formats import read_labels, to_csv_bytes
+from byu.labels.classes import MOTOR, ParticleClass
+from byu.labels.diff import CHANGE_COLUMNS, changes_csv_bytes, diff_labels, read_changes
+from byu.labels.formats import labelset_view_bytes, picks_bytes, read_stored_labelset, tomograms_bytes
+from byu.labels.model import LabelSet
 from byu.paths import check_id
+
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+SUFFIXES = (".csv", ".picks.csv", ".tomograms.csv", ".changes.csv", ".manifest.json")
+
+
+def check_version_name(name: object) -> str:
+    """A name for a NEW version: 1-100 letters, digits, ``_`` or ``-``, starting with a letter or digit."""
+    if not isinstance(name, str) or not VERSION_NAME.match(name):
+        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
+        raise InputError(f"version name {shown!r} is not allowed: use 1-100 letters, digits, '_' or '-' "
+                         "(starting with a letter or digit; no '.', no '/')", field="version")
+    return name
 
 
 class Manifest(BaseModel):
@@ -32,18 +67,24 @@ class Manifest(BaseModel):
     created_at: str
     producer: str
     counts: dict[str, int]
-    sha256: str
+    sha256: str = Field(description="sha256 of <name>.csv (the downstream view)")
     changes_sha256: str | None = None
+    classes: list[ParticleClass] = Field(default_factory=lambda: [MOTOR])
+    class_counts: dict[str, int] = Field(default_factory=dict)
+    form: str = Field(default="canonical", description="form of <name>.csv: canonical (motor) or picks")
+    files: dict[str, str] = Field(default_factory=dict, description="sha256 of picks and tomograms files")
     byu_version: str = __version__
     extra: dict[str, Any] = Field(default_factory=dict)
+    _created: bool = PrivateAttr(default=False)
 
+    @property
+    def created(self) -> bool:
+        """True when the put that returned this manifest wrote the version (False: it was already stored)."""
+        return self._created
 
-def table_counts(df: pd.DataFrame) -> dict[str, int]:
-    return {
-        "tomograms": int(len(df)),
-        "motors": int(df["num_motors"].sum()) if len(df) else 0,
-        "tomograms_with_motors": int((df["num_motors"] > 0).sum()) if len(df) else 0,
-    }
+    def identity(self) -> dict[str, Any]:
+        """Everything but the timestamp and byu's version: equal identities mean the same version."""
+        return self.model_dump(mode="json", exclude={"created_at", "byu_version"})
 
 
 class LabelStore:
@@ -52,24 +93,54 @@ class LabelStore:
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
 
-    # paths
+    # ------------------------------------------------------------------------------------------ paths
+    def _base(self, name: str) -> Path:
+        return self.dir / check_id(name, what="version")
+
     def path(self, name: str) -> Path:
-        return self.dir / f"{check_id(name, what='version')}.csv"
+        """``NAME.csv``: the downstream view of the version."""
+        return self._base(name).with_name(f"{name}.csv")
+
+    def picks_path(self, name: str) -> Path:
+        return self._base(name).with_name(f"{name}.picks.csv")
+
+    def tomograms_path(self, name: str) -> Path:
+        return self._base(name).with_name(f"{name}.tomograms.csv")
 
     def manifest_path(self, name: str) -> Path:
-        return self.dir / f"{check_id(name, what='version')}.manifest.json"
+        return self._base(name).with_name(f"{name}.manifest.json")
 
     def changes_path(self, name: str) -> Path:
-        return self.dir / f"{check_id(name, what='version')}.changes.csv"
+        return self._base(name).with_name(f"{name}.changes.csv")
 
-    # queries
+    def files(self, name: str) -> list[Path]:
+        return [self.path(name), self.picks_path(name), self.tomograms_path(name), self.changes_path(name),
+                self.manifest_path(name)]
+
+    def contains(self, path: str | Path) -> bool:
+        """Whether ``path`` lies inside the store directory (outputs must never go there)."""
+        try:
+            Path(path).resolve().relative_to(self.dir.resolve())
+        except ValueError:
+            return False
+        return True
+
+    def refuse_inside(self, path: str | Path, *, option: str = "--out") -> None:
+        """InputError when an output path points into the store (its files belong to versions)."""
+        if self.contains(path):
+            raise InputError(f"{option} points inside the label store {self.dir}; its files belong to stored "
+                             "versions and are never overwritten: write somewhere else (or store a version "
+                             "with --version)", file=path, field=option)
+
+    # ------------------------------------------------------------------------------------------ queries
     def exists(self, name: str) -> bool:
         return self.manifest_path(name).exists()
 
     def names(self) -> list[str]:
         if not self.dir.exists():
             return []
-        return sorted(p.name[: -len(".manifest.json")] for p in self.dir.glob("*.manifest.json"))
+        return sorted(p.name[: -len(".manifest.json")] for p in self.dir.glob("*.manifest.json")
+                      if not p.name.startswith("."))
 
     def _require(self, name: str) -> None:
         if not self.exists(name):
@@ -78,72 +149,178 @@ class LabelStore:
 
     def manifest(self, name: str) -> Manifest:
         self._require(name)
-        return Manifest.model_validate_json(self.manifest_path(name).read_text())
+        path = self.manifest_path(name)
+        try:
+            return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"not a valid version manifest: {type(exc).__name__}", file=path) from None
 
-    def get(self, name: str, *, verify: bool = True) -> pd.DataFrame:
-        """The table of a committed version (checked against its manifest's sha256)."""
+    def _verify(self, path: Path, want: str | None, name: str) -> None:
+        if want is None:
+            return
+        if not path.exists():
+            raise InputError(f"file of version {name!r} is missing", file=path)
+        if sha256_file(path) != want:
+            raise InputError(f"content does not match the manifest sha256 of version {name!r}; the file was "
+                             "changed after it was stored", file=path)
+
+    def get(self, name: str, *, verify: bool = True) -> LabelSet:
+        """The content of a committed version (every file checked against its manifest's sha256)."""
         m = self.manifest(name)
-        path = self.path(name)
-        if verify and sha256_file(path) != m.sha256:
-            raise InputError(f"content does not match the manifest sha256 of version {name!r}; "
-                             "the file was changed after it was stored", file=path)
-        return read_labels(path)
+        if verify:
+            self._verify(self.path(name), m.sha256, name)
+        if not m.files:  # a version written before the picks model: the canonical file is all there is
+            from byu.labels.formats import read_labels
+
+            return LabelSet.from_canonical(read_labels(self.path(name)), source=self.path(name))
+        if verify:
+            self._verify(self.picks_path(name), m.files.get("picks"), name)
+            self._verify(self.tomograms_path(name), m.files.get("tomograms"), name)
+        return read_stored_labelset(self.tomograms_path(name), self.picks_path(name), m.classes)
+
+    def get_table(self, name: str) -> pd.DataFrame:
+        """The canonical motor table of a motor version (InputError for other classes)."""
+        from byu.labels.formats import to_canonical
+
+        return to_canonical(self.get(name), source=name)
 
     def changes(self, name: str) -> pd.DataFrame:
-        self._require(name)
+        """The version's audit trail (checked against ``changes_sha256``)."""
+        m = self.manifest(name)
         p = self.changes_path(name)
         if not p.exists():
+            if m.changes_sha256 is not None:
+                raise InputError(f"changes file of version {name!r} is missing", file=p)
             return pd.DataFrame(columns=CHANGE_COLUMNS)
-        return pd.read_csv(p, dtype={"tomo_id": str, "action": str, "source": str, "case_id": str,
-                                     "reviewer": str}, keep_default_na=True)
+        self._verify(p, m.changes_sha256, name)
+        return read_changes(p)
 
-    def resolve(self, ref: str | Path) -> tuple[pd.DataFrame, str | None]:
-        """A table from a stored version name or a CSV path; returns ``(table, version name or None)``."""
+    def resolve(self, ref: str | Path, **read_options: Any) -> tuple[LabelSet, str | None]:
+        """Labels from a stored version name or a file path; returns ``(labels, version name or None)``."""
+        from byu.labels.formats import read_version_file
+
         ref_s = str(ref)
         p = Path(ref_s)
         if p.suffix.lower() == ".csv" or p.exists() or "/" in ref_s:
-            return read_labels(p), None
+            return read_version_file(p, **read_options), None
         return self.get(ref_s), ref_s
 
-    # writing
-    def put(self, name: str, df: pd.DataFrame, *, parents: list[str] | tuple[str, ...] = (),
+    # ------------------------------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock (also when the process is killed)
+
+    def put(self, name: str, labels: LabelSet | pd.DataFrame, *, parents: Sequence[str] = (),
             producer: str = "byu", changes: pd.DataFrame | None = None,
             extra: dict[str, Any] | None = None) -> Manifest:
-        """Store ``df`` as version ``name``.
+        """Store ``labels`` (a LabelSet, or a canonical motor table) as version ``name``; return its manifest.
 
         ``changes`` (``CHANGE_COLUMNS``) is the audit trail against ``parents[0]``; when omitted it is computed
-        with :func:`byu.labels.diff.diff_tables`. Re-putting byte-identical content is a no-op that returns the
-        existing manifest; different content under an existing name raises ``VersionExistsError``.
+        with :func:`byu.labels.diff.diff_labels`. ``manifest.created`` tells whether this call wrote it.
         """
-        check_id(name, what="version")
-        data = to_csv_bytes(df)
-        digest = sha256_bytes(data)
-        if self.exists(name):
-            existing = self.manifest(name)
-            if existing.sha256 == digest and sha256_file(self.path(name)) == digest:
-                return existing
-            raise VersionExistsError(
-                f"label version {name!r} already exists with different content; versions are immutable — "
-                "choose a new name")
+        if isinstance(labels, pd.DataFrame):
+            labels = LabelSet.from_canonical(labels)
+        exists = self.exists(name)
+        if not exists:
+            check_version_name(name)
         for p in parents:
             self._require(p)
+        view, form = labelset_view_bytes(labels)
+        picks, tomos = picks_bytes(labels), tomograms_bytes(labels)
         if changes is None:
-            if parents:
-                changes = diff_tables(self.get(parents[0]), df, source=producer)
-            else:
-                changes = pd.DataFrame(columns=CHANGE_COLUMNS)
-        changes = changes.reindex(columns=CHANGE_COLUMNS)
-        buf = io.StringIO()
-        changes.to_csv(buf, index=False, lineterminator="\n")
-        changes_bytes = buf.getvalue().encode("utf-8")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_bytes(self.path(name), data)
-        write_bytes(self.changes_path(name), changes_bytes)
+            changes = diff_labels(self.get(parents[0]), labels, source=producer) if parents \
+                else pd.DataFrame(columns=CHANGE_COLUMNS)
+        changes_bytes = changes_csv_bytes(changes)
         manifest = Manifest(
             name=name, parents=list(parents), producer=producer,
             created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            counts=table_counts(df), sha256=digest, changes_sha256=sha256_bytes(changes_bytes),
-            extra=json.loads(json.dumps(extra or {}, default=str)),
+            counts=labels.counts(), class_counts=labels.class_counts(), classes=list(labels.classes),
+            sha256=sha256_bytes(view), changes_sha256=sha256_bytes(changes_bytes), form=form,
+            files={"picks": sha256_bytes(picks), "tomograms": sha256_bytes(tomos)},
+            extra=json.loads(json.dumps(extra or {}, default=_json_default)),
         )
-        write_json(self.manifest_path(name), manifest.model_dump())
+        with self._lock(name):
+            if self.exists(name):
+                return self._same_or_refuse(name, manifest)
+            write_bytes(self.path(name), view)
+            write_bytes(self.picks_path(name), picks)
+            write_bytes(self.tomograms_path(name), tomos)
+            write_bytes(self.changes_path(name), changes_bytes)
+            if not _link_exclusive(self.manifest_path(name),
+                                   (manifest.model_dump_json(indent=2) + "\n").encode("utf-8")):
+                return self._same_or_refuse(name, manifest)  # only a writer ignoring the lock gets here
+        manifest._created = True
         return manifest
+
+    def _same_or_refuse(self, name: str, new: Manifest) -> Manifest:
+        old = self.manifest(name)
+        a, b = old.identity(), new.identity()
+        if not old.files:  # a version from before the picks model: its table is all that can be compared
+            a = {k: a[k] for k in ("sha256", "parents")}
+            b = {k: b[k] for k in ("sha256", "parents")}
+        if a == b:
+            self._verify(self.path(name), old.sha256, name)
+            return old
+        differ = [k for k in a if a.get(k) != b.get(k)]
+        raise VersionExistsError(
+            f"label version {name!r} already exists with different {', '.join(_FIELD_WORDS.get(k, k) for k in differ)}"
+            f" (stored by {old.producer!r} at {old.created_at}); nothing was stored — versions are immutable: "
+            "choose a new name")
+
+
+_FIELD_WORDS = {"sha256": "labels", "changes_sha256": "changes", "files": "picks", "counts": "counts",
+                "class_counts": "class counts", "extra": "details (extra)", "producer": "producer",
+                "parents": "parents", "classes": "classes", "form": "form"}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return str(obj)
+
+
+def _link_exclusive(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` only if ``path`` does not exist (temp file + fsync + link). False if it did."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:  # filesystems without hard links: exclusive create instead
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            try:
+                with open(path, "xb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except FileExistsError:
+                return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    from byu.atomic import _UMASK
+
+    return _UMASK
+
+
+__all__ = ["LabelStore", "Manifest", "check_version_name", "SUFFIXES"]

@@ -253,5 +253,109 @@ def best_threshold(pred: pd.DataFrame, labels: pd.DataFrame, *, metric: str = "m
     return best
 
 
-__all__ = ["BYU_RADIUS", "CZII_RADII", "CZII_WEIGHTS", "Counts", "Score", "best_threshold", "fbeta",
-           "score_byu", "score_czii", "score_multi"]
+def _long(labels) -> pd.DataFrame:
+    """``tomo_id, particle, z, y, x, voxel_spacing`` of a LabelSet (each pick in its tomogram's frame)."""
+    out = labels.picks.loc[:, ["tomo_id", "particle", "z", "y", "x"]].copy()
+    out["voxel_spacing"] = out["tomo_id"].map(labels.spacing_of()).astype(float)
+    return out
+
+
+def score_predictions(pred: pd.DataFrame, labels, *, metric: str = "auto", threshold: float | None = None,
+                      beta: float | None = None, tomo_ids: Sequence[str] | None = None) -> list[Score]:
+    """Scores of predictions against a label version (a :class:`~byu.labels.model.LabelSet`), per class.
+
+    ``auto``: a motor version gets the BYU F2 (top-1 per tomogram, 1000 Å, threshold 0.5) and the multi-motor F2;
+    other versions the CZII F-beta (beta 4, a hit within half the class radius, the classes' weights, threshold 0)
+    and the one-to-one F2 within each class's match radius (``multi``). ``byu``, ``multi`` or ``czii`` pick one.
+    """
+    from byu.labels.formats import to_canonical
+
+    if metric not in ("auto", "byu", "multi", "czii"):
+        raise InputError(f"unknown metric {metric!r}; choose auto, byu, multi or czii", field="metric")
+    scope = [t for t in (tomo_ids if tomo_ids is not None else labels.tomo_ids) if t in set(labels.tomo_ids)]
+    out: list[Score] = []
+    if labels.is_motor_only:
+        table = to_canonical(labels)
+        th = threshold if threshold is not None else 0.5
+        if metric in ("auto", "byu"):
+            out.append(score_byu(pred, table, threshold=th, beta=beta or 2.0, tomo_ids=scope))
+        if metric in ("auto", "multi"):
+            out.append(score_multi(pred, table, threshold=th, beta=beta or 2.0, tomo_ids=scope))
+        if metric == "czii":
+            out.append(score_czii(pred, _long(labels), threshold=threshold or 0.0, beta=beta or 4.0, tomo_ids=scope,
+                                  radii={c.name: c.radius for c in labels.classes},
+                                  weights={c.name: c.weight for c in labels.classes}))
+        return out
+    if metric == "byu":
+        raise InputError("the BYU metric scores motors only; this version holds other classes", field="metric")
+    long = _long(labels)
+    if metric in ("auto", "czii"):
+        out.append(score_czii(pred[pred["particle"].isin(labels.class_names)], long,
+                              threshold=threshold if threshold is not None else 0.0, beta=beta or 4.0,
+                              tomo_ids=scope, radii={c.name: c.radius for c in labels.classes},
+                              weights={c.name: c.weight for c in labels.classes}))
+    if metric in ("auto", "multi"):
+        out.append(score_multi(pred[pred["particle"].isin(labels.class_names)], long,
+                               threshold=threshold if threshold is not None else 0.5, beta=beta or 2.0,
+                               radius={c.name: c.match_radius_A for c in labels.classes}, tomo_ids=scope))
+    return out
+
+
+def compare_versions(candidate, reference, *, beta: float | None = None,
+                     tomo_ids: Sequence[str] | None = None) -> list[Score]:
+    """How well version ``candidate`` agrees with version ``reference`` (treated as the truth), per class: every
+    pick of ``candidate`` is a prediction of confidence 1 (same metrics as :func:`score_predictions`)."""
+    pred = _long(candidate).assign(conf=1.0, models="")
+    shared = [t for t in reference.tomo_ids if t in set(candidate.tomo_ids)]
+    scope = shared if tomo_ids is None else [t for t in tomo_ids if t in set(shared)]
+    return score_predictions(pred, reference, threshold=1.0, beta=beta, tomo_ids=scope)
+
+
+def scores_table(scores: Sequence[Score]) -> pd.DataFrame:
+    """One row per metric and class (and ``all``): precision, recall, F-beta, TP/FP/FN, and the metric's value."""
+    frames = [s.table().assign(metric=s.metric, score=s.score) for s in scores]
+    cols = ["metric", "class", "precision", "recall", "fbeta", "tp", "fp", "fn", "beta", "score"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def score_picks(pred: pd.DataFrame, picks: pd.DataFrame, *, metric: str = "auto", threshold: float | None = None,
+                beta: float | None = None, tomo_ids: Sequence[str] | None = None) -> list[Score]:
+    """Scores against a bare picks table (:func:`read_picks_table`: no tomogram frames needed): the CZII metric
+    (``auto``/``czii``) or the one-to-one F-beta within half each class's radius (``multi``)."""
+    from byu.labels.classes import BUILTIN_CLASSES
+
+    if tomo_ids is not None:
+        tomo_ids = [t for t in tomo_ids if t in set(picks["tomo_id"])]
+    kw = {"threshold": threshold or 0.0, "tomo_ids": tomo_ids}
+    if metric in ("auto", "czii"):
+        return [score_czii(pred, picks, beta=beta or 4.0, **kw)]
+    if metric == "multi":
+        radius = {c: BUILTIN_CLASSES[c].radius * 0.5 if c in BUILTIN_CLASSES else BYU_RADIUS
+                  for c in set(picks["particle"]) | set(pred["particle"])}
+        return [score_multi(pred, picks, radius=radius, beta=beta or 2.0, **kw)]
+    raise InputError(f"the {metric} metric needs a label version (tomograms and classes), not bare picks",
+                     field="metric")
+
+
+def read_picks_table(path) -> pd.DataFrame:
+    """A picks CSV as scored by the CZII metric (``tomo_id,particle,z,y,x[,conf][,voxel_spacing]``): without a
+    ``voxel_spacing`` column the coordinates are Å (spacing 1.0)."""
+    from byu.labels.formats import _read_raw, read_picks
+
+    table = read_picks(path)
+    raw = _read_raw(path)
+    if "voxel_spacing" in raw.columns:
+        spacing = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~(np.isfinite(spacing) & (spacing > 0)))
+        if len(bad):
+            raise InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[bad[0]]!r}",
+                             file=path, row=int(raw["__line__"].iloc[bad[0]]), field="voxel_spacing")
+        table["voxel_spacing"] = spacing
+    else:
+        table["voxel_spacing"] = 1.0
+    return table
+
+
+__all__ = ["BYU_RADIUS", "CZII_RADII", "CZII_WEIGHTS", "Counts", "Score", "best_threshold", "compare_versions",
+           "fbeta", "read_picks_table", "score_byu", "score_czii", "score_multi", "score_picks", "score_predictions",
+           "scores_table"]

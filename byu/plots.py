@@ -29,8 +29,8 @@ from byu.labels.splits import split_balance
 from byu.labels.store import LabelStore
 
 # Okabe-Ito palette: readable for colour-blind viewers and in greyscale print.
-ACTION_COLOURS = {"add": "#009E73", "remove": "#D55E00", "move": "#E69F00"}
-MOTOR_ACTIONS = ("add", "remove", "move")
+ACTION_COLOURS = {"add": "#009E73", "remove": "#D55E00", "move": "#E69F00", "relabel": "#CC79A7"}
+MOTOR_ACTIONS = ("add", "remove", "move", "relabel")  # every label change (any class)
 COUNT_COLOURS = {"tomograms": "#BBBBBB", "tomograms_with_motors": "#56B4E9", "motors": "#0072B2"}
 COUNT_LABELS = {"tomograms": "tomograms", "tomograms_with_motors": "tomograms with motors", "motors": "motors"}
 DEFAULT_DPI = 120
@@ -216,7 +216,7 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
             ticks.append(t)
         ax.set_xticks(x, ticks, fontsize=9)
         ax.set_xlim(-0.5 - 0.5 * (len(x) < 3), len(x) - 0.5 + 0.5 * (len(x) < 3))
-        ax.set_ylabel("motors changed vs parent")
+        ax.set_ylabel("picks changed vs parent")
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(0, max(1.0, bottom.max()) * 1.15)
         ax.spines[["top", "right"]].set_visible(False)
@@ -230,7 +230,7 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
     fig = Figure(figsize=(7.0, max(2.5, 1.2 + 0.28 * len(shown))), layout="constrained")
     ax = fig.add_subplot()
     if shown.empty or shown["_total"].sum() == 0:
-        _empty(fig, ax, "no motor changes")
+        _empty(fig, ax, "no label changes")
         ax.set_title(title or "Changes per tomogram")
         return _finish(fig, out)
     y = np.arange(len(shown))[::-1]
@@ -240,14 +240,14 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
         ax.barh(y, vals, 0.7, left=left, color=ACTION_COLOURS[a], label=a, edgecolor="white", linewidth=0.5)
         left += vals
     ax.set_yticks(y, list(shown.index), fontsize=8)
-    ax.set_xlabel("motors")
+    ax.set_xlabel("picks")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlim(0, max(1.0, left.max()) * 1.05)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
     totals = {a: int(motor[a].sum()) for a in MOTOR_ACTIONS}
     sub = f"{n_changed} tomograms changed: +{totals['add']} added, −{totals['remove']} removed, " \
-          f"{totals['move']} moved"
+          f"{totals['move']} moved" + (f", {totals['relabel']} relabeled" if totals["relabel"] else "")
     if n_changed > len(shown):
         sub += f" (top {len(shown)} shown)"
     ax.set_title(f"{title}\n{sub}" if title else sub, fontsize=10)
@@ -288,18 +288,81 @@ def split_label_version(store: LabelStore, split_path: str | Path, split: Mappin
             continue
     ids = {t for f in split.get("folds", []) for part in ("train", "val") for t in f.get(part, [])}
     for name in reversed(version_order(store)):
-        if set(store.get(name)["tomo_id"]) == ids:
+        if set(store.get(name).tomo_ids) == ids:
             return name
     return None
 
 
-def plot_split_balance(df: pd.DataFrame, split: Mapping[str, Any], *, title: str | None = None,
+def plot_class_balance(labels: Any, split: Mapping[str, Any], *, title: str | None = None,
                        out: str | Path | None = None) -> Figure:
-    """Per fold, a train and a val bar stacked by number of motors (``byu.labels.splits.split_balance``).
+    """Multi-class versions: per fold, validation tomograms holding each class (grouped bars, one per class)."""
+    from byu.labels.splits import class_balance
+
+    bal = class_balance(labels, dict(split))
+    val = bal[bal["part"] == "val"].pivot(index="fold", columns="particle", values="tomograms")
+    folds, classes = list(val.index), list(val.columns)
+    fig = Figure(figsize=(max(6.0, 1.6 + 1.1 * len(folds) * max(1, len(classes)) / 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["tab10"]
+    width = 0.8 / max(1, len(classes))
+    for i, c in enumerate(classes):
+        bars = ax.bar(np.arange(len(folds)) + (i - (len(classes) - 1) / 2) * width, val[c].to_numpy(), width,
+                      color=cmap(i % 10), label=c, edgecolor="white", linewidth=0.5)
+        _label_bars(ax, bars)
+    ax.set_xticks(np.arange(len(folds)), [f"fold {k}" for k in folds])
+    ax.set_ylabel("validation tomograms holding the class")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    name = title or "Split balance"
+    ax.set_title(f"{name} ({split.get('num_folds', len(folds))} folds, seed {split.get('random_state', '?')})")
+    return _finish(fig, out)
+
+
+def plot_class_scores(table: pd.DataFrame, *, title: str | None = None, out: str | Path | None = None) -> Figure:
+    """Per class (and ``all``), precision / recall / F-beta bars of a :func:`byu.metrics.scores_table`; one panel
+    per metric."""
+    metrics = list(dict.fromkeys(table["metric"])) if len(table) else []
+    fig = Figure(figsize=(max(6.0, 2.0 + 1.3 * max((table["metric"] == m).sum() for m in metrics) if metrics
+                              else 6.0), 3.4 * max(1, len(metrics))), layout="constrained")
+    axes = fig.subplots(max(1, len(metrics)), 1, squeeze=False)[:, 0]
+    if not metrics:
+        _empty(fig, axes[0], "no scores")
+        return _finish(fig, out)
+    colours = {"precision": "#56B4E9", "recall": "#E69F00", "fbeta": "#009E73"}
+    for ax, metric in zip(axes, metrics):
+        t = table[table["metric"] == metric]
+        x = np.arange(len(t))
+        for i, col in enumerate(("precision", "recall", "fbeta")):
+            label = col if col != "fbeta" else f"F{t['beta'].iloc[0]:g}"
+            bars = ax.bar(x + (i - 1) * 0.27, t[col].to_numpy(dtype=float), 0.27, color=colours[col], label=label)
+            for rect, v in zip(bars, t[col].to_numpy(dtype=float)):
+                ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, [f"{c}\n{tp}/{tp + fn} found, {fp} extra" for c, tp, fn, fp in
+                          zip(t["class"], t["tp"], t["fn"], t["fp"])], fontsize=8)
+        ax.set_ylim(0, 1.12)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(frameon=False, fontsize=8, loc="upper left", ncols=3)
+        ax.set_title(f"{metric}: {float(t['score'].iloc[0]):.3f}", fontsize=10, loc="left")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, out)
+
+
+def plot_split_balance(df: Any, split: Mapping[str, Any], *, title: str | None = None,
+                       out: str | Path | None = None) -> Figure:
+    """Per fold, a train and a val bar stacked by number of motors (``byu.labels.splits.split_balance``); for a
+    multi-class version, validation tomograms per class (:func:`plot_class_balance`).
 
     Tomograms named in the split but missing from ``df`` are stacked as "not in table".
     """
-    bal = split_balance(df, dict(split))
+    from byu.labels.splits import as_labels
+
+    labels = as_labels(df)
+    if not labels.is_motor_only:
+        return plot_class_balance(labels, split, title=title, out=out)
+    bal = split_balance(labels, dict(split))
     folds = len(split["folds"])
     fig = Figure(figsize=(max(6.0, 1.6 + 1.3 * folds), 4.2), layout="constrained")
     ax = fig.add_subplot()

@@ -7,36 +7,44 @@ import math
 import numpy as np
 import pandas as pd
 
-from byu.labels.diff import motor_changes
+from byu.labels.diff import label_changes
+from byu.labels.model import LabelSet
 
 
-def _near(motors_A: np.ndarray, p_A: np.ndarray, radius: float) -> bool:
-    return bool(len(motors_A)) and float(np.linalg.norm(motors_A - p_A, axis=1).min()) <= radius
+def _near(points_A: np.ndarray, p_A: np.ndarray, radius: float) -> bool:
+    return bool(len(points_A)) and float(np.linalg.norm(points_A - p_A, axis=1).min()) <= radius
 
 
-def planted_errors_fixed(errors: pd.DataFrame, refined: pd.DataFrame, *, radius_A: float = 1000.0) -> pd.DataFrame:
-    """Per planted error (``tomo_id,kind,true_*,label_*``, original frame), whether ``refined`` fixed it.
+def planted_errors_fixed(errors: pd.DataFrame, refined: LabelSet) -> pd.DataFrame:
+    """Per planted error (``tomo_id,[particle,]kind,true_*,label_*``, coordinates in the refined version's frame of
+    that tomogram), whether ``refined`` fixed it, judged within the class's match radius:
 
-    missed: a motor now within ``radius_A`` of the true one; false: no motor within ``radius_A`` of the false label;
-    shifted: a motor near the true position and none left at the wrong one.
+    missed: a pick of the class now near the true one; false: no pick of the class near the false label;
+    shifted: a pick near the true position and none left at the wrong one.
     """
-    by = {r.tomo_id: r for r in refined.itertuples(index=False)}
+    radius = {c.name: c.match_radius_A for c in refined.classes}
+    spacing = refined.spacing_of()
+    points: dict[tuple[str, str], np.ndarray] = {}
+    for (tid, name), g in refined.picks.groupby(["tomo_id", "particle"], sort=False):
+        points[(tid, name)] = g[["z", "y", "x"]].to_numpy(dtype=float) * spacing[tid]
     fixed = []
-    for e in errors.itertuples(index=False):
-        r = by.get(e.tomo_id)
-        if r is None:
+    for e in errors.to_dict("records"):
+        name = str(e.get("particle") or "motor")
+        tid = e["tomo_id"]
+        if tid not in spacing:
             fixed.append(False)
             continue
-        s = float(r.voxel_spacing)
-        motors = np.asarray(r.motor_zyx, float).reshape(-1, 3) * s
-        true_p = np.array([e.true_z, e.true_y, e.true_x], float) * s
-        label_p = np.array([e.label_z, e.label_y, e.label_x], float) * s
-        if e.kind == "missed":
-            ok = _near(motors, true_p, radius_A)
-        elif e.kind == "false":
-            ok = not _near(motors, label_p, radius_A)
+        s = spacing[tid]
+        r = radius.get(name, 1000.0)
+        pts = points.get((tid, name), np.zeros((0, 3)))
+        true_p = np.array([e["true_z"], e["true_y"], e["true_x"]], float) * s
+        label_p = np.array([e["label_z"], e["label_y"], e["label_x"]], float) * s
+        if e["kind"] == "missed":
+            ok = _near(pts, true_p, r)
+        elif e["kind"] == "false":
+            ok = not _near(pts, label_p, r)
         else:
-            ok = _near(motors, true_p, radius_A) and not _near(motors, label_p, radius_A)
+            ok = _near(pts, true_p, r) and not _near(pts, label_p, r)
         fixed.append(bool(ok))
     out = errors.copy()
     out["fixed"] = fixed
@@ -44,10 +52,10 @@ def planted_errors_fixed(errors: pd.DataFrame, refined: pd.DataFrame, *, radius_
 
 
 def changes_without_decision(changes: pd.DataFrame) -> int:
-    """Label changes (add/remove/move) that no review case or override accounts for."""
-    motor = motor_changes(changes)
-    case = motor["case_id"].map(lambda v: isinstance(v, str) and bool(v.strip()) and v != "nan")
-    override = motor["source"].astype(str).str.startswith("override:")
+    """Label changes (add/remove/move/relabel) that no review case or override accounts for."""
+    ch = label_changes(changes)
+    case = ch["case_id"].map(lambda v: isinstance(v, str) and bool(v.strip()) and v != "nan")
+    override = ch["source"].astype(str).str.startswith("override:")
     return int((~case & ~override).sum())
 
 

@@ -4,7 +4,10 @@
 
 - ``tomograms/synth_NNN/`` slice stacks + ``meta.json`` (the on-disk form the portal flow writes), stored at
   ``max(working_spacing, original_spacing)`` Å/voxel;
-- ``synth/truth.csv``: every true motor, canonical form, in each tomogram's ORIGINAL frame (like a gt.csv);
+- ``synth/truth.csv``: every true motor, canonical form, in each tomogram's ORIGINAL frame (like a gt.csv):
+  the original shape is the one the preprocessing resamples to the stored shape, and a particle rendered at
+  stored voxel ``p`` is written at ``byu.tomo.grid.stored_to_original(p)``, so ``original_to_stored`` of a
+  label lands on the rendered centre;
 - ``synth/labels_noisy.csv``: the same table with planted errors (missed motors, false labels on decoys, labels
   shifted by more than 1000 Å), only in tomograms whose noisy label has at most one motor;
 - ``synth/planted_errors.csv``: one row per planted error (original frame);
@@ -34,10 +37,12 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 
-from byu.atomic import atomic_open
-from byu.labels.formats import write_labels
+from byu.atomic import atomic_open, write_bytes
+from byu.labels.formats import tomograms_bytes, write_export, write_labels
+from byu.labels.model import LabelSet
 from byu.labels.table import make_table
 from byu.paths import DataRoot
+from byu.tomo.grid import resampled_length, scale_factor, stored_to_original
 from byu.tomo.io import TomoMeta, write_tomogram
 
 CLIP_PERCENTILES = (0.879, 99.06)
@@ -109,7 +114,23 @@ class _Tomo:
         return (np.asarray(self.shape, dtype=float) - 1.0) * self.spacing
 
     def to_original(self, pos_a: np.ndarray) -> list[float]:
-        return [round(float(v), 3) for v in np.asarray(pos_a, dtype=float) / self.original_spacing]
+        """Original-frame voxel coordinates of a point rendered at ``pos_a`` Å on the stored grid (stored voxel
+        ``pos_a / spacing``), through the preprocessing's resampling grid (:mod:`byu.tomo.grid`)."""
+        stored = np.asarray(pos_a, dtype=float) / self.spacing
+        return [round(float(v), 3) for v in stored_to_original(stored, self.original_spacing, self.spacing)]
+
+
+def _original_shape(shape: tuple[int, int, int], original_spacing: float,
+                    spacing: float) -> tuple[int, int, int]:
+    """The smallest original shape that the preprocessing (``floor(n * s)``) resamples to ``shape``."""
+    s = scale_factor(original_spacing, spacing)
+    out = []
+    for n in shape:
+        m = max(1, int(n / s) - 2)
+        while resampled_length(m, s) < n:
+            m += 1
+        out.append(m)
+    return tuple(out)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,7 +234,7 @@ def _plan_tomogram(index: int, n_motors: int, ss: np.random.SeedSequence, *, wor
     else:
         raise ValueError(f"{tomo_id}: cannot fit {n_motors} motors {min_motor_sep:.0f} Å apart in shapes "
                          f"Z{z_range} YX{yx_range} at {spacing} Å; widen the shape ranges")
-    original_shape = tuple(int(round(s * spacing / original_spacing)) for s in shape)
+    original_shape = _original_shape(shape, original_spacing, spacing)
     centre, radius = _cell_through(pts, rng, extent)
 
     inner_offset = 120.0  # the body centre sits this far inside the inner membrane
@@ -616,8 +637,12 @@ def make_cohort(
                 noisy.append(e["label"])
         truth_rows.append((t.tomo_id, t.original_shape, t.original_spacing, true))
         noisy_rows.append((t.tomo_id, t.original_shape, t.original_spacing, noisy))
-    truth_path = write_labels(make_table(truth_rows), synth_dir / "truth.csv")
+    truth_table = make_table(truth_rows)
+    truth_path = write_labels(truth_table, synth_dir / "truth.csv")
     noisy_path = write_labels(make_table(noisy_rows), synth_dir / "labels_noisy.csv")
+    truth_labels = LabelSet.from_canonical(truth_table)  # the same truth in the picks form, with its tomograms
+    write_export(truth_labels, "picks", synth_dir / "truth_picks.csv")
+    write_bytes(synth_dir / "tomograms.csv", tomograms_bytes(truth_labels))
 
     err_df = pd.DataFrame(
         [[e["tomo"].tomo_id, e["kind"], *e["true"], *e["label"]]

@@ -1,16 +1,18 @@
 """Parameters and tasks shared by the flows. Tasks are thin: each calls one ``byu`` function.
 
+Paths given to a flow (model runs, truth tables, decisions CSVs, overrides, splits) are resolved against the data
+root when relative (:func:`data_path`), so a deployment's defaults work wherever ``BYU_DATA`` points.
+
 Caching: tasks that do real work cache on their inputs + source (``INPUTS + TASK_SOURCE``), with content
 fingerprints of the files they read among the inputs, and persist their results in Prefect's local storage
-(``$PREFECT_HOME/storage``; ``make serve`` and ``byu demo`` keep ``PREFECT_HOME`` inside the data root). A cached
-result whose output files are gone is recomputed (:func:`cached`). The byu functions the tasks call are themselves
-idempotent on disk, so a flow killed anywhere and rerun skips what is finished and writes the same versions.
-Retries (with backoff) are for transient failures only: a ``ByuError`` (bad input, a refused version) fails at once.
+(``$PREFECT_HOME/storage``). A cached result whose output files are gone is recomputed (:func:`cached`). The byu
+functions the tasks call are themselves idempotent on disk, so a flow killed anywhere and rerun skips what is
+finished and writes the same versions. Retries (with backoff) are for transient failures only: a ``ByuError``
+(bad input, a refused version) fails at once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -23,13 +25,14 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from byu.atomic import sha256_file
-from byu.errors import ByuError, VersionExistsError
-from byu.labels.splits import carry_split, fresh_split, read_split, write_split
+from byu.errors import ByuError, InputError, VersionExistsError
+from byu.labels.splits import carry_split, fresh_split, read_split, write_split_new
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 
 CACHE = INPUTS + TASK_SOURCE
 RETRY_DELAYS = [5, 30, 120]  # backoff for portal and CVAT calls
+DAY_S = 24 * 3600
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -39,41 +42,83 @@ class ReviewSettings(BaseModel):
     """Who reviews the cases and how the flow waits for them."""
 
     reviewer: Literal["cvat", "scripted", "import"] = Field(
-        default="cvat", description="cvat: push tasks and wait for annotators; scripted: answer from a truth "
-        "table (demo, tests); import: read a decisions CSV made outside CVAT")
-    truth: str | None = Field(default=None, description="scripted: truth label table (version name or CSV path)")
-    decisions_csv: str | None = Field(default=None, description="import: decisions CSV (case_id or image, tags)")
+        default="cvat", title="Reviewer",
+        description="cvat: push tasks to CVAT and wait for annotators · scripted: answer from a truth table "
+        "(demo, tests) · import: wait for a decisions CSV made outside CVAT")
+    truth: str | None = Field(default=None, title="Truth labels (scripted)",
+                              description="scripted reviewer: a label version name or a file (relative paths are "
+                              "under the data root)")
+    decisions_csv: str | None = Field(
+        default=None, title="Decisions CSV (import)",
+        description="import reviewer: the CSV people fill outside CVAT (case_id or image, tags, reviewer); "
+        "relative paths are under the data root; default review/ROUND/outside_decisions.csv")
     wait: Literal["poll", "pause", "suspend"] = Field(
-        default="poll", description="poll: check CVAT job states every poll_interval_s until all are completed "
-        "(touch review/<round>/cvat/PULL_NOW to pull early); pause: wait for a 'review finished' input in the "
-        "Prefect UI; suspend: like pause but frees the worker (deployments only; the flow reruns from cache)")
-    poll_interval_s: float = Field(default=60.0, gt=0, description="seconds between CVAT status checks")
-    timeout_s: float = Field(default=14 * 24 * 3600, gt=0, description="give up waiting after this long")
-    max_candidates: int = Field(default=5, ge=1, le=20, description="candidates shown per case image")
-    batch_size: int = Field(default=100, ge=1, description="images per CVAT task")
-    radius_A: float = Field(default=1000.0, gt=0, description="match radius in Å")
+        default="poll", title="How to wait for people",
+        description="poll: check every poll interval until the review is done (CVAT: all jobs completed; import: "
+        "the CSV exists) · pause: wait for 'Resume' in the Prefect UI · suspend: like pause but frees the worker "
+        "(deployments only; the run restarts from its cached steps)")
+    poll_interval_s: float = Field(default=60.0, gt=0, title="Poll interval (s)",
+                                   description="seconds between checks when waiting by polling")
+    timeout_days: float = Field(default=14.0, gt=0, title="Wait timeout (days)",
+                                description="give up waiting after this long (polling: collect what is done)")
+    max_candidates: int = Field(default=5, ge=1, le=20, title="Candidates per image",
+                                description="predictions shown per case image")
+    batch_size: int = Field(default=100, ge=1, title="Images per CVAT task")
+    radius_A: float | None = Field(default=None, gt=0, title="Match radius override (Å)",
+                                   description="empty: each class's own match radius (motor 1000 Å)")
     confirm_threshold: float | None = Field(
-        default=0.6, ge=0, le=1, description="also review labeled motors whose matching prediction is weaker than "
-        "this (likely false labels the model half-believes); empty: only unmatched labels")
-    cvat_url: str | None = Field(default=None, description="CVAT URL (default: env BYU_CVAT_URL)")
+        default=0.6, ge=0, le=1, title="Confirm threshold",
+        description="also review labels whose matching prediction is weaker than this (likely false labels the "
+        "model half-believes); empty: only unmatched labels")
+    include_incomplete: bool = Field(default=False, title="Take tags from unfinished CVAT jobs",
+                                     description="off: only jobs marked completed count")
+    cvat_url: str | None = Field(default=None, title="CVAT URL", description="default: env BYU_CVAT_URL")
     cvat_secret_block: str | None = Field(
-        default=None, description="name of a Prefect Secret block holding the CVAT password or token "
-        "(default: env BYU_CVAT_PASSWORD / BYU_CVAT_TOKEN)")
-    overrides_csv: str | None = Field(default=None, description="manual overrides applied after the review")
+        default=None, title="CVAT secret block",
+        description="name of a Prefect Secret block holding the CVAT password or token (default: env "
+        "BYU_CVAT_PASSWORD / BYU_CVAT_TOKEN)")
+    overrides_csv: str | None = Field(default=None, title="Manual overrides CSV",
+                                      description="applied after the review (relative: under the data root)")
 
 
 class ReviewFinished(RunInput):
-    """What a person answers in the Prefect UI when the flow pauses for review."""
+    """What a person answers in the Prefect UI when the flow waits for review."""
 
-    finished: bool = Field(default=True, description="the review is finished (or: pull what is done now)")
-    note: str = Field(default="", description="optional note kept in the flow logs")
+    note: str = Field(default="", title="Note", description="optional note kept in the run's logs")
 
 
 # ------------------------------------------------------------------------------------------ helpers
 
 
 def data_root(data_dir: str | None) -> DataRoot:
-    return DataRoot.from_env(data_dir)
+    return DataRoot(DataRoot.from_env(data_dir).root.resolve())
+
+
+def data_path(data_dir: str, value: str | os.PathLike | None, *, field: str) -> Path | None:
+    """``value`` as a path: absolute as given, relative ones under the data root (``None`` stays None)."""
+    if value is None or str(value) == "":
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else data_root(data_dir).root / p
+
+
+def model_run_dirs(data_dir: str, model_dirs: list[str], *, field: str = "model_dirs") -> list[Path]:
+    """Model run directories (a run name, or a path relative to the data root); errors name every place searched."""
+    root = data_root(data_dir)
+    out, missing = [], []
+    for d in model_dirs:
+        candidates = [data_path(data_dir, d, field=field)]
+        if "/" not in str(d):
+            candidates.append(root.models / str(d))
+        found = next((c for c in candidates if c is not None and any(c.glob("fold*.pt"))), None)
+        if found is None:
+            missing.append(f"{d!r} (looked in {', '.join(str(c) for c in candidates if c is not None)})")
+        else:
+            out.append(found)
+    if missing:
+        raise InputError("no fold checkpoints (fold<k>.pt) for " + "; ".join(missing) + ": train a model run first "
+                         "(the train flow) or fix the model run paths", field=field)
+    return out
 
 
 def cached(task_fn, outputs: list[Path]):
@@ -109,7 +154,7 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def cvat_config(review: ReviewSettings):
-    from byu.review.cvat import CvatConfig
+    from byu.review.cvat import ENV_URL, CvatConfig
 
     overrides: dict = {"url": review.cvat_url}
     if review.cvat_secret_block:
@@ -118,212 +163,184 @@ def cvat_config(review: ReviewSettings):
         secret = Secret.load(review.cvat_secret_block).get()
         key = "token" if os.environ.get("BYU_CVAT_USER") is None else "password"
         overrides[key] = secret
-    return CvatConfig.from_env(**overrides)
+    if not (review.cvat_url or os.environ.get(ENV_URL)):
+        raise InputError(f"no CVAT server: fill in 'CVAT URL' (review.cvat_url) or set {ENV_URL}",
+                         field="review.cvat_url")
+    try:
+        return CvatConfig.from_env(**overrides)
+    except ValueError as exc:
+        raise InputError(f"CVAT settings: {exc}", field="review.cvat_secret_block") from None
+
+
+def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings):
+    """The byu reviewer the settings describe (built inside tasks: CVAT secrets never become task inputs)."""
+    from byu.review.round import CvatReviewer, ImportReviewer, ScriptedReviewer, round_paths
+
+    root = data_root(data_dir)
+    if review.reviewer == "scripted":
+        if not review.truth:
+            raise InputError("the scripted reviewer needs a truth table: fill in 'Truth labels' (review.truth)",
+                             field="review.truth")
+        store = LabelStore(root.labels)
+        try:
+            is_version = "/" not in review.truth and not review.truth.lower().endswith(".csv") \
+                and store.exists(review.truth)
+        except InputError:
+            is_version = False
+        ref = review.truth if is_version else data_path(data_dir, review.truth, field="review.truth")
+        labels, _ = store.resolve(ref, data_root=root)
+        return ScriptedReviewer(truth=labels)
+    if review.reviewer == "import":
+        csv = data_path(data_dir, review.decisions_csv, field="review.decisions_csv") or \
+            round_paths(root, round_name).dir / "outside_decisions.csv"
+        return ImportReviewer(csv=csv)
+    return CvatReviewer(config=cvat_config(review), batch_size=review.batch_size,
+                        include_incomplete=review.include_incomplete)
 
 
 # ------------------------------------------------------------------------------------------ tasks
 
 
 @task(name="labels-snapshot", cache_policy=CACHE, persist_result=True)
-def tomograms_to_review(data_dir: str, version: str, max_labeled_motors: int | None) -> list[str]:
-    """Tomograms of a version with at most ``max_labeled_motors`` labels (None: all)."""
-    table = LabelStore(data_root(data_dir).labels).get(version)
-    if max_labeled_motors is not None:
-        table = table[table["num_motors"] <= max_labeled_motors]
-    return sorted(table["tomo_id"])
+def tomograms_to_review(data_dir: str, version: str, max_labeled_motors: int | None,
+                        version_fingerprint: str = "") -> list[str]:
+    """Tomograms of a version with at most ``max_labeled_motors`` labeled motors (None: all)."""
+    labels = LabelStore(data_root(data_dir).labels).get(version)
+    counts = labels.motor_counts()
+    return sorted(t for t in labels.tomo_ids if max_labeled_motors is None or counts[t] <= max_labeled_motors)
 
 
 @task(name="mine-cases", cache_policy=CACHE, persist_result=True)
 def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: str, threshold: float,
               review: ReviewSettings, tomo_ids: list[str] | None, predictions_fingerprint: str = "") -> int:
-    from byu.review.round import mine_round
+    from byu.review.round import ReviewRound
 
-    cases = mine_round(data_root(data_dir), round_name, labels_version=labels_version, predictions=predictions,
-                       threshold=threshold, radius_A=review.radius_A, max_candidates=review.max_candidates,
-                       tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold)
+    cases = ReviewRound(data_root(data_dir), round_name).mine(
+        labels_version=labels_version, predictions=predictions, threshold=threshold, radius_A=review.radius_A,
+        max_candidates=review.max_candidates, tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold)
     get_run_logger().info("round %s: %d case(s) to review", round_name, len(cases))
     return len(cases)
 
 
 @task(name="render-cases", cache_policy=CACHE, persist_result=True)
-def render_task(data_dir: str, round_name: str, n_cases: int) -> int:
-    from byu.review.match import read_cases
-    from byu.review.render import render_cases
-    from byu.review.round import round_paths
+def render_task(data_dir: str, round_name: str, cases_fingerprint: str) -> int:
+    from byu.review.round import ReviewRound
 
-    root = data_root(data_dir)
-    paths = round_paths(root, round_name)
-    images = render_cases(read_cases(paths.cases), root.tomograms, paths.images)
-    return len(images)
+    return len(ReviewRound(data_root(data_dir), round_name).render())
 
 
-@task(name="push-to-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient)
-def push_task(data_dir: str, round_name: str, review: ReviewSettings) -> list[str]:
-    from byu.review.cvat import push_round
-    from byu.review.round import round_paths
+@task(name="start-review", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
+def start_review_task(data_dir: str, round_name: str, review: ReviewSettings) -> str:
+    from byu.review.round import ReviewRound
 
-    entries = push_round(round_paths(data_root(data_dir), round_name).dir, config=cvat_config(review),
-                         batch_size=review.batch_size)
-    return [e["name"] for e in entries]
+    message = ReviewRound(data_root(data_dir), round_name).start_review(make_reviewer(data_dir, round_name, review))
+    get_run_logger().info("round %s: %s", round_name, message)
+    return message
 
 
-@task(name="review-status", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient)
-def status_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
-    from byu.review.cvat import round_status
-    from byu.review.round import round_paths
+@task(name="review-finished", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
+def finished_task(data_dir: str, round_name: str, review: ReviewSettings) -> bool:
+    from byu.review.round import ReviewRound
 
-    status = round_status(round_paths(data_root(data_dir), round_name).dir, config=cvat_config(review))
-    cols = [c for c in ("new", "in progress", "completed", "rejected") if c in status.columns]
-    totals = {c: int(status[c].sum()) for c in cols}
-    return totals
+    return ReviewRound(data_root(data_dir), round_name).review_finished(make_reviewer(data_dir, round_name, review))
 
 
-@task(name="pull-from-cvat", retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient)
-def pull_task(data_dir: str, round_name: str, review: ReviewSettings) -> int:
-    from byu.review.cvat import pull_round
-    from byu.review.decisions import decisions_from_round, write_decisions
-    from byu.review.round import round_paths
+@task(name="collect-decisions", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
+def collect_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
+    from byu.review.round import ReviewRound
 
-    paths = round_paths(data_root(data_dir), round_name)
-    pull_round(paths.dir, config=cvat_config(review))
-    result = decisions_from_round(paths.dir)
-    write_decisions(result, paths.decisions)
-    return len(result.decisions)
-
-
-@task(name="scripted-review", cache_policy=CACHE, persist_result=True)
-def scripted_review_task(data_dir: str, round_name: str, truth: str, n_cases: int) -> int:
-    from byu.review.match import read_cases
-    from byu.review.round import round_paths
-    from byu.review.scripted import scripted_decisions
-    from byu.review.decisions import write_decisions
-
-    root = data_root(data_dir)
-    paths = round_paths(root, round_name)
-    truth_table, _ = LabelStore(root.labels).resolve(truth)
-    decisions = scripted_decisions(read_cases(paths.cases), truth_table)
-    write_decisions(decisions, paths.decisions)
-    return len(decisions)
-
-
-@task(name="import-decisions")
-def import_task(data_dir: str, round_name: str, decisions_csv: str) -> int:
-    from byu.review.decisions import import_decisions_csv, write_decisions
-    from byu.review.round import round_paths
-
-    paths = round_paths(data_root(data_dir), round_name)
-    result = import_decisions_csv(decisions_csv, paths.cases)
-    write_decisions(result, paths.decisions)
-    return len(result.decisions)
+    result = ReviewRound(data_root(data_dir), round_name).collect_review(make_reviewer(data_dir, round_name, review))
+    if result.left_out:
+        get_run_logger().warning("round %s: %d case(s) tagged in CVAT jobs that are not completed were left out "
+                                 "(set 'Take tags from unfinished CVAT jobs' to count them)", round_name,
+                                 len(result.left_out))
+    return {"decided": int(len(result.decisions)), "left_out": len(result.left_out)}
 
 
 @task(name="apply-decisions")
 def apply_task(data_dir: str, round_name: str, from_version: str, to_version: str,
                overrides: str | None) -> dict:
-    from byu.review.round import apply_round
+    from byu.labels.diff import changes_by_class
+    from byu.review.round import ReviewRound
 
-    manifest, result = apply_round(data_root(data_dir), round_name, from_version=from_version,
-                                   to_version=to_version, overrides=overrides,
-                                   producer=f"prefect flow {round_name}")
-    return {"version": manifest.name, "label_changes": result.label_changes,
+    manifest, result = ReviewRound(data_root(data_dir), round_name).apply(
+        from_version=from_version, to_version=to_version, producer=f"prefect flow {round_name}",
+        overrides=data_path(data_dir, overrides, field="review.overrides_csv"))
+    return {"version": manifest.name, "created": manifest.created, "label_changes": result.label_changes,
+            "changes_by_class": changes_by_class(result.changes).to_dict("records"),
             "decided": len(result.applied_cases), "unsure": len(result.unsure_cases),
-            "unreviewed": len(result.unreviewed_cases), "counts": manifest.counts}
+            "unreviewed": len(result.unreviewed_cases), "counts": manifest.counts,
+            "class_counts": manifest.class_counts}
 
 
 @task(name="cv-splits")
 def splits_task(data_dir: str, version: str, out_dir: str, folds: list[int], seed: int,
                 carry_from: str | None = None, max_val_motors: int = 1) -> list[str]:
     root = data_root(data_dir)
-    table = LabelStore(root.labels).get(version)
+    labels = LabelStore(root.labels).get(version)
     written = []
     if carry_from:
-        split = carry_split(table, read_split(root.cv / carry_from), max_val_motors=max_val_motors)
+        prev = data_path(data_dir, carry_from, field="carry_split")
+        prev = prev if prev.exists() else root.cv / carry_from
+        split = carry_split(labels, read_split(prev), max_val_motors=max_val_motors)
         k = split["num_folds"]
-        written.append(str(write_split(split, root.cv / out_dir / f"skf{k}_rd{split['random_state']}.json")))
+        written.append(str(write_split_new(split, root.cv / out_dir / f"skf{k}_rd{split['random_state']}.json")))
     else:
         for k in folds:
-            split = fresh_split(table, folds=k, seed=seed, max_val_motors=max_val_motors)
-            written.append(str(write_split(split, root.cv / out_dir / f"skf{k}_rd{seed}.json")))
+            split = fresh_split(labels, folds=k, seed=seed, max_val_motors=max_val_motors)
+            written.append(str(write_split_new(split, root.cv / out_dir / f"skf{k}_rd{seed}.json")))
     return written
 
 
 @task(name="combine-versions")
 def combine_task(data_dir: str, parts: list[str], to_version: str, round_name: str) -> dict:
-    from byu.labels.combine import combine_tables
+    from byu.labels.combine import combine_labels
 
     store = LabelStore(data_root(data_dir).labels)
-    table = combine_tables([(p, store.get(p)) for p in parts])
-    m = store.put(to_version, table, parents=list(parts), producer=f"prefect flow {round_name}",
+    labels = combine_labels([(p, store.get(p)) for p in parts])
+    m = store.put(to_version, labels, parents=list(parts), producer=f"prefect flow {round_name}",
                   extra={"round": round_name, "combined": list(parts)})
-    return {"version": m.name, "counts": m.counts}
+    return {"version": m.name, "counts": m.counts, "class_counts": m.class_counts}
 
 
 # ------------------------------------------------------------------------------------------ the review step
 
 
 def wait_for_review(data_dir: str, round_name: str, review: ReviewSettings) -> None:
-    """Block until the round's review is done (see ``ReviewSettings.wait``)."""
+    """Block until the round's review is done (see ``ReviewSettings.wait``); the hand-off is in the artifacts."""
+    from flows.artifacts import handoff_artifact
+
     log = get_run_logger()
-    if review.wait == "pause":
-        answer = pause_flow_run(wait_for_input=ReviewFinished, timeout=int(review.timeout_s))
-        log.info("review resumed by a person: %s", answer.note or "(no note)")
+    if finished_task(data_dir, round_name, review):
         return
-    if review.wait == "suspend":
-        answer = suspend_flow_run(wait_for_input=ReviewFinished, timeout=int(review.timeout_s))
-        log.info("review resumed by a person: %s", answer.note or "(no note)")
+    handoff_artifact(data_dir, round_name, review)
+    if review.wait in ("pause", "suspend"):
+        wait = pause_flow_run if review.wait == "pause" else suspend_flow_run
+        answer = wait(wait_for_input=ReviewFinished, timeout=int(review.timeout_days * DAY_S))
+        log.info("review of round %s resumed by a person%s", round_name, f": {answer.note}" if answer.note else "")
         return
-    flag = data_root(data_dir).review_round(round_name) / "cvat" / "PULL_NOW"
-    deadline = time.monotonic() + review.timeout_s
-    while True:
-        totals = status_task(data_dir, round_name, review)
-        open_jobs = sum(v for k, v in totals.items() if k != "completed")
-        log.info("round %s jobs: %s", round_name, json.dumps(totals))
-        if open_jobs == 0:
-            return
-        if flag.exists():
-            log.info("pulling early: %s exists", flag)
-            flag.unlink()
-            return
+    deadline = time.monotonic() + review.timeout_days * DAY_S
+    while not finished_task(data_dir, round_name, review):
         if time.monotonic() > deadline:
-            log.warning("review wait timed out after %.0f s; pulling what is done", review.timeout_s)
+            log.warning("review wait timed out after %.1f days; collecting what is done", review.timeout_days)
             return
         time.sleep(review.poll_interval_s)
 
 
 def review_round(data_dir: str, round_name: str, *, labels_version: str, predictions: str, threshold: float,
                  review: ReviewSettings, tomo_ids: list[str] | None) -> int:
-    """Mine → render → review (CVAT, scripted or imported) → decisions.csv. Returns the number of cases."""
+    """Mine → render → hand to the reviewer → wait → collect ``decisions.csv``. Returns the number of cases."""
     from byu.review.round import round_paths
 
     paths = round_paths(data_root(data_dir), round_name)
     n_cases = cached(mine_task, [paths.cases])(data_dir, round_name, labels_version, predictions, threshold, review,
                                                tomo_ids, predictions_fingerprint=fingerprint([Path(predictions)]))
-    cached(render_task, [paths.images])(data_dir, round_name, n_cases)
-    if n_cases == 0:
-        from byu.review.decisions import write_decisions
-        from byu.review.round import round_paths
-        import pandas as pd
-
-        from byu.review.decisions import DECISION_COLUMNS
-
-        write_decisions(pd.DataFrame(columns=DECISION_COLUMNS),
-                        round_paths(data_root(data_dir), round_name).decisions)
-        return 0
-    if review.reviewer == "scripted":
-        if not review.truth:
-            raise ValueError("reviewer='scripted' needs review.truth (a truth table)")
-        cached(scripted_review_task, [paths.decisions])(data_dir, round_name, review.truth, n_cases)
-    elif review.reviewer == "import":
-        if not review.decisions_csv:
-            raise ValueError("reviewer='import' needs review.decisions_csv")
-        import_task(data_dir, round_name, review.decisions_csv)
-    else:
-        push_task(data_dir, round_name, review)
-        wait_for_review(data_dir, round_name, review)
-        pull_task(data_dir, round_name, review)
+    cached(render_task, [paths.images])(data_dir, round_name, fingerprint([paths.cases]))
+    if n_cases:
+        start_review_task(data_dir, round_name, review)
+        if review.reviewer != "scripted":
+            wait_for_review(data_dir, round_name, review)
+    collect_task(data_dir, round_name, review)
     return n_cases
 
 
@@ -334,7 +351,8 @@ def predict_review_apply(data_dir: str, *, round_name: str, model_dirs: list[str
     from flows.model_tasks import predict_with_fingerprint
 
     suffix = "oof" if mode == "oof" else "ensemble"
-    predictions = predict_with_fingerprint(data_dir, model_dirs, mode=mode, tta=tta, threshold=threshold,
+    runs = [str(p) for p in model_run_dirs(data_dir, model_dirs)]
+    predictions = predict_with_fingerprint(data_dir, runs, mode=mode, tta=tta, threshold=threshold,
                                            tomo_ids=tomo_ids, out_name=f"{round_name}_{suffix}",
                                            allow_seen=allow_seen)
     n_cases = review_round(data_dir, round_name, labels_version=labels_version, predictions=predictions,

@@ -11,8 +11,10 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from byu.portal.query import DEFAULT_OBJECT_NAME
-from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, combine_if_present, data_root, predict_review_apply,
-                          refuse_existing_version, tomograms_to_review, transient)
+from flows.artifacts import result_artifacts
+from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, combine_if_present, data_path, data_root, fingerprint,
+                          predict_review_apply, refuse_existing_version, tomograms_to_review, transient)
+from flows.task_runners import task_runner_from_env
 
 
 class ExternalParams(BaseModel):
@@ -32,7 +34,8 @@ class ExternalParams(BaseModel):
     round_name: str = Field(default="external", description="review round name")
     portal_version: str = Field(default="external_gt_v0", description="version holding the portal's own labels")
     to_version: str = Field(default="external_gt", description="reviewed external labels")
-    model_dirs: list[str] = Field(default_factory=lambda: ["data/models/round2"], description="model runs to ensemble")
+    model_dirs: list[str] = Field(default_factory=lambda: ["models/round2"], title="Model runs to ensemble",
+                                  description="run names or paths (relative: under the data root)")
     threshold: float = Field(default=0.05, ge=0, le=1)
     tta: str = Field(default="flips")
     base_version: str = Field(default="gt_v2", description="combined with external when it exists")
@@ -91,25 +94,29 @@ def labels_task(data_dir: str, selection_path: str, version: str) -> dict:
             "without_tomogram": report.without_tomogram}
 
 
-@flow(name="external", log_prints=True)
+@flow(name="external", log_prints=True, task_runner=task_runner_from_env())
 def external(params: ExternalParams = ExternalParams()) -> dict:
     """Portal ingest → predictions → review → ``external_gt`` (+ ``all_gt``)."""
     p = params
     root = data_root(p.data_dir)
     data_dir = str(root.root)
     refuse_existing_version(root, p.to_version, p.round_name)
-    selection = find_task(data_dir, p.portal_url, p.dataset_ids, p.run_names, p.points_csv, p.object_name,
-                          p.target_spacing)
+    points = data_path(data_dir, p.points_csv, field="points_csv")
+    selection = find_task(data_dir, p.portal_url, p.dataset_ids, p.run_names, str(points) if points else None,
+                          p.object_name, p.target_spacing)
     downloads = download_task(data_dir, selection, p.download_workers)
     prep = preprocess_task(data_dir, selection)
     portal_labels = labels_task(data_dir, selection, p.portal_version)
-    tomo_ids = tomograms_to_review(data_dir, p.portal_version, None)
+    tomo_ids = tomograms_to_review(data_dir, p.portal_version, None,
+                                   version_fingerprint=fingerprint([root.labels / f"{p.portal_version}.manifest.json"]))
     result = predict_review_apply(data_dir, round_name=p.round_name, model_dirs=p.model_dirs, mode="all", tta=p.tta,
                                   threshold=p.threshold, labels_version=p.portal_version, to_version=p.to_version,
                                   review=p.review, tomo_ids=tomo_ids, allow_seen=True)
-    combined = combine_if_present(data_dir, [p.base_version, p.to_version], p.all_version, p.round_name)
-    return {**result, "downloads": downloads, "preprocess": prep, "portal_labels": portal_labels,
-            "combined": combined}
+    result["combined"] = combine_if_present(data_dir, [p.base_version, p.to_version], p.all_version, p.round_name)
+    result.update(downloads=downloads, preprocess=prep, portal_labels=portal_labels)
+    result_artifacts(data_dir, p.round_name, result, title=f"External round {p.round_name}: {p.portal_version} → "
+                     f"{p.to_version}")
+    return result
 
 
 if __name__ == "__main__":

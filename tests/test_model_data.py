@@ -22,7 +22,10 @@ from byu.model.decode import find_peaks, peaks_to_frame, read_predictions, write
 from byu.model.infer import sliding_window_heatmap
 from byu.model.net import build_network
 from byu.paths import DataRoot
+from byu.tomo import grid
 from byu.tomo.io import TomoMeta, write_tomogram
+from byu.tomo.preprocess import preprocess_tomogram
+from tests.fakes.portal import write_mrc
 from tests.model_helpers import make_root
 
 
@@ -31,8 +34,18 @@ def test_geometry_round_trip_integer_and_interpolated():
     assert g.pool == 2 and g.net_shape == (49, 60, 51)
     pts = np.array([[0.0, 0.0, 0.0], [154.0, 191.0, 161.0], [33.3, 44.4, 55.5]])
     np.testing.assert_allclose(g.from_net(g.to_net(pts, 10.0), 10.0), pts, atol=1e-9)
-    # stored voxel 0 and 1 pool into net voxel 0, whose centre is stored 0.5
-    np.testing.assert_allclose(g.to_net([[0.5, 0.5, 0.5]], 16.0), [[0.0, 0.0, 0.0]])
+    # stored voxel 0 and 1 pool into net voxel 0, whose centre is stored 0.5 (original 1.1 through the grid)
+    centre = grid.stored_to_original([[0.5, 0.5, 0.5]], 10.0, 16.0)
+    np.testing.assert_allclose(centre, [[1.1, 1.1, 1.1]])
+    np.testing.assert_allclose(g.to_net(centre, 10.0), [[0.0, 0.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(g.to_stored(centre, 10.0), [[0.5, 0.5, 0.5]], atol=1e-12)
+    # any frame goes through the original voxels and the resampling grid: Å (spacing 1) and the 16 Å frame
+    np.testing.assert_allclose(g.to_net(pts * 10.0, 1.0), g.to_net(pts, 10.0), atol=1e-9)
+    np.testing.assert_allclose(g.to_stored(pts * 10.0 / 16.0, 16.0), grid.original_to_stored(pts, 10.0, 16.0),
+                               atol=1e-9)
+    np.testing.assert_allclose(g.to_net(pts, 10.0), (grid.original_to_stored(pts, 10.0, 16.0) + 0.5) / 2 - 0.5,
+                               atol=1e-12)
+    np.testing.assert_allclose(g.from_net(g.to_net(pts, 10.0), 1.0), pts * 10.0, atol=1e-9)
     h = geometry_for("b", (100, 150, 150), 19.34, (100, 150, 150), 19.34, 32.0)
     assert h.pool == 0
     np.testing.assert_allclose(h.from_net(h.to_net(pts, 19.34), 19.34), pts, atol=1e-9)
@@ -59,6 +72,30 @@ def test_load_volume_puts_a_blob_where_the_frame_mapping_says(tmp_path, stored_s
     grids = np.meshgrid(*[np.arange(n) for n in net.shape], indexing="ij")
     found = np.array([(gr * w).sum() / w.sum() for gr in grids])
     np.testing.assert_allclose(found, g.to_net(centre, stored_spacing)[0], atol=0.15)
+
+
+@pytest.mark.parametrize("net_spacing", [16.0, 32.0])
+def test_a_label_in_the_original_frame_lands_on_its_spot_after_preprocess_and_load(tmp_path, net_spacing):
+    """Original MRC at 6.5 Å -> preprocess (16 Å stack) -> net grid: a blob at original voxel v is found at
+    ``to_net(v)``. Skipping the resampling grid's half-voxel terms is off by 0.3 stored voxels (0.15-0.3 net)."""
+    shape, v, spacing = (72, 90, 100), np.array([33.0, 41.0, 52.0]), 6.5
+    zz, yy, xx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    d2 = (zz - v[0]) ** 2 + (yy - v[1]) ** 2 + (xx - v[2]) ** 2
+    write_mrc(tmp_path / "raw" / "b.mrc", (100.0 * np.exp(-d2 / (2 * 6.0**2))).astype(np.float32), spacing)
+    meta = preprocess_tomogram(tmp_path / "raw" / "b.mrc", tmp_path / "tomograms", tomo_id="b",
+                               clip_percentiles=(0.0, 100.0))
+    assert meta.shape == grid.resampled_shape(shape, spacing) and meta.voxel_spacing == 16.0
+    cache = VolumeCache(tmp_path, net_spacing)
+    g = cache.geometry("b")
+    net = cache.get("b").astype(np.float32)
+    w = np.clip(net - np.median(net), 0, None) ** 2
+    found = np.array([(gr * w).sum() / w.sum() for gr in np.meshgrid(*[np.arange(n) for n in net.shape],
+                                                                      indexing="ij")])
+    want = g.to_net(v, spacing)[0]
+    np.testing.assert_allclose(found, want, atol=0.06)
+    naive = (v * spacing / 16.0 + 0.5) / g.ratio[0] - 0.5  # the spacing ratio alone, without the grid
+    assert np.all(np.abs(found - want) < np.abs(found - naive))
+    np.testing.assert_allclose(g.from_net(found, spacing)[0], v, atol=0.06 * g.ratio[0] * 16.0 / spacing)
 
 
 def test_heatmap_target_width_is_physical():

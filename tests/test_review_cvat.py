@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,16 +21,33 @@ from byu.review import cvat as rc
 from byu.review.cvat import CvatConfig, CvatError, pull_round, push_round, push_second_review, round_status
 from byu.review.decisions import decisions_from_round, read_decisions, write_decisions
 from tests.cvat_support import make_round
-from tests.fakes.cvat import start_fake_cvat, tag_images_as_annotator, wait_until
+from tests.fakes.cvat import (
+    CVAT_VERSIONS,
+    FAKE_CVAT_VERSION,
+    LEGACY_CVAT_VERSION,
+    start_fake_cvat,
+    tag_images_as_annotator,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = {"operator": "op-pass-1", "alice": "alice-pass-2"}
 TOKEN = "pat-0123456789"
 
 
+SKIPPED_CHECK = "skipped the server version check"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_version_warnings(monkeypatch):
+    monkeypatch.setattr(rc, "_version_warned", set())  # warnings are once per process and URL
+
+
 @pytest.fixture
-def fake():
-    with start_fake_cvat(users=USERS, tokens={TOKEN: "operator"}, page_size=3) as (url, server):
+def fake(request):
+    """The fake CVAT; ``@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)`` picks its version."""
+    version = getattr(request, "param", FAKE_CVAT_VERSION)
+    with start_fake_cvat(users=USERS, tokens={TOKEN: "operator"}, page_size=3, version=version) as (url, server):
         yield url, server
 
 
@@ -47,7 +65,8 @@ def config(fake) -> CvatConfig:
 
 @pytest.fixture
 def annotator(fake):
-    client = Client(fake[0], config=Config(status_check_period=0.01))
+    # a plain SDK client, as an annotator's script would open it (on CVAT 2.23 it must skip the check)
+    client = Client(fake[0], config=Config(status_check_period=0.01), check_server_version=not fake[1].legacy)
     client.login(("alice", USERS["alice"]))
     yield client
     client.close()
@@ -98,6 +117,141 @@ def test_config_never_shows_secrets(fake):
         CvatConfig.from_env({})
 
 
+def test_check_version_can_be_switched_off_from_the_environment(fake):
+    base = {"BYU_CVAT_URL": fake[0], "BYU_CVAT_TOKEN": TOKEN}
+    assert CvatConfig.from_env(base).check_server_version is True
+    for off in ("0", "false", "No", " off "):
+        assert CvatConfig.from_env(dict(base, BYU_CVAT_CHECK_VERSION=off)).check_server_version is False, off
+    for on in ("1", "true", "YES", ""):
+        assert CvatConfig.from_env(dict(base, BYU_CVAT_CHECK_VERSION=on)).check_server_version is True, on
+    assert CvatConfig.from_env(dict(base, BYU_CVAT_CHECK_VERSION="0"),
+                               check_server_version=True).check_server_version is True  # an override wins
+    with pytest.raises(InputError, match="BYU_CVAT_CHECK_VERSION"):
+        CvatConfig.from_env(dict(base, BYU_CVAT_CHECK_VERSION="maybe"))
+
+
+@pytest.mark.parametrize("fake", [LEGACY_CVAT_VERSION], indirect=True)
+def test_old_server_with_the_check_switched_off(fake, round_dir, caplog):
+    caplog.set_level(logging.DEBUG, logger="byu.review.cvat")
+    url, server = fake
+    cfg = CvatConfig.from_env({"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator",
+                               "BYU_CVAT_PASSWORD": USERS["operator"], "BYU_CVAT_CHECK_VERSION": "0"},
+                              status_check_period=0.01)
+    entries = push_round(round_dir, config=cfg, batch_size=2)
+    assert [e["state"] for e in entries] == ["uploaded"] * 3
+    assert len(pull_round(round_dir, config=cfg)) == 3
+    assert server.count("GET", r"/api/server/about/?") == 0  # not even asked
+    assert not [r for r in caplog.records if "version" in r.getMessage()]
+
+
+def test_the_sdk_alone_cannot_read_an_old_servers_about():
+    """Why connect() checks the version itself: the SDK's own check crashes on CVAT 2.23."""
+    with start_fake_cvat(version=LEGACY_CVAT_VERSION) as (url, server):
+        with pytest.raises(TypeError, match="logo_url"):
+            Client(url)
+        rc.connect(CvatConfig(url=url, user="admin", password="admin-pass")).close()
+
+
+NOT_CVAT = {
+    "html": (200, "text/html; charset=utf-8", b"<!doctype html><html><body>Welcome to nginx!</body></html>"),
+    "404": (404, "text/html", b"<html><body><h1>404 Not Found</h1></body></html>"),
+    "json without version": (200, "application/json", b'{"name": "some other service", "status": "ok"}'),
+    "json list": (200, "application/json", b'["not", "an", "object"]'),
+}
+
+
+@pytest.mark.parametrize("reply", list(NOT_CVAT), ids=list(NOT_CVAT))
+@pytest.mark.parametrize("auth", ["password", "token"])
+def test_a_server_that_is_not_cvat_is_a_clear_error(fake, reply, auth, caplog):
+    url, server = fake
+    server.about_reply = NOT_CVAT[reply]
+    cfg = make_config(url) if auth == "password" else CvatConfig(url=url, token=TOKEN, max_attempts=3)
+    with pytest.raises(CvatError) as info:
+        rc.connect(cfg)
+    text = str(info.value)
+    assert "does not look like a CVAT server" in text and url in text and "/api/server/about" in text
+    for secret in ("Set-Cookie", "HTTPHeaderDict", "headers", USERS["operator"], TOKEN, "Traceback"):
+        assert secret not in text and secret not in caplog.text
+    shown = info.value.__cause__ or (None if info.value.__suppress_context__ else info.value.__context__)
+    assert shown is None  # no SDK exception (its text holds response headers) rides along in a traceback
+    assert server.count("POST", r"/api/auth/login/?") == 0  # credentials never sent
+    assert server.count("GET", r"/api/server/about/?") == 2  # the SDK's try, then ours; not retried
+
+
+@pytest.mark.parametrize("fake", [LEGACY_CVAT_VERSION], indirect=True)
+def test_cli_on_an_old_server(fake, round_dir):
+    """The issue: ``byu review push`` died with a TypeError on CVAT 2.23.1."""
+    from byu.cli_review_cvat import app
+
+    url, server = fake
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    common = ["--data-dir", str(round_dir.parents[1]), "--status-check-period", "0.01"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["push", "r1", "--batch-size", "3", *common], env=env)
+    assert res.exit_code == 0, res.output
+    assert "r1-001" in res.output and "Traceback" not in res.output
+    abouts = server.count("GET", r"/api/server/about/?")
+    assert abouts >= 1
+    res = runner.invoke(app, ["push", "r1", "--batch-size", "3", *common], env=dict(env, BYU_CVAT_CHECK_VERSION="no"))
+    assert res.exit_code == 0, res.output
+    assert server.count("GET", r"/api/server/about/?") == abouts  # the check was skipped
+    assert server.count("POST", r"/api/tasks/?") == 2
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_fake_jobs_errors_and_lists_behave_like_cvat(fake, config, round_dir):
+    """The fake's job transitions, errors and pagination, as the real 2.23.1 server showed them."""
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    url, server = fake
+    push_round(round_dir, config=config, batch_size=2)
+    with rc.cvat_client(config) as client:
+        (job,) = client.tasks.retrieve(1).get_jobs()
+        assert (job.state, job.stage, job.status) == ("new", "annotation", "annotation")
+        job.update(models.PatchedJobWriteRequest(state="completed"))
+        assert (job.state, job.stage, job.status) == ("completed", "annotation", "annotation")
+        assert client.tasks.retrieve(1).status == "annotation"
+        job.update(models.PatchedJobWriteRequest(stage="acceptance", state="completed"))
+        assert (job.state, job.stage, job.status) == ("completed", "acceptance", "completed")
+        assert client.tasks.retrieve(1).status == "completed"
+        job.update(models.PatchedJobWriteRequest(stage="validation"))  # a new stage alone resets the state
+        assert (job.state, job.stage, job.status) == ("new", "validation", "validation")
+        assert client.tasks.retrieve(1).status == "validation"
+
+        import urllib3  # the SDK refuses a bad state itself: send it raw, as a token user
+
+        resp = urllib3.request("PATCH", f"{url}/api/jobs/{job.id}", json={"state": "bogus"},
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+        assert resp.status == 400 and resp.json() == {"state": ['"bogus" is not a valid choice.']}
+        with pytest.raises(ApiException) as info:
+            client.tasks.retrieve(999)
+        assert info.value.status == 404
+        assert json.loads(info.value.body) == {"detail": "No Task matches the given query."}
+
+        page, _ = client.api_client.tasks_api.list(page_size=1)
+        assert page.count == 3 and page.next.startswith(url + "/api/tasks?") and "page=2" in page.next
+        assert len(client.tasks.list()) == 3  # the SDK walks the pages
+
+
+def test_a_proxy_asking_for_credentials_is_named(fake):
+    url, server = fake
+    server.about_reply = (401, "text/html", b"<html>401 Authorization Required</html>")
+    with pytest.raises(CvatError, match="proxy in front of it"):
+        rc.connect(make_config(url))
+    assert server.count("POST", r"/api/auth/login/?") == 0
+
+
+def test_a_server_that_is_not_cvat_in_the_cli(fake, round_dir):
+    from byu.cli_review_cvat import app
+
+    url, server = fake
+    server.about_reply = NOT_CVAT["html"]
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    res = CliRunner().invoke(app, ["push", "r1", "--data-dir", str(round_dir.parents[1])], env=env)
+    assert res.exit_code == 2 and "does not look like a CVAT server" in res.output
+    assert "Traceback" not in res.output and USERS["operator"] not in res.output
+
+
 def test_wrong_password_is_a_clear_error_without_the_password(fake):
     with pytest.raises(CvatError) as info:
         rc.connect(make_config(fake[0], password="wrong-secret-pw"))
@@ -128,9 +282,19 @@ def test_retries_are_bounded_and_only_for_transient_errors(fake):
 # Full cycle
 
 
-def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, round_dir):
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, round_dir, caplog):
+    """A whole round with the default config (version check on), on CVAT 2.80 and on CVAT 2.23.1
+    (whose about answer cvat-sdk 2.80 cannot read: one warning, then the same round)."""
+    caplog.set_level(logging.WARNING, logger="byu.review.cvat")
     url, server = fake
+    assert config.check_server_version
     entries = push_round(round_dir, config=config, batch_size=2)
+    again = push_round(round_dir, config=config, batch_size=2)  # re-push: no duplicates, no re-upload
+    assert [e["id"] for e in again] == [e["id"] for e in entries]
+    assert server.count("POST", r"/api/tasks/?") == 3
+    assert server.count("POST", r"/api/tasks/\d+/data/?", header="Upload-Multiple") == 3
+    assert all(len(ids) == 1 for ids in server_tasks(server).values())
     imgs = images_of(round_dir)
     assert [e["name"] for e in entries] == ["r1-001", "r1-002", "r1-003"]
     assert [e["images"] for e in entries] == [imgs[0:2], imgs[2:4], imgs[4:5]]
@@ -168,6 +332,23 @@ def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, roun
         ["FP-0004", imgs[3], "none", "alice", "cvat:r1-002.xml"],
     ]
     assert record(round_dir)["tasks"][0]["job_assignee"] == "alice"
+
+    # push, re-push, status, pull: four connections, each asked the version
+    assert server.count("GET", r"/api/server/about/?") >= 4
+    skipped = [r for r in caplog.records if SKIPPED_CHECK in r.getMessage()]
+    if server.legacy:
+        assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING
+        assert LEGACY_CVAT_VERSION in skipped[0].getMessage()
+        # the server's own request ids, polled URL-encoded; the export fetched at 2.23's result_url
+        assert ("GET", "/api/requests/create%3Atask-1") in server.raw_paths
+        assert server.count("GET", r"/api/requests/export:task-1-annotations-in-CVAT_for_images_1@1-format-by-1") >= 1
+        assert server.count("GET", r"/api/tasks/\d+/annotations/?") == 3
+        assert server.count("GET", r"/api/tasks/\d+/dataset/download/?") == 0
+        xml = (round_dir / "cvat" / "r1-001.xml").read_text()
+        assert '<tag label="3" source="manual">\n' in xml and "/>" not in xml
+    else:
+        assert skipped == [] and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert server.count("GET", r"/api/tasks/\d+/dataset/download/?") == 3
 
 
 def test_token_auth_works(fake, round_dir):

@@ -66,8 +66,8 @@ def test_valid_export_gives_sorted_tags_reviewer_and_source(tmp_path, cases):
     d = result.decisions
     assert list(d.columns) == DECISION_COLUMNS
     assert d.to_dict("records") == [
-        {"case_id": "FN-0001", "image": img(cases, 0), "tags": "1;3", "reviewer": "alice", "source": "cvat:r1-001.xml"},
-        {"case_id": "FP-0002", "image": img(cases, 1), "tags": "0", "reviewer": "alice", "source": "cvat:r1-001.xml"},
+        {"case_id": "FN-0001", "image": img(cases, 0), "tags": "1;3", "reviewer": "alice", "source": "cvat:r1-001.xml", "job_state": ""},
+        {"case_id": "FP-0002", "image": img(cases, 1), "tags": "0", "reviewer": "alice", "source": "cvat:r1-001.xml", "job_state": ""},
     ]  # the untagged FN-0003 is "not reviewed" and absent
 
 
@@ -222,8 +222,8 @@ def test_import_csv_by_case_id_or_image(tmp_path, cases):
     result = import_decisions_csv(csv, cases)
     assert result.errors == []
     assert result.decisions.to_dict("records") == [
-        {"case_id": "FN-0001", "image": img(cases, 0), "tags": "1;2", "reviewer": "dana", "source": "import:outside.csv"},
-        {"case_id": "FP-0002", "image": img(cases, 1), "tags": "unsure", "reviewer": "", "source": "import:outside.csv"},
+        {"case_id": "FN-0001", "image": img(cases, 0), "tags": "1;2", "reviewer": "dana", "source": "import:outside.csv", "job_state": ""},
+        {"case_id": "FP-0002", "image": img(cases, 1), "tags": "unsure", "reviewer": "", "source": "import:outside.csv", "job_state": ""},
     ]
 
 

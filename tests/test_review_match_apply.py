@@ -8,39 +8,46 @@ import pandas as pd
 import pytest
 
 from byu.errors import InputError, NotFoundError
+from byu.labels.formats import to_canonical
+from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore
 from byu.labels.table import make_table
 from byu.paths import DataRoot
-from byu.review.apply import apply_decisions
 from byu.predictions import read_predictions
-from byu.review.match import find_cases
+from byu.review.apply import apply_decisions
+from byu.review.cases import cases_frame, read_cases, write_cases
 from byu.review.decisions import write_decisions
-from byu.review.round import apply_round, mine_round
+from byu.review.match import find_cases
+from byu.review.round import ReviewRound
 from byu.review.scripted import scripted_decisions
 
 SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise the frame conversion
 
 
-def pred(tomo, z, y, x, conf, spacing=5.0):
-    return dict(tomo_id=tomo, particle="motor", z=z, y=y, x=x, conf=conf, models="run/fold0", voxel_spacing=spacing)
+def pred(tomo, z, y, x, conf, spacing=5.0, particle="motor"):
+    return dict(tomo_id=tomo, particle=particle, z=z, y=y, x=x, conf=conf, models="run/fold0", voxel_spacing=spacing)
+
+
+def motors(table) -> dict:
+    return dict(zip(table.tomo_id, table.motor_zyx))
 
 
 @pytest.fixture
 def world():
-    truth = make_table([
+    truth = LabelSet.from_canonical(make_table([
         ("missed", SHAPE, 10.0, [[50, 50, 50]]),
         ("ok", SHAPE, 10.0, [[20, 20, 20]]),
         ("false", SHAPE, 10.0, []),
         ("shifted", SHAPE, 10.0, [[10, 10, 10]]),
         ("deep", SHAPE, 10.0, [[90, 90, 90]]),
-    ])
-    noisy = make_table([
+    ]))
+    noisy = LabelSet.from_canonical(make_table([
         ("missed", SHAPE, 10.0, []),
         ("ok", SHAPE, 10.0, [[20, 20, 20]]),
         ("false", SHAPE, 10.0, [[70, 70, 70]]),
         ("shifted", SHAPE, 10.0, [[10, 10, 200]]),  # 1900 Å from the truth: beyond the 1000 Å radius
         ("deep", SHAPE, 10.0, [[90, 90, 90]]),
-    ])
+    ]))
     preds = pd.DataFrame([
         pred("missed", 100, 100, 100, 0.9),      # = (50,50,50) at 10 Å: the missed motor
         pred("missed", 20, 180, 20, 0.1),        # a weak false candidate
@@ -54,53 +61,90 @@ def world():
 def test_find_cases_kinds_candidates_and_frames(world):
     truth, noisy, preds = world
     cases = find_cases(noisy, preds, label_version="gt", prediction_run="oof", threshold=0.05, max_candidates=5)
-    by = {c.tomo_id: c for c in cases.itertuples(index=False)}
+    by = {c.tomo_id: c for c in cases}
     assert set(by) == {"missed", "false", "shifted", "deep"}
     assert (by["missed"].kind, by["false"].kind, by["shifted"].kind, by["deep"].kind) == ("FP", "FN", "FN", "FN")
-    cands = json.loads(by["missed"].candidates)
-    assert [c["k"] for c in cands] == [1, 2] and cands[0]["conf"] == 0.9
-    assert [cands[0]["z"], cands[0]["y"], cands[0]["x"]] == [50.0, 50.0, 50.0]  # converted to the label frame
-    shifted = json.loads(by["shifted"].candidates)
-    assert shifted[0] == {"k": 0, "z": 10.0, "y": 10.0, "x": 200.0, "conf": None, "source": "label"}
-    assert [c["conf"] for c in shifted[1:]] == [0.7, 0.06]
+    cands = by["missed"].candidates
+    assert [c.k for c in cands] == [1, 2] and cands[0].conf == 0.9
+    assert cands[0].zyx == [50.0, 50.0, 50.0]  # converted to the label frame
+    shifted = by["shifted"].candidates
+    assert shifted[0].model_dump() == {"k": 0, "particle": "motor", "z": 10.0, "y": 10.0, "x": 200.0, "conf": None,
+                                       "source": "label"}
+    assert [c.conf for c in shifted[1:]] == [0.7, 0.06]
+    assert by["shifted"].reason == "unmatched" and by["missed"].reason == "unlabeled"
     # review order: score descending, index and ids follow it; names carry the case
-    assert list(cases["index"]) == [1, 2, 3, 4]
-    assert list(cases["score"]) == sorted(cases["score"], reverse=True)
+    assert [c.index for c in cases] == [1, 2, 3, 4]
+    assert [c.score for c in cases] == sorted((c.score for c in cases), reverse=True)
     assert by["missed"].image == f"FP-{by['missed'].index}-missed-300x300x300-spacing10.jpg"
     assert by["deep"].score == 1.0 and by["shifted"].score == pytest.approx(1 - 0.7)
-    # a higher threshold hides weak predictions; fewer candidates when asked
     strict = find_cases(noisy, preds, threshold=0.5, max_candidates=1)
-    assert all(len(json.loads(c)) <= 2 for c in strict["candidates"])
+    assert all(len(c.candidates) <= 2 for c in strict)
     with pytest.raises(NotFoundError):
         find_cases(noisy, preds, tomo_ids=["nope"])
+
+
+def test_cases_csv_round_trip(world, tmp_path):
+    truth, noisy, preds = world
+    cases = find_cases(noisy, preds, label_version="gt")
+    path = write_cases(cases, tmp_path / "cases.csv")
+    assert read_cases(path) == cases
+    assert list(cases_frame(cases).columns)[:4] == ["case_id", "kind", "index", "tomo_id"]
+
+
+def test_cases_from_before_multiclass_rounds_are_read_as_motor_cases(tmp_path):
+    old = ("case_id,kind,index,tomo_id,image,score,label_version,prediction_run,Z,Y,X,voxel_spacing,radius_A,focus_k,"
+           "candidates,labels\n"
+           'FN-0001,FN,1,t1,FN-1-t1-10x20x30-spacing10.jpg,1.0,gt,oof,10,20,30,10.0,1000.0,0,'
+           '"[{""k"": 0, ""z"": 1.0, ""y"": 2.0, ""x"": 3.0, ""conf"": null, ""source"": ""label""}]",'
+           '"[[1.0, 2.0, 3.0]]"\n')
+    (tmp_path / "cases.csv").write_text(old)
+    case = read_cases(tmp_path / "cases.csv")[0]
+    assert case.particle == "motor" and case.candidates[0].particle == "motor"
+    assert case.labels[0].particle == "motor" and case.labels[0].x == 3.0
+
+
+def test_bad_case_rows_name_line_and_field(tmp_path, world):
+    truth, noisy, preds = world
+    frame = cases_frame(find_cases(noisy, preds))
+    frame.loc[1, "candidates"] = "[{not json"
+    frame.loc[2, "tomo_id"] = "../evil"
+    frame.to_csv(tmp_path / "cases.csv", index=False)
+    with pytest.raises(InputError) as info:
+        read_cases(tmp_path / "cases.csv")
+    assert {(e.row, e.field) for e in info.value.errors} == {(3, "candidates"), (4, "tomo_id")}
 
 
 def test_scripted_review_fixes_exactly_the_planted_errors(world):
     truth, noisy, preds = world
     cases = find_cases(noisy, preds, label_version="gt")
     dec = scripted_decisions(cases, truth)
-    tags = dict(zip(cases.set_index("case_id").loc[dec.case_id, "tomo_id"], dec.tags))
+    tags = {c.tomo_id: t for c, t in zip(cases, dec.tags)}
     assert tags == {"missed": "1", "false": "none", "shifted": "1", "deep": "0"}
     res = apply_decisions(noisy, cases, dec, round_name="r1")
-    fixed = dict(zip(res.table.tomo_id, res.table.motor_zyx))
-    assert fixed == {"missed": [[50.0, 50.0, 50.0]], "ok": [[20.0, 20.0, 20.0]], "false": [],
-                     "shifted": [[10.0, 10.0, 10.0]], "deep": [[90.0, 90.0, 90.0]]}
+    assert motors(to_canonical(res.labels)) == {"missed": [[50.0, 50.0, 50.0]], "ok": [[20.0, 20.0, 20.0]],
+                                                "false": [], "shifted": [[10.0, 10.0, 10.0]],
+                                                "deep": [[90.0, 90.0, 90.0]]}
     actions = dict(zip(res.changes.tomo_id, res.changes.action))
     assert actions == {"missed": "add", "false": "remove", "shifted": "move", "deep": "keep"}
     assert res.label_changes == 3
-    assert set(res.changes.case_id) == set(cases.case_id) and (res.changes.reviewer == "scripted").all()
+    assert set(res.changes.case_id) == {c.case_id for c in cases} and (res.changes.reviewer == "scripted").all()
+    added = res.labels.picks[res.labels.picks.tomo_id == "missed"].iloc[0]
+    assert (added.source, added.user_id, added.session_id) == ("review:r1", "scripted", "r1")
 
 
 def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
     truth, noisy, preds = world
     cases = find_cases(noisy, preds)
-    fn = cases[cases.tomo_id == "false"].case_id.iloc[0]
-    fp = cases[cases.tomo_id == "missed"].case_id.iloc[0]
-    dec = pd.DataFrame([{"case_id": fn, "tags": "unsure", "reviewer": "ann"}])
+    fn = next(c.case_id for c in cases if c.tomo_id == "false")
+    fp = next(c.case_id for c in cases if c.tomo_id == "missed")
+    dec = pd.DataFrame([{"case_id": fn, "tags": "unsure", "reviewer": "ann"}, {"case_id": fp, "tags": "",
+                                                                             "reviewer": "ann"}])
     res = apply_decisions(noisy, cases, dec, round_name="r1")
-    assert res.table.equals(noisy) and res.unsure_cases == [fn] and len(res.unreviewed_cases) == len(cases) - 1
-    for bad, words in [("0;none", "contradictory"), ("7", "showed 2 candidate"), ("maybe", "unknown tag"), ("²", "unknown tag"),
-                       ("01", "unknown tag")]:
+    assert res.labels.equals(noisy) and res.unsure_cases == [fn]
+    assert len(res.unreviewed_cases) == len(cases) - 1  # the empty tag cell counts as not reviewed
+    for bad, words in [("0;none", "contradictory"), ("7", "candidate 7 was not shown"), ("maybe", "unknown tag"),
+                       ("²", "unknown tag"), ("01", "unknown tag"), ("none;1", "contradictory"),
+                       ("0;2", "contradictory")]:
         with pytest.raises(InputError, match=words):
             apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fp, "tags": bad, "reviewer": ""}]), round_name="r")
     with pytest.raises(InputError, match="unknown case"):
@@ -108,15 +152,24 @@ def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
                         round_name="r")
 
 
+def test_a_candidate_tagged_twice_is_added_once(world):
+    truth, noisy, preds = world
+    cases = find_cases(noisy, preds)
+    fp = next(c.case_id for c in cases if c.tomo_id == "missed")
+    res = apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fp, "tags": "1;1", "reviewer": "a"}]),
+                          round_name="r")
+    assert motors(to_canonical(res.labels))["missed"] == [[50.0, 50.0, 50.0]] and res.label_changes == 1
+
+
 def test_fn_keep_and_add_and_overrides(world):
     truth, noisy, preds = world
     cases = find_cases(noisy, preds)
-    shifted = cases[cases.tomo_id == "shifted"].case_id.iloc[0]
+    shifted = next(c.case_id for c in cases if c.tomo_id == "shifted")
     dec = pd.DataFrame([{"case_id": shifted, "tags": "0;1", "reviewer": "ann"}])
     overrides = pd.DataFrame([{"tomo_id": "ok", "action": "clear", "z": None, "y": None, "x": None, "note": "bad tomo"},
                               {"tomo_id": "false", "action": "add", "z": 5, "y": 5, "x": 5, "note": "seen by eye"}])
     res = apply_decisions(noisy, cases, dec, round_name="r1", overrides=overrides, overrides_source="ov.csv")
-    fixed = dict(zip(res.table.tomo_id, res.table.motor_zyx))
+    fixed = motors(to_canonical(res.labels))
     assert fixed["shifted"] == [[10.0, 10.0, 200.0], [10.0, 10.0, 10.0]]
     assert fixed["ok"] == [] and fixed["false"] == [[70.0, 70.0, 70.0], [5.0, 5.0, 5.0]]
     srcs = res.changes.groupby("action").source.apply(set).to_dict()
@@ -133,21 +186,41 @@ def test_round_on_disk_is_rerunnable_and_versions_immutable(tmp_path, world):
     store.put("gt", noisy)
     root.predictions.mkdir(parents=True)
     preds.to_csv(root.predictions / "oof.csv", index=False)
-    cases = mine_round(root, "round1", labels_version="gt", predictions=root.predictions / "oof.csv")
-    again = mine_round(root, "round1", labels_version="gt", predictions=root.predictions / "oof.csv")
-    assert again.equals(cases)
-    with pytest.raises(InputError, match="already has different cases"):
-        mine_round(root, "round1", labels_version="gt", predictions=root.predictions / "oof.csv", threshold=0.5)
+    rnd = ReviewRound(root, "round1")
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
+    assert rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv") == cases
+    with pytest.raises(InputError, match="already has other cases"):
+        rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", threshold=0.5)
     with pytest.raises(InputError, match="no decisions"):
-        apply_round(root, "round1", from_version="gt", to_version="gt_v2")
-    write_decisions(scripted_decisions(cases, truth), root.review / "round1" / "decisions.csv")
-    manifest, result = apply_round(root, "round1", from_version="gt", to_version="gt_v2")
-    assert manifest.parents == ["gt"] and manifest.extra["label_changes"] == 3
+        rnd.apply(from_version="gt", to_version="gt_v2")
+    write_decisions(scripted_decisions(cases, truth), rnd.paths.decisions)
+    manifest, result = rnd.apply(from_version="gt", to_version="gt_v2")
+    assert manifest.created and manifest.parents == ["gt"] and manifest.extra["label_changes"] == 3
     assert sorted(store.changes("gt_v2").action) == ["add", "keep", "move", "remove"]
-    apply_round(root, "round1", from_version="gt", to_version="gt_v2")  # same content: accepted
+    again, _ = rnd.apply(from_version="gt", to_version="gt_v2")  # same content: accepted, nothing written
+    assert not again.created
     store.put("other", truth)
     with pytest.raises(InputError, match="mined against"):
-        apply_round(root, "round1", from_version="other", to_version="gt_v9")
+        rnd.apply(from_version="other", to_version="gt_v9")
+
+
+def test_reapplying_other_decisions_is_refused(tmp_path, world):
+    from byu.errors import VersionExistsError
+
+    truth, noisy, preds = world
+    root = DataRoot(tmp_path / "data")
+    LabelStore(root.labels).put("gt", noisy)
+    root.predictions.mkdir(parents=True)
+    preds.to_csv(root.predictions / "oof.csv", index=False)
+    rnd = ReviewRound(root, "r")
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
+    write_decisions(scripted_decisions(cases, truth, reviewer="ann"), rnd.paths.decisions)
+    rnd.apply(from_version="gt", to_version="gt_v2")
+    before = LabelStore(root.labels).changes_path("gt_v2").read_bytes()
+    write_decisions(scripted_decisions(cases, truth, reviewer="bob"), rnd.paths.decisions)
+    with pytest.raises(VersionExistsError, match="changes"):
+        rnd.apply(from_version="gt", to_version="gt_v2")
+    assert LabelStore(root.labels).changes_path("gt_v2").read_bytes() == before
 
 
 def test_predictions_csv_validation(tmp_path):
@@ -165,14 +238,14 @@ def test_weakly_supported_labels_are_reviewed_when_asked(world):
     truth, noisy, preds = world
     weak = pd.concat([preds, pd.DataFrame([pred("false", 140, 140, 141, 0.3)])], ignore_index=True)
     plain = find_cases(noisy, weak)
-    assert "false" not in set(plain.tomo_id)  # the weak prediction matches the false label: no case
+    assert "false" not in {c.tomo_id for c in plain}  # the weak prediction matches the false label: no case
     cases = find_cases(noisy, weak, confirm_threshold=0.5)
-    case = cases[cases.tomo_id == "false"].iloc[0]
-    assert case.kind == "FN" and case.score == pytest.approx(0.7)
-    assert [c["source"] for c in json.loads(case.candidates)] == ["label"]  # the weak match is not a candidate
-    assert "ok" not in set(cases.tomo_id)  # a confident match (0.8) stays confirmed
+    case = next(c for c in cases if c.tomo_id == "false")
+    assert case.kind == "FN" and case.reason == "weak" and case.score == pytest.approx(0.7)
+    assert [c.source for c in case.candidates] == ["label"]  # the weak match is not a candidate
+    assert "ok" not in {c.tomo_id for c in cases}  # a confident match (0.8) stays confirmed
     res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
-    assert dict(zip(res.table.tomo_id, res.table.motor_zyx))["false"] == []
+    assert motors(to_canonical(res.labels))["false"] == []
 
 
 def test_override_errors_name_line_and_field_and_remove_needs_a_nearby_motor(world, tmp_path):
@@ -204,5 +277,92 @@ def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
     preds.to_csv(root.predictions / "run.csv", index=False)
     # the run covered only two tomograms: the others were never predicted and must not become FN cases
     (root.predictions / "run.json").write_text(json.dumps({"tomo_ids": ["missed", "deep"]}))
-    cases = mine_round(root, "r", labels_version="gt", predictions=root.predictions / "run.csv")
-    assert set(cases.tomo_id) == {"missed", "deep"}
+    cases = ReviewRound(root, "r").mine(labels_version="gt", predictions=root.predictions / "run.csv")
+    assert {c.tomo_id for c in cases} == {"missed", "deep"}
+
+
+def test_extra_candidates_go_to_fp_cases_never_dropped(world):
+    truth, noisy, preds = world
+    many = pd.DataFrame([pred("false", 20 + 40 * i, 500, 500, 0.9 - 0.05 * i) for i in range(7)])
+    cases = find_cases(noisy, many, max_candidates=3)
+    shown = [c for case in cases if case.tomo_id == "false" for c in case.candidates if c.k > 0]
+    assert len(shown) == 7  # 3 on the FN case of the false label, the other 4 in FP cases of 3 and 1
+    kinds = sorted((c.kind, len(c.candidates)) for c in cases if c.tomo_id == "false")
+    assert kinds == [("FN", 4), ("FP", 1), ("FP", 3)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# several classes
+
+
+@pytest.fixture
+def multi():
+    shape, s = (100, 200, 200), 10.0
+    tomos = pd.DataFrame({"tomo_id": ["a", "b"], "Z": [shape[0]] * 2, "Y": [shape[1]] * 2, "X": [shape[2]] * 2,
+                          "voxel_spacing": [s, s]})
+
+    def picks(rows):
+        return pd.DataFrame(rows, columns=["tomo_id", "particle", "z", "y", "x"])
+
+    truth = LabelSet.build(tomos, picks([
+        ("a", "ribosome", 50, 50, 50), ("a", "apo-ferritin", 50, 100, 100), ("a", "ribosome", 20, 150, 150),
+        ("b", "apo-ferritin", 30, 30, 30), ("b", "ribosome", 60, 120, 40)]))
+    noisy = LabelSet.build(tomos, picks([
+        ("a", "ribosome", 50, 50, 50),
+        ("a", "ribosome", 50, 100, 100),    # an apo-ferritin labeled as a ribosome
+        ("a", "ribosome", 20, 150, 180),    # shifted 300 Å (> 2 x 150 Å)
+        ("b", "apo-ferritin", 30, 30, 30),
+        ("b", "apo-ferritin", 80, 80, 80)]),  # false: nothing there
+        ["ribosome", "apo-ferritin"])       # the missed b ribosome
+    preds = pd.DataFrame([
+        pred("a", 100, 100, 100, 0.9, particle="ribosome"),
+        pred("a", 100, 200, 200, 0.8, particle="apo-ferritin"),
+        pred("a", 40, 300, 300, 0.7, particle="ribosome"),
+        pred("b", 60, 60, 60, 0.9, particle="apo-ferritin"),
+        pred("b", 120, 240, 80, 0.85, particle="ribosome"),
+    ])
+    return truth, noisy, preds
+
+
+def test_multiclass_mining_per_class_radius_and_relabel(multi):
+    truth, noisy, preds = multi
+    cases = find_cases(noisy, preds, label_version="gt")
+    by = {(c.tomo_id, c.kind, c.particle): c for c in cases}
+    mislabeled = by[("a", "FN", "ribosome")] if ("a", "FN", "ribosome") in by else None
+    fn_a = [c for c in cases if c.tomo_id == "a" and c.kind == "FN"]
+    assert sorted(c.label.zyx for c in fn_a) == [[20.0, 150.0, 180.0], [50.0, 100.0, 100.0]]
+    wrong_class = next(c for c in fn_a if c.label.zyx == [50.0, 100.0, 100.0])
+    assert [(k.particle, k.zyx) for k in wrong_class.candidates[1:]] == [("apo-ferritin", [50.0, 100.0, 100.0])]
+    assert mislabeled is not None and ("b", "FP", "ribosome") in by and ("b", "FN", "apo-ferritin") in by
+    dec = scripted_decisions(cases, truth)
+    tags = {(c.tomo_id, tuple(c.label.zyx) if c.label else None): t for c, t in zip(cases, dec.tags)}
+    assert tags[("a", (50.0, 100.0, 100.0))] == "0;as:apo-ferritin"  # same place, other class: a relabel
+    res = apply_decisions(noisy, cases, dec, round_name="r1")
+    got = {(r.tomo_id, r.particle, r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
+    want = {(r.tomo_id, r.particle, float(r.z), float(r.y), float(r.x)) for r in truth.picks.itertuples()}
+    assert got == want
+    assert sorted(res.changes.action) == ["add", "move", "relabel", "remove"]
+    relabel = res.changes[res.changes.action == "relabel"].iloc[0]
+    assert (relabel.old_particle, relabel.particle) == ("ribosome", "apo-ferritin")
+
+
+def test_class_tags_are_checked(multi):
+    truth, noisy, preds = multi
+    cases = find_cases(noisy, preds)
+    fn = next(c for c in cases if c.kind == "FN" and c.tomo_id == "b")
+    for tags, words in [("0;as:ribosome;as:apo-ferritin", "more than one class"), ("none;as:ribosome",
+                                                                                  "contradictory"),
+                        ("as:ribosome", "no candidate"), ("0;as:virus", "not a class of this round")]:
+        with pytest.raises(InputError, match=words):
+            apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fn.case_id, "tags": tags, "reviewer": ""}]),
+                            round_name="r")
+    res = apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fn.case_id, "tags": "0;as:ribosome",
+                                                       "reviewer": "x"}]), round_name="r")
+    assert list(res.changes.action) == ["relabel"]
+
+
+def test_motor_rounds_have_no_class_tags():
+    from byu.review.tags import tag_labels
+
+    assert tag_labels(3, ["motor"]) == ["0", "1", "2", "3", "none", "unsure"]
+    assert tag_labels(2, ["ribosome", "apo-ferritin"])[-2:] == ["as:ribosome", "as:apo-ferritin"]

@@ -14,11 +14,13 @@ import typer
 from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
+import byu.synth
 from byu.labels.formats import read_labels
 from byu.labels.table import motors_angstrom
 from byu.matching import match_points
 from byu.synth import CohortResult, make_cohort
-from byu.tomo.io import iter_tomograms, read_meta, read_volume, to_frame
+from byu.tomo import grid
+from byu.tomo.io import iter_tomograms, read_meta, read_volume
 from byu.tomo.preprocess import resampled_shape
 
 SMALL = {"z_range": (64, 96), "yx_range": (160, 192)}
@@ -59,10 +61,12 @@ def test_tomograms_on_disk(cohort: CohortResult) -> None:
         assert 8.0 <= meta.original_spacing <= 20.0
         assert meta.voxel_spacing == max(16.0, meta.original_spacing)
         assert 64 <= meta.shape[0] <= 96 and all(160 <= s <= 192 for s in meta.shape[1:])
-        scale = meta.voxel_spacing / meta.original_spacing
-        assert meta.original_shape == tuple(round(s * scale) for s in meta.shape)
-        # the real preprocess would store the original volume at this very shape
+        s = grid.scale_factor(meta.original_spacing, meta.voxel_spacing)
+        # the real preprocess would store the original volume at this very shape (floor(n * s)) ...
         assert resampled_shape(meta.original_shape, meta.original_spacing, 16.0) == meta.shape
+        # ... and it is the smallest such shape, within a voxel of the stored extent
+        assert all(grid.resampled_length(m - 1, s) == n - 1 for m, n in zip(meta.original_shape, meta.shape))
+        assert all(abs(m - n / s) < 1.0 for m, n in zip(meta.original_shape, meta.shape))
         assert meta.clip_percentiles == (0.879, 99.06) and meta.clip[0] < meta.clip[1]
         assert len(list(d.glob("slice_*.jpg"))) == meta.shape[0]
         z = meta.shape[0] // 2
@@ -80,7 +84,10 @@ def test_labels_are_valid_in_the_original_frame(cohort: CohortResult, tables: di
             meta = read_meta(cohort.root / "tomograms" / r.tomo_id)
             assert (r.Z, r.Y, r.X) == meta.original_shape and r.voxel_spacing == meta.original_spacing
             extent = _extent_a(meta)
-            for p in motors_angstrom(r):  # within the stored volume, >= ~300 Å from its faces
+            zyx = np.asarray(r.motor_zyx, dtype=float).reshape(-1, 3)
+            stored = grid.frame_to_stored(zyx, r.voxel_spacing, meta.original_spacing, meta.voxel_spacing)
+            assert len(motors_angstrom(r)) == len(stored)
+            for p in stored * meta.voxel_spacing:  # within the stored volume, >= ~300 Å from its faces
                 assert np.all(p >= 300.0 - 1e-6) and np.all(p <= extent - 300.0 + 1e-6), (name, r.tomo_id, p)
     counts = tables["truth"].num_motors.to_numpy()
     assert cohort.n_motors == counts.sum()
@@ -146,7 +153,7 @@ def test_noisy_differs_from_truth_exactly_by_the_planted_errors(cohort: CohortRe
 
 
 def test_motor_is_bright_where_the_truth_says(cohort: CohortResult, tables: dict[str, pd.DataFrame]) -> None:
-    """Truth (original frame) scaled by original/stored spacing lands on a dense structure in the stored stack.
+    """Truth (original frame) mapped through the resampling grid lands on a dense structure in the stored stack.
 
     At the scale of a motor body (Gaussian σ = 2.5 voxels ≈ 40 Å) every motor centre is among the brightest 3%
     of the stack; skipping the frame conversion (where the spacings differ) misses it.
@@ -160,14 +167,47 @@ def test_motor_is_bright_where_the_truth_says(cohort: CohortResult, tables: dict
         smooth = gaussian_filter(read_volume(d).astype(np.float32), 2.5)
         flat = np.sort(smooth, axis=None)
         for p in r.motor_zyx:
-            for frame, out in ((meta.voxel_spacing, ranks), (meta.original_spacing, wrong)):
-                c = np.clip(np.rint(to_frame(p, meta.original_spacing, frame)).astype(int), 0,
-                            np.asarray(smooth.shape) - 1)
+            right = grid.frame_to_stored(p, r.voxel_spacing, meta.original_spacing, meta.voxel_spacing)
+            for at, out in ((right, ranks), (np.asarray(p, dtype=float), wrong)):  # wrong: original as stored
+                c = np.clip(np.rint(at).astype(int), 0, np.asarray(smooth.shape) - 1)
                 out.append(np.searchsorted(flat, smooth[tuple(c)]) / flat.size)
             if meta.voxel_spacing / meta.original_spacing < 1.25:  # too close to tell the frames apart
                 wrong.pop()
     assert min(ranks) > 0.97, ranks
     assert len(wrong) >= 1 and max(wrong) < 0.97, wrong
+
+
+def test_written_coordinates_map_exactly_onto_the_rendered_centres(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``original_to_stored`` of every written coordinate (truth, decoys) is the stored voxel where the particle
+    was rendered (``Å / stored spacing``), up to the 3-decimal rounding of the tables."""
+    planned = []
+    plan = byu.synth._plan_tomogram
+
+    def spy(*args, **kwargs):
+        planned.append(plan(*args, **kwargs))
+        return planned[-1]
+
+    monkeypatch.setattr(byu.synth, "_plan_tomogram", spy)
+    res = make_cohort(tmp_path / "x", n=4, seed=2, spacing_range=(6.0, 12.0), **SMALL)
+    truth = read_labels(res.truth_path).set_index("tomo_id")
+    decoys = pd.read_csv(res.decoys_path)
+    assert [t.tomo_id for t in planned] == res.tomo_ids and sum(len(t.motors) for t in planned) >= 2
+    for t in planned:
+        meta = read_meta(res.root / "tomograms" / t.tomo_id)
+        assert meta.shape == t.shape and meta.original_shape == t.original_shape
+        s = grid.scale_factor(meta.original_spacing, meta.voxel_spacing)
+        atol = 0.0005 * s + 1e-9
+        rendered = np.array([m.pos for m in t.motors]).reshape(-1, 3) / meta.voxel_spacing
+        written = np.asarray(truth.loc[t.tomo_id].motor_zyx, dtype=float).reshape(-1, 3)
+        np.testing.assert_allclose(grid.original_to_stored(written, meta.original_spacing, meta.voxel_spacing),
+                                   rendered, atol=atol)
+        if len(rendered) and s < 0.9:  # the spacing ratio alone (the old convention) is off by (1 - s) / 2
+            assert np.all(np.abs(written * s - rendered) > 0.04)
+        rendered = np.array([p for _, p, _ in t.decoys]).reshape(-1, 3) / meta.voxel_spacing
+        written = decoys[decoys.tomo_id == t.tomo_id][["z", "y", "x"]].to_numpy(dtype=float)
+        np.testing.assert_allclose(grid.original_to_stored(written, meta.original_spacing, meta.voxel_spacing),
+                                   rendered, atol=atol)
 
 
 def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import mrcfile
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from byu.errors import InputError
+from byu.tomo import grid
 from byu.tomo.io import read_meta, read_volume
 from byu.tomo.preprocess import (
     ArraySource,
@@ -28,14 +30,14 @@ PCT = (0.879, 99.06)
 
 
 def reference(volume: np.ndarray, spacing: float, target: float = 16.0) -> np.ndarray:
-    """Whole volume, exact percentiles, clip, normalize, ``F.interpolate`` trilinear, round."""
+    """The reference pipeline on the whole volume: exact percentiles, clip, ``F.interpolate(trilinear,
+    scale_factor=original/working, align_corners=False, recompute_scale_factor=False)``, normalize, round."""
     lo, hi = np.percentile(volume, PCT)
-    v = (np.clip(volume.astype(np.float64), lo, hi) - lo) * (255.0 / (hi - lo))
-    shape = tuple(max(1, round(n * spacing / max(target, spacing))) for n in volume.shape)
-    t = torch.from_numpy(v)[None, None]
-    if shape != volume.shape:
-        t = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)
-    return t[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+    t = torch.from_numpy(np.clip(volume.astype(np.float64), lo, hi))[None, None]
+    s = spacing / max(target, spacing)
+    if s != 1.0:
+        t = F.interpolate(t, scale_factor=s, mode="trilinear", align_corners=False, recompute_scale_factor=False)
+    return ((t[0, 0] - lo) * (255.0 / (hi - lo))).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def textured(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -52,18 +54,62 @@ def run(volume: np.ndarray, spacing: float, **kw) -> np.ndarray:
     src = ArraySource(volume, voxel_spacing=spacing)
     clip = estimate_clip(src, PCT, sample_voxels=kw.pop("sample_voxels", 8_000_000))
     shape = resampled_shape(volume.shape, spacing)
-    return np.concatenate([b for _, b in iter_uint8_slabs(src, clip=clip, out_shape=shape, **kw)])
+    s = grid.scale_factor(spacing, grid.working_spacing(spacing))
+    return np.concatenate([b for _, b in iter_uint8_slabs(src, clip=clip, out_shape=shape, scale=s, **kw)])
 
 
 @pytest.mark.parametrize("spacing", [6.5, 10.0, 13.48, 16.0, 22.0])
 def test_matches_whole_volume_reference_within_one_grey_level(spacing):
     vol = textured((45, 70, 83))
     ref = reference(vol, spacing)
+    assert ref.shape == resampled_shape(vol.shape, spacing)  # e.g. 70 -> 43 (floor), not 44 (round) at 10 Å
     for slab_bytes in (70 * 83 * 4 * 2, 70 * 83 * 4 * 7, 1 << 30):  # seams at different places, or none
         got = run(vol, spacing, slab_bytes=slab_bytes)
         assert got.shape == ref.shape
         diff = np.abs(got.astype(int) - ref.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("n, spacing", [(300, 10.0), (299, 10.0), (462, 6.5), (463, 6.5)])
+def test_output_shape_is_the_reference_floor_and_matches_interpolate(n, spacing):
+    """300 slices at 10 Å give 187 stored slices (floor(187.5)), as the reference does, not 188."""
+    s = spacing / 16.0
+    assert resampled_shape((n, n + 1, n + 2), spacing, 16.0) == tuple(math.floor(m * s) for m in (n, n + 1, n + 2))
+    assert resampled_shape((n, 1, 1), spacing)[0] == {300: 187, 299: 186, 462: 187, 463: 188}[n]
+    vol = textured((n, 9, 11), seed=n)
+    ref = reference(vol, spacing)
+    assert ref.shape == (math.floor(n * s), math.floor(9 * s), math.floor(11 * s))
+    got = run(vol, spacing, slab_bytes=9 * 11 * 4 * 40)
+    assert got.shape == ref.shape
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("spacing", [6.5, 10.0, 13.48])
+def test_a_bright_point_lands_where_original_to_stored_says(spacing):
+    """A bright spot centred on original voxel v is centred on stored voxel ``original_to_stored(v)``.
+
+    The tolerance (0.05 stored voxel) separates it from the plain spacing ratio ``v * s``, which is
+    ``(1 - s) / 2`` stored voxel away: 0.30 at 6.5 Å, 0.19 at 10 Å (0.08 at 13.48 Å: too close to tell).
+    """
+    shape = (70, 80, 90)
+    v = np.array([31.0, 40.0, 47.0])
+    zz, yy, xx = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    sig = 2.5  # original voxels
+    vol = 1000.0 * np.exp(-((zz - v[0]) ** 2 + (yy - v[1]) ** 2 + (xx - v[2]) ** 2) / (2 * sig * sig))
+    stored_spacing = grid.working_spacing(spacing)
+    s = grid.scale_factor(spacing, stored_spacing)
+    out = np.concatenate([b for _, b in iter_uint8_slabs(ArraySource(vol.astype(np.float32)), clip=(0.0, 1000.0),
+                                                         scale=s, slab_bytes=80 * 90 * 4 * 5)])
+    want = grid.original_to_stored(v, spacing, stored_spacing)
+    assert out.shape == resampled_shape(shape, spacing)
+    peak = np.array(np.unravel_index(int(out.argmax()), out.shape))
+    assert np.all(np.abs(peak - want) <= 0.5 + 1e-9), (peak, want)
+    w = out.astype(np.float64)
+    found = np.array([(g * w).sum() / w.sum() for g in np.meshgrid(*[np.arange(n) for n in out.shape], indexing="ij")])
+    np.testing.assert_allclose(found, want, atol=0.05)
+    if (1 - s) / 2 > 0.15:  # the convention without the half-voxel terms is off
+        assert np.all(np.abs(found - v * s) > 0.1)
+    np.testing.assert_allclose(grid.stored_to_original(found, spacing, stored_spacing), v, atol=0.05 / s)
 
 
 def test_sampled_percentiles_stay_within_one_grey_level():
@@ -88,9 +134,10 @@ def test_slabs_are_bounded_and_read_in_order(tmp_path):
     slab_bytes = 64 * 64 * 4 * 6
     with Spy(path) as src:
         shape = resampled_shape(src.shape, 10.0)
-        blocks = list(iter_uint8_slabs(src, clip=(-2.0, 2.0), out_shape=shape, slab_bytes=slab_bytes))
+        blocks = list(iter_uint8_slabs(src, clip=(-2.0, 2.0), scale=0.625, slab_bytes=slab_bytes))
     assert max(b - a for a, b in reads) <= 6 + 1  # budget, plus at most the 1-slice halo
-    assert reads[0][0] == 0 and reads[-1][1] == 60
+    last = grid.source_positions(shape[0], 0.625)[-1]  # 57.9: the last output slice needs input slices 57, 58
+    assert reads[0][0] == 0 and reads[-1][1] == math.floor(last) + 2 == 59
     assert [z for z, _ in blocks] == sorted(z for z, _ in blocks)
     assert sum(b.shape[0] for _, b in blocks) == shape[0]
 
@@ -193,11 +240,12 @@ def test_deep_zarr_chunks_spill_to_a_temporary_raw_copy(tmp_path):
     vol = textured((30, 36, 44))
     write_omezarr(tmp_path / "v.zarr", vol, 10.0, (16, 16, 16))  # partial tiles on every axis
     shape = resampled_shape(vol.shape, 10.0)
-    expected = np.concatenate([b for _, b in iter_uint8_slabs(ArraySource(vol), clip=(-2.0, 2.0), out_shape=shape)])
+    expected = np.concatenate([b for _, b in iter_uint8_slabs(ArraySource(vol), clip=(-2.0, 2.0), out_shape=shape,
+                                                              scale=0.625)])
     with ZarrSource(tmp_path / "v.zarr", cache_bytes=16 * 36 * 44 * 4 - 1, spill_dir=tmp_path / "spill") as src:
         assert src.spills
         np.testing.assert_array_equal(src.read(5, 22), vol[5:22])
-        got = np.concatenate([b for _, b in iter_uint8_slabs(src, clip=(-2.0, 2.0), out_shape=shape,
+        got = np.concatenate([b for _, b in iter_uint8_slabs(src, clip=(-2.0, 2.0), scale=0.625,
                                                              slab_bytes=36 * 44 * 4 * 3)])
         assert list((tmp_path / "spill").iterdir()) == []  # unlinked temporary file
     np.testing.assert_array_equal(got, expected)

@@ -423,40 +423,51 @@ def read_version_file(path: str | Path, *, tomograms: pd.DataFrame | str | Path 
     form = detect_form([c for c in raw.columns if c != LINE])
     if form != "picks":
         return LabelSet.from_canonical(read_labels(path), source=path)
+    return labels_from_picks(raw, source=path, lines=raw[LINE].to_numpy(), tomograms=tomograms, data_root=data_root,
+                             registry=registry, classes=classes)
+
+
+def labels_from_picks(raw: pd.DataFrame, *, source: str | Path | None = None, lines: Any = None,
+                      tomograms: pd.DataFrame | str | Path | None = None, data_root: Any = None,
+                      registry: ClassRegistry | None = None,
+                      classes: list[ParticleClass] | None = None) -> LabelSet:
+    """A LabelSet from a picks table (``tomo_id,particle,z,y,x[,voxel_spacing]``; see :func:`read_version_file`)."""
     registry = registry or ClassRegistry()
+    source_path = Path(source) if source is not None else Path("<picks>")
     errs: list[InputError] = []
-    lines = raw[LINE].to_numpy()
+    lines = np.asarray(lines) if lines is not None else np.arange(2, len(raw) + 2)
     ids = raw["tomo_id"].astype(str).str.strip()
     for i in np.flatnonzero((ids == "").to_numpy()):
-        errs.append(InputError("empty tomo_id", file=path, row=int(lines[i]), field="tomo_id"))
-    frames = _frames_from(tomograms, data_root, list(dict.fromkeys(t for t in ids if t)), path)
+        errs.append(InputError("empty tomo_id", file=source, row=int(lines[i]), field="tomo_id"))
+    frames = _frames_from(tomograms, data_root, list(dict.fromkeys(t for t in ids if t)), source_path)
     frames_checked = LabelSet.build(frames, None, [], source=tomograms if isinstance(tomograms, (str, Path))
-                                    else path).tomograms
+                                    else source).tomograms
     spacing_by = dict(zip(frames_checked["tomo_id"], frames_checked["voxel_spacing"]))
     own = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float) \
         if "voxel_spacing" in raw.columns else np.ones(len(raw))
     for i in np.flatnonzero(~np.isfinite(own) | (own <= 0)):
         errs.append(InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[i]!r}",
-                               file=path, row=int(lines[i]), field="voxel_spacing"))
+                               file=source, row=int(lines[i]), field="voxel_spacing"))
     if errs:
         raise InputErrors(errs)
     target = ids.map(spacing_by).to_numpy(dtype=float)
     factor = np.where(np.isfinite(target), own / np.where(np.isfinite(target), target, 1.0), 1.0)
-    picks = pd.DataFrame({"tomo_id": ids.to_numpy(dtype=object), "particle": raw["particle"].astype(str).str.strip()})
+    picks = pd.DataFrame({"tomo_id": ids.to_numpy(dtype=object),
+                          "particle": raw["particle"].astype(str).str.strip().to_numpy(dtype=object)})
     for c in ("z", "y", "x"):
         v = pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=float)
         picks[c] = np.where(np.isfinite(v), v * factor, raw[c].to_numpy(dtype=object))
     for c in PROVENANCE_COLUMNS:
         if c in raw.columns:
-            picks[c] = raw[c].astype(str)
+            picks[c] = raw[c].astype(str).to_numpy(dtype=object)
     if classes is None:
         names = list(dict.fromkeys(n for n in picks["particle"] if n))
         unknown = [n for n in names if n not in registry]
         if unknown:
             raise InputError(f"unknown particle class(es) {unknown}; known: {', '.join(registry)} (describe "
-                             "others in a classes file: --classes-file)", file=path, field="particle")
+                             "others in a classes file: --classes-file)", file=source, field="particle")
         classes = [registry[n] for n in names] or [registry["motor"]]
-    return LabelSet.build(frames_checked, picks, classes, source=path, pick_lines=lines)
+    return LabelSet.build(frames_checked, picks, classes, source=source, pick_lines=lines)
 
 
 def write_export(labels: LabelSet, form: str, out: str | Path) -> Path:

@@ -18,29 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from byu.errors import InputError, NotFoundError
+from byu.labels.classes import BUILTIN_CLASSES, CZII_CLASSES, ParticleClass  # noqa: F401 (re-exported)
 
 
-class ParticleClass(BaseModel):
-    """One heatmap channel: a particle class and its physical size."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    radius: float = Field(gt=0, description="particle radius in Å (sets the heatmap width and the NMS radius)")
-    weight: float = Field(default=1.0, ge=0, description="metric weight (CZII); informational for training")
-
-
-MOTOR = ParticleClass(name="motor", radius=250.0)
-
-# The six CZII classes, radii and weights as published for the CZII Kaggle metric.
-CZII_CLASSES = [
-    ParticleClass(name="apo-ferritin", radius=60.0, weight=1.0),
-    ParticleClass(name="beta-amylase", radius=65.0, weight=0.0),
-    ParticleClass(name="beta-galactosidase", radius=90.0, weight=2.0),
-    ParticleClass(name="ribosome", radius=150.0, weight=1.0),
-    ParticleClass(name="thyroglobulin", radius=130.0, weight=2.0),
-    ParticleClass(name="virus-like-particle", radius=135.0, weight=1.0),
-]
+MOTOR = BUILTIN_CLASSES["motor"]
 
 
 class ModelConfig(BaseModel):
@@ -49,7 +30,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "custom"
-    classes: list[ParticleClass] = Field(default_factory=lambda: [MOTOR], min_length=1)
+    classes: list[ParticleClass] = Field(default_factory=lambda: [MOTOR], min_length=1,
+                                         description="one heatmap channel per class (training takes them from "
+                                         "the label version unless overridden)")
     spacing: float = Field(gt=0, description="Å per voxel of the network input (tomograms are resampled to it)")
 
     # network
@@ -166,6 +149,14 @@ CONFIGS: dict[str, ModelConfig] = {
         output_stride=2,
         patch_size=(96, 192, 192), batch_size=4, epochs=40, steps_per_epoch=200, lr=1e-3,
         roi_size=(128, 256, 256), overlap=0.25, sw_batch_size=2, amp=True,
+    ),
+    # CPU, small particles: works at 16 Å (a 120 Å apo-ferritin is 7.5 voxels across), heatmap at 32 Å; the same
+    # network as tiny, so a tomogram costs 8x tiny's per voxel of the same physical size.
+    "small": ModelConfig(
+        name="small", spacing=16.0, channels=(16, 24, 32, 48), res_units=(0, 1, 1, 1), stem_stride=2,
+        output_stride=2,
+        patch_size=(48, 96, 96), batch_size=2, epochs=6, steps_per_epoch=20, lr=3e-3,
+        roi_size=(64, 128, 128), overlap=0.25, num_threads=2,
     ),
     # Tests: trains in seconds.
     "micro": ModelConfig(

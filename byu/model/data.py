@@ -1,11 +1,18 @@
 """Volumes at the network's spacing, particle coordinates in that frame, patches and heatmap targets.
 
-Frames. A label row's coordinates are voxels at the row's ``voxel_spacing``; the stack on disk is at
-``meta.voxel_spacing`` ("stored"); the network sees the stack resampled to ``config.spacing`` ("net"). Between
-any frame and the stored one the project's convention holds (Å = voxel x spacing). Between stored and net the
-mapping is the exact one of the resampling, with voxel centres aligned as in area/trilinear resampling
-(``align_corners=False``): ``stored = (net + 0.5) * ratio - 0.5`` per axis. A heatmap at stride ``s`` relates to
-the net input the same way (``net = (h + 0.5) * s - 0.5``), so the whole chain is invertible exactly.
+Frames. A label row's coordinates are voxels at the row's ``voxel_spacing`` (Å = voxel x spacing, the same
+physical position as the original volume's ``Å = original voxel x original spacing``); the stack on disk is at
+``meta.voxel_spacing`` ("stored"); the network sees the stack resampled to ``config.spacing`` ("net").
+
+- frame -> original voxels: ``coord x spacing / original_spacing``;
+- original <-> stored: the preprocessing's resampling grid, :func:`byu.tomo.grid.original_to_stored` /
+  :func:`~byu.tomo.grid.stored_to_original` (``stored = (original + 0.5) * s - 0.5``, ``s = original / stored
+  spacing``; the identity for MRC sources, whose stored grid is the original one);
+- stored <-> net: the exact mapping of the resampling, with voxel centres aligned as in area/trilinear
+  resampling (``align_corners=False``): ``stored = (net + 0.5) * ratio - 0.5`` per axis.
+
+A heatmap at stride ``s`` relates to the net input the same way (``net = (h + 0.5) * s - 0.5``), so the whole
+chain is invertible exactly.
 
 Tomograms are read lazily: from the JPEG slice stack (``tomograms/<id>/``) chunk by chunk along Z, or from
 ``tomograms/<id>.mrc`` through a memory map; resampled volumes are kept in a byte-bounded LRU cache.
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +45,7 @@ from monai.transforms import (
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
 from byu.paths import DataRoot, check_id
+from byu.tomo.grid import frame_to_stored, stored_to_frame
 from byu.tomo.preprocess import MrcSource
 from byu.tomo.io import META_NAME, read_meta, read_slice
 
@@ -59,15 +68,25 @@ class Geometry:
     ratio: tuple[float, float, float]  # stored voxels per net voxel, per axis
     pool: int  # integer pooling factor used for resampling (0: interpolation)
 
+    def to_stored(self, zyx: np.ndarray | Sequence[float], spacing: float) -> np.ndarray:
+        """Voxel coordinates at ``spacing`` (any frame of this tomogram) -> stored voxel coordinates (N, 3),
+        through the resampling grid (:func:`byu.tomo.grid.frame_to_stored`)."""
+        zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
+        return frame_to_stored(zyx, float(spacing), self.original_spacing, self.stored_spacing)
+
+    def from_stored(self, zyx: np.ndarray | Sequence[float], spacing: float) -> np.ndarray:
+        """Stored voxel coordinates -> voxel coordinates at ``spacing`` (:func:`byu.tomo.grid.stored_to_frame`)."""
+        zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
+        return stored_to_frame(zyx, float(spacing), self.original_spacing, self.stored_spacing)
+
     def to_net(self, zyx: np.ndarray | Sequence[float], spacing: float) -> np.ndarray:
         """Voxel coordinates at ``spacing`` (any frame of this tomogram) -> net voxel coordinates."""
-        stored = np.asarray(zyx, dtype=float).reshape(-1, 3) * (float(spacing) / self.stored_spacing)
-        return (stored + 0.5) / np.asarray(self.ratio) - 0.5
+        return (self.to_stored(zyx, spacing) + 0.5) / np.asarray(self.ratio) - 0.5
 
     def from_net(self, zyx: np.ndarray | Sequence[float], spacing: float) -> np.ndarray:
         """Net voxel coordinates -> voxel coordinates at ``spacing`` (e.g. the original frame)."""
         stored = (np.asarray(zyx, dtype=float).reshape(-1, 3) + 0.5) * np.asarray(self.ratio) - 0.5
-        return stored * (self.stored_spacing / float(spacing))
+        return self.from_stored(stored, spacing)
 
 
 def geometry_for(tomo_id: str, stored_shape: Sequence[int], stored_spacing: float, original_shape: Sequence[int],
@@ -231,16 +250,22 @@ class VolumeCache:
 # particles
 
 
-def particles_from_labels(labels: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
-    """Long particle table ``tomo_id, particle, z, y, x, voxel_spacing`` from a canonical table or picks.
+def particles_from_labels(labels: Any, class_names: Sequence[str]) -> pd.DataFrame:
+    """Long particle table ``tomo_id, particle, z, y, x, voxel_spacing`` from a label version (LabelSet), a canonical
+    table or a picks table.
 
-    A canonical table (one row per tomogram) gives class ``motor``; a picks table (``tomo_id, particle, z, y,
-    x[, voxel_spacing]``) keeps its classes (without ``voxel_spacing`` the coordinates are Å: spacing 1.0, as the
-    metrics read them). Every particle's class must be one of ``class_names``.
+    A LabelSet gives each pick its tomogram's frame spacing; a canonical table (one row per tomogram) gives class
+    ``motor``; a picks table (``tomo_id, particle, z, y, x[, voxel_spacing]``) keeps its classes (without
+    ``voxel_spacing`` the coordinates are Å: spacing 1.0, as the metrics read them). Every particle's class must be
+    one of ``class_names``.
     """
+    from byu.labels.model import LabelSet
     from byu.labels.table import motor_points
 
-    if "motor_zyx" in labels.columns:
+    if isinstance(labels, LabelSet):
+        pts = labels.picks.loc[:, ["tomo_id", "particle", "z", "y", "x"]].copy()
+        pts["voxel_spacing"] = pts["tomo_id"].map(labels.spacing_of()).astype(float)
+    elif "motor_zyx" in labels.columns:
         pts = motor_points(labels)
     else:
         pts = labels.copy()

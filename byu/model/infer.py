@@ -223,11 +223,11 @@ def ensemble_heatmap(models: Sequence[LoadedModel], image: np.ndarray | torch.Te
 
 
 def _select_tomos(cache: VolumeCache, models: Sequence[LoadedModel], *, mode: str, tomo_ids: Sequence[str] | None,
-                  labels: pd.DataFrame | None, max_motors: int | None) -> list[str]:
+                  labels: Any, max_motors: int | None) -> list[str]:
     if tomo_ids:
         chosen = [check_id(t) for t in tomo_ids]
     elif labels is not None:
-        chosen = list(labels["tomo_id"])
+        chosen = list(labels.tomo_ids)
     elif mode == "oof":
         chosen = sorted(set().union(*(m.val_ids for m in models)))
     else:
@@ -235,8 +235,8 @@ def _select_tomos(cache: VolumeCache, models: Sequence[LoadedModel], *, mode: st
         chosen = sorted({p.name for p in root.iterdir() if p.is_dir() and (p / "meta.json").exists()} |
                         {p.stem for p in root.glob("*.mrc")}) if root.exists() else []
     if labels is not None:
-        known = set(labels["tomo_id"])
-        counts = dict(zip(labels["tomo_id"], labels["num_motors"])) if "num_motors" in labels.columns else {}
+        known = set(labels.tomo_ids)
+        counts = labels.motor_counts()
         if tomo_ids:
             chosen = [t for t in chosen if t in known]
         if max_motors is not None:
@@ -294,12 +294,16 @@ def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], 
     models = load_models(dirs, device=dev)
     table = None
     if labels is not None:
-        if isinstance(labels, pd.DataFrame):
+        from byu.labels.model import LabelSet
+
+        if isinstance(labels, LabelSet):
             table = labels
+        elif isinstance(labels, pd.DataFrame):
+            table = LabelSet.from_canonical(labels)
         else:
             from byu.labels.store import LabelStore
 
-            table, _ = LabelStore(root.labels).resolve(labels)
+            table, _ = LabelStore(root.labels).resolve(labels, data_root=root)
     config = models[0].config
     cache = VolumeCache(root, config.spacing, max_bytes=config.cache_gb * 1e9)
     chosen = _select_tomos(cache, models, mode=mode, tomo_ids=tomo_ids, labels=table, max_motors=max_motors)

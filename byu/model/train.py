@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from byu import __version__
 from byu.atomic import atomic_open, sha256_file
 from byu.errors import InputError, InputErrors, VersionExistsError
+from byu.labels.formats import to_canonical
+from byu.labels.model import LabelSet
 from byu.metrics import BYU_RADIUS, best_threshold, score_byu, score_multi
 from byu.model.config import ModelConfig, resolve_config
 from byu.model.data import PatchSampler, VolumeCache, particles_from_labels
@@ -41,61 +43,43 @@ ProgressFn = Callable[[dict], None]
 
 @dataclass
 class LabelSource:
-    """A label table and where it came from."""
+    """Labels to train on (any class) and where they came from."""
 
-    table: pd.DataFrame
+    labels: LabelSet
     ref: str
     version: str | None
     path: Path | None
     sha256: str
-    form: str  # "canonical" or "picks"
+
+    @property
+    def form(self) -> str:
+        """``canonical`` for motor labels (validated with the BYU metric too), ``picks`` otherwise."""
+        return "canonical" if self.labels.is_motor_only else "picks"
 
 
-def read_picks_frame(path: str | Path) -> pd.DataFrame:
-    """A multi-class picks CSV (``tomo_id,particle,z,y,x[,conf]``) plus its optional ``voxel_spacing`` column.
-
-    Without that column the coordinates are in Å (the CZII convention), i.e. ``voxel_spacing`` 1.0: the metrics and
-    training then read the same file the same way.
-    """
-    from byu.labels.formats import _read_raw, read_picks
-
-    path = Path(path)
-    table = read_picks(path)
-    raw = _read_raw(path)
-    if "voxel_spacing" in raw.columns:
-        spacing = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(~(np.isfinite(spacing) & (spacing > 0)))
-        if len(bad):
-            raise InputError(f"voxel spacing must be a positive number, got {raw['voxel_spacing'].iloc[bad[0]]!r}",
-                             file=path, row=int(bad[0]) + 2, field="voxel_spacing")
-        table["voxel_spacing"] = spacing
-    else:
-        table["voxel_spacing"] = 1.0
-    return table
-
-
-def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame) -> LabelSource:
-    """A stored version name, a CSV path (canonical/wide/competition or multi-class picks) or a table."""
+def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame | LabelSet) -> LabelSource:
+    """A stored version name, a label file in any form, a LabelSet, or a table (canonical motor table, or picks
+    ``tomo_id,particle,z,y,x[,voxel_spacing]`` placed in the stored tomograms' frames)."""
     from byu.atomic import sha256_bytes
-    from byu.labels.formats import _read_raw, detect_form, read_labels, to_csv_bytes
+    from byu.labels.formats import labels_from_picks, picks_bytes, read_version_file, tomograms_bytes
     from byu.labels.store import LabelStore
 
+    def digest(ls: LabelSet) -> str:
+        return sha256_bytes(picks_bytes(ls) + tomograms_bytes(ls))
+
+    if isinstance(labels, LabelSet):
+        return LabelSource(labels, "<labels>", None, None, digest(labels))
     if isinstance(labels, pd.DataFrame):
-        if "motor_zyx" in labels.columns:
-            return LabelSource(labels, "<table>", None, None, sha256_bytes(to_csv_bytes(labels)), "canonical")
-        data = labels.to_csv(index=False).encode()
-        return LabelSource(labels, "<table>", None, None, sha256_bytes(data), "picks")
+        ls = LabelSet.from_canonical(labels) if "motor_zyx" in labels.columns else \
+            labels_from_picks(labels, data_root=data_root)
+        return LabelSource(ls, "<table>", None, None, digest(ls))
     ref = str(labels)
     path = Path(ref)
     if path.exists() and path.is_file():
-        if detect_form(list(_read_raw(path).columns)) == "picks":
-            return LabelSource(read_picks_frame(path), ref, None, path, sha256_file(path), "picks")
-        return LabelSource(read_labels(path), ref, None, path, sha256_file(path), "canonical")
+        return LabelSource(read_version_file(path, data_root=data_root), ref, None, path, sha256_file(path))
     store = LabelStore(data_root.labels)
-    table, version = store.resolve(ref)
-    if version is None:
-        return LabelSource(table, ref, None, path, sha256_file(path), "canonical")
-    return LabelSource(table, ref, version, store.path(version), store.manifest(version).sha256, "canonical")
+    ls, version = store.resolve(ref, data_root=data_root)
+    return LabelSource(ls, ref, version, store.path(version), store.manifest(version).sha256)
 
 
 def check_frames(table: pd.DataFrame, cache: VolumeCache, tomo_ids: Sequence[str], *,
@@ -151,13 +135,11 @@ def _validate(net: torch.nn.Module, config: ModelConfig, cache: VolumeCache, lab
     radius: Any = BYU_RADIUS if config.class_names == ["motor"] else {
         c.name: c.radius * 0.5 for c in config.classes}
     if labels.form == "canonical":
-        table = labels.table[labels.table["tomo_id"].isin(val_ids)]
+        table = to_canonical(labels.labels.select(val_ids))
+        scope = [t for t in val_ids if t in set(table["tomo_id"])]
     else:
-        table = particles_from_labels(labels.table, config.class_names)
-        table = table[table["tomo_id"].isin(val_ids)].copy()
-        table["voxel_spacing"] = [s if np.isfinite(s) else cache.geometry(t).original_spacing
-                                  for t, s in zip(table["tomo_id"], table["voxel_spacing"])]
-    scope = [t for t in val_ids if t in set(table["tomo_id"])]
+        table = particles_from_labels(labels.labels.select(val_ids), config.class_names)
+        scope = [t for t in val_ids if t in set(labels.labels.tomo_ids)]
     s = score_multi(pred, table, threshold=config.val_threshold, radius=radius, tomo_ids=scope)
     th, best = best_threshold(pred, table, metric="multi", radius=radius, tomo_ids=scope)
     out = {"val_fbeta": s.score, "val_precision": s.total.precision, "val_recall": s.total.recall,
@@ -204,7 +186,10 @@ def _save(obj: dict[str, Any], path: Path) -> None:
 
 
 def _identity(ckpt: dict[str, Any]) -> dict[str, Any]:
-    return {"config": ckpt.get("config"), "labels_sha256": ckpt.get("labels", {}).get("sha256"),
+    config = ckpt.get("config")
+    if isinstance(config, dict):  # normalized, so checkpoints from before a field was added still compare equal
+        config = ModelConfig.model_validate(config).model_dump(mode="json")
+    return {"config": config, "labels_sha256": ckpt.get("labels", {}).get("sha256"),
             "split_sha256": ckpt.get("split", {}).get("sha256"), "fold": ckpt.get("fold"), "seed": ckpt.get("seed"),
             "train_ids": ckpt.get("train_ids"), "val_ids": ckpt.get("val_ids")}
 
@@ -327,25 +312,25 @@ def train_folds(data_root: str | Path | DataRoot, labels: str | Path | pd.DataFr
     split_path = Path(split_path)
     split = read_split(split_path)
     fold_list = _folds(folds, int(split["num_folds"]), split_path)
-    particles = particles_from_labels(src.table, cfg.class_names)
-    labelled = set(src.table["tomo_id"])
+    if "classes" not in overrides and [c.name for c in src.labels.classes] != cfg.class_names:
+        cfg = cfg.model_copy(update={"classes": list(src.labels.classes)})  # one heatmap channel per label class
+    particles = particles_from_labels(src.labels, cfg.class_names)
+    labelled = set(src.labels.tomo_ids)
     plan = []
     for k in fold_list:
         part = split["folds"][k]
-        if src.form == "canonical":
-            unknown = [t for t in part["train"] + part["val"] if t not in labelled]
-            if unknown:
-                raise InputError(f"fold {k} names {len(unknown)} tomogram(s) missing from labels {src.ref!r}: "
-                                 f"{', '.join(unknown[:5])}; the split belongs to another label version",
-                                 file=split_path, field=f"folds[{k}]")
+        unknown = [t for t in part["train"] + part["val"] if t not in labelled]
+        if unknown:
+            raise InputError(f"fold {k} names {len(unknown)} tomogram(s) missing from labels {src.ref!r}: "
+                             f"{', '.join(unknown[:5])}; the split belongs to another label version",
+                             file=split_path, field=f"folds[{k}]")
         if not part["train"]:
             raise InputError(f"fold {k} has no training tomograms", file=split_path, field=f"folds[{k}].train")
         plan.append((k, list(part["train"]), list(part["val"])))
     cache = VolumeCache(root, cfg.spacing, max_bytes=cfg.cache_gb * 1e9)
     used = sorted({t for _, tr, va in plan for t in tr + va})
     cache.check(used)
-    if src.form == "canonical":
-        check_frames(src.table, cache, used, source=src.path or src.ref)
+    check_frames(src.labels.tomograms, cache, used, source=src.path or src.ref)
     name = check_id(run_name or f"{src.version or Path(src.ref).stem}_{cfg.name}_s{seed}", what="run")
     run_dir = root.models / name
     split_info = {"path": str(split_path), "sha256": sha256_file(split_path), "num_folds": int(split["num_folds"]),

@@ -1,35 +1,45 @@
 """Turn review decisions into the next label version: the parent plus exactly the reviewed changes.
 
-Meaning of the tags (``byu.review.tags``):
-- FN case (candidate 0 is the labeled motor): ``0`` keep; ``none`` remove it; ``k`` move it to candidate k (the
-  first k; further k's are added); ``0``+``k`` keep it and add k; ``none``+``k`` remove it and add k.
+Meaning of the tags (:mod:`byu.review.tags`):
+
+- FN case (candidate 0 is the labeled pick): ``0`` keep it; ``none`` remove it; ``k`` move it to candidate k (the
+  first k; further k's are added); ``0`` + ``k`` keep it and add k; ``none`` + ``k`` remove it and add k (= move).
 - FP case: ``k`` add candidate k; ``0`` or ``none`` change nothing.
-- ``unsure`` or no decision: nothing changes.
-Manual overrides (``tomo_id,action,z,y,x,note`` with action add/remove/clear) are applied afterwards and recorded
-with source ``override``.
+- ``as:<class>``: the tagged candidates (or the kept label) take that class: a kept label changes class
+  (``relabel``), moved and added picks get it.
+- ``unsure``, an empty tag cell, or no decision: nothing changes.
+
+Every change is a row of the version's changes table with its class, case, reviewer and the candidate's
+confidence. Picks the review moved or added carry provenance ``source = review:<round>``, ``user_id`` = the
+reviewer, ``session_id`` = the round. Manual overrides (``tomo_id,action,z,y,x[,particle],note``; action
+``add``/``remove``/``clear``) are applied afterwards and recorded with source ``override:<file>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from byu.errors import InputError, InputErrors
-from byu.labels.diff import change_row, changes_frame, motor_changes
-from byu.labels.table import make_table, normalize
-from byu.review.match import case_candidates
-from byu.review.tags import KEEP, NONE, UNSURE, is_candidate, split_tags, tag_problems
+from byu.labels.diff import change_row, changes_frame, label_changes
+from byu.labels.model import STORED_PICK_COLUMNS, LabelSet
+from byu.review.cases import Case, round_classes
+from byu.review.tags import KEEP, NONE, UNSURE, check_tags, is_candidate, split_tags, tag_class
+from byu.textsafe import safe_cell
 
 OVERRIDE_ACTIONS = ("add", "remove", "clear")
-REMOVE_TOLERANCE_A = 1000.0  # an override "remove z,y,x" takes the nearest motor only within this distance
+REMOVE_TOLERANCE_A = 1000.0  # an override "remove z,y,x" takes the nearest pick only within this distance
+MAX_OVERRIDES_BYTES = 16 << 20
 
 
 @dataclass
 class ApplyResult:
-    table: pd.DataFrame
+    labels: LabelSet
     changes: pd.DataFrame
     applied_cases: list[str] = field(default_factory=list)
     unsure_cases: list[str] = field(default_factory=list)
@@ -37,162 +47,226 @@ class ApplyResult:
 
     @property
     def label_changes(self) -> int:
-        return len(motor_changes(self.changes))
+        return len(label_changes(self.changes))
 
 
-def _nearest(motors: list[list[float]], zyx, tol: float = 1e-3) -> int | None:
-    if not motors:
-        return None
-    d = np.linalg.norm(np.asarray(motors, float) - np.asarray(zyx, float), axis=1)
-    i = int(d.argmin())
-    return i if d[i] <= tol else None
+def _nearest(picks: list[dict], particle: str, zyx, tol: float = 1e-3) -> int | None:
+    best, best_d = None, tol
+    for i, p in enumerate(picks):
+        if p["particle"] != particle:
+            continue
+        d = float(np.linalg.norm(np.subtract([p["z"], p["y"], p["x"]], zyx)))
+        if d <= best_d:
+            best, best_d = i, d
+    return best
 
 
 def _in_bounds(zyx, shape) -> list[float]:
     return [float(min(max(v, 0.0), s - 1e-3)) for v, s in zip(zyx, shape)]
 
 
-def apply_decisions(parent: pd.DataFrame, cases: pd.DataFrame, decisions: pd.DataFrame, *,
+def _pick(particle: str, zyx, *, source: str, user_id: str = "", session_id: str = "") -> dict[str, Any]:
+    return {"particle": particle, "z": float(zyx[0]), "y": float(zyx[1]), "x": float(zyx[2]), "source": source,
+            "user_id": user_id, "session_id": session_id}
+
+
+def _working(labels: LabelSet) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in labels.tomo_ids}
+    for rec in labels.picks.to_dict("records"):
+        out[rec["tomo_id"]].append({k: rec[k] for k in STORED_PICK_COLUMNS if k != "tomo_id"})
+    return out
+
+
+def _rebuild(labels: LabelSet, picks: Mapping[str, list[dict[str, Any]]]) -> LabelSet:
+    rows = [{"tomo_id": t, **p} for t in labels.tomo_ids for p in picks[t]]
+    frame = pd.DataFrame(rows, columns=STORED_PICK_COLUMNS)
+    return labels.replace(picks=frame)
+
+
+def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataFrame, *,
                     round_name: str, overrides: pd.DataFrame | None = None,
                     overrides_source: str = "overrides", decisions_source: str = "decisions.csv") -> ApplyResult:
     """Apply ``decisions`` (``case_id,tags,reviewer``) about ``cases`` to ``parent``; nothing else changes."""
-    table = normalize(parent)
-    shapes = {r.tomo_id: (r.Z, r.Y, r.X) for r in table.itertuples(index=False)}
-    spacings = {r.tomo_id: float(r.voxel_spacing) for r in table.itertuples(index=False)}
-    motors = {r.tomo_id: [list(m) for m in r.motor_zyx] for r in table.itertuples(index=False)}
-    by_case = {r.case_id: r for r in cases.itertuples(index=False)}
+    cases = list(cases)
+    by_case = {c.case_id: c for c in cases}
+    classes = round_classes(cases)
+    known_classes = set(parent.class_names)
+    frames = {r.tomo_id: ((int(r.Z), int(r.Y), int(r.X)), float(r.voxel_spacing))
+              for r in parent.tomograms.itertuples(index=False)}
+    picks = _working(parent)
     rows: list[dict] = []
     errors: list[InputError] = []
-    result = ApplyResult(table=table, changes=changes_frame([]))
-    decided = set()
+    applied: list[str] = []
+    unsure: list[str] = []
+    decided: set[str] = set()
     source = f"review:{round_name}"
-    for line, d in enumerate(decisions.itertuples(index=False), start=2):
-        case = by_case.get(d.case_id)
+    for line, d in enumerate(decisions.to_dict("records"), start=2):
+        case_id = str(d.get("case_id", ""))
+        case = by_case.get(case_id)
+
+        def err(msg: str, fld: str = "case_id") -> None:
+            errors.append(InputError(msg, file=decisions_source, row=line, field=fld))
+
         if case is None:
-            errors.append(InputError(f"decision for unknown case {d.case_id!r}", file=decisions_source, row=line,
-                                     field="case_id"))
+            err(f"decision for unknown case {case_id!r}")
             continue
-        if d.case_id in decided:
-            errors.append(InputError(f"second decision for case {d.case_id}", file=decisions_source, row=line,
-                                     field="case_id"))
+        if case_id in decided:
+            err(f"second decision for case {case_id}")
             continue
-        decided.add(d.case_id)
-        tags = split_tags(d.tags)
-        cands = {c["k"]: c for c in case_candidates(case)}
-        n_shown = sum(1 for k in cands if k > 0)
-        problems = tag_problems(tags, n_shown)
+        decided.add(case_id)
+        raw = split_tags(d.get("tags", ""))
+        if not raw:
+            decided.discard(case_id)  # an empty tag cell is "not reviewed"
+            continue
+        tags, problems = check_tags(raw, case, classes)
         if problems:
             errors += [InputError(p, file=decisions_source, row=line, field="tags") for p in problems]
             continue
-        if not tags:
-            continue
         if UNSURE in tags:
-            result.unsure_cases.append(d.case_id)
+            unsure.append(case_id)
             continue
         tid = case.tomo_id
-        if tid not in motors:
-            errors.append(InputError(f"case {d.case_id}: tomogram {tid!r} is not in the parent version",
-                                     file=decisions_source, row=line, field="case_id"))
+        if tid not in picks:
+            err(f"case {case_id}: tomogram {tid!r} is not in the parent version")
             continue
-        reviewer = "" if pd.isna(d.reviewer) else str(d.reviewer)
-        picks = [cands[int(t)] for t in sorted((t for t in tags if is_candidate(t) and t != KEEP), key=int)]
-        meta = {"source": source, "case_id": d.case_id, "reviewer": reviewer}
-        current = motors[tid]
+        named = next((tag_class(t) for t in tags if tag_class(t) is not None), None)
+        if named is not None and named not in known_classes:
+            err(f"case {case_id}: class {named!r} is not a class of the parent version {sorted(known_classes)}",
+                "tags")
+            continue
+        reviewer = safe_cell("" if pd.isna(d.get("reviewer")) else str(d.get("reviewer", "")))
+        chosen = [case.candidate(int(t)) for t in tags if is_candidate(t) and t != KEEP]
+        bad_cls = sorted({c.particle for c in chosen if named is None and c.particle not in known_classes})
+        if bad_cls:
+            err(f"case {case_id}: candidate class(es) {bad_cls} are not classes of the parent version", "tags")
+            continue
+        meta = {"source": source, "case_id": case_id, "reviewer": reviewer}
+        new_meta = {"source": source, "user_id": reviewer, "session_id": round_name}
+        shape = frames[tid][0]
+        current = picks[tid]
         if case.kind == "FN":
-            label = cands[0]
-            zyx = [label["z"], label["y"], label["x"]]
-            i = _nearest(current, zyx)
+            label = case.label
+            i = _nearest(current, label.particle, label.zyx)
             if i is None:
-                errors.append(InputError(f"case {d.case_id}: the labeled motor {zyx} is not in the parent version "
-                                         "(were the cases mined against another version?)",
-                                         file=decisions_source, row=line, field="case_id"))
+                err(f"case {case_id}: the labeled {label.particle} {label.zyx} is not in the parent version "
+                    "(were the cases mined against another version?)")
                 continue
             if KEEP in tags:
-                rows.append(change_row(tid, "keep", old=zyx, new=zyx, **meta))
-            elif picks:
-                first = picks.pop(0)
-                new = _in_bounds([first["z"], first["y"], first["x"]], shapes[tid])
-                current[i] = new
-                rows.append(change_row(tid, "move", old=zyx, new=new, confidence=first["conf"], **meta))
+                if named is not None and named != label.particle:
+                    current[i] = {**current[i], "particle": named, **new_meta}
+                    rows.append(change_row(tid, "relabel", old=label.zyx, new=label.zyx, particle=named,
+                                           old_particle=label.particle, **meta))
+                else:
+                    rows.append(change_row(tid, "keep", old=label.zyx, new=label.zyx, particle=label.particle,
+                                           **meta))
+            elif chosen:
+                first = chosen.pop(0)
+                cls = named or first.particle
+                new = _in_bounds(first.zyx, shape)
+                current[i] = _pick(cls, new, **new_meta)
+                action = "move" if cls == label.particle else "relabel"
+                rows.append(change_row(tid, action, old=label.zyx, new=new, particle=cls,
+                                       old_particle="" if action == "move" else label.particle,
+                                       confidence=first.conf, **meta))
             elif NONE in tags:
                 current.pop(i)
-                rows.append(change_row(tid, "remove", old=zyx, **meta))
-        for c in picks:
-            new = _in_bounds([c["z"], c["y"], c["x"]], shapes[tid])
-            current.append(new)
-            rows.append(change_row(tid, "add", new=new, confidence=c["conf"], **meta))
-        result.applied_cases.append(d.case_id)
+                rows.append(change_row(tid, "remove", old=label.zyx, particle=label.particle, **meta))
+        for c in chosen:
+            cls = named or c.particle
+            new = _in_bounds(c.zyx, shape)
+            current.append(_pick(cls, new, **new_meta))
+            rows.append(change_row(tid, "add", new=new, particle=cls, confidence=c.conf, **meta))
+        applied.append(case_id)
     if errors:
         raise InputErrors(errors)
     if overrides is not None and len(overrides):
-        rows += _apply_overrides(overrides, motors, shapes, spacings, source=overrides_source)
-    result.table = make_table([(r.tomo_id, (r.Z, r.Y, r.X), r.voxel_spacing, motors[r.tomo_id])
-                               for r in table.itertuples(index=False)])
-    result.changes = changes_frame(rows)
-    result.unreviewed_cases = [c for c in cases["case_id"] if c not in decided]
-    return result
+        rows += _apply_overrides(overrides, picks, frames, parent.class_names, source=overrides_source)
+    return ApplyResult(labels=_rebuild(parent, picks), changes=changes_frame(rows), applied_cases=applied,
+                       unsure_cases=unsure, unreviewed_cases=[c.case_id for c in cases if c.case_id not in decided])
 
 
-def _apply_overrides(overrides: pd.DataFrame, motors: dict, shapes: dict, spacings: dict, *,
-                     source: str) -> list[dict]:
+def _apply_overrides(overrides: pd.DataFrame, picks: dict[str, list[dict]], frames: dict, class_names: list[str],
+                     *, source: str) -> list[dict]:
     rows, errors = [], []
-    for line, o in enumerate(overrides.itertuples(index=False), start=2):
-        tid, action = str(o.tomo_id), str(o.action).strip().lower()
-        if tid not in motors:
-            errors.append(InputError(f"unknown tomo_id {tid!r}", file=source, row=line, field="tomo_id"))
+    single = class_names[0] if len(class_names) == 1 else None
+    for line, o in enumerate(overrides.to_dict("records"), start=2):
+        tid, action = str(o.get("tomo_id", "")), str(o.get("action", "")).strip().lower()
+
+        def err(msg: str, fld: str) -> None:
+            errors.append(InputError(msg, file=source, row=line, field=fld))
+
+        if tid not in picks:
+            err(f"unknown tomo_id {tid!r}", "tomo_id")
             continue
         if action not in OVERRIDE_ACTIONS:
-            errors.append(InputError(f"unknown action {action!r} (expected {OVERRIDE_ACTIONS})", file=source,
-                                     row=line, field="action"))
+            err(f"unknown action {action!r} (expected {', '.join(OVERRIDE_ACTIONS)})", "action")
             continue
-        note = "" if pd.isna(getattr(o, "note", "")) else str(getattr(o, "note", ""))
+        raw_particle = o.get("particle")
+        particle = str(raw_particle).strip() if isinstance(raw_particle, str) and raw_particle.strip() else None
+        if particle is not None and particle not in class_names:
+            err(f"class {particle!r} is not one of the version's classes {class_names}", "particle")
+            continue
+        note = safe_cell("" if pd.isna(o.get("note", "")) else str(o.get("note", "")))
         meta = {"source": f"override:{Path(source).name}", "case_id": "", "reviewer": note}
         if action == "clear":
-            rows += [change_row(tid, "remove", old=m, **meta) for m in motors[tid]]
-            motors[tid] = []
+            gone = [p for p in picks[tid] if particle is None or p["particle"] == particle]
+            rows += [change_row(tid, "remove", old=[p["z"], p["y"], p["x"]], particle=p["particle"], **meta)
+                     for p in gone]
+            picks[tid] = [p for p in picks[tid] if not (particle is None or p["particle"] == particle)]
             continue
-        values = {c: pd.to_numeric(getattr(o, c), errors="coerce") for c in ("z", "y", "x")}
-        bad = [InputError(f"action {action} needs a number for {c}, got {getattr(o, c)!r}", file=source, row=line,
-                          field=c) for c, v in values.items() if pd.isna(v)]
+        values = {c: pd.to_numeric(o.get(c), errors="coerce") for c in ("z", "y", "x")}
+        bad = [c for c, v in values.items() if pd.isna(v)]
         if bad:
-            errors += bad
+            for c in bad:
+                err(f"action {action} needs a number for {c}, got {o.get(c)!r}", c)
             continue
         zyx = [float(values[c]) for c in ("z", "y", "x")]
-        if any(not 0 <= v < s for v, s in zip(zyx, shapes[tid])):
-            errors.append(InputError(f"coordinates {zyx} outside the volume {shapes[tid]}", file=source, row=line,
-                                     field="z"))
+        shape, spacing = frames[tid]
+        if any(not 0 <= v < s for v, s in zip(zyx, shape)):
+            err(f"coordinates {zyx} outside the volume {shape}", "z")
             continue
         if action == "add":
-            motors[tid].append(zyx)
-            rows.append(change_row(tid, "add", new=zyx, **meta))
-        else:
-            if not motors[tid]:
-                errors.append(InputError(f"{tid} has no motor to remove", file=source, row=line, field="action"))
+            cls = particle or single
+            if cls is None:
+                err(f"the version holds several classes {class_names}: say which in a 'particle' column",
+                    "particle")
                 continue
-            d = np.linalg.norm((np.asarray(motors[tid]) - zyx) * spacings[tid], axis=1)
-            if d.min() > REMOVE_TOLERANCE_A:
-                errors.append(InputError(f"no motor of {tid} within {REMOVE_TOLERANCE_A:g} Å of {zyx} "
-                                         f"(nearest: {d.min():.0f} Å)", file=source, row=line, field="z"))
-                continue
-            old = motors[tid].pop(int(d.argmin()))
-            rows.append(change_row(tid, "remove", old=old, **meta))
+            picks[tid].append(_pick(cls, zyx, source=meta["source"], user_id=note))
+            rows.append(change_row(tid, "add", new=zyx, particle=cls, **meta))
+            continue
+        candidates = [i for i, p in enumerate(picks[tid]) if particle is None or p["particle"] == particle]
+        if not candidates:
+            err(f"{tid} has no {particle or 'pick'} to remove", "action")
+            continue
+        d = [float(np.linalg.norm((np.subtract([picks[tid][i]["z"], picks[tid][i]["y"], picks[tid][i]["x"]], zyx))
+                                  * spacing)) for i in candidates]
+        j = int(np.argmin(d))
+        if d[j] > REMOVE_TOLERANCE_A:
+            err(f"no {particle or 'pick'} of {tid} within {REMOVE_TOLERANCE_A:g} Å of {zyx} (nearest: {d[j]:.0f} Å)",
+                "z")
+            continue
+        old = picks[tid].pop(candidates[j])
+        rows.append(change_row(tid, "remove", old=[old["z"], old["y"], old["x"]], particle=old["particle"], **meta))
     if errors:
         raise InputErrors(errors)
     return rows
 
 
 def read_overrides(path: str | Path) -> pd.DataFrame:
+    """An overrides CSV: ``tomo_id,action[,z,y,x,particle,note]``."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise InputError("overrides file not found", file=path)
+    if path.stat().st_size > MAX_OVERRIDES_BYTES:
+        raise InputError(f"overrides file is larger than {MAX_OVERRIDES_BYTES >> 20} MiB", file=path)
     try:
-        df = pd.read_csv(path, dtype={"tomo_id": str, "action": str, "note": str})
+        df = pd.read_csv(path, dtype={"tomo_id": str, "action": str, "note": str, "particle": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable CSV: {exc}", file=path) from exc
+        raise InputError(f"not a readable CSV: {type(exc).__name__}", file=path) from None
     missing = [c for c in ("tomo_id", "action") if c not in df.columns]
     if missing:
-        raise InputError(f"missing column(s) {missing}; expected tomo_id,action[,z,y,x,note]", file=path)
-    for c in ("z", "y", "x", "note"):
+        raise InputError(f"missing column(s) {missing}; expected tomo_id,action[,z,y,x,particle,note]", file=path)
+    for c in ("z", "y", "x", "note", "particle"):
         if c not in df.columns:
             df[c] = np.nan
     return df

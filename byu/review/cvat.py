@@ -1,7 +1,11 @@
 """CVAT adapter for review rounds: push case images as tag tasks, watch progress, pull exports.
 
-Targets cvat-sdk 2.80 and CVAT servers 2.80.x / 2.81.x (the SDK warns, and carries on, for
-other versions unless ``check_server_version=False``).
+Targets cvat-sdk 2.80 and CVAT servers 2.80.x / 2.81.x (a warning, and carry on, for other
+versions unless ``check_server_version=False``). Older servers (e.g. 2.23) answer
+``/api/server/about`` without fields this SDK requires; :func:`connect` then reads the version
+from the raw answer, logs one warning that the check was skipped, and carries on (a whole round
+works on CVAT 2.23.1). ``BYU_CVAT_CHECK_VERSION=0`` skips the check. A URL that does not answer
+``/api/server/about`` like CVAT is a :class:`CvatError`.
 
 One CVAT **project per round** (named after the round unless told otherwise) with tag labels
 ``0``..``K``, ``none`` and ``unsure`` (label type ``tag``; K = the most candidates any case
@@ -47,7 +51,7 @@ server-side data processing request is retried the same way (the task is recreat
 **Credentials.** ``CvatConfig`` holds the URL and either a user + password or a personal access
 token, as ``SecretStr`` (hidden in ``repr``, in validation errors and in logs). Build one with
 arguments (e.g. from a Prefect Secret block) or :meth:`CvatConfig.from_env` (``BYU_CVAT_URL``,
-``BYU_CVAT_USER``, ``BYU_CVAT_PASSWORD``, ``BYU_CVAT_TOKEN``).
+``BYU_CVAT_USER``, ``BYU_CVAT_PASSWORD``, ``BYU_CVAT_TOKEN``, ``BYU_CVAT_CHECK_VERSION``).
 """
 
 from __future__ import annotations
@@ -56,9 +60,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,19 +83,24 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from byu.atomic import sha256_bytes, write_bytes, write_json
 from byu.errors import ByuError, InputError, InputErrors
 from byu.paths import check_id
+from byu.review.cases import Case
 from byu.review.decisions import (
     DEFAULT_MAX_XML_BYTES,
-    UNSURE,
-    Case,
+    DecisionsResult,
+    decisions_from_round,
     load_cases,
     read_decisions,
     tag_vocabulary,
+    unsure_images,
+    write_decisions,
 )
 
 log = logging.getLogger(__name__)
 _sdk_log = logging.getLogger(__name__ + ".sdk")
 
 ENV_URL, ENV_USER, ENV_PASSWORD, ENV_TOKEN = "BYU_CVAT_URL", "BYU_CVAT_USER", "BYU_CVAT_PASSWORD", "BYU_CVAT_TOKEN"
+ENV_CHECK_VERSION = "BYU_CVAT_CHECK_VERSION"
+ABOUT_PATH = "/api/server/about"
 EXPORT_FORMAT = "CVAT for images 1.1"
 TASKS_FILE = "tasks.json"
 DEFAULT_BATCH_SIZE = 100
@@ -98,7 +109,7 @@ KIND_REVIEW, KIND_REVIEW2 = "review", "review2"
 T = TypeVar("T")
 
 __all__ = [
-    "CvatConfig", "CvatError", "connect", "cvat_client", "push_round", "push_second_review",
+    "CvatConfig", "CvatError", "PullReport", "connect", "cvat_client", "push_round", "push_second_review",
     "round_status", "pull_round", "task_name", "load_record", "EXPORT_FORMAT",
 ]
 
@@ -121,7 +132,8 @@ class CvatConfig(BaseModel):
     max_attempts: int = Field(default=5, ge=1, description="tries per step on connection errors and 5xx")
     backoff_initial: float = Field(default=1.0, ge=0, description="first backoff, seconds")
     backoff_max: float = Field(default=30.0, ge=0, description="longest backoff, seconds")
-    check_server_version: bool = True
+    check_server_version: bool = Field(
+        default=True, description="ask the server its version and warn if this SDK is not made for it")
 
     @field_validator("url")
     @classmethod
@@ -142,16 +154,34 @@ class CvatConfig(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "CvatConfig":
-        """Build from ``BYU_CVAT_*`` variables; keyword overrides (non-None) win."""
+        """Build from ``BYU_CVAT_*`` variables; keyword overrides (non-None) win.
+
+        ``BYU_CVAT_CHECK_VERSION`` = ``0``/``false``/``no``/``off`` skips the server version check
+        (``1``/``true``/``yes``/``on`` or unset: check).
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {key: env.get(var) for key, var in
                                   (("url", ENV_URL), ("user", ENV_USER), ("password", ENV_PASSWORD),
                                    ("token", ENV_TOKEN))}
         values = {k: v for k, v in values.items() if v}
+        check = _env_flag(env, ENV_CHECK_VERSION)
+        if check is not None:
+            values["check_server_version"] = check
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "url" not in values:
             raise InputError(f"CVAT url missing: set {ENV_URL} or pass --url")
         return cls(**values)
+
+
+def _env_flag(env: Mapping[str, str], var: str) -> bool | None:
+    raw = (env.get(var) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise InputError(f"{var} must be 0/false/no or 1/true/yes, not {raw[:20]!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,14 +222,129 @@ def _retry(config: CvatConfig, fn: Callable[..., T], *args: Any,
     return retrying(fn, *args, **kwargs)
 
 
+_version_warned: set[tuple[str, str]] = set()  # (url, version): version warnings once per process
+
+
+def _warn_version_once(url: str, version: str, msg: str, *args: Any) -> None:
+    key = (url, version)
+    if key in _version_warned:
+        log.debug("CVAT at %s is version %.40s (warned before)", url, version)
+        return
+    _version_warned.add(key)
+    log.warning(msg, *args)
+
+
+def _not_cvat(config: CvatConfig, what: str) -> CvatError:
+    return CvatError(f"{config.url} does not look like a CVAT server: GET {ABOUT_PATH} {what}. "
+                     f"Check {ENV_URL} (the server's root URL, without /api).")
+
+
+def _raw_about(config: CvatConfig) -> dict[str, Any]:
+    """``GET /api/server/about`` without the SDK's model (no credentials are sent).
+
+    Returns the JSON object of a CVAT server (it has a ``version``). Raises :class:`CvatError`
+    when the answer is not CVAT's, ``ApiException`` (429/5xx, retried) or urllib3 errors.
+    """
+    url = config.url + ABOUT_PATH
+    with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=10, read=30)) as http:
+        resp = http.request("GET", url, headers={"Accept": "application/json"}, preload_content=False)
+        try:
+            status = resp.status
+            kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0].strip()[:60]
+            body = resp.read(64 * 1024 + 1)
+        finally:
+            resp.release_conn()
+    if status == 429 or status >= 500:
+        raise ApiException(status=status, reason=f"{ABOUT_PATH} answered HTTP {status}")
+    if status in (401, 403):  # CVAT answers about without login: something in front of it wants some
+        raise CvatError(f"{config.url} refused GET {ABOUT_PATH} (HTTP {status}), which CVAT answers "
+                        "without login: is a proxy in front of it asking for credentials?")
+    if status != 200:
+        raise _not_cvat(config, f"answered HTTP {status} ({kind})")
+    try:
+        about = json.loads(body)
+    except ValueError:
+        raise _not_cvat(config, f"answered {kind}, not JSON") from None
+    version = about.get("version") if isinstance(about, dict) else None
+    if not isinstance(version, str) or not version.strip():
+        raise _not_cvat(config, "answered JSON without a version")
+    return about
+
+
+def _sdk_cannot_read(exc: BaseException) -> bool:
+    """True if the SDK failed to turn the server's answer into its model (TypeError/ValueError,
+    e.g. ``About._from_openapi_data() missing ... 'logo_url'``), also when wrapped."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _transient(e):
+            return False
+        if isinstance(e, (TypeError, ValueError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _check_server(client: Client, config: CvatConfig) -> None:
+    """The SDK's server version check, which survives servers whose about answer it cannot read."""
+    refused: int | None = None
+    try:
+        version = client.get_server_version()
+    except ApiException as exc:  # its text carries response headers: keep only the status
+        if _transient(exc):
+            raise
+        refused, version = exc.status, None
+    except Exception as exc:
+        if not _sdk_cannot_read(exc):
+            raise
+        version = None
+    if version is None:  # outside the except blocks: no SDK exception (headers) in the context
+        about = _raw_about(config)  # the CvatError for a server that is not CVAT
+        if refused is not None:
+            raise CvatError(f"CVAT at {config.url} did not tell its version "
+                            f"(HTTP {refused} on {ABOUT_PATH})")
+        _warn_version_once(
+            config.url, str(about["version"]),
+            "CVAT at %s is version %.40s, whose %s answer cvat-sdk %s cannot read (it is made for "
+            "CVAT %s); skipped the server version check and carrying on. Set %s=0 to skip the "
+            "check without this warning.", config.url, about["version"], ABOUT_PATH, _sdk_version(),
+            _supported_versions(), ENV_CHECK_VERSION)
+        return
+    if not any(version.release[:2] == v.release[:2] and version.epoch == v.epoch
+               for v in Client.SUPPORTED_SERVER_VERSIONS):
+        _warn_version_once(config.url, str(version),
+                           "CVAT at %s is version %s; cvat-sdk %s is made for CVAT %s. Carrying on.",
+                           config.url, version, _sdk_version(), _supported_versions())
+
+
+def _sdk_version() -> str:
+    from cvat_sdk.version import VERSION
+
+    return str(VERSION)
+
+
+def _supported_versions() -> str:
+    return " / ".join(f"{v}.x" for v in Client.SUPPORTED_SERVER_VERSIONS)
+
+
 def connect(config: CvatConfig) -> Client:
-    """A logged-in ``cvat_sdk.Client`` (close it, or use :func:`cvat_client`)."""
+    """A logged-in ``cvat_sdk.Client`` (close it, or use :func:`cvat_client`).
+
+    With ``config.check_server_version`` the server's version is checked first (a warning if
+    this SDK is not made for it); a server whose ``/api/server/about`` the SDK cannot read (CVAT
+    before 2.80 lacks ``logo_url``/``subtitle``) gets one warning and the check is skipped; a URL
+    that is not a CVAT server is a :class:`CvatError`.
+    """
     sdk_config = Config(status_check_period=config.status_check_period)
 
     def _open() -> Client:
-        client = Client(config.url, config=sdk_config, logger=_sdk_log,
-                        check_server_version=config.check_server_version)
+        # the check is done here, not by the SDK's constructor: that one crashes on old servers
+        # and only warns when about is missing (a URL that is not CVAT)
+        client = Client(config.url, config=sdk_config, logger=_sdk_log, check_server_version=False)
         try:
+            if config.check_server_version:
+                _check_server(client, config)
             if config.token is not None:
                 client.login(AccessTokenCredentials(config.token.get_secret_value()))
             else:
@@ -209,14 +354,19 @@ def connect(config: CvatConfig) -> Client:
             client.close()
             if _transient(exc):
                 raise
-            who = f"user {config.user!r}" if config.token is None else "the access token"
-            raise CvatError(f"CVAT at {config.url} refused {who} (HTTP {exc.status})") from None
+            status = exc.status
         except BaseException:
             client.close()
             raise
-        if config.organization:
-            client.organization_slug = config.organization
-        return client
+        else:
+            if config.organization:
+                client.organization_slug = config.organization
+            return client
+        # outside the except block, so that no SDK exception (it carries headers) rides along
+        if status not in (400, 401, 403):
+            _raw_about(config)  # a CvatError if this is not CVAT at all
+        who = f"user {config.user!r}" if config.token is None else "the access token"
+        raise CvatError(f"CVAT at {config.url} refused {who} (HTTP {status})")
 
     return _retry(config, _open, what=f"connect to {config.url}")
 
@@ -408,8 +558,7 @@ def _prepare(client: Client, config: CvatConfig, round_dir: Path, cases: Mapping
     if record.get("batch_size") not in (None, batch_size) and record["tasks"]:
         raise InputError(f"round was pushed with batch size {record['batch_size']}, not {batch_size}",
                          file=_cvat_dir(round_dir) / TASKS_FILE, field="batch_size")
-    max_k = max((max(c.ks) for c in cases.values() if c.ks), default=0)
-    labels = tag_vocabulary(max_k)
+    labels = tag_vocabulary(cases.values())
     name = project_name or (record.get("project") or {}).get("name") or round_dir.name
     project = _retry(config, _ensure_project, client, name, labels, record, what=f"ensure project {name}")
     record.update(round=round_dir.name, server=config.url, project={"id": project.id, "name": project.name},
@@ -464,9 +613,7 @@ def push_second_review(
     round_dir = Path(round_dir)
     _, cases = _round_inputs(round_dir)
     if images is None:
-        decisions = read_decisions(round_dir / "decisions.csv")
-        wanted = {img for img, tags in zip(decisions["image"], decisions["tags"], strict=True)
-                  if UNSURE in str(tags).split(";")}
+        wanted = unsure_images(read_decisions(round_dir / "decisions.csv"))
         images = [img for img in cases if img in wanted]
     unknown = [img for img in images if img not in cases]
     if unknown:
@@ -566,14 +713,34 @@ def _annotations_from_zip(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _export_task(client: Client, task_id: int, cvat_dir: Path, max_bytes: int) -> bytes:
+def _export_task(client: Client, task_id: int, cvat_dir: Path, max_bytes: int, name: str) -> bytes:
     task = client.tasks.retrieve(task_id)
     with tempfile.TemporaryDirectory(dir=cvat_dir, prefix=".export-") as tmp:
         out = Path(tmp) / "export.zip"
         task.export_dataset(EXPORT_FORMAT, out, include_images=False)
         if not out.is_file():
             raise CvatError(f"CVAT gave no export file for task {task.name!r} (id {task_id})")
-        return _annotations_from_zip(out, max_bytes)
+        try:
+            return _annotations_from_zip(out, max_bytes)
+        except InputError as exc:  # name the task, not the temp file that is about to be deleted
+            raise InputError(f"export of CVAT task {name!r} (id {task_id}): {exc.reason}") from None
+
+
+def _jobs(client: Client, task_id: int) -> list[dict[str, Any]]:
+    jobs = client.tasks.retrieve(task_id).get_jobs()
+    return [{"id": j.id, "state": str(j.state), "stage": str(getattr(j, "stage", "") or ""),
+             "start_frame": int(j.start_frame), "stop_frame": int(j.stop_frame),
+             "assignee": j.assignee.username if j.assignee else ""} for j in sorted(jobs, key=lambda j: j.start_frame)]
+
+
+@dataclass
+class PullReport:
+    """What a pull did: the exports it took, the decisions, and where a rejected export was put aside."""
+
+    exports: list[Path]
+    result: DecisionsResult
+    written: bool
+    rejected_dir: Path | None = None
 
 
 def pull_round(
@@ -582,36 +749,66 @@ def pull_round(
     config: CvatConfig,
     client: Client | None = None,
     max_bytes: int = DEFAULT_MAX_XML_BYTES,
-) -> list[Path]:
-    """Export every task of the round ("CVAT for images 1.1", no images) to ``cvat/<task name>.xml``.
+    include_incomplete: bool = False,
+    allow_errors: bool = False,
+) -> PullReport:
+    """Export every task of the round ("CVAT for images 1.1", no images) and turn the exports into decisions.
 
-    Each XML is replaced atomically; the record gains ``job_assignee`` (the single assignee of
-    the task's jobs, if there is one), ``exported_at`` and ``export_sha256``. Returns the paths.
+    Everything is fetched into a staging folder first and validated there; only a valid pull (or one with
+    ``allow_errors``) replaces ``cvat/<task name>.xml``, the task record and ``decisions.csv``. A pull that does not
+    validate leaves the previous exports, record and decisions exactly as they were and keeps what it fetched in
+    ``cvat/rejected/<time>/`` (with ``problems.txt``) for inspection. Decisions from jobs that are not completed
+    are left out (and counted) unless ``include_incomplete``. The record gains per task ``jobs`` (id, state,
+    frames, assignee), ``job_assignee``, ``exported_at`` and ``export_sha256``.
     """
     round_dir = Path(round_dir)
     record = load_record(round_dir)
     if not record["tasks"]:
         raise InputError("round has no CVAT tasks yet (push first)", file=_cvat_dir(round_dir) / TASKS_FILE)
     cvat_dir = _cvat_dir(round_dir)
-    out: list[Path] = []
-    with cvat_client(config, client) as c:
-        for entry in record["tasks"]:
-            name = check_id(str(entry["name"]), what="task name", file=cvat_dir / TASKS_FILE)
-            if not entry.get("id") or entry.get("state") != "uploaded":
-                raise CvatError(f"task {name} has no uploaded data yet; run push again")
-
-            def assignees(task_id: int = entry["id"]) -> list[str]:
-                jobs = c.tasks.retrieve(task_id).get_jobs()
-                return sorted({j.assignee.username for j in jobs if j.assignee})
-
-            who = _retry(config, assignees, what=f"jobs of {name}")
-            xml = _retry(config, _export_task, c, entry["id"], cvat_dir, max_bytes, what=f"export {name}")
-            path = cvat_dir / f"{name}.xml"
-            write_bytes(path, xml)
-            entry.update(job_assignee=who[0] if len(who) == 1 else "",
-                         exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         export_sha256=sha256_bytes(xml))
-            _save_record(round_dir, record)
-            out.append(path)
-            log.info("exported CVAT task %s to %s", name, path)
-    return out
+    staged_record = json.loads(json.dumps(record))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    staging = cvat_dir / f".pull-{stamp}"
+    staging.mkdir(parents=True)
+    try:
+        with cvat_client(config, client) as c:
+            for entry in staged_record["tasks"]:
+                name = check_id(str(entry["name"]), what="task name", file=cvat_dir / TASKS_FILE)
+                if not entry.get("id") or entry.get("state") != "uploaded":
+                    raise CvatError(f"task {name} has no uploaded data yet; run push again")
+                jobs = _retry(config, _jobs, c, entry["id"], what=f"jobs of {name}")
+                xml = _retry(config, _export_task, c, entry["id"], cvat_dir, max_bytes, name, what=f"export {name}")
+                write_bytes(staging / f"{name}.xml", xml)
+                who = sorted({j["assignee"] for j in jobs if j["assignee"]})
+                entry.update(jobs=jobs, job_assignee=who[0] if len(who) == 1 else "",
+                             exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             export_sha256=sha256_bytes(xml))
+        shutil.copyfile(round_dir / "cases.csv", staging / "cases.csv")
+        (staging / "cvat").mkdir()
+        for entry in staged_record["tasks"]:
+            os.replace(staging / f"{entry['name']}.xml", staging / "cvat" / f"{entry['name']}.xml")
+        write_json(staging / "cvat" / TASKS_FILE, staged_record)
+        try:
+            result = decisions_from_round(staging, include_incomplete=include_incomplete, max_bytes=max_bytes)
+        except InputError as exc:  # a file-level problem (hostile XML, not an export, too big)
+            result = DecisionsResult(decisions=pd.DataFrame(), errors=[str(exc)])
+        if result.errors and not allow_errors:
+            rejected = cvat_dir / "rejected" / stamp
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+            (staging / "cvat" / "problems.txt").write_text("\n".join(result.errors) + "\n", encoding="utf-8")
+            os.replace(staging / "cvat", rejected)
+            log.warning("pull of round %s rejected (%d problem(s)); the previous exports and decisions are kept; "
+                        "what was fetched is in %s", round_dir.name, len(result.errors), rejected)
+            return PullReport(exports=[], result=result, written=False, rejected_dir=rejected)
+        exports = []
+        for entry in staged_record["tasks"]:
+            target = cvat_dir / f"{entry['name']}.xml"
+            os.replace(staging / "cvat" / f"{entry['name']}.xml", target)
+            exports.append(target)
+        _save_record(round_dir, staged_record)
+        write_decisions(result, round_dir / "decisions.csv", allow_errors=allow_errors)
+        for path in exports:
+            log.info("exported CVAT task %s to %s", path.stem, path)
+        return PullReport(exports=exports, result=result, written=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,32 +1,23 @@
-"""Review decisions: CVAT XML exports (or a hand-made CSV) -> ``decisions.csv``.
+"""Review decisions: CVAT XML exports (or a CSV made outside CVAT) -> ``decisions.csv``.
 
-A reviewer tags each case image with labels from a fixed vocabulary (see the review contract):
-``"0"`` keep as labeled, ``"1"``..``"K"`` candidate k is real (several allowed), ``"none"`` the
-labeled particle is not real, ``"unsure"`` route to a second review. An image without tags is
-"not reviewed" and does not appear in ``decisions.csv``.
+Images are mapped back to cases through ``cases.csv`` (column ``image``), never by parsing coordinates out of the
+name, and every tag set goes through the one validator (:func:`byu.review.tags.check_tags`). Every problem is
+reported per image, all at once: a tag outside the vocabulary, a candidate the image did not show, contradictory
+tags, an image we never sent (or not in the task the XML came from), an image we sent that the export lacks, an
+image listed twice.
 
-Images are mapped back to cases through ``cases.csv`` (column ``image``), never by parsing
-coordinates out of the name. Every problem is reported per image, all at once:
+XML is parsed incrementally (``lxml.etree.iterparse``: memory stays flat in the export's size) with entity
+resolution, DTD loading and network access off and a size cap checked before parsing (default 64 MiB); a DOCTYPE
+that declares entities or points at an external DTD is rejected, as is any entity reference left in the tree.
 
-- a tag outside the vocabulary (unknown label), or ``k`` greater than the candidates the case
-  showed (e.g. ``7`` when it showed 3);
-- contradictory tags (``0`` with ``none``);
-- an image we never sent (not in ``cases.csv``, or not in the task the XML came from);
-- an image we sent that the export lacks (when the sent list is known);
-- an image listed twice.
+Reviewer (column ``reviewer``): the ``<assignee><username>`` of the export's ``<meta><task>`` (or ``<meta><job>``);
+else the ``fallback_reviewer`` the caller passes (``pull`` passes the assignee of the task's single job); else the
+``<owner><username>``; else empty. ``job_state`` is the CVAT state of the job the image was tagged in
+(``completed``, ``in progress``, ...; empty when not known, e.g. for imported decisions).
 
-XML is parsed with lxml with entity resolution, DTD loading and network access off, no huge
-trees, and a size cap checked before parsing (default 64 MiB); a DOCTYPE that declares entities
-or points at an external DTD is rejected, as is any entity reference left in the tree.
-
-Reviewer (column ``reviewer``): the ``<assignee><username>`` of the export's ``<meta><task>`` (or
-``<meta><job>`` for a job export); else the ``fallback_reviewer`` the caller passes (``pull`` passes
-the assignee of the task's single job, read from the API); else the ``<owner><username>`` (who
-created the task, usually the operator who pushed the round); else empty.
-
-``decisions.csv`` columns: ``case_id,image,tags,reviewer,source``; ``tags`` is the ``;``-joined
-sorted tag list (numbers numerically first, then ``none``, then ``unsure``); ``source`` is
-``cvat:<xml file name>`` or ``import:<csv name>``. Rows follow the order of ``cases.csv``.
+``decisions.csv`` columns: ``case_id,image,tags,reviewer,source,job_state``; ``tags`` is the ``;``-joined canonical
+tag list; ``source`` is ``cvat:<xml file name>`` or ``import:<csv name>`` (or ``scripted``). Rows follow the order
+of ``cases.csv``. Text from outside (reviewer names) is written spreadsheet-safe.
 """
 
 from __future__ import annotations
@@ -44,37 +35,30 @@ from lxml import etree
 from byu.atomic import atomic_open
 from byu.errors import InputError, InputErrors
 from byu.paths import check_id
-from byu.review.tags import KEEP, NONE, UNSURE, join_tags, tag_labels
+from byu.review.cases import Case, load_case_rows, read_cases, round_classes
+from byu.review.tags import UNSURE, check_tags, tag_labels
+from byu.textsafe import safe_columns
 
 DEFAULT_MAX_XML_BYTES = 64 * 2**20
 DEFAULT_MAX_CSV_BYTES = 16 * 2**20
-DECISION_COLUMNS = ["case_id", "image", "tags", "reviewer", "source"]
-CONTRADICTORY = frozenset({KEEP, NONE})
+DECISION_COLUMNS = ["case_id", "image", "tags", "reviewer", "source", "job_state"]
+COMPLETED = "completed"
 
 __all__ = [
-    "DEFAULT_MAX_XML_BYTES", "DECISION_COLUMNS", "Case", "DecisionsResult", "load_cases",
-    "parse_cvat_xml", "import_decisions_csv", "combine_results", "write_decisions",
-    "read_decisions", "tag_vocabulary", "sort_tags", "decisions_from_round",
+    "COMPLETED", "DEFAULT_MAX_XML_BYTES", "DECISION_COLUMNS", "DecisionsResult", "combine_results",
+    "decisions_from_round", "import_decisions_csv", "load_cases", "parse_cvat_xml", "read_decisions",
+    "tag_vocabulary", "write_decisions",
 ]
-
-
-@dataclass(frozen=True)
-class Case:
-    """What decisions need of one row of ``cases.csv``."""
-
-    case_id: str
-    image: str
-    kind: str
-    ks: frozenset[int]  # candidate numbers k >= 1 the image showed
-    order: int  # row position in cases.csv
 
 
 @dataclass
 class DecisionsResult:
-    """Decisions (DataFrame with ``DECISION_COLUMNS``) and the per-image error messages."""
+    """Decisions (``DECISION_COLUMNS``), the per-image error messages, and the cases left out because their job
+    was not completed."""
 
     decisions: pd.DataFrame
     errors: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,136 +69,48 @@ class DecisionsResult:
 # Cases
 
 
-def _parse_candidates(value: Any, *, file: str, row: int) -> list[dict[str, Any]]:
-    if isinstance(value, list):
-        return value
-    try:
-        parsed = json.loads(value) if isinstance(value, str) and value.strip() else []
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=file, row=row, field="candidates") from None
-    if not isinstance(parsed, list):
-        raise InputError("must be a JSON list of candidates", file=file, row=row, field="candidates")
-    return parsed
-
-
-def load_cases(cases: pd.DataFrame | str | Path) -> dict[str, Case]:
-    """Read ``cases.csv`` (a path or a DataFrame) into ``{image name: Case}``, in file order.
-
-    Checks that ``case_id`` and ``image`` are present, unique and safe names, and that
-    ``candidates`` is a JSON list of objects with an integer ``k``. Raises ``InputErrors``.
-    """
+def load_cases(cases: Iterable[Case] | pd.DataFrame | str | Path) -> dict[str, Case]:
+    """Cases by image name (file order) from a list of cases, a ``cases.csv`` path or its table."""
     if isinstance(cases, (str, Path)):
-        file = str(cases)
-        try:
-            df = pd.read_csv(cases, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise InputError("cases file not found", file=file) from None
+        out = read_cases(cases)
+    elif isinstance(cases, pd.DataFrame):
+        out = load_case_rows(cases.to_dict("records"))
     else:
-        file, df = "cases.csv", cases
-    missing = [c for c in ("case_id", "image", "candidates") if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}", file=file)
-    out: dict[str, Case] = {}
-    ids: set[str] = set()
-    errors: list[InputError] = []
-    kinds = df["kind"] if "kind" in df.columns else [""] * len(df)
-    for i, (case_id, image, kind, cands) in enumerate(zip(df["case_id"], df["image"], kinds,
-                                                          df["candidates"], strict=True)):
-        row = i + 2  # file line, header = line 1
-        try:
-            check_id(str(case_id), what="case_id", file=file, row=row)
-            check_id(str(image), what="image", file=file, row=row)
-            if case_id in ids:
-                raise InputError(f"duplicate case_id {case_id!r}", file=file, row=row, field="case_id")
-            if image in out:
-                raise InputError(f"duplicate image {image!r}", file=file, row=row, field="image")
-            ks = set()
-            for c in _parse_candidates(cands, file=file, row=row):
-                k = c.get("k") if isinstance(c, dict) else None
-                if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-                    raise InputError(f"candidate without an integer k >= 0: {c!r}", file=file, row=row,
-                                     field="candidates")
-                if k >= 1:
-                    ks.add(k)
-        except InputError as exc:
-            errors.append(exc)
-            continue
-        ids.add(str(case_id))
-        out[str(image)] = Case(str(case_id), str(image), str(kind), frozenset(ks), i)
-    if errors:
-        raise InputErrors(errors)
-    return out
+        out = list(cases)
+    return {c.image: c for c in out}
 
 
-def _as_cases(cases: Mapping[str, Case] | pd.DataFrame | str | Path) -> dict[str, Case]:
-    if isinstance(cases, Mapping):
-        return dict(cases)
-    return load_cases(cases)
-
-
-# ----------------------------------------------------------------------------------------------
-# Tags
-
-
-def tag_vocabulary(max_k: int) -> list[str]:
-    """The CVAT tag labels of a round whose cases show at most ``max_k`` candidates."""
-    return tag_labels(max_k)
-
-
-def sort_tags(tags: Iterable[str]) -> list[str]:
-    """Unique tags in contract order: numbers numerically, then ``none``, then ``unsure``.
-
-    Only for validated tags (``byu.review.tags.join_tags`` order); anything else sorts last.
-    """
-    valid = [t for t in set(tags) if (t.isascii() and t.isdigit()) or t in (NONE, UNSURE)]
-    rest = sorted(set(tags) - set(valid))
-    joined = join_tags(valid)
-    return (joined.split(";") if joined else []) + rest
-
-
-def _check_tags(raw: Sequence[str], case: Case) -> tuple[list[str], list[str]]:
-    """Return (sorted valid tags, problems) for one image's raw tag labels."""
-    problems: list[str] = []
-    tags: list[str] = []
-    for t in raw:
-        t = (t or "").strip()
-        if t in (KEEP, NONE, UNSURE):
-            tags.append(t)
-        elif t.isascii() and t.isdigit() and str(int(t)) == t:
-            k = int(t)
-            if k not in case.ks:
-                shown = f"1..{max(case.ks)}" if case.ks else "none"
-                problems.append(f"tag {t!r}: candidate {k} was not shown (candidates shown: {shown})")
-            else:
-                tags.append(t)
-        else:
-            problems.append(f"unknown tag {t!r} (allowed: 0, 1..K, none, unsure)")
-    if CONTRADICTORY <= set(tags):
-        problems.append("contradictory tags '0' (keep) and 'none' (not real)")
-    return sort_tags(tags), problems
+def tag_vocabulary(cases: Iterable[Case]) -> list[str]:
+    """The CVAT tag labels of a round (``0..K``, ``none``, ``unsure``, and class tags when several classes)."""
+    cases = list(cases)
+    max_k = max((max(c.ks) for c in cases if c.ks), default=0)
+    return tag_labels(max_k, round_classes(cases))
 
 
 def _frame(rows: list[dict[str, str]], cases: Mapping[str, Case]) -> pd.DataFrame:
-    rows = sorted(rows, key=lambda r: cases[r["image"]].order)
-    return pd.DataFrame(rows, columns=DECISION_COLUMNS).astype("string") if rows else \
-        pd.DataFrame({c: pd.Series([], dtype="string") for c in DECISION_COLUMNS})
+    order = {name: i for i, name in enumerate(cases)}
+    rows = sorted(rows, key=lambda r: order.get(r["image"], len(order)))
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in DECISION_COLUMNS})
+    return pd.DataFrame(rows, columns=DECISION_COLUMNS).astype(object)
 
 
 # ----------------------------------------------------------------------------------------------
 # CVAT XML
 
 
-_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                       dtd_validation=False)
-
-
-def _read_capped(path: Path, max_bytes: int) -> bytes:
+def _check_size(path: Path, max_bytes: int) -> int:
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         raise InputError("file not found", file=path) from None
     if size > max_bytes:
         raise InputError(f"file is {size} bytes, more than the {max_bytes}-byte limit", file=path)
+    return size
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    _check_size(path, max_bytes)
     with open(path, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:  # grew since stat
@@ -222,22 +118,19 @@ def _read_capped(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _safe_xml(data: bytes, *, file: Path) -> etree._Element:
-    """Parse XML bytes with entities, DTDs and network off; reject entity declarations."""
-    parser = etree.XMLParser(**_PARSER_OPTIONS)
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise InputError(f"not well-formed XML (entities and DTDs are not allowed): {exc}", file=file) from None
-    docinfo = root.getroottree().docinfo
-    dtd = docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise InputError("DOCTYPE declares entities; refusing to read it", file=file)
-    if docinfo.system_url or docinfo.public_id:
-        raise InputError("DOCTYPE refers to an external DTD; refusing to read it", file=file)
-    if any(isinstance(node, etree._Entity) for node in root.iter()):
-        raise InputError("document holds entity references; refusing to read it", file=file)
-    return root
+class _Capped:
+    """A binary file that refuses to yield more than ``limit`` bytes (the file may grow while we read)."""
+
+    def __init__(self, fh: Any, limit: int, path: Path) -> None:
+        self.fh, self.left, self.path, self.limit = fh, limit, path, limit
+
+    def read(self, n: int = -1) -> bytes:
+        n = 1 << 16 if n is None or n < 0 else n
+        data = self.fh.read(min(n, self.left + 1))
+        self.left -= len(data)
+        if self.left < 0:
+            raise InputError(f"file is more than the {self.limit}-byte limit", file=self.path)
+        return data
 
 
 def _username(meta_obj: etree._Element | None, role: str) -> str:
@@ -247,39 +140,84 @@ def _username(meta_obj: etree._Element | None, role: str) -> str:
     return (el.text or "").strip() if el is not None else ""
 
 
+def _check_doctype(root: etree._Element, path: Path) -> None:
+    docinfo = root.getroottree().docinfo
+    dtd = docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise InputError("DOCTYPE declares entities; refusing to read it", file=path)
+    if docinfo.system_url or docinfo.public_id:
+        raise InputError("DOCTYPE refers to an external DTD; refusing to read it", file=path)
+
+
+def _no_entities(el: etree._Element, path: Path) -> None:
+    if any(isinstance(node, etree._Entity) for node in el.iter()):
+        raise InputError("document holds entity references; refusing to read it", file=path)
+
+
+def _iter_export(path: Path, max_bytes: int):
+    """``("meta", element)`` then ``("image", element)`` per frame, parsed incrementally and cleared after use."""
+    _check_size(path, max_bytes)
+    with open(path, "rb") as fh:
+        context = etree.iterparse(_Capped(fh, max_bytes, path), events=("start", "end"), resolve_entities=False,
+                                  no_network=True, load_dtd=False, huge_tree=False, remove_comments=True)
+        root = None
+        try:
+            for event, el in context:
+                if root is None:
+                    root = el
+                    _check_doctype(root, path)
+                    if root.tag != "annotations":
+                        raise InputError(f"root element is <{root.tag}>, expected <annotations> (CVAT for images "
+                                         "1.1)", file=path)
+                    continue
+                if event != "end" or el.getparent() is not root:
+                    continue
+                _no_entities(el, path)
+                if el.tag in ("meta", "image"):
+                    yield el.tag, el
+                el.clear()
+                while el.getprevious() is not None:  # drop processed siblings: memory stays flat
+                    del root[0]
+        except etree.XMLSyntaxError as exc:
+            raise InputError(f"not well-formed XML (entities and DTDs are not allowed): {exc}", file=path) from None
+        if root is None:
+            raise InputError("empty document", file=path)
+        _no_entities(root, path)
+
+
 def parse_cvat_xml(
     path: str | Path,
-    cases: Mapping[str, Case] | pd.DataFrame | str | Path,
+    cases: Iterable[Case] | Mapping[str, Case] | pd.DataFrame | str | Path,
     *,
     sent_images: Sequence[str] | None = None,
     fallback_reviewer: str | None = None,
+    job_states: Mapping[int, str] | None = None,
     max_bytes: int = DEFAULT_MAX_XML_BYTES,
 ) -> DecisionsResult:
     """Decisions from one "CVAT for images 1.1" export (``annotations.xml`` of a task or job).
 
-    ``cases`` is ``cases.csv`` (path, DataFrame, or ``load_cases`` output). ``sent_images`` is the
-    list of images the task was given: images outside it are errors, and images of it that the
-    export lacks are errors. File-level problems (too big, not XML, DOCTYPE with entities, not a
-    CVAT export) raise ``InputError``; per-image problems are listed in ``errors``.
+    ``sent_images`` is the list of images the task was given: images outside it are errors, and images of it that
+    the export lacks are errors. ``job_states`` maps a frame index (``<image id>``) to the state of its job.
+    File-level problems (too big, not XML, DOCTYPE with entities, not a CVAT export) raise ``InputError``;
+    per-image problems are listed in ``errors``.
     """
     path = Path(path)
-    by_image = _as_cases(cases)
-    root = _safe_xml(_read_capped(path, max_bytes), file=path)
-    if root.tag != "annotations":
-        raise InputError(f"root element is <{root.tag}>, expected <annotations> (CVAT for images 1.1)", file=path)
-    meta = root.find("meta")
-    meta_obj = None
-    if meta is not None:
-        meta_obj = meta.find("task") if meta.find("task") is not None else meta.find("job")
-    reviewer = (_username(meta_obj, "assignee") or (fallback_reviewer or "")
-                or _username(meta_obj, "owner"))
+    by_image = dict(cases) if isinstance(cases, Mapping) else load_cases(cases)
+    classes = round_classes(by_image.values())
     source = f"cvat:{path.name}"
     sent = set(sent_images) if sent_images is not None else None
     errors: list[str] = []
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
-    for n, image in enumerate(root.findall("image"), start=1):
-        name = image.get("name")
+    reviewer = fallback_reviewer or ""
+    n = 0
+    for kind, el in _iter_export(path, max_bytes):
+        if kind == "meta":
+            meta_obj = el.find("task") if el.find("task") is not None else el.find("job")
+            reviewer = _username(meta_obj, "assignee") or (fallback_reviewer or "") or _username(meta_obj, "owner")
+            continue
+        n += 1
+        name = el.get("name")
         if not name:
             errors.append(f"{path.name}: <image> #{n} has no name")
             continue
@@ -288,23 +226,32 @@ def parse_cvat_xml(
             errors.append(f"{where}: listed twice")
             continue
         seen.add(name)
-        raw = [t.get("label") or "" for t in image.findall("tag")]
+        raw = [t.get("label") or "" for t in el.findall("tag")]
         case = by_image.get(name)
         if case is None or (sent is not None and name not in sent):
             if raw:  # an untagged stray frame changes nothing; a tagged one is an error
                 why = "not in cases.csv" if case is None else "not sent in this task"
-                errors.append(f"{where}: tags {sort_tags(raw)} on an image we never sent ({why})")
+                errors.append(f"{where}: tags {sorted(set(raw))} on an image we never sent ({why})")
             continue
         if not raw:
             continue  # not reviewed
-        tags, problems = _check_tags(raw, case)
+        tags, problems = check_tags(raw, case, classes)
         if problems:
             errors.extend(f"{where} (case {case.case_id}): {p}" for p in problems)
             continue
-        rows.append({"case_id": case.case_id, "image": name, "tags": ";".join(tags),
-                     "reviewer": reviewer, "source": source})
+        if not tags:
+            continue
+        frame = el.get("id")
+        state = ""
+        if job_states is not None and frame is not None and frame.isdigit():
+            state = job_states.get(int(frame), "")
+        rows.append({"case_id": case.case_id, "image": name, "tags": ";".join(tags), "reviewer": "",
+                     "source": source, "job_state": state})
+    for r in rows:  # the meta block comes first in CVAT exports, but a reordered file must not lose the reviewer
+        r["reviewer"] = reviewer
     if sent is not None:
-        for name in sorted(sent - seen, key=lambda x: by_image[x].order if x in by_image else 0):
+        order = {name: i for i, name in enumerate(by_image)}
+        for name in sorted(sent - seen, key=lambda x: order.get(x, 0)):
             errors.append(f"{path.name}: image {name!r} was sent but is missing from the export")
     return DecisionsResult(_frame(rows, by_image), errors)
 
@@ -315,23 +262,26 @@ def parse_cvat_xml(
 
 def import_decisions_csv(
     path: str | Path,
-    cases: Mapping[str, Case] | pd.DataFrame | str | Path,
+    cases: Iterable[Case] | Mapping[str, Case] | pd.DataFrame | str | Path,
     *,
     max_bytes: int = DEFAULT_MAX_CSV_BYTES,
 ) -> DecisionsResult:
     """Decisions from a CSV with ``case_id`` or ``image``, ``tags`` (``;``-separated), optional ``reviewer``.
 
-    Same vocabulary and checks as the CVAT path; rows with empty ``tags`` are "not reviewed".
-    Errors name the row (1-based data row) and the case/image.
+    Same vocabulary and checks as the CVAT path; rows with empty ``tags`` are "not reviewed". Errors name the file
+    line (header = line 1) and the case.
     """
     path = Path(path)
-    by_image = _as_cases(cases)
+    by_image = dict(cases) if isinstance(cases, Mapping) else load_cases(cases)
     by_id = {c.case_id: c for c in by_image.values()}
+    classes = round_classes(by_image.values())
     _read_capped(path, max_bytes)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read CSV: {exc}", file=path) from None
+    except pd.errors.EmptyDataError:
+        raise InputError("empty file: expected a header with 'tags' and 'case_id' or 'image'", file=path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read CSV: {type(exc).__name__}: {str(exc)[:200]}", file=path) from None
     if "tags" not in df.columns:
         raise InputError("missing column 'tags'", file=path)
     if "case_id" not in df.columns and "image" not in df.columns:
@@ -340,7 +290,7 @@ def import_decisions_csv(
     errors: list[str] = []
     rows: list[dict[str, str]] = []
     done: dict[str, int] = {}
-    for i, rec in enumerate(df.to_dict("records"), start=2):  # file lines, header = line 1
+    for i, rec in enumerate(df.to_dict("records"), start=2):
         where = f"{path.name}: line {i}"
         case_id = (rec.get("case_id") or "").strip()
         image = (rec.get("image") or "").strip()
@@ -349,6 +299,8 @@ def import_decisions_csv(
             errors.append(f"{where}: case_id {case_id!r} and image {image!r} name different cases")
             continue
         if case is None:
+            if not (case_id or image) and not (rec.get("tags") or "").strip():
+                continue  # an empty row
             what = f"case_id {case_id!r}" if case_id else f"image {image!r}" if image else "no case_id/image"
             errors.append(f"{where}: {what} is not a case of this round (not in cases.csv)")
             continue
@@ -359,12 +311,12 @@ def import_decisions_csv(
             errors.append(f"{where} (case {case.case_id}): case already decided on line {done[case.case_id]}")
             continue
         done[case.case_id] = i
-        tags, problems = _check_tags(raw, case)
+        tags, problems = check_tags(raw, case, classes)
         if problems:
             errors.extend(f"{where} (case {case.case_id}): {p}" for p in problems)
             continue
         rows.append({"case_id": case.case_id, "image": case.image, "tags": ";".join(tags),
-                     "reviewer": (rec.get("reviewer") or "").strip(), "source": source})
+                     "reviewer": (rec.get("reviewer") or "").strip(), "source": source, "job_state": ""})
     return DecisionsResult(_frame(rows, by_image), errors)
 
 
@@ -373,16 +325,29 @@ def import_decisions_csv(
 
 
 def combine_results(results: Sequence[DecisionsResult],
-                    cases: Mapping[str, Case] | pd.DataFrame | str | Path) -> DecisionsResult:
+                    cases: Iterable[Case] | Mapping[str, Case] | pd.DataFrame | str | Path) -> DecisionsResult:
     """Merge results in order: a later decision for a case replaces an earlier one (second review)."""
-    by_image = _as_cases(cases)
+    by_image = dict(cases) if isinstance(cases, Mapping) else load_cases(cases)
     latest: dict[str, dict[str, str]] = {}
     errors: list[str] = []
+    left_out: list[str] = []
     for r in results:
         errors.extend(r.errors)
+        left_out.extend(r.left_out)
         for rec in r.decisions.to_dict("records"):
             latest[str(rec["case_id"])] = {k: ("" if pd.isna(v) else str(v)) for k, v in rec.items()}
-    return DecisionsResult(_frame(list(latest.values()), by_image), errors)
+    decided = set(latest)
+    return DecisionsResult(_frame(list(latest.values()), by_image), errors,
+                           [c for c in dict.fromkeys(left_out) if c not in decided])
+
+
+def decisions_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    out = safe_columns(df.reindex(columns=DECISION_COLUMNS).fillna(""), ["reviewer", "source", "job_state"])
+    buf = io.StringIO()
+    out.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
 
 
 def write_decisions(result: DecisionsResult | pd.DataFrame, path: str | Path, *,
@@ -394,38 +359,66 @@ def write_decisions(result: DecisionsResult | pd.DataFrame, path: str | Path, *,
         df = result.decisions
     else:
         df = result
-    missing = [c for c in DECISION_COLUMNS if c not in df.columns]
+    missing = [c for c in DECISION_COLUMNS if c not in df.columns and c != "job_state"]
     if missing:
         raise InputError(f"decisions lack column(s) {missing}", file=path)
     path = Path(path)
-    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
-        df[DECISION_COLUMNS].to_csv(fh, index=False)
+    with atomic_open(path, "wb") as fh:
+        fh.write(decisions_bytes(df))
     return path
 
 
 def read_decisions(path: str | Path) -> pd.DataFrame:
-    """Read a ``decisions.csv`` back (all columns as strings, empty reviewer as "")."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """Read a ``decisions.csv`` back (all columns as strings; ``job_state`` empty in files from before it)."""
+    path = Path(path)
+    _check_size(path, DEFAULT_MAX_CSV_BYTES * 4)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError("empty file: a decisions file starts with the header "
+                         f"{','.join(DECISION_COLUMNS)}", file=path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable CSV: {type(exc).__name__}", file=path) from None
+    if "job_state" not in df.columns:
+        df["job_state"] = ""
     missing = [c for c in DECISION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"missing column(s) {missing}", file=path)
-    return df[DECISION_COLUMNS]
+    return df[DECISION_COLUMNS].astype(object)
 
 
-def decisions_from_round(round_dir: str | Path, *, max_bytes: int = DEFAULT_MAX_XML_BYTES) -> DecisionsResult:
+def _job_states(task: Mapping[str, Any]) -> dict[int, str] | None:
+    jobs = task.get("jobs")
+    if not isinstance(jobs, list):
+        return None
+    out: dict[int, str] = {}
+    for j in jobs:
+        try:
+            start, stop = int(j["start_frame"]), int(j["stop_frame"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        for f in range(start, stop + 1):
+            out[f] = str(j.get("state", ""))
+    return out
+
+
+def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = False,
+                         max_bytes: int = DEFAULT_MAX_XML_BYTES) -> DecisionsResult:
     """Decisions of a round from its exports: ``cvat/<task name>.xml`` for every task in ``cvat/tasks.json``.
 
-    First-review tasks are read in batch order, then second-review (``review2``) tasks, so a
-    second-review decision replaces the first one for the same case. A task without an export
-    yet is an error (run ``pull``).
+    First-review tasks are read in batch order, then second-review (``review2``) tasks, so a second-review decision
+    replaces the first one for the same case. A task without an export yet is an error (run ``pull``). Decisions
+    made in jobs that are not completed are left out (``left_out``) unless ``include_incomplete``.
     """
     round_dir = Path(round_dir)
     cases = load_cases(round_dir / "cases.csv")
     tasks_path = round_dir / "cvat" / "tasks.json"
     try:
         record = json.loads(_read_capped(tasks_path, DEFAULT_MAX_CSV_BYTES))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=tasks_path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"not valid JSON: {type(exc).__name__}", file=tasks_path) from None
+    if not isinstance(record, dict) or not isinstance(record.get("tasks", []), list):
+        raise InputError("not a task record (expected {\"tasks\": [...]})", file=tasks_path)
     tasks = sorted(record.get("tasks", []), key=lambda t: (t.get("kind") != "review", t.get("batch", 0)))
     results: list[DecisionsResult] = []
     errors: list[str] = []
@@ -435,8 +428,20 @@ def decisions_from_round(round_dir: str | Path, *, max_bytes: int = DEFAULT_MAX_
         if not xml.is_file():
             errors.append(f"task {name}: no export yet (run pull)")
             continue
-        results.append(parse_cvat_xml(xml, cases, sent_images=list(t.get("images", [])),
-                                      fallback_reviewer=t.get("job_assignee") or None, max_bytes=max_bytes))
+        r = parse_cvat_xml(xml, cases, sent_images=list(t.get("images", [])),
+                           fallback_reviewer=t.get("job_assignee") or None, job_states=_job_states(t),
+                           max_bytes=max_bytes)
+        if not include_incomplete:
+            states = r.decisions["job_state"]
+            keep = (states == COMPLETED) | (states == "")
+            r = DecisionsResult(r.decisions[keep].reset_index(drop=True), r.errors,
+                                list(r.decisions.loc[~keep, "case_id"]))
+        results.append(r)
     combined = combine_results(results, cases)
     combined.errors[:0] = errors
     return combined
+
+
+def unsure_images(decisions: pd.DataFrame) -> set[str]:
+    """Images whose decision includes ``unsure``."""
+    return {img for img, tags in zip(decisions["image"], decisions["tags"]) if UNSURE in str(tags).split(";")}

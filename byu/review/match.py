@@ -1,133 +1,167 @@
-"""Mine review cases: predictions vs the current labels, matched one-to-one in Å.
+"""Mine review cases: predictions vs a label version, matched per class in Å.
 
-Per tomogram, predictions at or above ``threshold`` are matched to labeled motors within ``radius_A``, nearest
-pairs first. A labeled motor no prediction matched is an **FN** case; predictions no label matched are shown as
-candidates, attached to the nearest FN case of their tomogram, or, when the tomogram has none, grouped in one
-**FP** case. Each case lists up to ``max_candidates`` predictions ranked by confidence.
+Per tomogram and class, predictions at or above ``threshold`` are matched one-to-one (nearest first) to the labeled
+picks of the class within the class's match radius (``radius_A`` overrides it for every class). Then:
 
-With ``confirm_threshold`` set, a labeled motor whose only support is a weak prediction (matched, but with
-confidence below it) is reviewed too, as an FN case: the model barely sees a motor there, the way it sees decoys
-that were labeled by mistake. Its score is ``1 - confidence`` of that weak match.
+- a labeled pick no prediction matched is an **FN** case (``reason`` ``unmatched``); with ``confirm_threshold``
+  set, so is one matched only by a prediction weaker than it (``weak``: the model barely sees a particle there,
+  the way it sees decoys labeled by mistake);
+- every unmatched prediction is shown as a candidate: of the nearest FN case of its own class in the tomogram, else
+  of the nearest FN case of another class closer than both classes' match radii (a pick that may have the wrong
+  class), else of an **FP** case of its class (``reason`` ``unlabeled``). A case shows at most ``max_candidates``
+  predictions, strongest first; those beyond go to FP cases, never dropped.
+
+Scores rank the cases for review: FN ``1 - confidence`` of the weak match, or ``1 -`` the strongest prediction of
+the class within twice the match radius; FP the strongest candidate's confidence.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from byu.atomic import write_bytes
 from byu.errors import InputError, NotFoundError
-from byu.labels.table import motors_angstrom
+from byu.labels.model import LabelSet
 from byu.matching import match_points
-
-CASE_COLUMNS = [
-    "case_id", "kind", "index", "tomo_id", "image", "score", "label_version", "prediction_run",
-    "Z", "Y", "X", "voxel_spacing", "radius_A", "focus_k", "candidates", "labels",
-]
-def image_name(kind: str, index: int, tomo_id: str, shape: tuple[int, int, int], spacing: float) -> str:
-    z, y, x = shape
-    return f"{kind}-{index}-{tomo_id}-{z}x{y}x{x}-spacing{spacing:g}.jpg"
+from byu.review.cases import Candidate, Case, LabelPoint, image_name
 
 
-def _candidate(k: int, zyx, conf: float | None, source: str) -> dict:
-    return {"k": k, "z": round(float(zyx[0]), 3), "y": round(float(zyx[1]), 3), "x": round(float(zyx[2]), 3),
-            "conf": None if conf is None else round(float(conf), 6), "source": source}
+def predicted_tomograms(predictions: str | Path) -> list[str] | None:
+    """The tomograms a predictions run covered, from its ``.json`` sidecar (``None`` when there is none).
+
+    A tomogram with no peak has no row in the CSV, so only the sidecar tells "predicted, nothing found" from
+    "never predicted"; mining the latter would turn every labeled pick into an FN case.
+    """
+    sidecar = Path(predictions).with_suffix(".json")
+    if not sidecar.exists():
+        return None
+    try:
+        ids = json.loads(sidecar.read_text()).get("tomo_ids")
+    except (json.JSONDecodeError, AttributeError, RecursionError) as exc:
+        raise InputError(f"not a predictions sidecar: {type(exc).__name__}", file=sidecar) from None
+    return list(ids) if isinstance(ids, list) else None
 
 
-def find_cases(labels: pd.DataFrame, predictions: pd.DataFrame, *, label_version: str = "",
-               prediction_run: str = "", threshold: float = 0.05, radius_A: float = 1000.0,
-               max_candidates: int = 5, tomo_ids: list[str] | None = None,
-               particle: str | None = None, confirm_threshold: float | None = None) -> pd.DataFrame:
-    """Review cases (``CASE_COLUMNS``) for the tomograms ``tomo_ids`` (default: every labeled tomogram).
+def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candidate:
+    return Candidate(k=k, particle=particle, z=round(float(zyx[0]), 3), y=round(float(zyx[1]), 3),
+                     x=round(float(zyx[2]), 3), conf=None if conf is None else round(float(conf), 6),
+                     source=source)  # type: ignore[arg-type]
 
-    Only tomograms that were actually predicted should be passed: a tomogram absent from ``predictions`` turns
-    every labeled motor into an FN case.
+
+def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: str = "", prediction_run: str = "",
+               threshold: float = 0.05, radius_A: float | None = None, max_candidates: int = 5,
+               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | None = None) -> list[Case]:
+    """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
+
+    Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
+    labeled pick into an FN case. Predictions of classes the version does not cover are ignored.
     """
     if "voxel_spacing" not in predictions.columns:
         raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
                          file=prediction_run or None, field="voxel_spacing")
-    by_id = {r.tomo_id: r for r in labels.itertuples(index=False)}
-    ids = list(by_id) if tomo_ids is None else list(tomo_ids)
-    unknown = sorted(set(ids) - set(by_id))
+    if max_candidates < 1:
+        raise InputError(f"max_candidates must be at least 1, got {max_candidates}", field="max_candidates")
+    known = set(labels.tomo_ids)
+    ids = labels.tomo_ids if tomo_ids is None else list(dict.fromkeys(tomo_ids))
+    unknown = sorted(set(ids) - known)
     if unknown:
-        raise NotFoundError(f"tomo_id(s) not in the label table {label_version or ''}: {unknown[:10]}")
-    preds = predictions[predictions["conf"] >= threshold]
-    if particle is not None:
-        preds = preds[preds["particle"] == particle]
-    grouped = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
-    raw_cases: list[dict] = []
+        raise NotFoundError(f"tomo_id(s) not in the label version {label_version or ''}: {unknown[:10]}")
+    classes = {c.name: c for c in labels.classes}
+
+    def radius(name: str) -> float:
+        return float(radius_A) if radius_A is not None else classes[name].match_radius_A
+
+    preds = predictions[(predictions["conf"] >= threshold) & predictions["particle"].isin(list(classes))
+                        & predictions["tomo_id"].isin(ids)]
+    pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
+    label_groups = labels.groups()
+    frames = labels.tomograms.set_index("tomo_id")
+    raw: list[dict] = []
     for tid in ids:
-        row = by_id[tid]
-        g = grouped.get(tid)
-        label_A = motors_angstrom(row)
+        fr = frames.loc[tid]
+        spacing = float(fr.voxel_spacing)
+        lab = label_groups[tid]
+        lab_cls = lab["particle"].to_numpy(dtype=object)
+        lab_vox = lab[["z", "y", "x"]].to_numpy(dtype=float)
+        lab_A = lab_vox * spacing
+        g = pred_groups.get(tid)
         if g is not None:
             g = g.sort_values("conf", ascending=False, kind="stable")
+            pred_cls = g["particle"].to_numpy(dtype=object)
             pred_A = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
             conf = g["conf"].to_numpy(float)
         else:
-            pred_A, conf = np.zeros((0, 3)), np.zeros(0)
-        m = match_points(label_A, pred_A, radius_A)
-        free = m.unmatched_b  # already in descending confidence order
-        weak = {i: float(conf[j]) for i, j, _ in m.pairs
-                if confirm_threshold is not None and conf[j] < confirm_threshold}
-        unsupported = sorted(m.unmatched_a + list(weak))
-        to_label_frame = pred_A / float(row.voxel_spacing)
-        base = {"tomo_id": tid, "Z": int(row.Z), "Y": int(row.Y), "X": int(row.X),
-                "voxel_spacing": float(row.voxel_spacing), "label_version": label_version,
-                "prediction_run": prediction_run, "radius_A": float(radius_A),
-                "labels": json.dumps(row.motor_zyx)}
-        if unsupported:
-            owner = {j: min(unsupported, key=lambda i: (np.linalg.norm(label_A[i] - pred_A[j]), i)) for j in free}
-            for i in unsupported:
-                mine = [j for j in free if owner[j] == i][:max_candidates]
-                cands = [_candidate(0, row.motor_zyx[i], None, "label")]
-                cands += [_candidate(n + 1, to_label_frame[j], conf[j], "prediction") for n, j in enumerate(mine)]
-                if i in weak:
-                    score = 1.0 - weak[i]
-                else:
-                    near = np.linalg.norm(pred_A - label_A[i], axis=1) <= 2 * radius_A if len(pred_A) else []
-                    score = 1.0 - (float(conf[near].max()) if np.any(near) else 0.0)
-                raw_cases.append({**base, "kind": "FN", "score": score, "focus_k": 0, "candidates": cands})
-        elif free:
-            mine = free[:max_candidates]
-            cands = [_candidate(n + 1, to_label_frame[j], conf[j], "prediction") for n, j in enumerate(mine)]
-            raw_cases.append({**base, "kind": "FP", "score": float(conf[mine[0]]), "focus_k": 1, "candidates": cands})
-    raw_cases.sort(key=lambda c: (-c["score"], c["tomo_id"], c["kind"]))
-    for index, c in enumerate(raw_cases, start=1):
-        c["index"] = index
-        c["case_id"] = f"{c['kind']}-{index:04d}"
-        c["image"] = image_name(c["kind"], index, c["tomo_id"], (c["Z"], c["Y"], c["X"]), c["voxel_spacing"])
-        c["candidates"] = json.dumps(c["candidates"])
-    return pd.DataFrame(raw_cases, columns=CASE_COLUMNS)
+            pred_cls, pred_A, conf = np.zeros(0, dtype=object), np.zeros((0, 3)), np.zeros(0)
+        unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
+        free: list[int] = []
+        for name in classes:
+            li = np.flatnonzero(lab_cls == name)
+            pj = np.flatnonzero(pred_cls == name)
+            m = match_points(lab_A[li], pred_A[pj], radius(name))
+            for a in m.unmatched_a:
+                unsupported[int(li[a])] = ("unmatched", None)
+            for a, b, _ in m.pairs:
+                c = float(conf[pj[b]])
+                if confirm_threshold is not None and c < confirm_threshold:
+                    unsupported[int(li[a])] = ("weak", c)
+            free += [int(pj[b]) for b in m.unmatched_b]
+        free.sort(key=lambda j: (-conf[j], j))  # strongest first, as the predictions are ordered
+
+        owned: dict[int, list[int]] = {i: [] for i in unsupported}
+        leftover: list[int] = []
+        for j in free:
+            same = [i for i in unsupported if lab_cls[i] == pred_cls[j]]
+            near = [i for i in unsupported if lab_cls[i] != pred_cls[j]
+                    and np.linalg.norm(lab_A[i] - pred_A[j]) <= min(radius(lab_cls[i]), radius(pred_cls[j]))]
+            pool = same or near
+            if pool:
+                owner = min(pool, key=lambda i: (float(np.linalg.norm(lab_A[i] - pred_A[j])), i))
+                if len(owned[owner]) < max_candidates:
+                    owned[owner].append(j)
+                    continue
+            leftover.append(j)
+        to_frame = pred_A / spacing
+        context = tuple(LabelPoint(particle=str(c), z=float(v[0]), y=float(v[1]), x=float(v[2]))
+                        for c, v in zip(lab_cls, lab_vox))
+        base = {"tomo_id": tid, "Z": int(fr.Z), "Y": int(fr.Y), "X": int(fr.X), "voxel_spacing": spacing,
+                "label_version": label_version, "prediction_run": prediction_run, "labels": context}
+        for i in sorted(unsupported):
+            name = str(lab_cls[i])
+            reason, weak = unsupported[i]
+            cands = [_cand(0, name, lab_vox[i], None, "label")]
+            cands += [_cand(n + 1, str(pred_cls[j]), to_frame[j], conf[j], "prediction")
+                      for n, j in enumerate(owned[i])]
+            if weak is not None:
+                score = 1.0 - weak
+            else:
+                same = pred_cls == name
+                near = same & (np.linalg.norm(pred_A - lab_A[i], axis=1) <= 2 * radius(name)) if len(pred_A) \
+                    else np.zeros(0, bool)
+                score = 1.0 - (float(conf[near].max()) if np.any(near) else 0.0)
+            raw.append({**base, "kind": "FN", "reason": reason, "particle": name, "score": score, "focus_k": 0,
+                        "radius_A": radius(name), "candidates": tuple(cands), "order": (name, i)})
+        by_class: dict[str, list[int]] = {}
+        for j in leftover:
+            by_class.setdefault(str(pred_cls[j]), []).append(j)
+        for name, js in by_class.items():
+            for chunk_no, start in enumerate(range(0, len(js), max_candidates)):
+                chunk = js[start:start + max_candidates]
+                cands = [_cand(n + 1, name, to_frame[j], conf[j], "prediction") for n, j in enumerate(chunk)]
+                raw.append({**base, "kind": "FP", "reason": "unlabeled", "particle": name,
+                            "score": float(conf[chunk[0]]), "focus_k": 1, "radius_A": radius(name),
+                            "candidates": tuple(cands), "order": (name, chunk_no)})
+    raw.sort(key=lambda c: (-c["score"], c["tomo_id"], c["kind"], c["order"]))
+    cases = []
+    for index, c in enumerate(raw, start=1):
+        c.pop("order")
+        cases.append(Case(case_id=f"{c['kind']}-{index:04d}", index=index,
+                          image=image_name(c["kind"], index, c["tomo_id"], (c["Z"], c["Y"], c["X"]),
+                                           c["voxel_spacing"]), **c))
+    return cases
 
 
-def cases_csv_bytes(cases: pd.DataFrame) -> bytes:
-    """The bytes of ``cases.csv`` for a cases table (columns in contract order)."""
-    return cases.loc[:, CASE_COLUMNS].to_csv(index=False, lineterminator="\n").encode("utf-8")
-
-
-def write_cases(cases: pd.DataFrame, path: str | Path) -> Path:
-    write_bytes(path, cases_csv_bytes(cases))
-    return Path(path)
-
-
-def read_cases(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"{path}: no cases for this round (run the mining step first)")
-    df = pd.read_csv(path, dtype={"case_id": str, "kind": str, "tomo_id": str, "image": str, "label_version": str,
-                                  "prediction_run": str, "candidates": str, "labels": str},
-                     keep_default_na=False)
-    missing = [c for c in CASE_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"missing column(s) {missing}", file=path)
-    return df
-
-
-def case_candidates(case) -> list[dict]:
-    """The candidates of a case row (parsed JSON)."""
-    raw = case["candidates"] if isinstance(case, (dict, pd.Series)) else case.candidates
-    return json.loads(raw) if isinstance(raw, str) else raw
+__all__ = ["find_cases", "predicted_tomograms"]

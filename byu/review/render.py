@@ -1,18 +1,22 @@
 """Case images for review: one JPEG per row of ``cases.csv``.
 
 Each image has a header naming the case and the tags to use, then one row per candidate
-(``k = 0`` the labeled motor of an FN case, ``k = 1..K`` predictions) with five panels around
+(``k = 0`` the labeled pick of an FN case, ``k = 1..K`` predictions) with five panels around
 that candidate, in the stored (resampled) frame of the tomogram:
 
-    label | XY at z-16 | XY at z | XY at z+16 | XZ (x right, z down) | YZ (y right, z down)
+    label | XY at z-dz | XY at z | XY at z+dz | XZ (x right, z down) | YZ (y right, z down)
 
-Rings mark candidates: the case's focus candidate in yellow, the other candidates in cyan and
-other labeled motors (context, not taggable) in green. A thick ring means the point lies in
-that panel's plane (within one motor radius); a thin ring means it is inside the crop box but
-off the plane. Voxels outside the volume are shown in a flat dark purple.
+Rings mark candidates at their class's particle radius: the case's focus candidate in yellow,
+the other candidates in cyan and other labeled picks (context, not taggable) in green. A thick
+ring means the point lies in that panel's plane (within one particle radius); a thin ring means
+it is inside the crop box but off the plane. Voxels outside the volume are shown in a flat dark
+purple. When a case shows more than one class, every ring carries its class's short name and
+the header lists the classes with their radii and the ``as:<class>`` tags.
 
-Coordinates in ``cases.csv`` are in the label row's frame (``Z,Y,X,voxel_spacing``); they are
-converted to the stored frame (``meta.voxel_spacing``) with :func:`byu.tomo.io.to_frame`.
+The panel size follows the largest particle shown (motors: 128 stored voxels, 2048 Å at 16 Å;
+a 60 Å apo-ferritin: 46 voxels) unless ``crop`` is given. Coordinates in ``cases.csv`` are in
+the case's label frame (``Z,Y,X,voxel_spacing``); they reach the stored grid through
+:func:`byu.tomo.grid.frame_to_stored`, the mapping the resampling itself uses.
 Only the slices a case needs are decoded (``z ± crop/2`` around each candidate), through a
 small per-tomogram LRU cache. Rendering is deterministic: same inputs, same bytes.
 """
@@ -29,17 +33,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from byu.atomic import write_bytes
 from byu.errors import InputError, InputErrors, NotFoundError
-from byu.paths import check_id
-from byu.tomo.io import META_NAME, TomoMeta, read_meta, read_slice, to_frame
+from byu.labels.classes import BUILTIN_CLASSES, ParticleClass
+from byu.review.cases import Candidate, Case, load_case_rows
+from byu.tomo.grid import frame_to_stored
+from byu.tomo.io import META_NAME, TomoMeta, read_meta, read_slice
 
 # ----------------------------------------------------------------------------------------------
 # Look
@@ -54,24 +59,36 @@ DIM_TEXT = (170, 170, 170)
 TICK_COLOUR = (200, 200, 200)
 
 JPEG_QUALITY = 90
-DEFAULT_CROP = 128  # stored voxels (2048 Å at the 16 Å working spacing)
+DEFAULT_CROP = 128  # stored voxels (2048 Å at the 16 Å working spacing): the largest panel
+MIN_CROP = 32
+CROP_PER_RADIUS = 12.0  # panel width in particle radii (a motor: 3000 Å, capped at DEFAULT_CROP)
 DEFAULT_PANEL_PX = 256
-DEFAULT_DZ = 16  # stored slices between the three XY panels
-DEFAULT_RADIUS_A = 250.0  # flagellar motor radius: the ring radius
+DEFAULT_DZ = 16  # stored slices between the three XY panels (at most crop / 8)
+DEFAULT_RADIUS_A = 250.0  # ring radius of a class the case does not describe (a motor's)
 HEATMAP_ALPHA = 0.55
 
 COLUMNS = ("z−{dz}", "z", "z+{dz}", "XZ  (x →, z ↓)", "YZ  (y →, z ↓)")
 
-INSTRUCTIONS = {
-    "FN": "Tags:  0 = keep the label as is  ·  k = candidate k is a real motor (several allowed)  ·  "
-    "none = labeled motor 0 is not real  ·  unsure = second review",
-    "FP": "Tags:  k = candidate k is a real motor (several allowed)  ·  0 or none = no motor here  ·  "
-    "unsure = second review",
-}
-KIND_TEXT = {
-    "FN": "FN: labeled motor (k=0) the model does not confirm (no prediction, or only a weak one)",
-    "FP": "FP: predictions that match no labeled motor",
-}
+
+def instructions(kind: str, thing: str, classes: Sequence[str]) -> str:
+    """The tag line of a case image (``thing``: "motor" for a motor round, else "particle")."""
+    if kind == "FN":
+        text = (f"Tags:  0 = keep the label as is  ·  k = candidate k is a real {thing} (several allowed)  ·  "
+                f"none = labeled {thing} 0 is not real  ·  unsure = second review")
+    else:
+        text = (f"Tags:  k = candidate k is a real {thing} (several allowed)  ·  0 or none = no {thing} here  ·  "
+                "unsure = second review")
+    if len(classes) > 1:
+        text += "  ·  as:<class> = the tagged ones are that class"
+    return text
+
+
+def kind_text(case: Case) -> str:
+    what = case.particle
+    if case.kind == "FN":
+        why = "only a weak prediction" if case.reason == "weak" else "no prediction of its class"
+        return f"FN: labeled {what} (k=0) the model does not confirm ({why})"
+    return f"FP: predictions of {what} that match no label"
 
 
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -95,132 +112,37 @@ def _font_for_thread(size: int, bold: bool, _thread: int) -> ImageFont.FreeTypeF
 
 
 # ----------------------------------------------------------------------------------------------
-# Case rows
+# Classes and sizes
 
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+def class_radius(name: str, classes: Mapping[str, ParticleClass]) -> float:
+    c = classes.get(name) or BUILTIN_CLASSES.get(name)
+    return float(c.radius) if c is not None else DEFAULT_RADIUS_A
 
 
-class Candidate(BaseModel):
-    """One entry of the ``candidates`` JSON list of ``cases.csv`` (label frame)."""
-
-    k: int = Field(ge=0)
-    z: Finite
-    y: Finite
-    x: Finite
-    conf: Finite | None = None
-    source: Literal["label", "prediction"] = "prediction"
+def short_name(name: str) -> str:
+    """A ring tag for a class: the first 4 letters (``apo-``, ``ribo``, ``moto``)."""
+    return name[:4]
 
 
-_CANDIDATES = TypeAdapter(list[Candidate])
-_POINTS = TypeAdapter(list[tuple[Finite, Finite, Finite]])
+def case_crop(case: Case, classes: Mapping[str, ParticleClass], stored_spacing: float) -> tuple[int, int]:
+    """``(crop, dz)`` in stored voxels for a case: ``CROP_PER_RADIUS`` radii of its largest class, even, between
+    ``MIN_CROP`` and ``DEFAULT_CROP``; dz at most crop / 8."""
+    largest = max(class_radius(n, classes) for n in case.classes)
+    crop = int(round(CROP_PER_RADIUS * largest / stored_spacing / 2.0)) * 2
+    crop = max(MIN_CROP, min(DEFAULT_CROP, crop))
+    return crop, max(1, min(DEFAULT_DZ, crop // 8))
 
 
-@dataclass(frozen=True)
-class Case:
-    """The fields of a ``cases.csv`` row that rendering uses, parsed and checked."""
-
-    case_id: str
-    kind: str
-    tomo_id: str
-    image: str
-    voxel_spacing: float
-    focus_k: int
-    candidates: tuple[Candidate, ...]
-    labels: tuple[tuple[float, float, float], ...] = ()
-    shape: tuple[int, int, int] | None = None
-    score: float | None = None
-    label_version: str = ""
-    prediction_run: str = ""
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, file: str | Path | None = None, row_no: int | None = None) -> "Case":
-        """Parse one ``cases.csv`` row (a dict or a pandas Series); errors name row and field."""
-
-        def err(field: str, msg: str) -> InputError:
-            return InputError(msg, file=file, row=row_no, field=field)
-
-        def get(field: str, required: bool = True) -> Any:
-            value = row.get(field)
-            if value is None or (np.ndim(value) == 0 and not isinstance(value, str | bytes) and pd.isna(value)):
-                if required:
-                    raise err(field, "missing value")
-                return None
-            return value
-
-        def as_float(field: str, required: bool = True) -> float | None:
-            value = get(field, required)
-            if value is None:
-                return None
-            try:
-                out = float(value)
-            except (TypeError, ValueError):
-                raise err(field, f"not a number: {value!r}") from None
-            if not math.isfinite(out):
-                raise err(field, f"not a finite number: {value!r}")
-            return out
-
-        def parse_json(field: str, adapter: TypeAdapter, default: Any) -> Any:
-            value = get(field, required=default is None)
-            if value is None:
-                return default
-            try:
-                if isinstance(value, str | bytes):
-                    return adapter.validate_json(value)
-                return adapter.validate_python(value)
-            except ValidationError as exc:
-                raise err(field, f"invalid JSON list: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
-
-        case_id = str(get("case_id"))
-        kind = str(get("kind"))
-        if kind not in INSTRUCTIONS:
-            raise err("kind", f"must be FN or FP, got {kind!r}")
-        tomo_id = check_id(get("tomo_id"), what="tomo_id", file=file, row=row_no)
-        image = str(get("image"))
-        check_id(image, what="image", file=file, row=row_no)
-        if not image.lower().endswith((".jpg", ".jpeg")):
-            raise err("image", f"must end in .jpg, got {image!r}")
-        spacing = as_float("voxel_spacing")
-        if spacing <= 0:
-            raise err("voxel_spacing", f"must be > 0, got {spacing}")
-        try:
-            focus_k = int(get("focus_k"))
-        except (TypeError, ValueError):
-            raise err("focus_k", f"not an integer: {row.get('focus_k')!r}") from None
-        candidates = parse_json("candidates", _CANDIDATES, None)
-        if not candidates:
-            raise err("candidates", "no candidates to show")
-        ks = [c.k for c in candidates]
-        if len(set(ks)) != len(ks):
-            raise err("candidates", f"duplicate k in {ks}")
-        if focus_k not in ks:
-            raise err("focus_k", f"{focus_k} is not among the candidates' k {ks}")
-        labels = parse_json("labels", _POINTS, [])
-        dims = [as_float(f, required=False) for f in ("Z", "Y", "X")]
-        shape = tuple(int(d) for d in dims) if all(d is not None for d in dims) else None
-        score = as_float("score", required=False)
-        return cls(
-            case_id=case_id,
-            kind=kind,
-            tomo_id=tomo_id,
-            image=image,
-            voxel_spacing=spacing,
-            focus_k=focus_k,
-            candidates=tuple(sorted(candidates, key=lambda c: c.k)),
-            labels=tuple(tuple(p) for p in labels),
-            shape=shape,  # type: ignore[arg-type]
-            score=score,
-            label_version=str(get("label_version", False) or ""),
-            prediction_run=str(get("prediction_run", False) or ""),
-        )
-
-
-def row_label(candidate: Candidate) -> str:
-    """``"0: label (z,y,x)"`` for a labeled motor, ``"k: 0.87 (z,y,x)"`` for a prediction (label frame)."""
+def row_label(candidate: Candidate, *, with_class: bool = False) -> str:
+    """``"0: label (z,y,x)"`` for a labeled pick, ``"k: 0.87 (z,y,x)"`` for a prediction (label frame); with the
+    class name after the number in multi-class rounds (``"2: ribosome 0.87 (z,y,x)"``)."""
     if candidate.source == "label":
         what = "label"
     else:
         what = "?" if candidate.conf is None else f"{candidate.conf:.2f}"
+    if with_class:
+        what = f"{candidate.particle} {what}"
     z, y, x = (int(round(v)) for v in (candidate.z, candidate.y, candidate.x))
     return f"{candidate.k}: {what} ({z},{y},{x})"
 
@@ -364,9 +286,10 @@ def _overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Mark:
-    k: str  # text drawn by the ring: "3", or "L" for a labeled motor that is not a candidate
+    k: str  # text drawn by the ring: "3", or "L" for a labeled pick that is not a candidate (+ class)
     zyx: np.ndarray  # stored frame
     colour: tuple[int, int, int]
+    radius_vox: float  # ring radius in stored voxels (the class's particle radius)
 
 
 def _draw_ring(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, mark: _Mark, thick: bool,
@@ -390,11 +313,11 @@ def _composite(rgb: np.ndarray, panel_px: int) -> Image.Image:
     return img
 
 
-def _check_options(*, crop: int, dz: int, panel_px: int, radius_A: float) -> None:
-    if crop < 8 or crop % 2:
+def _check_options(*, crop: int | None, dz: int | None, panel_px: int) -> None:
+    if crop is not None and (crop < 8 or crop % 2):
         raise ValueError(f"crop must be an even number of voxels >= 8, got {crop}")
-    if panel_px < 32 or dz < 1 or radius_A <= 0:
-        raise ValueError(f"need panel_px >= 32, dz >= 1 and radius_A > 0, got {panel_px}, {dz}, {radius_A}")
+    if panel_px < 32 or (dz is not None and dz < 1):
+        raise ValueError(f"need panel_px >= 32 and dz >= 1, got {panel_px}, {dz}")
 
 
 def render_case(
@@ -403,28 +326,30 @@ def render_case(
     out_path: str | Path,
     *,
     heatmap: np.ndarray | None = None,
-    crop: int = DEFAULT_CROP,
-    dz: int = DEFAULT_DZ,
+    crop: int | None = None,
+    dz: int | None = None,
     panel_px: int = DEFAULT_PANEL_PX,
-    radius_A: float = DEFAULT_RADIUS_A,
+    classes: Mapping[str, ParticleClass] | None = None,
     quality: int = JPEG_QUALITY,
     slice_cache: SliceCache | None = None,
 ) -> Path:
     """Render one case (a ``cases.csv`` row) to a JPEG at ``out_path`` (written atomically).
 
     ``tomo_dir`` is the stored tomogram (``tomograms/<tomo_id>``). ``crop`` is the panel size in
-    stored voxels (a cube of ``crop`` voxels around each candidate; XZ/YZ span ``z ± crop/2``),
-    ``dz`` the stored-slice offset of the outer XY panels, ``panel_px`` the displayed panel size,
-    ``radius_A`` the ring radius in Å. ``heatmap`` is an optional (Z, Y, X) array in the stored
+    stored voxels (a cube of ``crop`` voxels around each candidate; XZ/YZ span ``z ± crop/2``;
+    default from the classes shown, :func:`case_crop`), ``dz`` the stored-slice offset of the
+    outer XY panels, ``panel_px`` the displayed panel size, ``classes`` the particle classes by
+    name (ring radii; built-ins by default). ``heatmap`` is an optional (Z, Y, X) array in the stored
     frame with values in [0, 1], drawn as a translucent colour map. ``slice_cache`` lets the
     cases of one tomogram share decoded slices. Returns ``out_path``.
 
     Raises NotFoundError naming the tomo_id when the tomogram is not on disk, InputError for a
     bad row or a heatmap of the wrong shape.
     """
-    case = case_row if isinstance(case_row, Case) else Case.from_row(case_row)
+    case = case_row if isinstance(case_row, Case) else load_case_rows([dict(case_row)])[0]
     tomo_dir, out_path = Path(tomo_dir), Path(out_path)
-    _check_options(crop=crop, dz=dz, panel_px=panel_px, radius_A=radius_A)
+    classes = dict(classes or {})
+    _check_options(crop=crop, dz=dz, panel_px=panel_px)
     if not (tomo_dir / META_NAME).exists():
         raise NotFoundError(
             f"case {case.case_id}: tomogram {case.tomo_id!r} is not on disk ({tomo_dir} has no {META_NAME})"
@@ -438,29 +363,41 @@ def render_case(
                          f"the stored tomogram {tuple(meta.shape)}", field="heatmap")
     if slice_cache is not None and slice_cache.tomo_id != meta.tomo_id:
         raise ValueError(f"slice_cache holds {slice_cache.tomo_id!r}, not {meta.tomo_id!r}")
+    auto_crop, auto_dz = case_crop(case, classes, meta.voxel_spacing)
+    crop = crop if crop is not None else auto_crop
+    dz = dz if dz is not None else auto_dz
     planes = slice_cache if slice_cache is not None else SliceCache(tomo_dir, meta, capacity=crop + 2 * dz + 8)
     heat = _ArrayPlanes(heatmap) if heatmap is not None else None
 
     half = crop // 2
     scale = panel_px / crop
-    r_vox = radius_A / meta.voxel_spacing
+    multi = len(case.classes) > 1
 
     def to_stored(zyx: Sequence[float]) -> np.ndarray:
-        return to_frame(zyx, case.voxel_spacing, meta.voxel_spacing)
+        return frame_to_stored(zyx, case.voxel_spacing, meta.original_spacing, meta.voxel_spacing)
+
+    def ring(name: str) -> float:
+        return class_radius(name, classes) / meta.voxel_spacing
+
+    def tag(text: str, name: str) -> str:
+        return f"{text} {short_name(name)}" if multi else text
 
     marks = [
-        _Mark(str(c.k), to_stored([c.z, c.y, c.x]), FOCUS_COLOUR if c.k == case.focus_k else OTHER_COLOUR)
+        _Mark(tag(str(c.k), c.particle), to_stored(c.zyx), FOCUS_COLOUR if c.k == case.focus_k else OTHER_COLOUR,
+              ring(c.particle))
         for c in case.candidates
     ]
-    shown_labels = [np.array([c.z, c.y, c.x]) for c in case.candidates if c.source == "label"]
-    for p in case.labels:  # labeled motors that are not already candidates: context only
-        if all(np.linalg.norm(np.subtract(p, q)) * case.voxel_spacing > 0.5 * radius_A for q in shown_labels):
-            marks.append(_Mark("L", to_stored(p), LABEL_COLOUR))
+    shown_labels = [(c.particle, np.array(c.zyx)) for c in case.candidates if c.source == "label"]
+    for p in case.labels:  # labeled picks that are not already candidates: context only
+        q = np.array([p.z, p.y, p.x])
+        if all(name != p.particle or np.linalg.norm(q - r) * case.voxel_spacing > 0.5 * class_radius(name, classes)
+               for name, r in shown_labels):
+            marks.append(_Mark(tag("L", p.particle), to_stored(q), LABEL_COLOUR, ring(p.particle)))
 
     layout = Layout(n_rows=len(case.candidates), panel_px=panel_px)
     canvas = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    _draw_header(draw, case, meta, layout, crop=crop, dz=dz, radius_A=radius_A)
+    _draw_header(draw, case, meta, layout, crop=crop, dz=dz, classes=classes)
 
     ring_font = _font(max(10, min(17, panel_px // 8)), bold=True)
     for row, (cand, mark) in enumerate(zip(case.candidates, marks)):
@@ -490,6 +427,7 @@ def render_case(
                     pdraw.line((0, t, w, t), fill=TICK_COLOUR, width=2)
                     pdraw.line((panel_px - w, t, panel_px, t), fill=TICK_COLOUR, width=2)
             for other in marks:
+                r_vox = other.radius_vox
                 rel = other.zyx - origin  # crop-box coordinates in stored voxels
                 if np.any(rel < -r_vox) or np.any(rel > crop + r_vox):
                     continue  # not in this crop box
@@ -502,7 +440,7 @@ def render_case(
                 _draw_ring(pdraw, (u + 0.5) * scale, (v + 0.5) * scale, r_vox * scale, other,
                            off_plane <= r_vox, box, ring_font)
             canvas.paste(panel, layout.panel_origin(row, col))
-        _draw_row_label(draw, layout, row, cand, mark, meta, case)
+        _draw_row_label(draw, layout, row, cand, mark, meta, case, with_class=multi)
         del raw, rgbs
 
     buf = io.BytesIO()
@@ -538,22 +476,28 @@ def _line(draw: ImageDraw.ImageDraw, xy: tuple[float, float], parts: Sequence[tu
 
 
 def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: Layout, *,
-                 crop: int, dz: int, radius_A: float) -> None:
+                 crop: int, dz: int, classes: Mapping[str, ParticleClass]) -> None:
     m = layout.margin
     width = layout.width - 2 * m
+    names = case.classes
+    thing = "motor" if names == ["motor"] else "particle"
     score = f"   ·   score {case.score:.2f}" if case.score is not None else ""
-    title = f"{case.case_id}   ·   {case.tomo_id}   ·   {KIND_TEXT[case.kind]}{score}"
+    title = f"{case.case_id}   ·   {case.tomo_id}   ·   {kind_text(case)}{score}"
     _line(draw, (m, m), [(title, TEXT_COLOUR)], width, 22, bold=True)
-    _line(draw, (m, m + 32), [(INSTRUCTIONS[case.kind], TEXT_COLOUR)], width, 16)
+    _line(draw, (m, m + 32), [(instructions(case.kind, thing, names), TEXT_COLOUR)], width, 16)
     legend = [
         (f"yellow = case focus (k={case.focus_k})", FOCUS_COLOUR), ("   ", TEXT_COLOUR),
         ("cyan = other candidates", OTHER_COLOUR), ("   ", TEXT_COLOUR),
-        ("green L = other labeled motors (not taggable)", LABEL_COLOUR), ("   ·   ", TEXT_COLOUR),
-        (f"thick ring: in this plane (±{radius_A:g} Å), thin: off-plane nearby", TEXT_COLOUR),
+        (f"green L = other labeled {thing}s (not taggable)", LABEL_COLOUR), ("   ·   ", TEXT_COLOUR),
+        ("thick ring: in this plane, thin: off-plane nearby", TEXT_COLOUR),
     ]
+    if len(names) > 1:
+        legend += [("   ·   rings at particle radius: ", TEXT_COLOUR),
+                   (", ".join(f"{short_name(n)} = {n} {class_radius(n, classes):g} Å" for n in names), TEXT_COLOUR)]
+    else:
+        legend += [(f" (ring radius {class_radius(names[0], classes):g} Å)", TEXT_COLOUR)]
     _line(draw, (m, m + 56), legend, width, 16)
-    frame = (f"{case.shape[0]}×{case.shape[1]}×{case.shape[2]} @ {case.voxel_spacing:g} Å" if case.shape
-             else f"{case.voxel_spacing:g} Å/voxel")
+    frame = f"{case.Z}×{case.Y}×{case.X} @ {case.voxel_spacing:g} Å"
     source = "".join(f"  ·  {name} {value}" for name, value in
                      (("labels", case.label_version), ("predictions", case.prediction_run)) if value)
     info = (f"coordinates (z,y,x) in the label frame {frame}  ·  panels: {crop} voxels = "
@@ -568,7 +512,7 @@ def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: 
 
 
 def _draw_row_label(draw: ImageDraw.ImageDraw, layout: Layout, row: int, cand: Candidate, mark: _Mark,
-                    meta: TomoMeta, case: Case) -> None:
+                    meta: TomoMeta, case: Case, *, with_class: bool = False) -> None:
     _, py = layout.panel_origin(row, 0)
     x, y = layout.margin, py + 8
     max_w = layout.label_w - 8
@@ -577,10 +521,12 @@ def _draw_row_label(draw: ImageDraw.ImageDraw, layout: Layout, row: int, cand: C
     _line(draw, (x, y), [(k_conf, mark.colour)], max_w, big, bold=True)
     z, y_, x_ = (int(round(v)) for v in (cand.z, cand.y, cand.x))
     lines = [f"(z,y,x) = ({z}, {y_}, {x_})"]
+    if with_class:
+        lines.insert(0, cand.particle)
     if cand.k == case.focus_k:
         lines.append("focus of this case")
     if cand.source == "label":
-        lines.append("labeled motor")
+        lines.append(f"labeled {cand.particle}")
     if not all(0 <= v < s for v, s in zip(mark.zyx, meta.shape)):
         lines.append("outside the stored volume!")
     for i, line in enumerate(lines):
@@ -602,13 +548,13 @@ def render_cases(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     heatmaps: HeatmapSource | None = None,
-    crop: int = DEFAULT_CROP,
-    dz: int = DEFAULT_DZ,
+    crop: int | None = None,
+    dz: int | None = None,
     panel_px: int = DEFAULT_PANEL_PX,
-    radius_A: float = DEFAULT_RADIUS_A,
+    classes: Mapping[str, ParticleClass] | None = None,
     quality: int = JPEG_QUALITY,
 ) -> list[Path]:
-    """Render every row of ``cases_df`` (the ``cases.csv`` table) to ``out_dir/<image>``.
+    """Render every case (a list of :class:`Case`, or the ``cases.csv`` table) to ``out_dir/<image>``.
 
     All rows are checked first, and nothing is written when one is bad: InputError(s) name
     each bad row (its line in cases.csv, the header being line 1) and field. Every tomogram
@@ -620,17 +566,12 @@ def render_cases(
     callable returning one or None; its shape is checked when that tomogram renders). Returns
     the image paths in row order.
     """
-    _check_options(crop=crop, dz=dz, panel_px=panel_px, radius_A=radius_A)
+    _check_options(crop=crop, dz=dz, panel_px=panel_px)
     tomograms_root, out_dir = Path(tomograms_root), Path(out_dir)
-    cases: list[Case] = []
-    errors: list[InputError] = []
-    for line, row in enumerate(cases_df.to_dict(orient="records"), start=2):  # line 1 is the header
-        try:
-            cases.append(Case.from_row(row, file="cases.csv", row_no=line))
-        except InputError as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0] if len(errors) == 1 else InputErrors(errors)
+    if isinstance(cases_df, pd.DataFrame):
+        cases = load_case_rows(cases_df.to_dict(orient="records"))
+    else:
+        cases = list(cases_df)
     names = [c.image for c in cases]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -649,14 +590,14 @@ def render_cases(
     def one_tomogram(tomo_id: str) -> list[int]:
         directory = tomograms_root / tomo_id
         meta = read_meta(directory)
-        planes = SliceCache(directory, meta, capacity=crop + 2 * dz + 8)
+        planes = SliceCache(directory, meta, capacity=(crop or DEFAULT_CROP) + 2 * (dz or DEFAULT_DZ) + 8)
         heat = None
         if heatmaps is not None:
             heat = heatmaps(tomo_id) if callable(heatmaps) else heatmaps.get(tomo_id)
         rendered = []
         for i in sorted(by_tomo[tomo_id], key=lambda i: cases[i].candidates[0].z):
             paths[i] = render_case(cases[i], directory, out_dir / cases[i].image, heatmap=heat, crop=crop, dz=dz,
-                                   panel_px=panel_px, radius_A=radius_A, quality=quality, slice_cache=planes)
+                                   panel_px=panel_px, classes=classes, quality=quality, slice_cache=planes)
             rendered.append(i)
             _tick()
         return rendered
@@ -682,6 +623,6 @@ def render_cases(
 
 
 __all__ = [
-    "Candidate", "Case", "Layout", "SliceCache", "render_case", "render_cases", "row_label",
+    "Layout", "SliceCache", "case_crop", "class_radius", "render_case", "render_cases", "row_label",
     "FOCUS_COLOUR", "OTHER_COLOUR", "LABEL_COLOUR", "PAD_COLOUR",
 ]

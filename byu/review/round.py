@@ -1,29 +1,59 @@
-"""One review round on disk (``review/<round>/``): mine cases, record decisions, apply them as a new version.
+"""A review round as one object: mine → render → review (CVAT, scripted or imported) → decisions → apply.
 
-These are the verbs the CLI and the Prefect flows call; each is safe to rerun.
+``ReviewRound(root, name)`` owns ``review/<name>/`` (:class:`RoundPaths` builds every path in it) and offers the
+verbs the CLI and the Prefect flows call; each is safe to rerun:
+
+- :meth:`ReviewRound.mine`: cases of a label version vs a predictions run → ``cases.csv`` (rerunning with the same
+  inputs rewrites nothing; other inputs for a round that has cases are refused: its images may be with people);
+- :meth:`ReviewRound.render`: one image per case → ``images/``;
+- :meth:`ReviewRound.start_review`, :meth:`ReviewRound.review_finished`, :meth:`ReviewRound.collect_review`:
+  hand the cases to a :class:`Reviewer` — :class:`CvatReviewer` (push tasks; finished when every job is completed
+  or ``cvat/PULL_NOW`` exists; collect = a validated pull), :class:`ScriptedReviewer` (answers from a known truth at
+  once) or :class:`ImportReviewer` (finished when its decisions CSV exists; collect = import it). Waiting between
+  start and collect is the caller's: the CLI polls, a flow pauses or suspends;
+- :meth:`ReviewRound.apply`: ``decisions.csv`` applied to the version the cases were mined against → a new
+  version with its audit trail.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from byu.atomic import write_bytes
 from byu.errors import InputError
+from byu.labels.classes import ParticleClass
+from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore, Manifest
-from byu.paths import DataRoot
-from byu.review.apply import ApplyResult, apply_decisions, read_overrides
+from byu.paths import DataRoot, check_id
 from byu.predictions import read_predictions
-from byu.review.match import cases_csv_bytes, find_cases, read_cases
-from byu.review.decisions import read_decisions
+from byu.review.apply import ApplyResult, apply_decisions, read_overrides
+from byu.review.cases import Case, cases_csv_bytes, read_cases
+from byu.review.decisions import (
+    DecisionsResult,
+    decisions_bytes,
+    import_decisions_csv,
+    read_decisions,
+    write_decisions,
+)
+from byu.review.match import find_cases, predicted_tomograms
 
 
 @dataclass(frozen=True)
 class RoundPaths:
+    """Every path of a round (``review/<round>/``)."""
+
     dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
 
     @property
     def cases(self) -> Path:
@@ -38,86 +68,288 @@ class RoundPaths:
         return self.dir / "cvat"
 
     @property
+    def tasks(self) -> Path:
+        return self.cvat / "tasks.json"
+
+    @property
+    def pull_now(self) -> Path:
+        return self.cvat / "PULL_NOW"
+
+    @property
+    def rejected(self) -> Path:
+        return self.cvat / "rejected"
+
+    @property
     def decisions(self) -> Path:
         return self.dir / "decisions.csv"
+
+    def image(self, name: str) -> Path:
+        return self.images / check_id(name, what="image")
 
 
 def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
     return RoundPaths(root.review_round(round_name))
 
 
-def predicted_tomograms(predictions: str | Path) -> list[str] | None:
-    """The tomograms a predictions run covered, from its ``.json`` sidecar (``None`` when there is none).
-
-    A tomogram with no peak has no row in the CSV, so only the sidecar tells "predicted, nothing found" from
-    "never predicted"; mining the latter would turn every labeled motor into an FN case.
-    """
-    sidecar = Path(predictions).with_suffix(".json")
-    if not sidecar.exists():
-        return None
-    try:
-        ids = json.loads(sidecar.read_text()).get("tomo_ids")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"not a predictions sidecar: {exc}", file=sidecar) from None
-    return list(ids) if isinstance(ids, list) else None
-
-
-def mine_round(root: DataRoot, round_name: str, *, labels_version: str, predictions: str | Path,
-               threshold: float = 0.05, radius_A: float = 1000.0, max_candidates: int = 5,
-               tomo_ids: list[str] | None = None, confirm_threshold: float | None = None) -> pd.DataFrame:
-    """Mine FN/FP cases for a round and write ``cases.csv``.
-
-    Rerunning with the same inputs rewrites nothing; different inputs for a round that already has cases is an
-    error (its images may already be with annotators): start a new round instead.
-    """
-    store = LabelStore(root.labels)
-    labels = store.get(labels_version)
-    preds = read_predictions(predictions)
-    if tomo_ids is None:
-        tomo_ids = predicted_tomograms(predictions)
-    cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
-                       threshold=threshold, radius_A=radius_A, max_candidates=max_candidates, tomo_ids=tomo_ids,
-                       confirm_threshold=confirm_threshold)
-    paths = round_paths(root, round_name)
-    data = cases_csv_bytes(cases)
-    if paths.cases.exists():
-        if paths.cases.read_bytes() != data:
-            raise InputError(f"round {round_name!r} already has different cases; use a new round name",
-                             file=paths.cases)
-        return read_cases(paths.cases)
-    write_bytes(paths.cases, data)
-    return read_cases(paths.cases)
+def write_round_decisions(path: Path, result: DecisionsResult | pd.DataFrame, *, replace: bool,
+                          allow_errors: bool = False) -> bool:
+    """Write a round's ``decisions.csv``; an existing file with other decisions is kept unless ``replace``.
+    Returns whether the file changed."""
+    df = result.decisions if isinstance(result, DecisionsResult) else result
+    if isinstance(result, DecisionsResult) and result.errors and not allow_errors:
+        write_decisions(result, path)  # raises, naming every problem
+    new = decisions_bytes(df)
+    if path.exists():
+        if path.read_bytes() == new:
+            return False
+        if not replace:
+            raise InputError("the round already has other decisions; they are kept. Replace them on purpose "
+                             "(--replace), or review in a new round", file=path)
+    write_bytes(path, new)
+    return True
 
 
-def read_round_decisions(path: str | Path) -> pd.DataFrame:
-    """A round's ``decisions.csv``; a clear error when the review has not been pulled or imported yet."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)", file=path)
-    return read_decisions(path)
+# ----------------------------------------------------------------------------------------------------------------
+# reviewers
 
 
-def apply_round(root: DataRoot, round_name: str, *, from_version: str, to_version: str,
-                overrides: str | Path | None = None, producer: str | None = None) -> tuple[Manifest, ApplyResult]:
-    """Apply a round's decisions to ``from_version`` and store ``to_version`` with its audit trail."""
-    store = LabelStore(root.labels)
-    paths = round_paths(root, round_name)
-    cases = read_cases(paths.cases)
-    mined = set(cases["label_version"]) - {""}
-    if mined and mined != {from_version}:
-        raise InputError(f"cases of round {round_name!r} were mined against {sorted(mined)}, not {from_version!r}",
-                         file=paths.cases, field="label_version")
-    decisions = read_round_decisions(paths.decisions)
-    ov = read_overrides(overrides) if overrides is not None else None
-    result = apply_decisions(store.get(from_version), cases, decisions, round_name=round_name, overrides=ov,
-                             overrides_source=str(overrides) if overrides else "overrides",
-                             decisions_source=str(paths.decisions))
-    manifest = store.put(
-        to_version, result.table, parents=[from_version], producer=producer or f"byu review apply {round_name}",
-        changes=result.changes,
-        extra={"round": round_name, "cases": int(len(cases)), "decided": len(result.applied_cases),
-               "unsure": result.unsure_cases, "unreviewed": len(result.unreviewed_cases),
-               "label_changes": result.label_changes,
-               "overrides": str(overrides) if overrides else None},
-    )
-    return manifest, result
+class Reviewer(ABC):
+    """Who reviews a round's cases (see the module docstring)."""
+
+    kind: str = "reviewer"
+
+    @abstractmethod
+    def start(self, rnd: "ReviewRound") -> str:
+        """Hand the cases over (idempotent); returns what was done, in words."""
+
+    @abstractmethod
+    def finished(self, rnd: "ReviewRound") -> bool:
+        """Whether the decisions can be collected now."""
+
+    @abstractmethod
+    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+        """Collect the decisions into ``decisions.csv`` (errors if they do not validate)."""
+
+    def describe(self) -> str:
+        return self.kind
+
+
+@dataclass
+class ScriptedReviewer(Reviewer):
+    """Answers from a known truth (synthetic cohorts, demos, tests)."""
+
+    truth: LabelSet
+    name: str = "scripted"
+    kind: str = "scripted"
+
+    def start(self, rnd: "ReviewRound") -> str:
+        return "scripted review: answers come from the truth"
+
+    def finished(self, rnd: "ReviewRound") -> bool:
+        return True
+
+    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+        from byu.review.scripted import scripted_decisions
+
+        result = DecisionsResult(scripted_decisions(rnd.cases(), self.truth, reviewer=self.name))
+        write_round_decisions(rnd.paths.decisions, result, replace=True)
+        return result
+
+
+@dataclass
+class ImportReviewer(Reviewer):
+    """Decisions made outside CVAT, in a CSV (``case_id`` or ``image``, ``tags``, optional ``reviewer``)."""
+
+    csv: Path
+    replace: bool = False
+    kind: str = "import"
+
+    def start(self, rnd: "ReviewRound") -> str:
+        return (f"review outside CVAT: tag the images in {rnd.paths.images} and write {self.csv} "
+                "(case_id or image, tags, reviewer)")
+
+    def finished(self, rnd: "ReviewRound") -> bool:
+        return Path(self.csv).is_file()
+
+    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+        if not Path(self.csv).is_file():
+            raise InputError("decisions CSV not found (write it, then resume)", file=self.csv)
+        result = import_decisions_csv(self.csv, rnd.cases())
+        if result.errors:
+            write_decisions(result, rnd.paths.decisions)  # raises, naming every problem; nothing written
+        write_round_decisions(rnd.paths.decisions, result, replace=self.replace)
+        return result
+
+
+@dataclass
+class CvatReviewer(Reviewer):
+    """People tag the case images in CVAT (a project per round, tasks of ``batch_size`` images)."""
+
+    config: Any  # byu.review.cvat.CvatConfig
+    batch_size: int = 100
+    include_incomplete: bool = False
+    allow_errors: bool = False
+    kind: str = "cvat"
+    last_pull: Any = field(default=None, repr=False)
+
+    def start(self, rnd: "ReviewRound") -> str:
+        from byu.review.cvat import push_round
+
+        entries = push_round(rnd.paths.dir, config=self.config, batch_size=self.batch_size)
+        return f"pushed {len(entries)} CVAT task(s) to {self.config.url}: " + ", ".join(
+            f"{e['name']} (id {e['id']})" for e in entries)
+
+    def status(self, rnd: "ReviewRound") -> pd.DataFrame:
+        from byu.review.cvat import round_status
+
+        return round_status(rnd.paths.dir, config=self.config)
+
+    def finished(self, rnd: "ReviewRound") -> bool:
+        if rnd.paths.pull_now.exists():
+            return True
+        status = self.status(rnd)
+        return bool(len(status)) and int(status["jobs"].sum()) == int(status["completed"].sum())
+
+    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+        from byu.review.cvat import pull_round
+
+        report = pull_round(rnd.paths.dir, config=self.config, include_incomplete=self.include_incomplete,
+                            allow_errors=self.allow_errors)
+        self.last_pull = report
+        rnd.paths.pull_now.unlink(missing_ok=True)
+        if not report.written:
+            raise InputError(f"the pulled review does not validate ({len(report.result.errors)} problem(s); the "
+                             f"previous exports and decisions are kept; what was fetched is in "
+                             f"{report.rejected_dir}):\n" + "\n".join(f"  - {e}" for e in report.result.errors[:20]))
+        return report.result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the round
+
+
+class ReviewRound:
+    """One review round on disk (see the module docstring)."""
+
+    def __init__(self, root: DataRoot | str | Path, name: str) -> None:
+        self.root = root if isinstance(root, DataRoot) else DataRoot.from_env(root)
+        self.name = check_id(name, what="round")
+        self.paths = round_paths(self.root, self.name)
+        self.store = LabelStore(self.root.labels)
+
+    # ------------------------------------------------------------------------------------------ cases
+    def mine(self, *, labels_version: str, predictions: str | Path, threshold: float = 0.05,
+             radius_A: float | None = None, max_candidates: int = 5, tomo_ids: Sequence[str] | None = None,
+             confirm_threshold: float | None = None) -> list[Case]:
+        """Mine the round's cases and write ``cases.csv`` (see the module docstring)."""
+        labels = self.store.get(labels_version)
+        preds = read_predictions(predictions)
+        if tomo_ids is None:
+            tomo_ids = predicted_tomograms(predictions)
+        cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
+                           threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
+                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold)
+        data = cases_csv_bytes(cases)
+        if self.paths.cases.exists():
+            if self.paths.cases.read_bytes() != data:
+                raise InputError(f"round {self.name!r} already has other cases (mined from other labels, predictions "
+                                 "or settings); they are kept: use a new round name", file=self.paths.cases)
+            return cases
+        write_bytes(self.paths.cases, data)
+        return cases
+
+    def cases(self) -> list[Case]:
+        return read_cases(self.paths.cases)
+
+    def label_version(self) -> str | None:
+        """The version the round's cases were mined against (None for a round without cases)."""
+        versions = {c.label_version for c in self.cases()} - {""}
+        if len(versions) > 1:
+            raise InputError(f"cases were mined against several versions {sorted(versions)}", file=self.paths.cases,
+                             field="label_version")
+        return next(iter(versions), None)
+
+    def classes(self) -> dict[str, ParticleClass]:
+        """The classes of the version the cases were mined against (for ring radii and class tags)."""
+        version = self.label_version()
+        if version and self.store.exists(version):
+            return {c.name: c for c in self.store.manifest(version).classes}
+        return {}
+
+    def render(self, *, progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+               cases: Sequence[Case] | None = None) -> list[Path]:
+        """One JPEG per case (or per given case) into ``images/``."""
+        from byu.review.render import render_cases
+
+        return render_cases(list(cases) if cases is not None else self.cases(), self.root.tomograms,
+                            self.paths.images, progress=progress, workers=workers, classes=self.classes())
+
+    # ------------------------------------------------------------------------------------------ review
+    def start_review(self, reviewer: Reviewer) -> str:
+        if not self.paths.cases.exists():
+            raise InputError("no cases yet: mine the round first", file=self.paths.cases)
+        return reviewer.start(self)
+
+    def review_finished(self, reviewer: Reviewer) -> bool:
+        return reviewer.finished(self)
+
+    def collect_review(self, reviewer: Reviewer) -> DecisionsResult:
+        if not self.cases():  # nothing to review: an empty decisions file
+            result = DecisionsResult(pd.DataFrame(columns=["case_id", "image", "tags", "reviewer", "source",
+                                                           "job_state"]))
+            write_round_decisions(self.paths.decisions, result, replace=True)
+            return result
+        return reviewer.collect(self)
+
+    def request_pull(self) -> Path:
+        """Ask a waiting flow (CVAT, polling) to collect now, without waiting for every job."""
+        self.paths.pull_now.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.pull_now.touch()
+        return self.paths.pull_now
+
+    def decisions(self) -> pd.DataFrame:
+        if not self.paths.decisions.exists():
+            raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)",
+                             file=self.paths.decisions)
+        return read_decisions(self.paths.decisions)
+
+    # ------------------------------------------------------------------------------------------ apply
+    def apply(self, *, from_version: str, to_version: str, overrides: str | Path | None = None,
+              producer: str | None = None) -> tuple[Manifest, ApplyResult]:
+        """Apply ``decisions.csv`` to ``from_version`` and store ``to_version`` with its audit trail."""
+        cases = self.cases()
+        mined = {c.label_version for c in cases} - {""}
+        if mined and mined != {from_version}:
+            raise InputError(f"cases of round {self.name!r} were mined against {sorted(mined)}, not "
+                             f"{from_version!r}", file=self.paths.cases, field="label_version")
+        decisions = self.decisions()
+        ov = read_overrides(overrides) if overrides is not None else None
+        result = apply_decisions(self.store.get(from_version), cases, decisions, round_name=self.name, overrides=ov,
+                                 overrides_source=str(overrides) if overrides else "overrides",
+                                 decisions_source=str(self.paths.decisions))
+        manifest = self.store.put(
+            to_version, result.labels, parents=[from_version], producer=producer or f"byu review apply {self.name}",
+            changes=result.changes,
+            extra={"round": self.name, "cases": len(cases), "decided": len(result.applied_cases),
+                   "unsure": result.unsure_cases, "unreviewed": len(result.unreviewed_cases),
+                   "label_changes": result.label_changes,
+                   "overrides": os.fspath(overrides) if overrides else None},
+        )
+        return manifest, result
+
+    def summary(self) -> dict[str, Any]:
+        """Cases by kind and class, and how many were decided."""
+        cases = self.cases() if self.paths.cases.exists() else []
+        out: dict[str, Any] = {"round": self.name, "cases": len(cases),
+                               "by_kind": pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict(),
+                               "by_class": pd.Series([c.particle for c in cases],
+                                                     dtype=object).value_counts().to_dict()}
+        if self.paths.decisions.exists():
+            out["decided"] = int(len(read_decisions(self.paths.decisions)))
+        return out
+
+
+__all__ = [
+    "CvatReviewer", "ImportReviewer", "ReviewRound", "Reviewer", "RoundPaths", "ScriptedReviewer", "round_paths",
+    "write_round_decisions",
+]

@@ -1,60 +1,86 @@
 """A scripted reviewer that answers from a known truth (synthetic cohorts, demos, tests).
 
-It tags like a careful annotator: for an FN case ``0`` when the labeled motor is a true motor, otherwise the
-candidate that is a true motor (a move) or ``none``; for an FP case every candidate that is a true motor not yet
-labeled, or ``none``. Each true motor is claimed by at most one candidate (the most confident).
+It tags like a careful annotator. A candidate "is" a true particle when one lies within the match radius of the
+candidate's class (and of the true particle's class); each true particle is claimed by at most one candidate (the
+first shown), and a prediction is not claimed for a true particle that is already labeled.
+
+- FN case: ``0`` when the labeled pick is a true particle (``0`` + ``as:<class>`` when it is one of another
+  class); otherwise the candidates that are true particles (a move), or ``none``.
+- FP case: every candidate that is a true particle not yet labeled, or ``none``.
+- A candidate shown with the wrong class is tagged with ``as:<true class>`` (one class per image: candidates of
+  another true class on the same image are left for their own cases).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from byu.labels.model import LabelSet
+from byu.review.cases import Candidate, Case
 from byu.review.decisions import DECISION_COLUMNS
-from byu.review.match import case_candidates
-from byu.review.tags import KEEP, NONE, join_tags
+from byu.review.tags import KEEP, NONE, class_tag, join_tags
 
 
+def _truth_index(truth: LabelSet) -> dict[str, list[tuple[str, np.ndarray]]]:
+    spacing = truth.spacing_of()
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for r in truth.picks.itertuples(index=False):
+        out.setdefault(r.tomo_id, []).append((r.particle, np.array([r.z, r.y, r.x], float) * spacing[r.tomo_id]))
+    return out
 
-def _nearest_within(points: np.ndarray, p: np.ndarray, radius: float) -> int | None:
-    if not len(points):
-        return None
-    d = np.linalg.norm(points - p, axis=1)
-    i = int(d.argmin())
-    return i if d[i] <= radius else None
 
-
-def scripted_decisions(cases: pd.DataFrame, truth: pd.DataFrame, *, radius_A: float | None = None,
+def scripted_decisions(cases: Iterable[Case], truth: LabelSet, *, radius_A: float | None = None,
                        reviewer: str = "scripted") -> pd.DataFrame:
-    """Decisions (``case_id,image,tags,reviewer,source``) for every case, from the ``truth`` label table."""
-    truth_by = {r.tomo_id: r for r in truth.itertuples(index=False)}
+    """Decisions (``DECISION_COLUMNS``) for every case, from the ``truth`` labels."""
+    radii = {c.name: c.match_radius_A for c in truth.classes}
+    index = _truth_index(truth)
     rows = []
-    for case in cases.itertuples(index=False):
-        radius = float(radius_A if radius_A is not None else case.radius_A)
-        s = float(case.voxel_spacing)
-        t = truth_by.get(case.tomo_id)
-        true_A = np.asarray(t.motor_zyx, float).reshape(-1, 3) * float(t.voxel_spacing) if t is not None \
-            else np.zeros((0, 3))
-        labeled_A = np.asarray(json.loads(case.labels), float).reshape(-1, 3) * s
+    for case in cases:
+        s = case.voxel_spacing
+        true = index.get(case.tomo_id, [])
+        labeled = [(p.particle, np.array([p.z, p.y, p.x]) * s) for p in case.labels]
         claimed: set[int] = set()
 
-        def claims(c: dict) -> bool:
-            p = np.array([c["z"], c["y"], c["x"]], float) * s
-            i = _nearest_within(true_A, p, radius)
-            if i is None or i in claimed:
-                return False
-            if c["source"] == "prediction" and _nearest_within(labeled_A, true_A[i], radius) is not None:
-                return False  # that true motor is already labeled
-            claimed.add(i)
-            return True
+        def radius(*names: str) -> float:
+            if radius_A is not None:
+                return float(radius_A)
+            return min(radii.get(n, case.radius_A) for n in names)
 
-        cands = case_candidates(case)
-        if case.kind == "FN" and claims(cands[0]):
-            tags = [KEEP]
-        else:
-            tags = [str(c["k"]) for c in cands if c["k"] > 0 and claims(c)] or [NONE]
+        def claim(c: Candidate) -> str | None:
+            """The true class of the particle ``c`` shows (and claim it), or None."""
+            p = np.array(c.zyx) * s
+            best, best_d = None, np.inf
+            for i, (cls, q) in enumerate(true):
+                d = float(np.linalg.norm(q - p))
+                if i not in claimed and d <= radius(c.particle, cls) and d < best_d:
+                    best, best_d = i, d
+            if best is None:
+                return None
+            cls, q = true[best]
+            if c.source == "prediction" and any(
+                    lc == cls and float(np.linalg.norm(lq - q)) <= radius(cls) for lc, lq in labeled):
+                return None  # that true particle is already labeled
+            claimed.add(best)
+            return cls
+
+        tags: list[str] = []
+        label = case.label
+        if case.kind == "FN" and label is not None:
+            cls = claim(label)
+            if cls is not None:
+                tags = [KEEP] + ([class_tag(cls)] if cls != label.particle else [])
+        if not tags:
+            claims = [(c.k, c.particle, cls) for c in case.candidates if c.k > 0 and (cls := claim(c)) is not None]
+            wrong = [true_cls for _, shown, true_cls in claims if shown != true_cls]
+            if wrong:  # one class per image: tag the candidates that are of the first mis-shown class
+                named = wrong[0]
+                tags = [str(k) for k, _, true_cls in claims if true_cls == named] + [class_tag(named)]
+            else:
+                tags = [str(k) for k, _, _ in claims]
+            tags = tags or [NONE]
         rows.append({"case_id": case.case_id, "image": case.image, "tags": join_tags(tags), "reviewer": reviewer,
-                     "source": "scripted"})
+                     "source": "scripted", "job_state": ""})
     return pd.DataFrame(rows, columns=DECISION_COLUMNS)

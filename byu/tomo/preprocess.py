@@ -6,16 +6,22 @@ Steps, in this order (the same as a whole-volume reference, so the result is exa
    ``np.percentile`` on a strided sample of at most ``sample_voxels`` voxels taken from evenly spaced Z slices
    (the whole volume when it is smaller than that): no full sort, no full pass.
 2. **Clip** each voxel to ``[lo, hi]``.
-3. **Resample** to the working spacing ``max(target_spacing, original)`` with trilinear interpolation, using
-   the convention of ``torch.nn.functional.interpolate(..., mode="trilinear", align_corners=False,
-   size=out_shape)``: output index ``j`` samples input position ``(j + 0.5) * n_in / n_out - 0.5``. Trilinear
-   interpolation is separable, so Z is interpolated explicitly between the two source slices of each output
-   slice (slabs carry their 1-slice halo, seams are exact) and Y/X with a bilinear ``interpolate`` per slab.
-   The output shape is ``round(n * original / working)`` per axis.
+3. **Resample** to the working spacing ``max(target_spacing, original)`` on the grid of :mod:`byu.tomo.grid`,
+   which is the reference pipeline's ``torch.nn.functional.interpolate(x, mode="trilinear",
+   scale_factor=s, align_corners=False, recompute_scale_factor=False)`` with ``s = original / working``:
+   the output has ``floor(n * s)`` voxels per axis and output index ``i`` samples input position
+   ``(i + 0.5) / s - 0.5`` (:func:`~byu.tomo.grid.source_positions`). Trilinear interpolation is separable,
+   so Z is interpolated explicitly between the two source slices of each output slice (slabs carry their
+   1-slice halo, seams are exact) and Y/X with a bilinear ``interpolate(scale_factor=(s, s),
+   recompute_scale_factor=False)`` per slab, the same 2-D rule.
 4. **Normalize** to uint8: ``round((v - lo) * 255 / (hi - lo))`` (affine maps commute with interpolation, so it
    is applied after resampling, on the smaller array).
 5. Encode ``slice_%04d.jpg`` files with a small thread pool (Pillow releases the GIL) into a temporary
    directory that is renamed into place with ``meta.json`` (see :mod:`byu.tomo.io`).
+
+Coordinates move between the original and the stored grid with :func:`byu.tomo.grid.original_to_stored` /
+:func:`~byu.tomo.grid.stored_to_original` (the same map as step 3); ``resampled_shape``, ``working_spacing`` and
+``source_positions`` are re-exported here from :mod:`byu.tomo.grid`.
 
 Memory: the source is read slab by slab with plain ``readinto`` (not an ``mmap``, whose resident pages
 would count toward the process RSS), so peak memory is set by ``slab_bytes`` and the slice size, not by the
@@ -42,10 +48,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from byu.errors import InputError
+from byu.tomo.grid import (
+    DEFAULT_TARGET_SPACING,
+    resampled_length,
+    resampled_shape,
+    scale_factor,
+    source_positions,
+    working_spacing,
+)
 from byu.tomo.io import JPEG_QUALITY, TomogramWriter, TomoMeta, slice_path, tomo_dir
 
 DEFAULT_CLIP_PERCENTILES: tuple[float, float] = (0.879, 99.06)
-DEFAULT_TARGET_SPACING = 16.0
 DEFAULT_SAMPLE_VOXELS = 8_000_000
 DEFAULT_SAMPLE_SLICES = 64
 DEFAULT_SLAB_BYTES = 64 << 20
@@ -311,26 +324,33 @@ def open_volume(path: str | Path) -> VolumeSource:
 
 
 # ----------------------------------------------------------------------------------------------- geometry
-def working_spacing(original_spacing: float, target_spacing: float = DEFAULT_TARGET_SPACING) -> float:
-    """The stored spacing: ``max(target, original)`` (never upsample)."""
-    return max(float(target_spacing), float(original_spacing))
-
-
-def resampled_shape(shape: tuple[int, int, int] | list[int], original_spacing: float,
-                    target_spacing: float = DEFAULT_TARGET_SPACING) -> tuple[int, int, int]:
-    """Output (Z, Y, X): ``round(n * original / working)`` per axis (at least 1)."""
-    r = float(original_spacing) / working_spacing(original_spacing, target_spacing)
-    return tuple(max(1, int(round(n * r))) for n in shape)  # type: ignore[return-value]
-
-
-def source_positions(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output index: the two input indices and the weight of the second (torch's linear rule)."""
-    j = np.arange(n_out, dtype=np.float64)
-    src = np.maximum((j + 0.5) * (n_in / n_out) - 0.5, 0.0)
+def _linear_taps(n_out: int, n_in: int, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two input indices and the weight of the second, as torch's linear rule
+    computes them for ``scale_factor=s`` (source position clamped at 0, upper neighbour clamped at the end)."""
+    src = np.maximum(source_positions(n_out, s), 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     w = (src - i0).astype(np.float32)
     return i0, i1, w
+
+
+def _scales(in_shape: tuple[int, int, int], out_shape: tuple[int, int, int] | None,
+            scale: float | None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Output shape and per-axis scale factor: from ``scale`` (the reference rule, ``floor(n * s)``), or from
+    ``out_shape`` alone (torch's ``size=`` rule, ``s = n_out / n_in``)."""
+    if scale is not None:
+        s = float(scale)
+        if not 0.0 < s <= 1.0:
+            raise ValueError(f"scale must be in (0, 1] (a tomogram is never upsampled), got {scale}")
+        shape = tuple(resampled_length(n, s) for n in in_shape)
+        if out_shape is not None and tuple(out_shape) != shape:
+            raise ValueError(f"out_shape {tuple(out_shape)} is not the resampled shape {shape} of {in_shape} "
+                             f"at scale {s}")
+        return shape, (s, s, s)  # type: ignore[return-value]
+    if out_shape is None:
+        raise ValueError("give scale (original / working spacing) or out_shape")
+    shape = tuple(int(n) for n in out_shape)
+    return shape, tuple(o / i for o, i in zip(shape, in_shape))  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------------ clipping
@@ -369,16 +389,22 @@ def estimate_clip(source: VolumeSource, percentiles: tuple[float, float] = DEFAU
 
 
 # ---------------------------------------------------------------------------------------------- the kernel
-def iter_uint8_slabs(source: VolumeSource, *, clip: tuple[float, float], out_shape: tuple[int, int, int],
+def iter_uint8_slabs(source: VolumeSource, *, clip: tuple[float, float],
+                     out_shape: tuple[int, int, int] | None = None, scale: float | None = None,
                      slab_bytes: int = DEFAULT_SLAB_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first output z, uint8 slab)`` of the clipped, resampled, normalized volume, in Z order."""
+    """Yield ``(first output z, uint8 slab)`` of the clipped, resampled, normalized volume, in Z order.
+
+    ``scale`` is the reference's ``scale_factor`` (``original / working`` spacing, see :mod:`byu.tomo.grid`):
+    output shape ``floor(n * scale)``, output ``i`` samples input ``(i + 0.5) / scale - 0.5``. Without it,
+    ``out_shape`` is used with torch's ``size=`` rule (``scale = n_out / n_in`` per axis; identity when equal).
+    """
     lo, hi = float(clip[0]), float(clip[1])
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    norm = 255.0 / (hi - lo) if hi > lo else 0.0
     zin, yin, xin = source.shape
-    zout, yout, xout = out_shape
-    i0, i1, w = source_positions(zout, zin)
-    same_z = zout == zin
-    same_yx = (yout, xout) == (yin, xin)
+    (zout, yout, xout), (sz, sy, sx) = _scales(source.shape, out_shape, scale)
+    i0, i1, w = _linear_taps(zout, zin, sz)
+    same_z = zout == zin and sz == 1.0
+    same_yx = (yout, xout) == (yin, xin) and sy == sx == 1.0
     slices_per_slab = max(1, slab_bytes // max(1, yin * xin * 4))
     j0 = 0
     while j0 < zout:
@@ -397,9 +423,13 @@ def iter_uint8_slabs(source: VolumeSource, *, clip: tuple[float, float], out_sha
                 torch.lerp(slab[int(i0[j]) - a], slab[int(i1[j]) - a], float(w[j]), out=zi[k])
         del slab
         if not same_yx:
-            zi = F.interpolate(zi.unsqueeze(0), size=(yout, xout), mode="bilinear", align_corners=False)[0]
+            if scale is not None:  # the reference's rule: scale_factor, not a size
+                zi = F.interpolate(zi.unsqueeze(0), scale_factor=(sy, sx), mode="bilinear", align_corners=False,
+                                   recompute_scale_factor=False)[0]
+            else:
+                zi = F.interpolate(zi.unsqueeze(0), size=(yout, xout), mode="bilinear", align_corners=False)[0]
         zi.nan_to_num_(nan=lo)  # NaN input voxels (and what interpolation spreads them to) become black
-        out = zi.sub_(lo).mul_(scale).round_().clamp_(0.0, 255.0).to(torch.uint8).numpy()
+        out = zi.sub_(lo).mul_(norm).round_().clamp_(0.0, 255.0).to(torch.uint8).numpy()
         yield j0, out
         j0 = j1
 
@@ -461,6 +491,7 @@ def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_
                              file=source_path, field="voxel_spacing")
         out_spacing = working_spacing(spacing, target_spacing)
         out_shape = resampled_shape(src.shape, spacing, target_spacing)
+        s = scale_factor(spacing, out_spacing)
         lo, hi = estimate_clip(src, clip_percentiles, sample_voxels=sample_voxels)
         meta = TomoMeta(
             tomo_id=tomo_id, shape=out_shape, voxel_spacing=out_spacing, original_shape=src.shape,
@@ -472,7 +503,8 @@ def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_
             pending: deque[list[Future[None]]] = deque()
             written = 0
             try:
-                for z0, block in iter_uint8_slabs(src, clip=(lo, hi), out_shape=out_shape, slab_bytes=slab_bytes):
+                for z0, block in iter_uint8_slabs(src, clip=(lo, hi), out_shape=out_shape, scale=s,
+                                                 slab_bytes=slab_bytes):
                     pending.append([pool.submit(_save_jpeg, block[k], slice_path(writer.tmp, z0 + k), jpeg_quality)
                                     for k in range(block.shape[0])])
                     written = z0 + block.shape[0]

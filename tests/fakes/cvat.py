@@ -5,6 +5,7 @@ Usage (context manager; the server listens on 127.0.0.1 on a free port)::
     from cvat_sdk import Client, Config
     from tests.fakes.cvat import start_fake_cvat, tag_images_as_annotator
 
+    # start_fake_cvat(..., version=LEGACY_CVAT_VERSION) behaves like a real CVAT 2.23.1 (see below)
     with start_fake_cvat(users={"alice": "secret"}, tokens={"tok-1": "alice"}) as (url, server):
         client = Client(url, config=Config(status_check_period=0.01))
         client.login(("alice", "secret"))          # or AccessTokenCredentials("tok-1")
@@ -14,8 +15,11 @@ Usage (context manager; the server listens on 127.0.0.1 on a free port)::
         server.faults.drop_export_download = 1     # the next export download is cut mid-body
         server.faults.hang_upload_start = True     # Upload-Start blocks (see ``events``)
         server.count("POST", "/api/tasks")         # how many requests hit a route
+        server.about_reply = (200, "text/html", b"<html>")  # about answers like a non-CVAT server
 
-The server answers as CVAT 2.80.x (``/api/server/about`` reports ``FAKE_CVAT_VERSION``) and
+The server answers as CVAT 2.80.x (``/api/server/about`` reports ``FAKE_CVAT_VERSION``) by
+default, or, with ``version=LEGACY_CVAT_VERSION`` ("2.23.1"), like the real CVAT 2.23.1 server that
+the SDK was driven against (what differs is listed under *Legacy mode*). It
 implements what the SDK calls for tag-review rounds:
 
 - ``GET /api/server/about``; ``POST /api/auth/login`` (``sessionid`` + ``csrftoken`` cookies and
@@ -30,6 +34,27 @@ implements what the SDK calls for tag-review rounds:
   (``?action=create|update|delete``; tags only, shapes/tracks are accepted and ignored).
 - ``POST /api/tasks/{id}/dataset/export?format=CVAT+for+images+1.1&save_images=False`` → poll →
   download a zip holding ``annotations.xml`` (CVAT for images 1.1 layout, every frame listed).
+
+In both modes: lists have absolute ``next``/``previous`` URLs; a missing object is 404
+``{"detail": "No Task matches the given query."}`` (Job, Project likewise); jobs carry ``state``,
+``stage`` and the legacy ``status`` with CVAT's transitions (a PATCH of ``state`` alone keeps the
+stage; a PATCH of ``stage`` alone resets ``state`` to ``new``; ``status`` is ``annotation`` in
+stage annotation, ``completed`` in stage acceptance with state completed, else ``validation``;
+a task's ``status`` is derived from its jobs'); a bad choice is 400
+``{"state": ["\"bogus\" is not a valid choice."]}``.
+
+*Legacy mode* (``version="2.23.1"``), as the real 2.23.1 server did:
+
+- ``/api/server/about`` answers only ``name``, ``description`` and ``version`` (cvat-sdk 2.80's
+  default version check then raises ``TypeError``);
+- request ids are the server's own: ``create:task-N`` and
+  ``export:task-N-annotations-in-CVAT_for_images_1@1-format-by-U`` (U: the user id); the SDK
+  polls them URL-encoded (``/api/requests/create%3Atask-N``, see ``server.raw_paths``);
+- the export's ``result_url`` is ``/api/tasks/N/annotations?format=…&save_images=False&action=download``
+  (2.80 mode: ``/api/tasks/N/dataset/download?rq_id=…``), with the real ``Content-Disposition``;
+- the export XML is laid out as CVAT writes it: indented, no self-closing elements, tags as an
+  open/close pair with a newline, untagged frames as empty ``<image>`` elements (2.80 mode: the
+  compact ElementTree form, ``<tag …/>``); tags read back with ``"group": null``.
 
 Faults are counters on ``server.faults`` that are consumed as they fire. State lives in memory
 and is guarded by one lock; handler threads are daemons. Nothing here touches the network
@@ -62,11 +87,56 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 FAKE_CVAT_VERSION = "2.80.0"
+LEGACY_CVAT_VERSION = "2.23.1"
+CVAT_VERSIONS = (FAKE_CVAT_VERSION, LEGACY_CVAT_VERSION)
 EXPORT_FORMAT = "CVAT for images 1.1"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _is_legacy(version: str) -> bool:
+    """True for 2.23.x (the legacy mode), False for 2.80 and later; other versions are refused."""
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"not a CVAT version: {version!r}") from None
+    if (major, minor) == (2, 23):
+        return True
+    if (major, minor) >= (2, 80):
+        return False
+    raise ValueError(f"the fake CVAT knows 2.23.x ({LEGACY_CVAT_VERSION}) and 2.80 or later, not {version!r}")
+
+
+def _not_found(model: str) -> HttpError:
+    return HttpError(404, {"detail": f"No {model} matches the given query."})
+
+
+def _bad_choice(field_name: str, value: Any) -> HttpError:
+    return HttpError(400, {field_name: [f'"{value}" is not a valid choice.']})
+
+
+JOB_STATES = ("new", "in progress", "completed", "rejected")
+JOB_STAGES = ("annotation", "validation", "acceptance")
+
+
+def _job_status(stage: str, state: str) -> str:
+    """CVAT's legacy job ``status`` from stage and state (as its JobWriteSerializer.update sets it)."""
+    if stage == "annotation":
+        return "annotation"
+    if stage == "acceptance" and state == "completed":
+        return "completed"
+    return "validation"
+
+
+def _task_status(jobs: Sequence[Mapping[str, Any]]) -> str:
+    """CVAT derives a task's status from its jobs': annotation, else validation, else completed."""
+    statuses = {j["status"] for j in jobs}
+    if not jobs or "annotation" in statuses:
+        return "annotation"
+    return "validation" if "validation" in statuses else "completed"
 
 
 class HttpError(Exception):
@@ -139,15 +209,21 @@ class FakeCvatServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, *, users: Mapping[str, str], tokens: Mapping[str, str], page_size: int) -> None:
+    def __init__(self, *, users: Mapping[str, str], tokens: Mapping[str, str], page_size: int,
+                 version: str = FAKE_CVAT_VERSION) -> None:
+        self.version = version
+        self.legacy = _is_legacy(version)
         super().__init__(("127.0.0.1", 0), _Handler)
         self.state = FakeCvatState(users, tokens, page_size)
+        self.about_reply: tuple[int, str, bytes] | None = None
+        """If set, ``/api/server/about`` answers this (status, content type, body): a non-CVAT server."""
         self.faults = Faults()
         self.events: dict[str, threading.Event] = {
             "upload_start": threading.Event(),  # set when an Upload-Start arrives
             "release": threading.Event(),  # set by a test to let a hung Upload-Start answer
         }
         self.calls: list[tuple[str, str, dict[str, str]]] = []  # (method, path, selected headers)
+        self.raw_paths: list[tuple[str, str]] = []  # (method, path as sent, still URL-encoded)
         self._calls_lock = threading.Lock()
 
     @property
@@ -162,9 +238,10 @@ class FakeCvatServer(ThreadingHTTPServer):
             return sum(1 for m, p, h in self.calls
                        if m == method and rx.fullmatch(p) and (header is None or header in h))
 
-    def log_call(self, method: str, path: str, headers: dict[str, str]) -> None:
+    def log_call(self, method: str, path: str, headers: dict[str, str], raw_path: str | None = None) -> None:
         with self._calls_lock:
             self.calls.append((method, path, headers))
+            self.raw_paths.append((method, path if raw_path is None else raw_path))
 
     # Convenience views for assertions -----------------------------------------------------
     def task_by_name(self, name: str) -> list[dict[str, Any]]:
@@ -182,14 +259,17 @@ def start_fake_cvat(
     users: Mapping[str, str] | None = None,
     tokens: Mapping[str, str] | None = None,
     page_size: int = 10,
+    version: str = FAKE_CVAT_VERSION,
 ) -> Iterator[tuple[str, FakeCvatServer]]:
     """Run a fake CVAT on 127.0.0.1 in a background thread; yield ``(url, server)``.
 
     ``users`` maps username -> password (default ``{"admin": "admin-pass"}``), ``tokens`` maps
     a personal access token -> username. ``page_size`` is the default list page size (CVAT: 10).
+    ``version``: ``FAKE_CVAT_VERSION`` (2.80.x, any 2.80 or later) or ``LEGACY_CVAT_VERSION``
+    (behave like the real CVAT 2.23.1; see the module doc).
     """
     server = FakeCvatServer(users=users or {"admin": "admin-pass"}, tokens=tokens or {},
-                            page_size=page_size)
+                            page_size=page_size, version=version)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="fake-cvat", daemon=True)
     thread.start()
@@ -243,7 +323,7 @@ def _task_json(state: FakeCvatState, base: str, t: dict[str, Any]) -> dict[str, 
         "owner": _user_ref(state, base, t["owner"]), "assignee": _user_ref(state, base, t["assignee"]),
         "bug_tracker": "", "created_date": t["created"], "updated_date": t["updated"],
         "overlap": None, "segment_size": t["segment_size"], "initial_replicas": 0,
-        "status": "completed" if jobs and all(j["state"] == "completed" for j in jobs) else "annotation",
+        "status": _task_status(jobs),
         "data_chunk_size": 36 if t["data"] else None,
         "data_original_chunk_type": "imageset", "data_compressed_chunk_type": "imageset",
         "data_cloud_storage_id": None, "guide_id": None, "size": len(t["frames"]),
@@ -267,7 +347,7 @@ def _job_json(state: FakeCvatState, base: str, j: dict[str, Any]) -> dict[str, A
         "project_name": project["name"] if project else None,
         "assignee": _user_ref(state, base, j["assignee"]), "guide_id": None, "dimension": "2d",
         "mode": "annotation", "media_type": "image", "bug_tracker": None,
-        "status": j["stage"], "stage": j["stage"], "state": j["state"],
+        "status": j["status"], "stage": j["stage"], "state": j["state"],
         "frame_count": j["stop"] - j["start"] + 1, "start_frame": j["start"], "stop_frame": j["stop"],
         "data_chunk_size": 36, "data_compressed_chunk_type": "imageset",
         "data_original_chunk_type": "imageset", "created_date": j["created"],
@@ -306,8 +386,12 @@ def _request_json(state: FakeCvatState, rq: dict[str, Any], *, advance: bool) ->
 # Export
 
 
-def _export_xml(state: FakeCvatState, base: str, t: dict[str, Any]) -> bytes:
-    """CVAT for images 1.1 for one task: meta, then one <image> per frame with its tags."""
+def _export_xml(state: FakeCvatState, base: str, t: dict[str, Any], *, legacy: bool = False) -> bytes:
+    """CVAT for images 1.1 for one task: meta, then one <image> per frame with its tags.
+
+    ``legacy``: lay it out as CVAT's own writer does (indented, no self-closing elements; an
+    element without children or text is an open/close pair holding a newline and the indent).
+    """
     root = ET.Element("annotations")
     ET.SubElement(root, "version").text = "1.1"
     meta = ET.SubElement(root, "meta")
@@ -350,7 +434,20 @@ def _export_xml(state: FakeCvatState, base: str, t: dict[str, Any]) -> bytes:
             if tag.get("group"):
                 attrs["group_id"] = str(tag["group"])
             ET.SubElement(img, "tag", attrs)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    if not legacy:
+        return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    ET.indent(root, space="  ")
+    _open_close(root, 0, {"image", "tag", "attributes", "segments", "labels", "owner", "assignee"})
+    return (b'<?xml version="1.0" encoding="utf-8"?>\n'
+            + ET.tostring(root, encoding="utf-8", xml_declaration=False, short_empty_elements=False) + b"\n")
+
+
+def _open_close(el: ET.Element, level: int, containers: set[str]) -> None:
+    """Give empty container elements CVAT's ``<x ...>\\n<indent></x>`` form."""
+    for child in el:
+        if child.tag in containers and len(child) == 0 and not child.text:
+            child.text = "\n" + "  " * (level + 1)
+        _open_close(child, level + 1, containers)
 
 
 def _zip_annotations(xml: bytes) -> bytes:
@@ -414,7 +511,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         body = self._read_body()
         marks = {h: "" for h in ("Upload-Start", "Upload-Multiple", "Upload-Finish") if h in self.headers}
-        self.server.log_call(self.command, path, marks)
+        self.server.log_call(self.command, path, marks, raw_path=parts.path)
         try:
             for method, rx, fn, auth in _ROUTES:
                 if method != self.command:
@@ -475,9 +572,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # server / auth ------------------------------------------------------------------------------
     def about(self, m, query, body, user) -> None:
-        self._json(200, {"name": "Computer Vision Annotation Tool (fake)", "description": "loopback fake",
-                         "version": FAKE_CVAT_VERSION, "logo_url": f"{self.base}/static/logo.svg",
-                         "subtitle": "byu tests"})
+        if self.server.about_reply is not None:
+            status, content_type, data = self.server.about_reply
+            self._send(status, data, content_type=content_type)
+            return
+        about = {"name": "Computer Vision Annotation Tool (fake)", "description": "loopback fake",
+                 "version": self.server.version}
+        if not self.server.legacy:  # 2.23 sends only name, description and version
+            about.update(logo_url=f"{self.base}/static/logo.svg", subtitle="byu tests")
+        self._json(200, about)
 
     def login(self, m, query, body, user) -> None:
         st = self.server.state
@@ -544,7 +647,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _project(self, pid: int) -> dict[str, Any]:
         p = self.server.state.projects.get(pid)
         if p is None:
-            raise HttpError(404, {"detail": "Not found."})
+            raise _not_found("Project")
         return p
 
     def projects_get(self, m, query, body, user) -> None:
@@ -597,13 +700,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _task(self, tid: int) -> dict[str, Any]:
         t = self.server.state.tasks.get(tid)
         if t is None:
-            raise HttpError(404, {"detail": "Not found."})
+            raise _not_found("Task")
         return t
 
     def _job(self, jid: int) -> dict[str, Any]:
         j = self.server.state.jobs.get(jid)
         if j is None:
-            raise HttpError(404, {"detail": "Not found."})
+            raise _not_found("Job")
         return j
 
     def tasks_create(self, m, query, body, user) -> None:
@@ -714,7 +817,7 @@ class _Handler(BaseHTTPRequestHandler):
                 upload = st.uploads.pop(tid, None)
                 if upload is None or not upload.files:
                     raise HttpError(400, {"detail": "no files were uploaded"})
-                rq_id = f"create:task-{tid}-{uuid.uuid4().hex[:8]}"
+                rq_id = f"create:task-{tid}" if self.server.legacy else f"create:task-{tid}-{uuid.uuid4().hex[:8]}"
                 fail = self.server.faults.fail_processing > 0
                 if fail:
                     self.server.faults.fail_processing -= 1
@@ -760,7 +863,7 @@ class _Handler(BaseHTTPRequestHandler):
         for start in range(0, n, seg):
             jid = st.next_id("job")
             st.jobs[jid] = {"id": jid, "task_id": t["id"], "start": start, "stop": min(start + seg, n) - 1,
-                            "state": "new", "stage": "annotation", "assignee": None,
+                            "state": "new", "stage": "annotation", "status": "annotation", "assignee": None,
                             "created": _now(), "updated": _now()}
 
     def tasks_data_meta(self, m, query, body, user) -> None:
@@ -803,14 +906,15 @@ class _Handler(BaseHTTPRequestHandler):
         spec = json.loads(body or b"{}")
         with st.lock:
             j = self._job(int(m["id"]))
-            if "state" in spec:
-                if spec["state"] not in ("new", "in progress", "completed", "rejected"):
-                    raise HttpError(400, {"state": ["bad state"]})
-                j["state"] = spec["state"]
-            if "stage" in spec:
-                if spec["stage"] not in ("annotation", "validation", "acceptance"):
-                    raise HttpError(400, {"stage": ["bad stage"]})
-                j["stage"] = spec["stage"]
+            for key, choices in (("state", JOB_STATES), ("stage", JOB_STAGES)):
+                if key in spec and spec[key] not in choices:
+                    raise _bad_choice(key, spec[key])
+            # CVAT's JobWriteSerializer.update: a new stage without a state resets the state
+            stage = spec.get("stage", j["stage"])
+            state = spec.get("state", "new" if stage != j["stage"] else j["state"])
+            if "stage" in spec or "state" in spec:
+                j["status"] = _job_status(stage, state)
+            j["stage"], j["state"] = stage, state
             if "assignee" in spec:
                 j["assignee"] = self._username(spec["assignee"])
             j["updated"] = _now()
@@ -838,7 +942,8 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "update" and tag.get("id") is not None:
                 tags[:] = [x for x in tags if x["id"] != tag["id"]]
             new = {"id": tag.get("id") if action == "update" and tag.get("id") else st.next_id("ann"),
-                   "frame": frame, "label_id": int(tag["label_id"]), "group": tag.get("group") or 0,
+                   "frame": frame, "label_id": int(tag["label_id"]),
+                   "group": tag.get("group") or (None if self.server.legacy else 0),
                    "source": tag.get("source") or "manual", "attributes": tag.get("attributes") or []}
             tags.append(new)
             out.append(new)
@@ -870,6 +975,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def task_annotations_get(self, m, query, body, user) -> None:
         st = self.server.state
+        if self.server.legacy and query.get("action") == "download":  # 2.23's export result_url
+            if query.get("format") != EXPORT_FORMAT:
+                raise HttpError(400, {"detail": f"Unknown format {query.get('format')!r}"})
+            self._send_export(int(m["id"]), _legacy_export_rq_id(int(m["id"]), EXPORT_FORMAT,
+                                                                  st.users[user]["id"]))
+            return
         with st.lock:
             t = self._task(int(m["id"]))
             self._json(200, self._tags_in(t, 0, len(t["frames"]) - 1))
@@ -888,26 +999,43 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(400, {"detail": "the fake exports annotations only (save_images=False)"})
             if not t["frames"]:
                 raise HttpError(400, {"detail": "Exporting a task without data is not allowed"})
-            rq_id = f"export:task-{t['id']}-{uuid.uuid4().hex[:8]}"
-            st.exports[rq_id] = _zip_annotations(_export_xml(st, self.base, t))
+            legacy = self.server.legacy
+            if legacy:  # the 2.23 server's deterministic id; the result is fetched by format
+                rq_id = _legacy_export_rq_id(t["id"], EXPORT_FORMAT, st.users[user]["id"])
+                result_url = f"{self.base}/api/tasks/{t['id']}/annotations?" + urlencode(
+                    {"format": EXPORT_FORMAT, "save_images": "False", "action": "download"})
+            else:
+                rq_id = f"export:task-{t['id']}-{uuid.uuid4().hex[:8]}"
+                result_url = f"{self.base}/api/tasks/{t['id']}/dataset/download?{urlencode({'rq_id': rq_id})}"
+            st.exports[rq_id] = _zip_annotations(_export_xml(st, self.base, t, legacy=legacy))
             st.requests[rq_id] = {
                 "id": rq_id, "status": "started", "final_status": "finished", "message": "",
                 "type": "export:annotations", "target": "task", "task_id": t["id"], "owner": user,
                 "format": EXPORT_FORMAT, "created": _now(), "polls_left": self.server.faults.processing_polls,
-                "result_url": f"{self.base}/api/tasks/{t['id']}/dataset/download?{urlencode({'rq_id': rq_id})}",
+                "result_url": result_url,
             }
         self._json(202, {"rq_id": rq_id})
 
     def task_export_download(self, m, query, body, user) -> None:
+        if self.server.legacy:
+            raise HttpError(404, {"detail": "Not found."})  # 2.23 downloads via /annotations?action=download
+        self._send_export(int(m["id"]), query.get("rq_id", ""))
+
+    def _send_export(self, tid: int, rq_id: str) -> None:
         st = self.server.state
         with st.lock:
-            data = st.exports.get(query.get("rq_id", ""))
+            t = self._task(tid)
+            data = st.exports.get(rq_id)
             if data is None:
                 raise HttpError(404, {"detail": "Not found."})
             drop = self.server.faults.drop_export_download > 0
             if drop:
                 self.server.faults.drop_export_download -= 1
-        name = f"task_{m['id']}_annotations.zip"
+            stamp = datetime.now(timezone.utc).strftime("%Y_%m_%d_%H_%M_%S")
+            if self.server.legacy:
+                name = f"task_{t['name']}_annotations_{stamp}_{EXPORT_FORMAT.lower()}.zip"
+            else:
+                name = f"task_{tid}_annotations.zip"
         if not drop:
             self._send(200, data, content_type="application/zip",
                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -922,6 +1050,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _legacy_export_rq_id(task_id: int, fmt: str, user_id: int) -> str:
+    """``export:task-2-annotations-in-CVAT_for_images_1@1-format-by-1``, as CVAT 2.23 names it."""
+    slug = fmt.replace(" ", "_").replace(".", "@")
+    return f"export:task-{task_id}-annotations-in-{slug}-format-by-{user_id}"
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str, bytes]]:

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from byu.cli_util import DataDir
+from byu.cli.util import DataDir
 from byu.paths import DataRoot
 from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
 from byu.portal.ingest import (

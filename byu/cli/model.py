@@ -7,17 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from byu.cli_util import DataDir
+from byu.cli.util import DataDir, console, err_console, print_frame, say
 from byu.paths import DataRoot
 
 app = typer.Typer(help="Train models, predict particles, score predictions.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -77,7 +72,7 @@ def train_cmd(
         paths = train_folds(root, labels, split, folds=fold, config=config, run_name=run, seed=seed,
                             device=device, progress=progress, **extra)
     for p in paths:
-        console.print(str(p))
+        say(str(p))
 
 
 @app.command("predict")
@@ -108,13 +103,13 @@ def predict_cmd(
         path = predict(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=_split_list(tomos),
                        labels=labels, max_motors=max_motors, allow_seen=allow_seen, out_name=out, device=device,
                        progress=progress)
-    console.print(str(path))
+    say(str(path))
 
 
 @app.command("score")
 def score_cmd(
     predictions: Annotated[Path, typer.Argument(help="predictions CSV")],
-    labels: Annotated[str, typer.Argument(help="label version name or CSV path (picks form for CZII)")],
+    labels: Annotated[str, typer.Argument(help="label version name or label file (bare picks: the CZII metric)")],
     metric: Annotated[str, typer.Option("--metric", help="auto | byu | multi | czii")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", help="ignore predictions below this (default 0.5 for byu/multi, 0 for czii)")] = None,
@@ -123,55 +118,38 @@ def score_cmd(
     all_labels: Annotated[bool, typer.Option("--all-labels", help="score every labelled tomogram, not only the "
                                              "ones the predictions' manifest lists")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw per-class precision / recall / F")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Score predictions against labels (BYU F2 top-1, multi-motor F2, or the CZII F4)."""
+    """Score predictions against labels per class (BYU F2 top-1 and multi-motor F2 for motors, CZII F4 with the
+    classes' weights otherwise)."""
     from byu.labels.formats import _read_raw, detect_form
     from byu.labels.store import LabelStore
-    from byu.metrics import CZII_RADII, score_byu, score_czii, score_multi
-    from byu.model.decode import read_predictions
-    from byu.model.train import read_picks_frame
+    from byu.metrics import read_picks_table, score_picks, score_predictions, scores_table
+    from byu.predictions import read_predictions
 
     root = DataRoot.from_env(data_dir)
     pred = read_predictions(predictions)
-    path = Path(labels)
-    picks = path.is_file() and detect_form(list(_read_raw(path).columns)) == "picks"
     scope = _split_list(tomos)
     manifest = predictions.with_suffix(".json")
     if scope is None and not all_labels and manifest.exists():
         scope = json.loads(manifest.read_text()).get("tomo_ids")
         if scope:
-            err_console.print(f"scoring the {len(scope)} tomograms listed in {manifest} (--all-labels for all)")
-    results = []
-    if picks:
-        table = read_picks_frame(path)
-        if scope is not None:
-            scope = [t for t in scope if t in set(table["tomo_id"])]
-        kw = {"threshold": threshold or 0.0, "beta": beta or 4.0, "tomo_ids": scope}
-        if metric in ("auto", "czii"):
-            results.append(score_czii(pred, table, **kw))
-        else:  # one-to-one matching within half the CZII radius of each class (1000 Å for other classes)
-            radius = {c: CZII_RADII[c] * 0.5 if c in CZII_RADII else 1000.0
-                      for c in set(table["particle"]) | set(pred["particle"])}
-            results.append(score_multi(pred, table, radius=radius, **{**kw, "beta": beta or 2.0}))
+            say(f"scoring the {len(scope)} tomograms listed in {manifest} (--all-labels for all)", err=True)
+    path = Path(labels)
+    if path.is_file() and detect_form([c for c in _read_raw(path).columns if c != "__line__"]) == "picks":
+        results = score_picks(pred, read_picks_table(path), metric=metric, threshold=threshold, beta=beta,
+                              tomo_ids=scope)
     else:
-        table, _ = LabelStore(root.labels).resolve(labels)
-        kw = {"beta": beta or 2.0, "tomo_ids": scope}
-        if metric in ("auto", "byu"):
-            results.append(score_byu(pred, table, threshold=threshold if threshold is not None else 0.5, **kw))
-        if metric in ("auto", "multi"):
-            results.append(score_multi(pred, table, threshold=threshold if threshold is not None else 0.5, **kw))
-        if metric == "czii":
-            raise typer.BadParameter("the CZII metric needs multi-class picks labels (tomo_id,particle,z,y,x)")
+        truth, _ = LabelStore(root.labels).resolve(labels, data_root=root)
+        results = score_predictions(pred, truth, metric=metric, threshold=threshold, beta=beta, tomo_ids=scope)
+    if plot is not None:
+        from byu.plots import plot_class_scores
+
+        plot_class_scores(scores_table(results), title=f"{predictions.name} vs {labels}", out=plot)
     if as_json:
         console.print_json(json.dumps([r.as_dict() for r in results]))
         return
-    for r in results:
-        t = Table(title=f"{r.metric}: {r.score:.4f} over {r.n_tomograms} tomograms "
-                        f"({', '.join(f'{k}={v:g}' for k, v in r.params.items())})")
-        for c in ("class", "fbeta", "precision", "recall", "tp", "fp", "fn"):
-            t.add_column(c)
-        for row in r.table().itertuples(index=False):
-            t.add_row(str(row[0]), f"{row.fbeta:.4f}", f"{row.precision:.4f}", f"{row.recall:.4f}", str(row.tp),
-                      str(row.fp), str(row.fn))
-        console.print(t)
+    from byu.cli.labels import _print_scores
+
+    _print_scores(results)

@@ -1,0 +1,51 @@
+"""The ``byu`` command line: one module per command group, each verb a thin wrapper over a library call."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from byu import __version__
+from byu.cli.demo import demo_command
+from byu.cli.labels import app as labels_app
+from byu.cli.model import app as model_app
+from byu.cli.portal import app as portal_app
+from byu.cli.review import app as review_app
+from byu.cli.synth import synth_command
+from byu.cli.util import OS_ERRORS, explain, fail
+from byu.errors import ByuError
+
+app = typer.Typer(help="byu: human-in-the-loop pseudo-labeling for cryo-ET particle picks.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(labels_app, name="labels")
+app.add_typer(portal_app, name="portal")
+app.add_typer(model_app)  # train, predict, score at top level
+app.add_typer(review_app, name="review")
+app.command("synth")(synth_command)
+app.command("demo")(demo_command)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the byu version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 2 (no traceback)."""
+    try:
+        app(standalone_mode=True)
+    except ByuError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        if exc.errno in OS_ERRORS:
+            fail(explain(exc))
+        raise
+    except RecursionError:
+        fail("input nested too deeply to read")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

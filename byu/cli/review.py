@@ -1,0 +1,229 @@
+"""``byu review ...``: a review round from the command line (thin wrappers over :class:`byu.review.round.ReviewRound`).
+
+CVAT credentials come from the environment only (``BYU_CVAT_URL``, ``BYU_CVAT_USER`` + ``BYU_CVAT_PASSWORD`` or
+``BYU_CVAT_TOKEN``; ``BYU_CVAT_CHECK_VERSION=0`` skips the server version check), so they never show in a process
+list; ``--url`` and ``--user`` may override.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+import urllib3
+from rich.progress import Progress
+
+from byu.cli.util import DataDir, console, fail, print_frame, problems, say
+from byu.errors import ByuError
+from byu.paths import DataRoot
+from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound
+
+app = typer.Typer(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+Round = Annotated[str, typer.Argument(metavar="ROUND")]
+Url = Annotated[Optional[str], typer.Option("--url", help="CVAT URL (default $BYU_CVAT_URL)")]
+User = Annotated[Optional[str], typer.Option("--user", help="CVAT user (default $BYU_CVAT_USER)")]
+Period = Annotated[Optional[float], typer.Option("--status-check-period", help="seconds between polls")]
+
+
+def _round(data_dir: Path | None, name: str) -> ReviewRound:
+    return ReviewRound(DataRoot.from_env(data_dir), name)
+
+
+def _cvat(url: str | None, user: str | None, period: float | None, **kwargs) -> CvatReviewer:
+    from byu.review.cvat import CvatConfig
+
+    try:
+        config = CvatConfig.from_env(url=url, user=user, status_check_period=period)
+    except ValueError as exc:  # pydantic validation (inputs are hidden from the message)
+        raise typer.BadParameter(str(exc)) from None
+    return CvatReviewer(config=config, **kwargs)
+
+
+def _remote(fn):
+    """Run a CVAT call; server trouble becomes one clear line (no response headers, no traceback)."""
+    from cvat_sdk.api_client.exceptions import ApiException
+    from cvat_sdk.core.exceptions import BackgroundRequestException
+
+    try:
+        return fn()
+    except ApiException as exc:  # its text carries response headers: keep it short
+        fail(f"CVAT answered HTTP {exc.status} {exc.reason or ''} (after retries)")
+    except BackgroundRequestException as exc:
+        fail(f"CVAT could not process the request: {exc}")
+    except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
+        fail(f"cannot reach CVAT: {type(exc).__name__} (after retries)")
+    except ByuError as exc:
+        fail(str(exc))
+
+
+@app.command("mine")
+def mine_cmd(
+    round_name: Round,
+    labels: Annotated[str, typer.Option(help="label version the predictions are compared with")],
+    predictions: Annotated[Path, typer.Option(help="predictions CSV (data/predictions/<run>.csv)")],
+    threshold: Annotated[float, typer.Option(help="keep predictions with conf ≥ this")] = 0.05,
+    radius: Annotated[Optional[float], typer.Option(help="match radius in Å for every class (default: each "
+                                                    "class's own; motor 1000 Å)")] = None,
+    max_candidates: Annotated[int, typer.Option(min=1, help="candidates per case image")] = 5,
+    confirm_threshold: Annotated[Optional[float], typer.Option(
+        help="also review labels whose matching prediction is weaker than this")] = None,
+    max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
+    render: Annotated[bool, typer.Option(help="also render the case images")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Mine FN/FP cases of a round (review/ROUND/cases.csv) and render their images."""
+    rnd = _round(data_dir, round_name)
+    tomo_ids = None
+    if max_labeled_motors is not None:
+        counts = rnd.store.get(labels).motor_counts()
+        tomo_ids = sorted(t for t, n in counts.items() if n <= max_labeled_motors)
+    cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
+                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm_threshold)
+    kinds = pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict()
+    say(f"{len(cases)} case(s) in {rnd.paths.cases}: {kinds}")
+    if render:
+        render_cmd(round_name, data_dir=data_dir)
+
+
+@app.command("render")
+def render_cmd(round_name: Round, data_dir: DataDir = None) -> None:
+    """Render one JPEG per case into review/ROUND/images/."""
+    rnd = _round(data_dir, round_name)
+    cases = rnd.cases()
+    with Progress(console=console) as progress:
+        bar = progress.add_task("rendering cases", total=len(cases))
+        images = rnd.render(progress=lambda *_: progress.advance(bar), cases=cases)
+    say(f"{len(images)} image(s) in {rnd.paths.images}")
+
+
+@app.command("push")
+def push_cmd(
+    round_name: Round,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per CVAT task")] = 100,
+    second_review: Annotated[bool, typer.Option("--second-review", help="push the 'unsure' cases of decisions.csv "
+                                                                        "as <round>-review2-<batch> tasks")] = False,
+    data_dir: DataDir = None, url: Url = None, user: User = None, status_check_period: Period = None,
+) -> None:
+    """Push a round's case images to CVAT (safe to rerun: completes, never duplicates)."""
+    from byu.review.cvat import push_second_review
+
+    reviewer = _cvat(url, user, status_check_period, batch_size=batch_size)
+    rnd = _round(data_dir, round_name)
+    if second_review:
+        entries = _remote(lambda: push_second_review(rnd.paths.dir, config=reviewer.config, batch_size=batch_size))
+        df = pd.DataFrame([{"task": e["name"], "task_id": e["id"], "images": len(e["images"]), "state": e["state"]}
+                           for e in entries], columns=["task", "task_id", "images", "state"])
+        print_frame(df, f"second-review CVAT tasks of round {round_name}")
+        return
+    say(_remote(lambda: rnd.start_review(reviewer)))
+
+
+@app.command("status")
+def status_cmd(round_name: Round, data_dir: DataDir = None, url: Url = None, user: User = None) -> None:
+    """Jobs per task of a round: new / in progress / completed."""
+    reviewer = _cvat(url, user, None)
+    df = _remote(lambda: reviewer.status(_round(data_dir, round_name)))
+    print_frame(df, f"review round {round_name}")
+    if len(df):
+        say(f"{int(df['completed'].sum())}/{int(df['jobs'].sum())} jobs completed")
+
+
+@app.command("pull")
+def pull_cmd(
+    round_name: Round,
+    allow_errors: Annotated[bool, typer.Option("--allow-errors", help="write decisions.csv for the valid images "
+                                                                      "even if some images have errors")] = False,
+    include_incomplete: Annotated[bool, typer.Option("--include-incomplete", help="also take tags from jobs that "
+                                                     "are not marked completed")] = False,
+    data_dir: DataDir = None, url: Url = None, user: User = None, status_check_period: Period = None,
+) -> None:
+    """Export the round's tasks (CVAT for images 1.1), validate them and write decisions.csv.
+
+    A pull that does not validate changes nothing: the previous exports and decisions stay, and what was fetched
+    is kept in review/ROUND/cvat/rejected/ for inspection.
+    """
+    from byu.review.cvat import pull_round
+
+    reviewer = _cvat(url, user, status_check_period)
+    rnd = _round(data_dir, round_name)
+    report = _remote(lambda: pull_round(rnd.paths.dir, config=reviewer.config, include_incomplete=include_incomplete,
+                                        allow_errors=allow_errors))
+    problems(report.result.errors)
+    if not report.written:
+        say(f"nothing changed: the pull does not validate; the previous exports and decisions are kept, what was "
+            f"fetched is in {report.rejected_dir}", err=True)
+        raise typer.Exit(1)
+    say(f"exported {len(report.exports)} task(s) to {rnd.paths.cvat}")
+    if report.result.left_out:
+        say(f"{len(report.result.left_out)} tagged case(s) left out: their CVAT job is not completed "
+            "(--include-incomplete takes them)", err=True)
+    say(f"{len(report.result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
+
+
+@app.command("import")
+def import_cmd(
+    round_name: Round,
+    csv_path: Annotated[Path, typer.Argument(metavar="DECISIONS_CSV", help="case_id or image, tags[, reviewer]")],
+    replace: Annotated[bool, typer.Option("--replace", help="replace the round's existing, different "
+                                          "decisions")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Import decisions made outside CVAT (same vocabulary and checks) as the round's decisions.csv."""
+    rnd = _round(data_dir, round_name)
+    from byu.review.decisions import import_decisions_csv
+
+    result = import_decisions_csv(csv_path, rnd.cases())
+    if problems(result.errors):
+        say("decisions.csv not written", err=True)
+        raise typer.Exit(1)
+    rnd.collect_review(ImportReviewer(csv=csv_path, replace=replace))
+    say(f"{len(result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
+
+
+@app.command("apply")
+def apply_cmd(
+    round_name: Round,
+    from_version: Annotated[str, typer.Option("--from", help="parent label version")],
+    to_version: Annotated[str, typer.Option("--to", help="new label version")],
+    overrides: Annotated[Optional[Path], typer.Option(
+        help="CSV tomo_id,action(add|remove|clear),z,y,x[,particle],note")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply review/ROUND/decisions.csv to --from and store --to (parent + exactly the reviewed changes)."""
+    manifest, result = _round(data_dir, round_name).apply(from_version=from_version, to_version=to_version,
+                                                          overrides=overrides)
+    done = "stored" if manifest.created else "already stored with identical content, nothing written:"
+    say(f"{done} {manifest.name}: {result.label_changes} label change(s) from {len(result.applied_cases)} decided "
+        f"case(s); {len(result.unsure_cases)} unsure, {len(result.unreviewed_cases)} not reviewed")
+
+
+@app.command("resume")
+def resume_cmd(round_name: Round, data_dir: DataDir = None) -> None:
+    """Tell a flow polling CVAT to collect the review now, without waiting for every job."""
+    flag = _round(data_dir, round_name).request_pull()
+    say(f"flagged {flag}; the flow pulls at its next status check")
+
+
+@app.command("wait")
+def wait_cmd(
+    round_name: Round,
+    interval: Annotated[float, typer.Option(min=1.0, help="seconds between status checks")] = 60.0,
+    data_dir: DataDir = None, url: Url = None, user: User = None,
+) -> None:
+    """Wait (polling CVAT) until every job of the round is completed or `byu review resume` is run."""
+    reviewer = _cvat(url, user, None)
+    rnd = _round(data_dir, round_name)
+    while not _remote(lambda: rnd.review_finished(reviewer)):
+        time.sleep(interval)
+    say(f"round {round_name}: review finished; run `byu review pull {round_name}`")
+
+
+@app.command("summary")
+def summary_cmd(round_name: Round, data_dir: DataDir = None) -> None:
+    """Cases of a round by kind and class, and how many are decided."""
+    console.print_json(data=_round(data_dir, round_name).summary())

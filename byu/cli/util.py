@@ -1,0 +1,74 @@
+"""Small pieces shared by the CLI modules: the ``--data-dir`` option, tables and messages that print user data
+literally (never as rich markup), and the one place errors become a clear message and exit status 2."""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
+ClassesFile = Annotated[Optional[Path], typer.Option("--classes-file", help="YAML/JSON file of particle classes "
+                                                     "beyond the built-in ones (name, radius in Å, ...)")]
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def say(text: str, *, style: str | None = None, err: bool = False) -> None:
+    """Print ``text`` as it is (no markup, no highlighting), optionally in one style."""
+    (err_console if err else console).print(Text(str(text), style=style or ""), highlight=False)
+
+
+def print_frame(df: pd.DataFrame, title: str | None = None, *, out: Console | None = None) -> None:
+    """Print a DataFrame as a rich table; every header and value is literal text."""
+    t = Table(title=Text(title) if title else None)
+    for c in df.columns:
+        t.add_column(Text(str(c)))
+    for r in df.itertuples(index=False):
+        t.add_row(*[Text("" if v is None or (isinstance(v, float) and v != v) else str(v)) for v in r])
+    (out or console).print(t)
+
+
+def problems(lines: Iterable[str]) -> int:
+    """Print problem lines (literally) to stderr; return how many."""
+    n = 0
+    for line in lines:
+        say(f"- {line}", err=True)
+        n += 1
+    if n:
+        say(f"{n} problem(s)", style="bold red", err=True)
+    return n
+
+
+OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EISDIR: "is a directory (a file path is needed)",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or directory",
+}
+
+
+def fail(message: str) -> NoReturn:
+    err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
+    sys.exit(2)
+
+
+def explain(exc: BaseException) -> str:
+    """The one-line message for an error a user can act on (``None``-safe for OSError without a file)."""
+    if isinstance(exc, OSError) and exc.errno in OS_ERRORS:
+        where = exc.filename or ""
+        return f"{where}: {OS_ERRORS[exc.errno]}" if where else OS_ERRORS[exc.errno]
+    return str(exc)

@@ -1,0 +1,154 @@
+"""What a person sees in the Prefect UI: the hand-off when a run waits for review, and the outcome when it ends.
+
+- :func:`handoff_artifact`: a markdown artifact (and one log line) naming the round, its cases, where the images
+  are, the CVAT project and task links (or the CSV to fill), and what to do next.
+- :func:`result_artifacts`: a markdown summary (new version, label changes by action and class, cases reviewed,
+  splits written, recovery figures when known) with the label-change and split-balance pictures embedded, and a
+  table artifact of every change.
+
+Artifact keys are derived from the round name (lowercase letters, digits and dashes, as Prefect requires), so the
+UI shows each round's latest hand-off and result under one key.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from byu.labels.store import LabelStore
+from byu.review.round import ReviewRound
+from flows.common import ReviewSettings, data_root
+
+
+def artifact_key(*parts: str) -> str:
+    key = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts if p)
+    return key[:100] or "byu"
+
+
+def _md_escape(text: object) -> str:
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|])", r"\\\1", str(text))
+
+
+def handoff_markdown(data_dir: str, round_name: str, review: ReviewSettings) -> str:
+    rnd = ReviewRound(data_root(data_dir), round_name)
+    summary = rnd.summary()
+    lines = [f"# Round `{round_name}` waits for review", "",
+             f"**{summary['cases']} case(s)** to review: "
+             + ", ".join(f"{n} {k}" for k, n in summary["by_kind"].items())
+             + (" · classes: " + ", ".join(f"{n} {_md_escape(k)}" for k, n in summary["by_class"].items())
+                if len(summary["by_class"]) > 1 else ""), "",
+             f"Case images: `{rnd.paths.images}`", ""]
+    if review.reviewer == "cvat":
+        record = json.loads(rnd.paths.tasks.read_text()) if rnd.paths.tasks.exists() else {"tasks": []}
+        server = str(record.get("server", review.cvat_url or "")).rstrip("/")
+        project = record.get("project") or {}
+        if project.get("id"):
+            lines += [f"CVAT project: [{_md_escape(project.get('name'))}]({server}/projects/{project['id']})", ""]
+        lines += ["| task | images | link |", "|---|---|---|"]
+        for t in record.get("tasks", []):
+            lines.append(f"| {_md_escape(t['name'])} | {len(t.get('images', []))} | {server}/tasks/{t.get('id')} |")
+        lines += ["", "**Next:** tag every image in CVAT (0 = keep, k = candidate k is real, none = not real, "
+                  "unsure = second review) and mark each job *completed*."]
+    else:
+        from flows.common import make_reviewer
+
+        csv = make_reviewer(data_dir, round_name, review).csv
+        lines += [f"**Next:** write the decisions to `{csv}` — columns `case_id` (or `image`), `tags` "
+                  "(0, 1..K, none, unsure; `;`-separated), optional `reviewer`."]
+    if review.wait == "poll":
+        lines.append("The run checks by itself every "
+                     f"{review.poll_interval_s:g} s and continues when the review is done"
+                     + (f" (or sooner: `byu review resume {round_name}`)." if review.reviewer == "cvat" else "."))
+    else:
+        lines.append("When the review is done, **resume this run**: the *Resume* button at the top of the run "
+                     "page (an optional note goes to the logs).")
+    return "\n".join(lines)
+
+
+def handoff_artifact(data_dir: str, round_name: str, review: ReviewSettings) -> str:
+    text = handoff_markdown(data_dir, round_name, review)
+    create_markdown_artifact(text, key=artifact_key("review", round_name),
+                             description=f"what to do for round {round_name}")
+    how = "resume the run in the Prefect UI" if review.wait != "poll" else "the run continues by itself"
+    get_run_logger().info("round %s waits for review (%s reviewer): see the 'review-%s' artifact; when done, %s",
+                          round_name, review.reviewer, artifact_key(round_name), how)
+    return text
+
+
+def _png_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
+                    figures_dir: Path | None = None) -> str:
+    """The outcome of a round: version, changes by action and class, review counts, splits and pictures."""
+    from byu.labels.splits import read_split
+    from byu.plots import plot_label_diff, plot_split_balance, save_figure
+
+    root = data_root(data_dir)
+    store = LabelStore(root.labels)
+    version = result.get("version")
+    lines = [f"# {title}", ""]
+    if version and store.exists(version):
+        m = store.manifest(version)
+        what = "stored" if result.get("created", True) else "already stored (identical, nothing written)"
+        counts = ", ".join(f"{n} {_md_escape(c)}" for c, n in m.class_counts.items())
+        lines += [f"**New label version `{version}`** ({what}) ← `{', '.join(m.parents)}`: "
+                  f"{m.counts['tomograms']} tomograms, {counts}.", ""]
+        lines += [f"Review: {result.get('cases', 0)} case(s), {result.get('decided', 0)} decided, "
+                  f"{result.get('unsure', 0)} unsure, {result.get('unreviewed', 0)} not reviewed → "
+                  f"**{result.get('label_changes', 0)} label change(s)**.", ""]
+        by_class = result.get("changes_by_class") or []
+        if by_class:
+            lines += ["| class | add | remove | move | relabel |", "|---|---|---|---|---|"]
+            lines += [f"| {_md_escape(r['particle'])} | {r.get('add', 0)} | {r.get('remove', 0)} | "
+                      f"{r.get('move', 0)} | {r.get('relabel', 0)} |" for r in by_class]
+            lines.append("")
+        fig = plot_label_diff(store.changes(version), title=f"{m.parents[0] if m.parents else ''} → {version}")
+        if figures_dir is not None:
+            save_figure(fig, figures_dir / f"{version}_changes.png")
+        lines += [f"![label changes]({_png_data_uri(fig)})", ""]
+    for key in ("recovery",):
+        if result.get(key):
+            rec = result[key]
+            lines += [f"Recovery against the synthetic truth: **{rec.get('errors_fixed')}/{rec.get('planted_errors')}"
+                      f"** planted errors fixed, {rec.get('cases_reviewed_per_label_change')} cases reviewed per "
+                      "label change.", ""]
+    splits = [s for s in result.get("splits") or [] if Path(s).exists()]
+    if splits:
+        lines += ["Splits written: " + ", ".join(f"`{s}`" for s in splits), ""]
+        if version and store.exists(version):
+            split = read_split(splits[0])
+            fig = plot_split_balance(store.get(version), split, title=Path(splits[0]).name)
+            if figures_dir is not None:
+                save_figure(fig, figures_dir / f"{version}_{Path(splits[0]).stem}.png")
+            lines += [f"![split balance]({_png_data_uri(fig)})", ""]
+    if result.get("combined"):
+        c = result["combined"]
+        lines += [f"Combined version `{c['version']}`: {c['counts']['tomograms']} tomograms.", ""]
+    return "\n".join(lines)
+
+
+def result_artifacts(data_dir: str, round_name: str, result: dict[str, Any], *, title: str) -> None:
+    """Summary markdown and a table of every change of the new version, as artifacts of the current run."""
+    create_markdown_artifact(result_markdown(data_dir, result, title=title), key=artifact_key("result", round_name),
+                             description=f"outcome of {round_name}")
+    version = result.get("version")
+    store = LabelStore(data_root(data_dir).labels)
+    if version and store.exists(version):
+        changes = store.changes(version)
+        rows = changes.astype(object).where(changes.notna(), "").to_dict("records")
+        create_table_artifact(rows or [{"note": "no changes"}], key=artifact_key("changes", version),
+                              description=f"every change of {version} against its parent")
+
+
+__all__ = ["artifact_key", "handoff_artifact", "handoff_markdown", "result_artifacts", "result_markdown"]

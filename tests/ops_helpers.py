@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from byu.labels.combine import combine_tables
+from byu.labels.combine import combine_labels
+from byu.labels.model import LabelSet
 from byu.labels.splits import fresh_split, write_split
 from byu.labels.store import LabelStore
 from byu.labels.table import make_table
@@ -49,7 +50,8 @@ def build_versions_root(root: Path, *, images: int = 2) -> DataRoot:
     ext = make_table([(f"ext_{i:02d}", (120, 256, 256), 10.0, [[60.0, 100.0 + i, 100.0]] if i % 3 else [])
                       for i in range(6)])
     store.put("external_gt", ext, producer="test: portal")
-    store.put("all_gt", combine_tables([("gt_v2", gt_v2), ("external_gt", ext)]),
+    store.put("all_gt", combine_labels([("gt_v2", LabelSet.from_canonical(gt_v2)),
+                                        ("external_gt", LabelSet.from_canonical(ext))]),
               parents=["gt_v2", "external_gt"], producer="test: combine")
     with warnings.catch_warnings():  # sklearn: "least populated class has only 2 members" (expected here)
         warnings.simplefilter("ignore", UserWarning)

@@ -43,7 +43,7 @@ def test_convert_combine_diff_split_list_show(tmp_path):
     byu("labels", "combine", "gt", str(tmp_path / "ext.csv"), "--version", "all_gt", data=data)
     store = LabelStore(data / "labels")
     assert store.manifest("all_gt").parents == ["gt"]
-    assert store.get("all_gt")["tomo_id"].tolist() == ["tomo_x", "tomo_y", "tomo_z", "ext_1"]
+    assert store.get("all_gt").tomo_ids == ["tomo_x", "tomo_y", "tomo_z", "ext_1"]
 
     dup = byu("labels", "combine", "gt", "gt", "--out", str(tmp_path / "x.csv"), data=data, check=False)
     assert dup.returncode == 2 and "already in gt" in dup.stderr
@@ -54,8 +54,8 @@ def test_convert_combine_diff_split_list_show(tmp_path):
     write_labels(moved, tmp_path / "v2.csv")
     out = byu("labels", "diff", "gt", str(tmp_path / "v2.csv"), "--csv", data=data).stdout
     lines = out.strip().splitlines()
-    assert lines[0].startswith("tomo_id,action")
-    actions = sorted(line.split(",")[1] for line in lines[1:])
+    assert lines[0].startswith("tomo_id,particle,action")
+    actions = sorted(line.split(",")[2] for line in lines[1:])
     assert actions == ["add", "move", "remove", "remove_tomo"]
     table = byu("labels", "diff", "gt", str(tmp_path / "v2.csv"), "--plot", str(tmp_path / "diff.png"),
                 data=data).stdout
@@ -88,3 +88,52 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(tmp_path):
     assert not (data / "labels").exists() or LabelStore(data / "labels").names() == []
     proc = byu("labels", "show", "nope", data=data, check=False)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_export_forms_and_outputs_inside_the_store(tmp_path):
+    data = tmp_path / "data"
+    comp = tmp_path / "train_labels.csv"
+    comp.write_text(COMPETITION)
+    byu("labels", "convert", str(comp), "--version", "gt", data=data)
+    before = {p.name: p.read_bytes() for p in (data / "labels").iterdir()}
+    picks = tmp_path / "picks.csv"
+    byu("labels", "export", "gt", "--form", "picks", "--out", str(picks), data=data)
+    assert picks.read_text().splitlines()[0] == "tomo_id,particle,z,y,x,voxel_spacing"
+    assert len(picks.read_text().splitlines()) == 3  # two motors
+    back = tmp_path / "comp.csv"
+    byu("labels", "export", "gt", "--form", "competition", "--out", str(back), data=data)
+    assert back.read_text() == COMPETITION  # the competition form round-trips exactly
+    for args in (("labels", "combine", "gt", "--out", str(data / "labels" / "gt.csv")),
+                 ("labels", "split", "gt", "--folds", "2", "--out", str(data / "labels" / "gt_v2.csv")),
+                 ("labels", "export", "gt", "--out", str(data / "labels" / "x.csv"))):
+        proc = byu(*args, data=data, check=False)
+        assert proc.returncode == 2 and "inside the label store" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in (data / "labels").iterdir()} == before
+    proc = byu("labels", "export", "gt", "--out", str(tmp_path), data=data, check=False)
+    assert proc.returncode == 2 and "directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_user_data_in_errors_is_printed_literally(tmp_path):
+    data = tmp_path / "data"
+    bad = tmp_path / "bad.csv"
+    header = "tomo_id,Z,Y,X,voxel_spacing,num_motors,motor_z,motor_y,motor_x,motor_zyx\n"
+    bad.write_text(header + 't1,10,10,10,10,1,1,1,1,"[[true, 113.1, 35.5]]"\n'
+                   + 't2,10,10,10,10,0,-1,-1,-1,"[/bold]"\n' + 't3,[link=http://x]a[/link],10,10,10,0,-1,-1,-1,[]\n')
+    proc = byu("labels", "convert", str(bad), "--version", "gt", data=data, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "[[true, 113.1, 35.5]]" in proc.stderr and "[/bold]" in proc.stderr
+    assert "[link=http://x]a[/link]" in proc.stderr and "expected [[z, y, x], ...]" in proc.stderr
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    data = tmp_path / "data"
+    comp = tmp_path / "train_labels.csv"
+    comp.write_text(COMPETITION)
+    byu("labels", "convert", str(comp), "--version", "gt", data=data)
+    proc = byu("labels", "split", "gt", "--folds", "2", "--seed", "-1", "--out", str(tmp_path / "s.json"),
+               data=data, check=False)
+    assert proc.returncode == 2 and "--seed" in proc.stderr and "Traceback" not in proc.stderr
+    proc = byu("labels", "convert", str(comp), "--version", "v" * 300, data=data, check=False)
+    assert proc.returncode == 2 and "not allowed" in proc.stderr and "Traceback" not in proc.stderr
+    again = byu("labels", "convert", str(comp), "--version", "gt", data=data).stdout
+    assert "already stored with identical content" in again

@@ -18,7 +18,7 @@ import pytest
 from byu.errors import VersionExistsError
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
-from byu.review.match import read_cases
+from byu.review.cases import read_cases
 from byu.review.scripted import scripted_decisions
 from byu.review.tags import split_tags
 from flows.common import ReviewSettings
@@ -47,8 +47,8 @@ def test_round1_scripted_writes_gt_v2_splits_and_is_rerunnable(micro_root: Path)
     cases = read_cases(root.review / "round1" / "cases.csv")
     assert len(list((root.review / "round1" / "images").glob("*.jpg"))) == len(cases) == summary["cases"]
     # only tomograms with at most one labeled motor were reviewed
-    gt = store.get("gt")
-    assert set(cases.tomo_id) <= set(gt.loc[gt.num_motors <= 1, "tomo_id"])
+    counts = store.get("gt").motor_counts()
+    assert {c.tomo_id for c in cases} <= {t for t, n in counts.items() if n <= 1}
     before = store.path("gt_v2").read_bytes()
     round1(round1_params(micro_root))  # rerun: cached, same version, nothing rewritten
     assert store.path("gt_v2").read_bytes() == before
@@ -60,7 +60,7 @@ def _annotate_when_pushed(url: str, root: Path, stop: threading.Event, done: lis
     """A person in CVAT: once the round's tasks exist, tag every image as the truth says and complete the jobs."""
     from cvat_sdk import Client, Config
 
-    from byu.labels.formats import read_labels
+    from byu.labels.formats import read_version_file
     from tests.fakes.cvat import tag_images_as_annotator
 
     record = root / "review" / "round1" / "cvat" / "tasks.json"
@@ -73,7 +73,7 @@ def _annotate_when_pushed(url: str, root: Path, stop: threading.Event, done: lis
     else:
         return
     cases = read_cases(root / "review" / "round1" / "cases.csv")
-    tags = scripted_decisions(cases, read_labels(root / "synth" / "truth.csv"))
+    tags = scripted_decisions(cases, read_version_file(root / "synth" / "truth.csv"))
     by_image = {r.image: split_tags(r.tags) for r in tags.itertuples(index=False)}
     client = Client(url, config=Config(status_check_period=0.05))
     client.login(("annotator", "pw"))
@@ -200,5 +200,5 @@ def test_external_flow_ingests_reviews_and_combines(micro_root: Path, tmp_path: 
     assert store.manifest("external_gt").parents == ["external_gt_v0"]
     assert store.get("external_gt").equals(store.get("external_gt_v0"))  # nothing decided: nothing changed
     all_gt = store.get("all_gt")
-    assert set(all_gt.tomo_id) == set(store.get("gt_v2").tomo_id) | set(store.get("external_gt").tomo_id)
+    assert set(all_gt.tomo_ids) == set(store.get("gt_v2").tomo_ids) | set(store.get("external_gt").tomo_ids)
     assert summary["portal_labels"]["tomograms"] >= 1

@@ -131,7 +131,7 @@ def test_score_cli_czii_and_multi_on_picks(tmp_path):
 
     from typer.testing import CliRunner
 
-    from byu.cli_model import app
+    from byu.cli.model import app
 
     labels = tmp_path / "picks.csv"
     pd.DataFrame([{"tomo_id": "e1", "particle": "ribosome", "z": 100.0, "y": 100.0, "x": 100.0,

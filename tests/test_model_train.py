@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from byu.cli_model import app
+from byu.cli.model import app
 from byu.errors import InputError, NotFoundError, VersionExistsError
 from byu.labels.formats import write_labels
 from byu.labels.store import LabelStore

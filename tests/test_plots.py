@@ -95,7 +95,7 @@ def test_plot_label_diff_top_and_empty(tmp_path):
     assert labels[0] == "t05" and len(labels) == 3
     assert "top 3 shown" in fig.axes[0].get_title()
     empty = plots.plot_label_diff(changes_frame([]), out=tmp_path / "empty.png")
-    assert "no motor changes" in [t.get_text() for t in empty.axes[0].texts]
+    assert "no label changes" in [t.get_text() for t in empty.axes[0].texts]
     _png_size(tmp_path / "empty.png")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from byu.cli_portal import app
+from byu.cli.portal import app
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.portal.ingest import ingest

@@ -139,7 +139,7 @@ def test_old_server_with_the_check_switched_off(fake, round_dir, caplog):
                               status_check_period=0.01)
     entries = push_round(round_dir, config=cfg, batch_size=2)
     assert [e["state"] for e in entries] == ["uploaded"] * 3
-    assert len(pull_round(round_dir, config=cfg)) == 3
+    assert len(pull_round(round_dir, config=cfg).exports) == 3
     assert server.count("GET", r"/api/server/about/?") == 0  # not even asked
     assert not [r for r in caplog.records if "version" in r.getMessage()]
 
@@ -181,7 +181,7 @@ def test_a_server_that_is_not_cvat_is_a_clear_error(fake, reply, auth, caplog):
 @pytest.mark.parametrize("fake", [LEGACY_CVAT_VERSION], indirect=True)
 def test_cli_on_an_old_server(fake, round_dir):
     """The issue: ``byu review push`` died with a TypeError on CVAT 2.23.1."""
-    from byu.cli_review_cvat import app
+    from byu.cli.review import app
 
     url, server = fake
     env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
@@ -242,7 +242,7 @@ def test_a_proxy_asking_for_credentials_is_named(fake):
 
 
 def test_a_server_that_is_not_cvat_in_the_cli(fake, round_dir):
-    from byu.cli_review_cvat import app
+    from byu.cli.review import app
 
     url, server = fake
     server.about_reply = NOT_CVAT["html"]
@@ -319,7 +319,7 @@ def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, roun
     assert status[["task", "jobs", "new", "completed", "assignees", "remote"]].values.tolist() == [
         ["r1-001", 1, 0, 1, "alice", "ok"], ["r1-002", 1, 0, 1, "alice", "ok"], ["r1-003", 1, 1, 0, "", "ok"]]
 
-    paths = pull_round(round_dir, config=config)
+    paths = pull_round(round_dir, config=config).exports
     assert [p.name for p in paths] == ["r1-001.xml", "r1-002.xml", "r1-003.xml"]
     assert not [p for p in (round_dir / "cvat").iterdir() if p.name.startswith(".")]  # no temp leftovers
     result = decisions_from_round(round_dir)
@@ -442,7 +442,7 @@ def test_dropped_connection_during_export_is_retried(fake, config, round_dir):
     url, server = fake
     push_round(round_dir, config=config, batch_size=10)
     server.faults.drop_export_download = 1
-    paths = pull_round(round_dir, config=config)
+    paths = pull_round(round_dir, config=config).exports
     assert server.faults.drop_export_download == 0
     assert server.count("POST", r"/api/tasks/\d+/dataset/export/?") == 2  # one retry
     assert len(paths) == 1 and paths[0].read_bytes().startswith(b"<?xml")
@@ -453,7 +453,7 @@ def test_a_500_on_export_is_retried(fake, config, round_dir):
     url, server = fake
     push_round(round_dir, config=config, batch_size=10)
     server.faults.export_500 = 2
-    assert len(pull_round(round_dir, config=config)) == 1
+    assert len(pull_round(round_dir, config=config).exports) == 1
 
 
 def test_changed_round_is_refused_without_touching_the_server(fake, config, round_dir):
@@ -529,8 +529,12 @@ def test_task_level_tags_reach_the_export(fake, config, annotator, round_dir):
         models.LabeledImageRequest(frame=entry["images"].index(imgs[4]), label_id=label["1"], source="manual",
                                    attributes=[])]), action=AnnotationUpdateAction.CREATE)
     assert [t.label_id for t in task.get_annotations().tags] == [label["1"]]
-    pull_round(round_dir, config=config)
-    assert decisions_from_round(round_dir).decisions[["case_id", "tags"]].values.tolist() == [["FN-0005", "1"]]
+    report = pull_round(round_dir, config=config)  # the job is not completed: its tags are left out, and said so
+    assert report.written and report.result.decisions.empty and report.result.left_out == ["FN-0005"]
+    assert record(round_dir)["tasks"][0]["jobs"][0]["state"] == "new"
+    pull_round(round_dir, config=config, include_incomplete=True)
+    assert decisions_from_round(round_dir, include_incomplete=True).decisions[["case_id", "tags", "job_state"]] \
+        .values.tolist() == [["FN-0005", "1", "new"]]
 
 
 def test_status_reports_tasks_deleted_on_the_server(fake, config, round_dir):
@@ -563,7 +567,7 @@ def test_export_zip_guards(tmp_path):
 
 
 def test_cli_push_status_pull_import(fake, annotator, round_dir, tmp_path):
-    from byu.cli_review_cvat import app
+    from byu.cli.review import app
 
     url, server = fake
     data_dir = round_dir.parents[1]
@@ -592,6 +596,9 @@ def test_cli_push_status_pull_import(fake, annotator, round_dir, tmp_path):
     outside = tmp_path / "outside.csv"
     outside.write_text("case_id,tags,reviewer\nFN-0001,0,hal\nFP-0002,2,hal\n")
     res = runner.invoke(app, ["import", "r1", str(outside), *common])
+    assert res.exit_code == 2 and "already has other decisions" in res.output  # never replaced silently
+    assert read_decisions(round_dir / "decisions.csv")["case_id"].tolist() == ["FN-0001"]
+    res = runner.invoke(app, ["import", "r1", str(outside), "--replace", *common])
     assert res.exit_code == 0, res.output
     assert read_decisions(round_dir / "decisions.csv")["tags"].tolist() == ["0", "2"]
 

@@ -16,16 +16,19 @@ from byu.review.render import (
     LABEL_COLOUR,
     OTHER_COLOUR,
     PAD_COLOUR,
-    Candidate,
     Layout,
     SliceCache,
     render_case,
     render_cases,
     row_label,
 )
+from byu.labels.classes import ParticleClass
+from byu.labels.model import LabelSet
 from byu.labels.table import make_table
-from byu.review.match import find_cases, image_name, read_cases, write_cases
-from byu.tomo.io import TomoMeta, to_frame, write_tomogram
+from byu.review.cases import Candidate, image_name, read_cases, write_cases
+from byu.review.match import find_cases
+from byu.tomo.grid import stored_to_frame
+from byu.tomo.io import TomoMeta, write_tomogram
 
 STORED = 16.0  # Å/voxel of the stored stack
 LABEL = 10.0  # Å/voxel of the label frame
@@ -34,11 +37,11 @@ LABEL_SHAPE = tuple(int(round(s * STORED / LABEL)) for s in SHAPE)
 CROP, DZ, PANEL = 32, 8, 96  # small panels keep the tests fast; scale = 3 px per voxel
 SCALE = PANEL / CROP
 RADIUS_A = 96.0  # 6 stored voxels -> an 18 px ring
-OPTS = dict(crop=CROP, dz=DZ, panel_px=PANEL, radius_A=RADIUS_A)
+OPTS = dict(crop=CROP, dz=DZ, panel_px=PANEL, classes={"motor": ParticleClass(name="motor", radius=RADIUS_A)})
 
 
 def _label(zyx_stored) -> list[float]:
-    return [float(v) for v in to_frame(zyx_stored, STORED, LABEL)]
+    return [float(v) for v in stored_to_frame(zyx_stored, LABEL, LABEL, STORED)]
 
 
 def _make_tomo(root: Path, tomo_id: str, bright: tuple[int, int, int] | None = None, seed: int = 0) -> Path:
@@ -63,6 +66,12 @@ def _row(kind: str, index: int, tomo_id: str, cands: list[dict], labels: list[li
         "focus_k": focus_k if focus_k is not None else (0 if kind == "FN" else 1),
         "candidates": json.dumps(cands), "labels": json.dumps(labels or []),
     }
+
+
+def _csv(df: pd.DataFrame, path: Path) -> Path:
+    """A hand-made cases.csv (rows as the review contract writes them)."""
+    df.to_csv(path, index=False)
+    return path
 
 
 def _cand(k: int, zyx_stored, conf: float | None = 0.5) -> dict:
@@ -106,7 +115,7 @@ def test_names_sizes_and_progress(root: Path, tmp_path: Path) -> None:
         _row("FN", 1, "tomo_a", [_cand(0, (24, 40, 36), None), _cand(1, (20, 60, 30), 0.4)]),
         _row("FP", 2, "tomo_b", [_cand(1, (10, 20, 20), 0.9), _cand(2, (30, 70, 60), 0.3), _cand(3, (5, 5, 5), 0.2)]),
     ])
-    cases_csv = write_cases(df, tmp_path / "cases.csv")
+    cases_csv = _csv(df, tmp_path / "cases.csv")
     seen: list[tuple[int, int]] = []
     out = tmp_path / "images"
     paths = render_cases(read_cases(cases_csv), root, out, progress=lambda d, t: seen.append((d, t)), **OPTS)
@@ -291,10 +300,10 @@ def test_cases_from_find_cases_render(root: Path, tmp_path: Path) -> None:
     """The lead's miner writes cases.csv; every case it makes renders, rings on its candidates."""
     _make_tomo(root, "tomo_a")
     _make_tomo(root, "tomo_b", seed=1)
-    labels = make_table([
+    labels = LabelSet.from_canonical(make_table([
         ("tomo_a", LABEL_SHAPE, LABEL, [_label((24, 40, 36))]),  # no prediction near: an FN case
         ("tomo_b", LABEL_SHAPE, LABEL, []),  # a confident prediction: an FP case
-    ])
+    ]))
     preds = pd.DataFrame([  # predictions in the original (here: label) frame
         {"tomo_id": "tomo_a", "particle": "motor", "conf": 0.6, "models": "r1/fold0", "voxel_spacing": LABEL,
          **dict(zip("zyx", _label((10, 80, 60))))},
@@ -302,11 +311,11 @@ def test_cases_from_find_cases_render(root: Path, tmp_path: Path) -> None:
          **dict(zip("zyx", _label((30, 50, 40))))},
     ])
     cases = find_cases(labels, preds, label_version="gt", prediction_run="r1", radius_A=300.0)
-    assert sorted(cases["kind"]) == ["FN", "FP"]
+    assert sorted(c.kind for c in cases) == ["FN", "FP"]
     csv = write_cases(cases, tmp_path / "cases.csv")
     paths = render_cases(read_cases(csv), root, tmp_path / "images", **OPTS)
-    assert [p.name for p in paths] == list(cases["image"])
-    fp = cases.index[cases["kind"] == "FP"][0]
+    assert [p.name for p in paths] == [c.image for c in cases]
+    fp = next(i for i, c in enumerate(cases) if c.kind == "FP")
     img = _rgb(paths[fp])
     layout = Layout(n_rows=1, panel_px=PANEL)
     x, y = _panel_point(layout, 0, 1, CROP // 2, CROP // 2)

@@ -241,7 +241,7 @@ def test_shape_ranges_too_small_for_the_motors(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    from byu.cli_synth import synth_command
+    from byu.cli.synth import synth_command
 
     app = typer.Typer()
     app.command("synth")(synth_command)

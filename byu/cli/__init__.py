@@ -13,11 +13,11 @@ from byu.cli.model import app as model_app
 from byu.cli.portal import app as portal_app
 from byu.cli.review import app as review_app
 from byu.cli.synth import synth_command
-from byu.cli.util import OS_ERRORS, explain, fail
+from byu.cli.util import OS_ERRORS, explain, fail, make_app
 from byu.errors import ByuError
 
-app = typer.Typer(help="byu: human-in-the-loop pseudo-labeling for cryo-ET particle picks.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = make_app(help="byu: human-in-the-loop pseudo-labeling for cryo-ET particle picks.", no_args_is_help=True,
+               add_completion=False)
 app.add_typer(labels_app, name="labels")
 app.add_typer(portal_app, name="portal")
 app.add_typer(model_app)  # train, predict, score at top level
@@ -36,14 +36,13 @@ def main() -> None:
     """Entry point: user errors print one clear message and exit 2 (no traceback)."""
     try:
         app(standalone_mode=True)
-    except ByuError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        if exc.errno in OS_ERRORS:
-            fail(explain(exc))
-        raise
-    except RecursionError:
-        fail("input nested too deeply to read")
+    except (ByuError, OSError, RecursionError) as exc:  # raised outside a command (option parsing, callbacks)
+        if isinstance(exc, OSError) and exc.errno not in OS_ERRORS:
+            raise
+        try:
+            fail(explain(exc) if not isinstance(exc, RecursionError) else "input nested too deeply to read")
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from byu.cli.util import ClassesFile, DataDir, console, print_frame, say
+from byu.cli.util import make_app, ClassesFile, DataDir, console, print_frame, say
 from byu.errors import InputError
 from byu.labels.classes import ClassRegistry
 from byu.labels.combine import combine_labels, store_or_write
@@ -18,7 +18,7 @@ from byu.labels.splits import carry_split, class_balance, fresh_split, read_spli
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 
-app = typer.Typer(help="Label versions: list, show, diff, compare, CV splits, conversions, exports.",
+app = make_app(help="Label versions: list, show, diff, compare, CV splits, conversions, exports.",
                   no_args_is_help=True)
 
 

@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from byu.cli.util import DataDir, console, err_console, print_frame, say
+from byu.cli.util import make_app, DataDir, console, err_console, print_frame, say
 from byu.paths import DataRoot
 
-app = typer.Typer(help="Train models, predict particles, score predictions.", no_args_is_help=True)
+app = make_app(help="Train models, predict particles, score predictions.", no_args_is_help=True)
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:

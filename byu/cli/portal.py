@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from byu.cli.util import DataDir
+from byu.cli.util import make_app, DataDir
 from byu.paths import DataRoot
 from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
 from byu.portal.ingest import (
@@ -43,7 +43,7 @@ from byu.portal.ingest import (
 from byu.portal.query import DEFAULT_OBJECT_NAME, DEFAULT_PORTAL_URL, DEFAULT_PREFER, Selection
 from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, DEFAULT_TARGET_SPACING
 
-app = typer.Typer(help="Ingest tomograms and point labels from the CryoET Data Portal.", no_args_is_help=True)
+app = make_app(help="Ingest tomograms and point labels from the CryoET Data Portal.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # long paths and errors stay on one line (greppable logs)
 
 Url = Annotated[str, typer.Option("--url", envvar="BYU_PORTAL_URL", help="portal GraphQL endpoint")]

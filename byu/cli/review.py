@@ -16,13 +16,13 @@ import typer
 import urllib3
 from rich.progress import Progress
 
-from byu.cli.util import DataDir, console, fail, print_frame, problems, say
+from byu.cli.util import make_app, DataDir, console, fail, print_frame, problems, say
 from byu.errors import ByuError
 from byu.paths import DataRoot
 from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound
 
-app = typer.Typer(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = make_app(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
+                  no_args_is_help=True)
 
 Round = Annotated[str, typer.Argument(metavar="ROUND")]
 Url = Annotated[Optional[str], typer.Option("--url", help="CVAT URL (default $BYU_CVAT_URL)")]
@@ -181,7 +181,7 @@ def import_cmd(
     if problems(result.errors):
         say("decisions.csv not written", err=True)
         raise typer.Exit(1)
-    rnd.collect_review(ImportReviewer(csv=csv_path, replace=replace))
+    _remote(lambda: rnd.collect_review(ImportReviewer(csv=csv_path, replace=replace)))
     say(f"{len(result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
 
 

@@ -4,7 +4,6 @@ literally (never as rich markup), and the one place errors become a clear messag
 from __future__ import annotations
 
 import errno
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 ClassesFile = Annotated[Optional[Path], typer.Option("--classes-file", help="YAML/JSON file of particle classes "
@@ -62,8 +62,33 @@ OS_ERRORS = {
 
 
 def fail(message: str) -> NoReturn:
+    """Print one clear error line (user data literally) and exit with status 2."""
     err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False)
-    sys.exit(2)
+    raise typer.Exit(code=2)
+
+
+class ByuGroup(TyperGroup):
+    """A command group whose commands' user errors become one clear line and exit status 2 (no traceback),
+    however the command is reached (console script, ``python -m``, a test runner)."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        from byu.errors import ByuError
+
+        try:
+            return super().invoke(ctx)
+        except ByuError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            if exc.errno in OS_ERRORS:
+                fail(explain(exc))
+            raise
+        except RecursionError:
+            fail("input nested too deeply to read")
+
+
+def make_app(**kwargs) -> typer.Typer:
+    """A Typer app (command group) with byu's error handling."""
+    return typer.Typer(cls=ByuGroup, pretty_exceptions_enable=False, **kwargs)
 
 
 def explain(exc: BaseException) -> str:

@@ -324,6 +324,9 @@ def competition_frame(labels: LabelSet) -> pd.DataFrame:
                          "Array shape (axis 0)": r.Z, "Array shape (axis 1)": r.Y, "Array shape (axis 2)": r.X,
                          "Voxel spacing": r.voxel_spacing, "Number of motors": r.num_motors})
     out = pd.DataFrame(rows, columns=[*COMPETITION_COLUMNS, "Number of motors"])
+    for c in ("Motor axis 0", "Motor axis 1", "Motor axis 2"):  # whole voxels as the competition writes them
+        out[c] = [int(v) if float(v).is_integer() else float(v) for v in out[c]]
+        out[c] = out[c].astype(object)
     out.insert(0, "row_id", range(len(out)))
     return out
 

@@ -57,9 +57,14 @@ class LabelSource:
         return "canonical" if self.labels.is_motor_only else "picks"
 
 
-def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame | LabelSet) -> LabelSource:
+def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame | LabelSet, *,
+                      classes: Sequence[Any] = ()) -> LabelSource:
     """A stored version name, a label file in any form, a LabelSet, or a table (canonical motor table, or picks
-    ``tomo_id,particle,z,y,x[,voxel_spacing]`` placed in the stored tomograms' frames)."""
+    ``tomo_id,particle,z,y,x[,voxel_spacing]`` placed in the stored tomograms' frames). ``classes`` (e.g. a model
+    config's) are known besides the built-in ones when reading picks."""
+    from byu.labels.classes import ClassRegistry
+
+    registry = ClassRegistry().with_classes(classes)
     from byu.atomic import sha256_bytes
     from byu.labels.formats import labels_from_picks, picks_bytes, read_version_file, tomograms_bytes
     from byu.labels.store import LabelStore
@@ -71,14 +76,15 @@ def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame | L
         return LabelSource(labels, "<labels>", None, None, digest(labels))
     if isinstance(labels, pd.DataFrame):
         ls = LabelSet.from_canonical(labels) if "motor_zyx" in labels.columns else \
-            labels_from_picks(labels, data_root=data_root)
+            labels_from_picks(labels, data_root=data_root, registry=registry)
         return LabelSource(ls, "<table>", None, None, digest(ls))
     ref = str(labels)
     path = Path(ref)
     if path.exists() and path.is_file():
-        return LabelSource(read_version_file(path, data_root=data_root), ref, None, path, sha256_file(path))
+        return LabelSource(read_version_file(path, data_root=data_root, registry=registry), ref, None, path,
+                           sha256_file(path))
     store = LabelStore(data_root.labels)
-    ls, version = store.resolve(ref, data_root=data_root)
+    ls, version = store.resolve(ref, data_root=data_root, registry=registry)
     return LabelSource(ls, ref, version, store.path(version), store.manifest(version).sha256)
 
 
@@ -308,7 +314,7 @@ def train_folds(data_root: str | Path | DataRoot, labels: str | Path | pd.DataFr
     root = data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
     cfg = resolve_config(config, **overrides)
     dev = resolve_device(device)
-    src = load_label_source(root, labels)
+    src = load_label_source(root, labels, classes=cfg.classes)
     split_path = Path(split_path)
     split = read_split(split_path)
     fold_list = _folds(folds, int(split["num_folds"]), split_path)

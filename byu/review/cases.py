@@ -114,14 +114,14 @@ class Case(BaseModel):
     @model_validator(mode="after")
     def _candidates(self) -> "Case":
         if not self.candidates:
-            raise ValueError("no candidates to show")
+            raise ValueError("candidates: no candidates to show")
         ks = [c.k for c in self.candidates]
         if len(set(ks)) != len(ks):
-            raise ValueError(f"duplicate k in candidates {ks}")
+            raise ValueError(f"candidates: duplicate k in {ks}")
         if self.focus_k not in ks:
-            raise ValueError(f"focus_k {self.focus_k} is not among the candidates' k {ks}")
+            raise ValueError(f"focus_k: {self.focus_k} is not among the candidates' k {ks}")
         if self.kind == "FN" and not any(c.k == 0 and c.source == "label" for c in self.candidates):
-            raise ValueError("an FN case needs its labeled pick as candidate k=0")
+            raise ValueError("candidates: an FN case needs its labeled pick as candidate k=0")
         return self
 
     @property
@@ -202,8 +202,10 @@ def case_from_row(row: dict[str, Any], *, file: str | Path | None = None, line: 
         if isinstance(exc, ValidationError):
             err = exc.errors()[0]
             loc = err.get("loc", ())
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             field = str(loc[0]) if loc else "row"
-            msg = err.get("msg", "invalid")
+            if not loc and ": " in msg:  # checks across fields name the field first ("focus_k: ...")
+                field, msg = msg.split(": ", 1)
             if len(loc) > 1:
                 msg = f"{msg} (at {'.'.join(str(p) for p in loc[1:])})"
         else:

@@ -37,6 +37,10 @@ class DataRoot:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, Path):
+            object.__setattr__(self, "root", Path(self.root))
+
     @classmethod
     def from_env(cls, root: str | Path | None = None) -> "DataRoot":
         return cls(Path(root) if root is not None else default_root())

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from byu.cli.portal import app
+from byu.labels.formats import to_canonical
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.portal.ingest import ingest
@@ -33,21 +34,39 @@ def test_ingest_all_then_rerun_is_a_no_op(portal, tmp_path):
     assert sorted(stored) == ["10001_TS_001", "10001_TS_002", "10001_TS_003", "10002_cell_4"]
     meta = read_meta(stored["10001_TS_001"])
     assert meta.source["portal"]["tomogram_id"] == 500 and meta.voxel_spacing == 16.0 and meta.sha256
+    assert not list(data.raw.glob("*.mrc")) and not list(data.raw.glob("*.part"))  # raw files deleted when stored
     store = LabelStore(data.labels)
-    table = store.get("external_gt_v0").set_index("tomo_id")
+    table = to_canonical(store.get("external_gt_v0")).set_index("tomo_id")
     assert table.index.tolist() == ["10001_TS_001", "10001_TS_002", "10001_TS_003"]  # cell 4: no annotation
     assert table["num_motors"].tolist() == [1, 2, 0]
-    assert table.loc["10001_TS_001", "motor_zyx"] == [[12.5, 25.0, 31.25]]  # (200, 400, 500) Å at 16 Å
-    assert tuple(table.loc["10001_TS_002", ["Z", "Y", "X"]]) == read_meta(stored["10001_TS_002"]).shape
+    assert table.loc["10001_TS_001", "motor_zyx"] == [[20.0, 40.0, 50.0]]  # (200, 400, 500) Å at 10 Å
+    meta = read_meta(stored["10001_TS_002"])
+    assert tuple(table.loc["10001_TS_002", ["Z", "Y", "X"]]) == meta.original_shape  # the tomogram's own frame
+    assert table.loc["10001_TS_002", "voxel_spacing"] == meta.original_spacing == 16.0  # its 16 Å tomogram
     manifest = store.manifest("external_gt_v0")
     assert manifest.extra["tomograms"]["10001_TS_002"]["tomogram_id"] == 503
-    assert "selected" in r.output and "labels: version 'external_gt_v0'" in r.output
+    assert "selected" in r.output and "labels: version 'external_gt_v0' stored" in r.output
 
     portal.requests.clear()
     again = invoke("ingest", "--dataset", "10001", "--dataset", "10002", env=env)
     assert again.exit_code == 0, again.output
-    assert "0 new, 4 already complete" in again.output and "0 stored, 4 up to date" in again.output
+    assert "0 stored, 4 up to date" in again.output and "already stored (identical)" in again.output
     assert not [r for r in portal.requests if r.path.endswith(".mrc")]  # nothing downloaded again
+
+
+def test_two_objects_make_a_two_class_version(portal, tmp_path):
+    env = {"BYU_DATA": str(tmp_path / "data"), "BYU_PORTAL_URL": portal.graphql_url}
+    r = invoke("ingest", "--dataset", "10001", "--objects", "motor,cytosolic ribosome", "--label-version", "two",
+               env=env)
+    assert r.exit_code == 0, r.output
+    labels = LabelStore(tmp_path / "data" / "labels").get("two")
+    assert labels.class_names == ["motor", "ribosome"]
+    assert labels.class_counts() == {"motor": 3, "ribosome": 1}
+    rib = labels.picks[labels.picks.particle == "ribosome"].iloc[0]
+    assert (rib.tomo_id, rib.z, rib.y, rib.x) == ("10001_TS_002", 6.25, 6.25, 6.25)  # (100, 100, 100) Å at 16 Å
+    assert rib.source.startswith("portal:annotation ")
+    bad = invoke("find", "--dataset", "10001", "--objects", "unicorn", env=env)
+    assert bad.exit_code == 2 and "no byu class for portal object" in bad.output
 
 
 def test_steps_one_by_one_with_an_external_csv(portal, tmp_path):
@@ -63,9 +82,9 @@ def test_steps_one_by_one_with_an_external_csv(portal, tmp_path):
     assert invoke("preprocess", *common).exit_code == 0
     r = invoke("labels", "--label-version", "ext_csv", *common)
     assert r.exit_code == 0, r.output
-    table = LabelStore(tmp_path / "data" / "labels").get("ext_csv").set_index("tomo_id")
+    table = to_canonical(LabelStore(tmp_path / "data" / "labels").get("ext_csv")).set_index("tomo_id")
     assert table["num_motors"].to_dict() == {"10001_TS_003": 1, "10002_cell_4": 0}
-    assert table.loc["10001_TS_003", "motor_zyx"] == [[7.5, 15.0, 22.5]]  # 12 Å voxels -> 16 Å
+    assert table.loc["10001_TS_003", "motor_zyx"] == [[10.0, 20.0, 30.0]]  # given at 12 Å, the tomogram's own
 
 
 def test_failures_are_reported_skipped_and_resumed(tmp_path):
@@ -94,23 +113,38 @@ def test_failures_are_reported_skipped_and_resumed(tmp_path):
         r = invoke("ingest", "--dataset", "1", "--retries", "1", env=env)  # flaky recovers; broken stays broken
         assert r.exit_code == 1 and "0 stored" not in r.output
         assert [t for t, _ in iter_tomograms(data.tomograms)] == ["1_flaky", "1_good"]
+        r = invoke("labels", "--data-dir", str(data.root), env=env)  # the labels verb has the same gate
+        assert r.exit_code == 1 and "not stored" in r.output and not LabelStore(data.labels).names()
         r = invoke("ingest", "--dataset", "1", "--allow-partial", env=env)
         assert r.exit_code == 1  # still reports the broken one
-        table = LabelStore(data.labels).get("external_gt_v0")
-        assert table["tomo_id"].tolist() == ["1_flaky", "1_good"]
+        store = LabelStore(data.labels)
+        assert store.names() == ["external_gt_v0-partial"]
+        assert store.get("external_gt_v0-partial").tomo_ids == ["1_flaky", "1_good"]
+        assert store.manifest("external_gt_v0-partial").extra["missing"] == ["1_broken"]
+
+        # the portal fixes the file: a rerun completes the version, the partial one is its parent
+        from tests.fakes.portal import synthetic_volume, write_mrc
+
+        broken = next(portal.seed.files_dir.rglob("broken.mrc"))
+        write_mrc(broken, synthetic_volume((24, 48, 48), 10.0, [(100.0, 100.0, 100.0)]), 10.0)
+        r = invoke("ingest", "--dataset", "1", env=env)
+        assert r.exit_code == 0, r.output
+        assert store.get("external_gt_v0").tomo_ids == ["1_broken", "1_flaky", "1_good"]
+        assert store.manifest("external_gt_v0").parents == ["external_gt_v0-partial"]
+        assert list(store.changes("external_gt_v0").action) == ["add_tomo", "add"]
 
 
 def test_library_ingest_matches_the_cli(portal, portal_data):
     report = ingest(portal.graphql_url, portal_data, run_names=["TS_002"], label_version="one", backoff=0.01)
     assert report.ok and [t.tomo_id for t in report.selection.tomograms] == ["10001_TS_002"]
     assert report.labels is not None and report.labels.manifest.counts == {
-        "tomograms": 1, "motors": 2, "tomograms_with_motors": 1}
+        "tomograms": 1, "picks": 2, "motors": 2, "tomograms_with_motors": 1}
 
 
 @pytest.mark.parametrize("args, message", [(["find"], "nothing to select"), (["download"], "no selection file")])
 def test_usage_errors_are_clear(tmp_path, args, message, portal):
     r = runner.invoke(app, [*args, "--data-dir", str(tmp_path)], env={"BYU_PORTAL_URL": portal.graphql_url})
-    assert r.exit_code != 0 and message in str(r.exception)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
 
 
 def test_help_lists_the_verbs():

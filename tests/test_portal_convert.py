@@ -1,4 +1,4 @@
-"""Points (portal ndjson, external CSV) -> canonical rows in the stored tomograms' frames."""
+"""Points (portal ndjson, external CSV) -> label versions of any class in the portal tomograms' own frames."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from byu.errors import InputError, InputErrors
+from byu.labels.classes import BUILTIN_CLASSES
+from byu.labels.formats import to_canonical
 from byu.labels.store import LabelStore
 from byu.portal.convert import (
     ConversionNotes,
@@ -13,7 +15,7 @@ from byu.portal.convert import (
     dedupe_points,
     external_points_A,
     labels_from_points,
-    portal_label_table,
+    portal_labels,
     read_external_points,
     read_ndjson_points,
     store_portal_labels,
@@ -59,23 +61,29 @@ def test_external_csv_forms_and_errors(tmp_path):
     assert one.value.file == str(missing)
 
 
+MOTOR, RIBOSOME = BUILTIN_CLASSES["motor"], BUILTIN_CLASSES["ribosome"]
+
+
 def test_scaling_dedupe_clamp_and_drop():
     frames = {"a": TomoFrame("a", (20, 30, 40), 16.0), "b": TomoFrame("b", (10, 10, 10), 20.0),
               "c": TomoFrame("c", (5, 5, 5), 16.0)}
     pts = {
-        "a": np.array([[160.0, 320.0, 480.0], [170.0, 330.0, 480.0], [16 * 20.5, 0, 0], [16 * 25.0, 16 * 5.0, 0]]),
-        "b": np.zeros((0, 3)),
+        "a": [("motor", np.array([[160.0, 320.0, 480.0], [170.0, 330.0, 480.0], [16 * 20.5, 0, 0],
+                                  [16 * 25.0, 16 * 5.0, 0]]), "portal:annotation 1")],
+        "b": [("motor", np.zeros((0, 3)), "portal:annotation 2")],
     }
     notes = ConversionNotes()
-    table = labels_from_points(frames, pts, notes=notes)
-    assert table["tomo_id"].tolist() == ["a", "b"]  # c has no annotation: no row
+    labels = labels_from_points(frames, pts, [MOTOR], notes=notes)
+    assert labels.tomo_ids == ["a", "b"]  # c has no annotation: no row
+    table = to_canonical(labels)
     a = table.iloc[0]
     assert a.num_motors == 2 and a.motor_zyx[0] == [10.0, 20.0, 30.0]
     assert a.motor_zyx[1][0] == pytest.approx(20 - 1e-3)  # 0.5 voxel outside: clamped in
     assert notes.merged == {"a": 1} and notes.dropped == {"a": [[400.0, 80.0, 0.0]]}
     assert table.iloc[1].num_motors == 0 and table.iloc[1].voxel_spacing == 20.0
-    with_empty = labels_from_points(frames, pts, include_empty=True)
-    assert with_empty["tomo_id"].tolist() == ["a", "b", "c"] and with_empty.iloc[2].num_motors == 0
+    assert set(labels.picks["source"]) == {"portal:annotation 1"}
+    with_empty = labels_from_points(frames, pts, [MOTOR], include_empty=True)
+    assert with_empty.tomo_ids == ["a", "b", "c"] and with_empty.motor_counts()["c"] == 0
     kept = dedupe_points(np.array([[0, 0, 0], [0, 0, 50.0], [0, 0, 150.0]]), 100.0)
     assert kept.tolist() == [[0, 0, 0], [0, 0, 150.0]]
 
@@ -87,35 +95,50 @@ def selection() -> Selection:
                         shape=(20, 30, 30))
     pf = PointFile(tomo_id="5_r1", run_id=1, annotation_id=100, annotation_file_id=1000, object_name="motor",
                    shape_type="Point", format="ndjson", voxel_spacing=8.0)
-    return Selection(portal_url="http://x", target_spacing=16.0, tomograms=[t1, t2], point_files=[pf])
+    rb = PointFile(tomo_id="5_r1", run_id=1, annotation_id=101, annotation_file_id=1001,
+                   object_name="cytosolic ribosome", shape_type="OrientedPoint", format="ndjson", voxel_spacing=8.0,
+                   particle="ribosome")
+    return Selection(portal_url="http://x", target_spacing=16.0, tomograms=[t1, t2], point_files=[pf, rb],
+                     classes=[MOTOR, RIBOSOME])
 
 
 def test_external_points_use_the_row_spacing_or_the_tomogram_spacing(tmp_path):
     p = tmp_path / "pts.csv"
-    p.write_text("dataset_id,tomo_id,z,y,x,voxel_spacing\n5,r1,10,20,30,\n5,r1,10,20,30,16\n5,r2,-1,-1,-1,\n"
-                 "6,r1,1,1,1,\n")
+    p.write_text("dataset_id,tomo_id,z,y,x,voxel_spacing,particle\n5,r1,10,20,30,,\n5,r1,10,20,30,16,ribosome\n"
+                 "5,r2,-1,-1,-1,,\n6,r1,1,1,1,,\n")
     notes = ConversionNotes()
-    pts = external_points_A(read_external_points(p), selection(), notes=notes)
-    np.testing.assert_allclose(pts["5_r1"], [[100, 200, 300], [160, 320, 480]])
-    assert pts["5_r2"].shape == (0, 3) and notes.unmatched_rows == [5]
+    pts = external_points_A(read_external_points(p), selection(), source=str(p), notes=notes)
+    by = {(t, c): a for t, items in pts.items() for c, a, _ in items}
+    np.testing.assert_allclose(by[("5_r1", "motor")], [[100, 200, 300]])  # default class: the selection's first
+    np.testing.assert_allclose(by[("5_r1", "ribosome")], [[160, 320, 480]])
+    assert by[("5_r2", "motor")].shape == (0, 3) and notes.unmatched_rows == [5]
+    p.write_text("dataset_id,tomo_id,z,y,x,particle\n5,r1,1,2,3,virus\n")
+    with pytest.raises(InputError) as err:
+        external_points_A(read_external_points(p), selection(), source=str(p))
+    assert err.value.row == 2 and err.value.field == "particle"
 
 
-def test_portal_table_and_store_manifest(tmp_path):
+def test_portal_labels_and_store_manifest(tmp_path):
     sel = selection()
     ndjson = tmp_path / "1000.ndjson"
     ndjson.write_text('{"type": "point", "location": {"x": 60, "y": 40, "z": 20}}\n')  # 8 Å voxels
-    table, notes = portal_label_table(sel, tmp_path / "tomograms", point_paths={1000: ndjson},
-                                      require_stored=False, include_empty=True)
-    r1 = table.set_index("tomo_id").loc["5_r1"]
-    assert (r1.Z, r1.Y, r1.X, r1.voxel_spacing) == (25, 40, 40, 16.0)  # 40x64x64 @ 10 Å -> 16 Å
-    assert r1.motor_zyx == [[10.0, 20.0, 30.0]]
-    r2 = table.set_index("tomo_id").loc["5_r2"]
-    assert (r2.Z, r2.voxel_spacing, r2.num_motors) == (20, 20.0, 0)
-    stored_only, _ = portal_label_table(sel, tmp_path / "tomograms", point_paths={1000: ndjson})
-    assert len(stored_only) == 0  # nothing preprocessed yet
+    rib = tmp_path / "1001.ndjson"
+    rib.write_text('{"type": "orientedPoint", "location": {"x": 10, "y": 20, "z": 30}, '
+                   '"xyz_rotation_matrix": [[1,0,0],[0,1,0],[0,0,1]]}\n')
+    labels, notes = portal_labels(sel, tmp_path / "tomograms", point_paths={1000: ndjson, 1001: rib},
+                                  require_stored=False, include_empty=True)
+    assert labels.class_names == ["motor", "ribosome"]
+    frames = labels.tomograms.set_index("tomo_id")
+    assert tuple(frames.loc["5_r1"]) == (40, 64, 64, 10.0)  # the portal tomogram's own frame
+    picks = {(r.tomo_id, r.particle): (r.z, r.y, r.x, r.source) for r in labels.picks.itertuples()}
+    assert picks[("5_r1", "motor")] == (16.0, 32.0, 48.0, "portal:annotation 100")  # (160, 320, 480) Å at 10 Å
+    assert picks[("5_r1", "ribosome")] == (24.0, 16.0, 8.0, "portal:annotation 101")
+    assert labels.motor_counts()["5_r2"] == 0
+    stored_only, _ = portal_labels(sel, tmp_path / "tomograms", point_paths={1000: ndjson})
+    assert len(stored_only.tomograms) == 0  # nothing preprocessed yet
     store = LabelStore(tmp_path / "labels")
-    m = store_portal_labels(store, "external_gt_v0", table, selection=sel, notes=notes)
+    m = store_portal_labels(store, "external_gt_v0", labels, selection=sel, notes=notes)
     assert m.extra["tomograms"]["5_r1"] == {"dataset_id": 5, "run_id": 1, "run_name": "r1", "tomogram_id": 11,
                                             "voxel_spacing": 10.0}
-    assert m.extra["annotation_files"] == [1000] and m.counts["motors"] == 1
-    assert store.get("external_gt_v0")["motor_zyx"].tolist() == table["motor_zyx"].tolist()
+    assert m.extra["annotation_files"] == [1000, 1001] and m.class_counts == {"motor": 1, "ribosome": 1}
+    assert store.get("external_gt_v0").equals(labels)

@@ -175,3 +175,28 @@ def test_omezarr_over_local_s3(tmp_path, monkeypatch):
         assert not (raw / f"{rec.path}.part").exists()
         again = download_tomograms(sel.tomograms, raw, **FAST)
         assert again.skipped == [t.tomo_id]
+
+
+def test_a_web_page_served_as_the_tomogram_is_fetched_again_then_refused(tmp_path):
+    """The portal gives no size, and the file server answers an HTML page with 200: never kept as the .mrc."""
+    seed = build_seed(tmp_path / "files", [
+        SeedRun(dataset_id=4, run_name="w1", annotated=False,
+                tomograms=[SeedTomogram(voxel_spacing=10.0, shape=(16, 32, 32), report_size=False)]),
+    ])
+    with start_fake_portal(seed) as portal:
+        sel = select(portal.graphql_url, dataset_ids=[4], object_name=None)
+        assert sel.tomograms[0].file_size_mrc is None
+        raw = tmp_path / "raw"
+        portal.fault("w1.mrc", "html200")  # once: the second fetch is the real file
+        report = download_tomograms(sel.tomograms, raw, **FAST)
+        assert report.failures == [] and read_record(raw, "4_w1") is not None
+        with open_volume(raw / "4_w1.mrc") as src:
+            assert src.shape == (16, 32, 32)
+        assert [r.fault for r in portal.requests if r.path.endswith("w1.mrc")] == ["html200", None]
+
+        raw2 = tmp_path / "raw2"
+        portal.fault("w1.mrc", "html200", "html200")  # twice: a clear failure, nothing kept under the final name
+        report = download_tomograms(sel.tomograms, raw2, **FAST)
+        (failure,) = report.failures
+        assert "did not give a tomogram" in failure.error and "web page" in failure.error
+        assert not (raw2 / "4_w1.mrc").exists() and read_record(raw2, "4_w1") is None

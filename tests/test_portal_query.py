@@ -6,6 +6,8 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+
+from byu.labels.classes import BUILTIN_CLASSES, ParticleClass
 import requests
 from cryoet_data_portal import Client, Run
 
@@ -78,9 +80,23 @@ def test_point_files_match_motors_only(portal):
     assert {f.object_name for f in files} == {"bacterial-type flagellum motor"}
     ts2 = next(f for f in files if f.tomo_id == "10001_TS_002")
     assert ts2.voxel_spacing == 8.0 and ts2.https_path.endswith(".ndjson") and ts2.shape_type == "Point"
-    ribosomes = find_point_files(client, runs, object_name="%ribosome%")
-    assert [f.tomo_id for f in ribosomes] == ["10001_TS_002"]
-    assert find_point_files(client, runs, object_name="%nothing like this%") == []
+    assert {f.particle for f in files} == {"motor"}
+    ribosomes = find_point_files(client, runs, classes=[BUILTIN_CLASSES["ribosome"]])
+    assert [(f.tomo_id, f.particle) for f in ribosomes] == [("10001_TS_002", "ribosome")]
+    nothing = ParticleClass(name="nothing", radius=10.0, portal_object="%nothing like this%")
+    assert find_point_files(client, runs, classes=[nothing]) == []
+    both = find_point_files(client, runs, classes=[BUILTIN_CLASSES["motor"], BUILTIN_CLASSES["ribosome"]])
+    assert sorted(f.particle for f in both) == ["motor", "motor", "motor", "ribosome"]
+
+
+def test_objects_resolve_to_classes():
+    from byu.portal.query import resolve_objects
+
+    assert [c.name for c in resolve_objects(None)] == ["motor"]
+    assert [c.name for c in resolve_objects(["ribosome", "GO:0070288", "bacterial-type flagellum motor"])] == [
+        "ribosome", "apo-ferritin", "motor"]
+    with pytest.raises(InputError, match="no byu class"):
+        resolve_objects(["unicorn"])
 
 
 def test_select_writes_a_selection_that_round_trips(portal, tmp_path):

@@ -281,14 +281,17 @@ def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
     assert {c.tomo_id for c in cases} == {"missed", "deep"}
 
 
-def test_extra_candidates_go_to_fp_cases_never_dropped(world):
+def test_extra_candidates_go_to_fp_cases(world):
     truth, noisy, preds = world
     many = pd.DataFrame([pred("false", 20 + 40 * i, 500, 500, 0.9 - 0.05 * i) for i in range(7)])
-    cases = find_cases(noisy, many, max_candidates=3)
+    cases = find_cases(noisy, many, max_candidates=3, max_fp_cases=None)
     shown = [c for case in cases if case.tomo_id == "false" for c in case.candidates if c.k > 0]
     assert len(shown) == 7  # 3 on the FN case of the false label, the other 4 in FP cases of 3 and 1
     kinds = sorted((c.kind, len(c.candidates)) for c in cases if c.tomo_id == "false")
     assert kinds == [("FN", 4), ("FP", 1), ("FP", 3)]
+    capped = find_cases(noisy, many, max_candidates=3)  # by default one FP case per tomogram and class
+    confs = [c.conf for case in capped if case.kind == "FP" for c in case.candidates]
+    assert confs == [0.75, 0.7, 0.65]  # the strongest of the leftovers
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def mine_cmd(
     radius: Annotated[Optional[float], typer.Option(help="match radius in Å for every class (default: each "
                                                     "class's own; motor 1000 Å)")] = None,
     max_candidates: Annotated[int, typer.Option(min=1, help="candidates per case image")] = 5,
+    max_fp_cases: Annotated[Optional[int], typer.Option(min=1, help="FP cases per tomogram and class (default 1: "
+                                                        "the strongest unmatched predictions)")] = 1,
     confirm_threshold: Annotated[Optional[float], typer.Option(
         help="also review labels whose matching prediction is weaker than this")] = None,
     max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
@@ -83,7 +85,8 @@ def mine_cmd(
         counts = rnd.store.get(labels).motor_counts()
         tomo_ids = sorted(t for t, n in counts.items() if n <= max_labeled_motors)
     cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
-                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm_threshold)
+                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm_threshold,
+                     max_fp_cases=max_fp_cases)
     kinds = pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict()
     say(f"{len(cases)} case(s) in {rnd.paths.cases}: {kinds}")
     if render:

@@ -42,7 +42,8 @@ class ParticleClass(BaseModel):
     match_radius: float | None = Field(default=None, gt=0, description="review/diff match radius in Å "
                                        "(default: the particle radius)")
     weight: float = Field(default=1.0, ge=0, description="metric weight (CZII F-beta)")
-    portal_object: str | None = Field(default=None, description="CryoET Data Portal annotation object name")
+    portal_object: str | None = Field(default=None, description="CryoET Data Portal annotation object name, or an "
+                                      "SQL ILIKE pattern of it ('%' any text, '_' one character)")
     go_id: str | None = Field(default=None, description="GO or UniProtKB identifier of the object")
 
     @field_validator("name")
@@ -63,9 +64,22 @@ class ParticleClass(BaseModel):
     def match_radius_A(self) -> float:
         return float(self.match_radius)  # type: ignore[arg-type]
 
+    def matches_portal(self, object_name: str | None, object_id: str | None = None) -> bool:
+        """Whether a portal annotation object (its name and GO/UniProt id) is this class."""
+        if self.go_id and object_id and self.go_id.lower() == object_id.strip().lower():
+            return True
+        return bool(self.portal_object and object_name and ilike(object_name, self.portal_object))
+
+
+def ilike(text: str, pattern: str) -> bool:
+    """SQL ``ILIKE``: case-insensitive, ``%`` any text, ``_`` one character."""
+    parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern]
+    return re.fullmatch("".join(parts), text, flags=re.IGNORECASE | re.DOTALL) is not None
+
 
 MOTOR = ParticleClass(name="motor", radius=250.0, match_radius=MOTOR_MATCH_RADIUS_A, weight=1.0,
-                      portal_object="bacterial-type flagellum motor", go_id="GO:0120102")
+                      portal_object="%flagell%motor%", go_id="GO:0120100")  # the portal's "bacterial-type flagellum
+#                                                                          motor" and other spellings
 
 CZII_CLASSES: tuple[ParticleClass, ...] = (
     ParticleClass(name="apo-ferritin", radius=60.0, weight=1.0, portal_object="ferritin complex",
@@ -119,10 +133,22 @@ class ClassRegistry(Mapping[str, ParticleClass]):
         return [self._by_name[n] for n in dict.fromkeys(names)]
 
     def by_portal_object(self, name_or_id: str) -> ParticleClass | None:
-        """The class whose portal object name or GO/UniProt id is ``name_or_id`` (case-insensitive)."""
-        key = name_or_id.strip().lower()
+        """The class a portal object spec names: a class name, a GO/UniProt id, a portal object name (matched
+        against each class's pattern) or a class's own pattern; None when no class does."""
+        key = name_or_id.strip()
         for c in self._by_name.values():
-            if key in {(c.portal_object or "").lower(), (c.go_id or "").lower(), c.name.lower()}:
+            if key.lower() in {(c.portal_object or "").lower(), (c.go_id or "").lower(), c.name.lower()}:
+                return c
+        for c in self._by_name.values():
+            if c.matches_portal(key, key):
+                return c
+        return None
+
+    def for_annotation(self, object_name: str | None, object_id: str | None,
+                       among: Sequence[ParticleClass] | None = None) -> ParticleClass | None:
+        """The first class (of ``among``, default all) a portal annotation object is."""
+        for c in among if among is not None else self._by_name.values():
+            if c.matches_portal(object_name, object_id):
                 return c
         return None
 

@@ -1,20 +1,20 @@
-"""Portal point annotations (ndjson) or an external point CSV -> canonical label rows.
+"""Portal point annotations (ndjson) or an external point CSV -> a label version (any class).
 
-Every point goes through Å: ``Å = voxel * spacing of its source`` (the annotation file's voxel spacing, the
-CSV's ``voxel_spacing`` column, or the chosen tomogram's original spacing when the CSV has none), then into
-the stored tomogram's frame ``voxel = Å / stored spacing`` (:func:`byu.tomo.io.to_frame`). Rows carry the
-stored shape and spacing (``meta.json`` of ``tomograms/<tomo_id>``, or the shape preprocessing will produce).
+Every point goes through Å: ``Å = voxel * spacing of its source`` (the annotation file's voxel spacing, the CSV's
+``voxel_spacing`` column, or the chosen tomogram's spacing when the CSV has none), then into the chosen portal
+tomogram's own frame ``voxel = Å / its spacing`` (its shape and spacing as the portal gives them): the frame the
+label version records for that tomogram (Å = voxel × spacing, as the portal and copick count).
 
-One row per tomogram; ``num_motors`` counts its points. Tomograms whose run has a matching annotation get a
-row even when it holds no point (annotated, no motor); tomograms with no annotation at all get an empty row
-only when ``include_empty=True``. Points that several annotations repeat (closer than ``dedupe_radius_A``)
-are kept once; points just outside the volume (less than one voxel) are clamped inside, farther ones are
-dropped and reported.
+One tomogram row per stored tomogram that has an annotation of a chosen object (annotated, possibly with no point)
+or, with ``include_empty=True``, every stored tomogram. Each point becomes a pick of its annotation's class, with
+provenance ``source = portal:annotation <id>`` (``external:<csv name>`` for CSV points). Points an annotation
+repeats (closer than ``dedupe_radius_A``, same class) are kept once; points just outside the volume (less than one
+voxel) are clamped inside, farther ones are dropped and reported.
 
 External CSV: columns ``dataset_id`` and ``tomo_id`` (the portal run name; ``run_name`` is accepted too), the
-coordinates as ``z,y,x`` or ``Motor axis 0,Motor axis 1,Motor axis 2`` (voxels; ``-1`` in all three means
-"no motor" and still lists the tomogram), and optionally ``voxel_spacing`` / ``Voxel spacing`` (Å/voxel of the
-coordinates).
+coordinates as ``z,y,x`` or ``Motor axis 0,Motor axis 1,Motor axis 2`` (voxels; ``-1`` in all three means "no
+particle" and still lists the tomogram), optionally ``voxel_spacing`` / ``Voxel spacing`` (Å/voxel of the
+coordinates) and ``particle`` (the class; default: the selection's first class, else motor).
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from byu.errors import InputError, InputErrors
+from byu.labels.classes import ParticleClass
+from byu.labels.model import STORED_PICK_COLUMNS, TOMOGRAM_COLUMNS, LabelSet
 from byu.labels.store import LabelStore, Manifest
-from byu.labels.table import make_table, validate_labels
 from byu.portal.query import PortalTomogram, Selection
-from byu.tomo.io import META_NAME, read_meta, to_frame
+from byu.tomo.io import META_NAME, read_meta
 from byu.tomo.preprocess import DEFAULT_TARGET_SPACING, resampled_shape, working_spacing
 
 DEFAULT_DEDUPE_RADIUS_A = 100.0
@@ -110,6 +111,7 @@ def read_external_points(path: str | Path) -> pd.DataFrame:
     if missing:
         raise InputError(f"missing column(s): {', '.join(missing)}; found {cols}", file=path)
     spacing_col = next((c for c in _SPACING_COLUMNS if c in cols), None)
+    particle_col = "particle" if "particle" in cols else None
     errors: list[InputError] = []
     rows: list[dict[str, Any]] = []
     def num(rec: dict[str, Any], col: str, i: int) -> float | None:
@@ -150,16 +152,17 @@ def read_external_points(path: str | Path) -> pd.DataFrame:
                                      row=i, field=coord[0]))
             continue
         if ds_text.isdigit() and run:
+            particle = str(rec[particle_col]).strip() if particle_col else ""
             rows.append({"dataset_id": int(ds_text), "run_name": run, "z": zyx[0], "y": zyx[1], "x": zyx[2],
-                         "voxel_spacing": spacing, "row": i})
+                         "voxel_spacing": spacing, "particle": particle, "row": i})
     if errors:
         raise InputErrors(errors)
-    return pd.DataFrame(rows, columns=["dataset_id", "run_name", "z", "y", "x", "voxel_spacing", "row"])
+    return pd.DataFrame(rows, columns=["dataset_id", "run_name", "z", "y", "x", "voxel_spacing", "particle", "row"])
 
 
 # ------------------------------------------------------------------------------------------------ frames
 def stored_frame(tomograms_dir: str | Path, tomo_id: str) -> TomoFrame | None:
-    """The frame of a stored tomogram (``None`` when it has not been preprocessed)."""
+    """The stored (resampled) frame of a tomogram (``None`` when it has not been preprocessed)."""
     d = Path(tomograms_dir) / tomo_id
     if not (d / META_NAME).exists():
         return None
@@ -168,54 +171,65 @@ def stored_frame(tomograms_dir: str | Path, tomo_id: str) -> TomoFrame | None:
 
 
 def expected_frame(t: PortalTomogram, target_spacing: float = DEFAULT_TARGET_SPACING) -> TomoFrame:
-    """The frame preprocessing will produce for portal tomogram ``t``."""
+    """The stored frame preprocessing will produce for portal tomogram ``t``."""
     return TomoFrame(t.tomo_id, resampled_shape(t.shape, t.voxel_spacing, target_spacing),
                      working_spacing(t.voxel_spacing, target_spacing))
 
 
-def frames_for(selection: Selection, tomograms_dir: str | Path, *, require_stored: bool = True) -> dict[str, TomoFrame]:
-    """Frames of the selected tomograms: stored ones from ``meta.json``; the others from the portal shape
-    (only when ``require_stored`` is False)."""
-    out: dict[str, TomoFrame] = {}
-    for t in selection.tomograms:
-        f = stored_frame(tomograms_dir, t.tomo_id)
-        if f is None and not require_stored:
-            f = expected_frame(t, selection.target_spacing)
-        if f is not None:
-            out[t.tomo_id] = f
-    return out
+def label_frames(selection: Selection, tomograms_dir: str | Path, *,
+                 require_stored: bool = True) -> dict[str, TomoFrame]:
+    """The label frame (the portal tomogram's own shape and spacing) of each selected tomogram; only the stored
+    ones when ``require_stored``."""
+    return {t.tomo_id: TomoFrame(t.tomo_id, tuple(t.shape), float(t.voxel_spacing))  # type: ignore[arg-type]
+            for t in selection.tomograms
+            if not require_stored or (Path(tomograms_dir) / t.tomo_id / META_NAME).exists()}
 
 
 # ------------------------------------------------------------------------------------------------ points
-def portal_points_A(selection: Selection, paths: Mapping[int, str | Path]) -> dict[str, np.ndarray]:
-    """Å points per tomo_id from downloaded point files (``annotation_file_id -> path``); a tomogram with
+Points = dict[str, list[tuple[str, np.ndarray, str]]]  # tomo_id -> [(class, Å points, source)]
+
+
+def portal_points_A(selection: Selection, paths: Mapping[int, str | Path]) -> Points:
+    """Å points per tomo_id and class from downloaded point files (``annotation_file_id -> path``); a tomogram with
     at least one downloaded file is present even with zero points."""
-    out: dict[str, list[np.ndarray]] = {}
+    out: Points = {}
     for pf in selection.point_files:
         p = paths.get(pf.annotation_file_id)
         if p is None:
             continue
-        out.setdefault(pf.tomo_id, []).append(read_ndjson_points(p) * pf.voxel_spacing)
-    return {k: np.concatenate(v) if v else np.zeros((0, 3)) for k, v in out.items()}
+        out.setdefault(pf.tomo_id, []).append(
+            (pf.particle, read_ndjson_points(p) * pf.voxel_spacing, f"portal:annotation {pf.annotation_id}"))
+    return out
 
 
-def external_points_A(points: pd.DataFrame, selection: Selection, *,
-                      notes: ConversionNotes | None = None) -> dict[str, np.ndarray]:
-    """Å points per tomo_id from :func:`read_external_points` rows, matched to the selection by
-    ``(dataset_id, run name)``; coordinates without a spacing are in the chosen tomogram's original voxels."""
+def external_points_A(points: pd.DataFrame, selection: Selection, *, source: str = "external",
+                      notes: ConversionNotes | None = None) -> Points:
+    """Å points per tomo_id and class from :func:`read_external_points` rows, matched to the selection by
+    ``(dataset_id, run name)``; coordinates without a spacing are in the chosen tomogram's voxels."""
     by_run = {(t.dataset_id, t.run_name): t for t in selection.tomograms}
-    out: dict[str, list[list[float]]] = {}
+    default = selection.label_classes[0].name
+    known = {c.name for c in selection.label_classes}
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    errors = []
     for r in points.itertuples(index=False):
         t = by_run.get((int(r.dataset_id), str(r.run_name)))
         if t is None:
             if notes is not None:
                 notes.unmatched_rows.append(int(r.row))
             continue
-        pts = out.setdefault(t.tomo_id, [])
+        particle = str(getattr(r, "particle", "") or "") or default
+        if particle not in known:
+            errors.append(InputError(f"class {particle!r} is not one of the selection's classes {sorted(known)}",
+                                     file=source, row=int(r.row), field="particle"))
+            continue
+        pts = out.setdefault(t.tomo_id, {}).setdefault(particle, [])
         if not math.isnan(r.z):
             spacing = t.voxel_spacing if math.isnan(r.voxel_spacing) else float(r.voxel_spacing)
             pts.append([r.z * spacing, r.y * spacing, r.x * spacing])
-    return {k: np.asarray(v, dtype=float).reshape(-1, 3) for k, v in out.items()}
+    if errors:
+        raise InputErrors(errors)
+    return {k: [(c, np.asarray(v, dtype=float).reshape(-1, 3), f"external:{Path(source).name}")
+                for c, v in per.items()] for k, per in out.items()}
 
 
 def dedupe_points(points_A: np.ndarray, radius_A: float) -> np.ndarray:
@@ -230,69 +244,71 @@ def dedupe_points(points_A: np.ndarray, radius_A: float) -> np.ndarray:
     return np.asarray(kept).reshape(-1, 3)
 
 
-def labels_from_points(frames: Mapping[str, TomoFrame], points_A: Mapping[str, np.ndarray], *,
+def labels_from_points(frames: Mapping[str, TomoFrame], points: Points, classes: list[ParticleClass], *,
                        include_empty: bool = False, dedupe_radius_A: float = DEFAULT_DEDUPE_RADIUS_A,
-                       notes: ConversionNotes | None = None) -> pd.DataFrame:
-    """Canonical rows (sorted by tomo_id) in each tomogram's stored frame; see the module docstring."""
+                       notes: ConversionNotes | None = None) -> LabelSet:
+    """A LabelSet (tomograms sorted by tomo_id) in each tomogram's label frame; see the module docstring."""
     notes = notes if notes is not None else ConversionNotes()
-    rows = []
+    tomos, picks = [], []
     for tomo_id in sorted(frames):
-        if tomo_id not in points_A and not include_empty:
+        if tomo_id not in points and not include_empty:
             continue
         frame = frames[tomo_id]
-        pts = np.asarray(points_A.get(tomo_id, np.zeros((0, 3))), dtype=float).reshape(-1, 3)
-        unique = dedupe_points(pts, dedupe_radius_A)
-        if len(unique) < len(pts):
-            notes.merged[tomo_id] = len(pts) - len(unique)
-        vox = to_frame(unique, 1.0, frame.voxel_spacing).reshape(-1, 3)
+        tomos.append({"tomo_id": tomo_id, "Z": frame.shape[0], "Y": frame.shape[1], "X": frame.shape[2],
+                      "voxel_spacing": frame.voxel_spacing})
         shape = np.asarray(frame.shape, dtype=float)
-        inside = np.all((vox > -1.0) & (vox < shape + 1.0), axis=1) if len(vox) else np.zeros(0, bool)
-        if (~inside).any():
-            notes.dropped[tomo_id] = unique[~inside].round(1).tolist()
-        upper = shape - 1e-3  # strictly below the shape, as the table requires
-        vox = np.clip(vox[inside], 0.0, upper)
-        rows.append((tomo_id, frame.shape, frame.voxel_spacing, vox.tolist()))
-    return validate_labels(make_table(rows))
+        for particle, pts_A, source in points.get(tomo_id, []):
+            pts = np.asarray(pts_A, dtype=float).reshape(-1, 3)
+            unique = dedupe_points(pts, dedupe_radius_A)
+            if len(unique) < len(pts):
+                notes.merged[tomo_id] = notes.merged.get(tomo_id, 0) + len(pts) - len(unique)
+            vox = unique / frame.voxel_spacing
+            inside = np.all((vox > -1.0) & (vox < shape + 1.0), axis=1) if len(vox) else np.zeros(0, bool)
+            if (~inside).any():
+                notes.dropped.setdefault(tomo_id, []).extend(unique[~inside].round(1).tolist())
+            for z, y, x in np.clip(vox[inside], 0.0, shape - 1e-3):  # strictly below the shape
+                picks.append({"tomo_id": tomo_id, "particle": particle, "z": float(z), "y": float(y), "x": float(x),
+                              "source": source, "user_id": "", "session_id": ""})
+    return LabelSet.build(pd.DataFrame(tomos, columns=TOMOGRAM_COLUMNS),
+                          pd.DataFrame(picks, columns=STORED_PICK_COLUMNS), classes)
 
 
-def portal_label_table(selection: Selection, tomograms_dir: str | Path, *,
-                       point_paths: Mapping[int, str | Path] | None = None,
-                       external: pd.DataFrame | None = None, include_empty: bool = False,
-                       require_stored: bool = True, dedupe_radius_A: float = DEFAULT_DEDUPE_RADIUS_A,
-                       ) -> tuple[pd.DataFrame, ConversionNotes]:
-    """The label table of a selection from portal point files and/or external points (merged per tomogram)."""
+def portal_labels(selection: Selection, tomograms_dir: str | Path, *,
+                  point_paths: Mapping[int, str | Path] | None = None, external: pd.DataFrame | None = None,
+                  external_source: str = "external", include_empty: bool = False, require_stored: bool = True,
+                  dedupe_radius_A: float = DEFAULT_DEDUPE_RADIUS_A) -> tuple[LabelSet, ConversionNotes]:
+    """The labels of a selection from portal point files and/or external points (merged per tomogram)."""
     notes = ConversionNotes()
-    frames = frames_for(selection, tomograms_dir, require_stored=require_stored)
-    points: dict[str, list[np.ndarray]] = {}
-    sources: list[Mapping[str, np.ndarray]] = []
+    frames = label_frames(selection, tomograms_dir, require_stored=require_stored)
+    points: Points = {}
     if point_paths is not None:
-        sources.append(portal_points_A(selection, point_paths))
+        for k, v in portal_points_A(selection, point_paths).items():
+            points.setdefault(k, []).extend(v)
     if external is not None:
-        sources.append(external_points_A(external, selection, notes=notes))
-    for src in sources:
-        for k, v in src.items():
-            points.setdefault(k, []).append(v)
-    merged = {k: np.concatenate(v) for k, v in points.items()}
-    table = labels_from_points(frames, merged, include_empty=include_empty, dedupe_radius_A=dedupe_radius_A,
-                               notes=notes)
-    return table, notes
+        for k, v in external_points_A(external, selection, source=external_source, notes=notes).items():
+            points.setdefault(k, []).extend(v)
+    labels = labels_from_points(frames, points, selection.label_classes, include_empty=include_empty,
+                                dedupe_radius_A=dedupe_radius_A, notes=notes)
+    return labels, notes
 
 
-def store_portal_labels(store: LabelStore, name: str, table: pd.DataFrame, *, selection: Selection,
+def store_portal_labels(store: LabelStore, name: str, labels: LabelSet, *, selection: Selection,
                         parents: Sequence[str] = (), producer: str = "byu portal labels",
-                        notes: ConversionNotes | None = None, sources: Iterable[str] = ()) -> Manifest:
-    """Store ``table`` as label version ``name`` with the portal ids in its manifest ``extra``."""
+                        notes: ConversionNotes | None = None, sources: Iterable[str] = (),
+                        extra: dict[str, Any] | None = None) -> Manifest:
+    """Store ``labels`` as version ``name`` with the portal ids in its manifest ``extra``."""
     by_id = selection.by_tomo_id()
-    extra: dict[str, Any] = {
+    ids = set(labels.tomo_ids)
+    info: dict[str, Any] = {
         "portal_url": selection.portal_url,
-        "object_name": selection.object_name,
+        "objects": {c.name: {"portal_object": c.portal_object, "go_id": c.go_id} for c in selection.label_classes},
         "points_csv": selection.points_csv,
         "sources": list(sources),
-        "tomograms": {tid: by_id[tid].portal_ids() for tid in table["tomo_id"] if tid in by_id},
-        "annotation_files": sorted({pf.annotation_file_id for pf in selection.point_files
-                                    if pf.tomo_id in set(table["tomo_id"])}),
+        "tomograms": {tid: by_id[tid].portal_ids() for tid in labels.tomo_ids if tid in by_id},
+        "annotation_files": sorted({pf.annotation_file_id for pf in selection.point_files if pf.tomo_id in ids}),
+        **(extra or {}),
     }
     if notes is not None:
-        extra["dropped_points_A"] = notes.dropped
-        extra["merged_duplicates"] = notes.merged
-    return store.put(name, table, parents=list(parents), producer=producer, extra=extra)
+        info["dropped_points_A"] = notes.dropped
+        info["merged_duplicates"] = notes.merged
+    return store.put(name, labels, parents=list(parents), producer=producer, extra=info)

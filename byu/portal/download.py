@@ -9,7 +9,10 @@ saved as the ``.mrc``), cannot resume and does not retry. Instead, per file:
   *transient* and retried with exponential backoff and jitter (``tenacity``), resuming each time; other
   4xx are final;
 * verify the size against the portal's ``fileSizeMrc`` (else the server's total), hash with sha256, and only
-  then rename ``.part`` to the final name and write the sidecar record ``<tomo_id>.download.json``.
+  then rename ``.part`` to the final name and write the sidecar record ``<tomo_id>.download.json``;
+* check the file is what it claims (:func:`validate_volume`: an MRC header and data of the size it announces,
+  an OME-Zarr with its metadata): an HTML page served with 200 is not a tomogram. An invalid file is deleted and
+  fetched once more; if that is invalid too the tomogram fails with a message saying what arrived.
 
 A failed tomogram is reported (:class:`DownloadFailure`) and skipped; nothing ever appears under the final
 name unverified. A ``.part`` holding a verified-so-far prefix is kept so a rerun resumes where it stopped; a
@@ -339,11 +342,51 @@ def download_tomogram(t: PortalTomogram, raw_dir: str | Path, *, fmt: str = "aut
                                        timeout=timeout, key=t.tomo_id, progress=progress)
     else:
         raise DownloadError(f"unknown format {fmt!r} (mrc, zarr or auto)")
+    problem = validate_volume(dest)
+    if problem is not None:  # not a tomogram (an error page served with 200, a truncated file): fetch again once
+        _remove(dest)
+        if kind == "mrc":
+            size, digest = download_file(url, dest, expected_size=expected, timeout=timeout, retries=retries,
+                                         backoff=backoff, key=t.tomo_id, progress=progress)
+        else:
+            size, digest = download_s3_dir(url, dest, endpoint_url=s3_endpoint_url, retries=retries,
+                                           timeout=timeout, key=t.tomo_id, progress=progress)
+        problem = validate_volume(dest)
+        if problem is not None:
+            _remove(dest)
+            raise DownloadError(f"{t.tomo_id}: {url} did not give a tomogram, twice: {problem}")
     record = DownloadRecord(
         tomo_id=t.tomo_id, format=kind, url=url, path=dest.name, size=size, sha256=digest,
         portal=t.portal_ids(), completed_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     write_json(record_path(raw_dir, t.tomo_id), record.model_dump(mode="json"))
     return record, True
+
+
+def validate_volume(path: Path) -> str | None:
+    """Why a downloaded file is not a readable tomogram (``None`` when it is one)."""
+    from byu.tomo.preprocess import open_volume
+
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(512).lstrip().lower()
+        if head.startswith((b"<!doctype", b"<html", b"<?xml", b"{")):
+            return f"the server sent a {'web page' if b'html' in head[:64] else 'text document'}, not an MRC file"
+    try:
+        with open_volume(path) as src:
+            if len(src.shape) != 3 or min(src.shape) < 1:
+                return f"not a 3-D volume (shape {src.shape})"
+    except ByuError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {type(exc).__name__}"
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def download_tomograms(tomograms: Sequence[PortalTomogram], raw_dir: str | Path, *, fmt: str = "auto",

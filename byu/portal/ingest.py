@@ -1,8 +1,15 @@
 """The portal ingestion steps over a data root: select -> download -> preprocess -> labels.
 
-Each step is a public function (the CLI verbs and the ``external`` flow call them one by one); :func:`ingest`
-runs them all. Every step can be rerun: downloads resume, stored tomograms whose source sha256 and settings
-match are skipped, and storing an identical label version again is a no-op.
+Each step is a public function (the CLI verbs and the ``external`` flow call them); :func:`ingest` runs them all.
+Tomograms stream one by one (:func:`ingest_tomogram`): download → verify → preprocess → delete the raw file
+(unless ``keep_raw``), at most ``max_inflight`` at once, so the raw files on disk never exceed ``max_inflight``
+whatever the number of tomograms. Every step can be rerun: a tomogram already stored from the same portal
+tomogram with the same settings is skipped without downloading, an interrupted download resumes, and storing an
+identical label version again is a no-op; a killed run redoes only the unfinished tomograms.
+
+Label versions are immutable, so the labels of a selection are stored only once every selected tomogram is
+stored; with ``allow_partial`` what is there is stored as ``NAME-partial`` (a version of its own), and a rerun
+once the rest is stored completes ``NAME`` itself (its parent: the partial version).
 
 Layout (``DataRoot``): ``raw/selection.json`` (default selection file), ``raw/<tomo_id>.mrc|.zarr`` +
 ``raw/<tomo_id>.download.json``, ``raw/annotations/<tomo_id>/<file id>.ndjson``, ``tomograms/<tomo_id>/``,
@@ -16,20 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from byu.errors import ByuError
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
-from byu.portal.convert import ConversionNotes, portal_label_table, read_external_points, store_portal_labels
+from byu.labels.model import LabelSet
+from byu.portal.convert import ConversionNotes, portal_labels, read_external_points, store_portal_labels
 from byu.portal.download import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_WORKERS,
+    DownloadError,
     DownloadFailure,
     DownloadReport,
     ProgressFn,
     download_point_files,
+    download_tomogram,
     download_tomograms,
     read_record,
 )
@@ -39,6 +48,13 @@ from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, preprocess_tomogram
 
 DEFAULT_LABEL_VERSION = "external_gt_v0"
 SELECTION_NAME = "selection.json"
+DEFAULT_MAX_INFLIGHT = 4
+PARTIAL_SUFFIX = "-partial"
+
+
+def partial_name(name: str) -> str:
+    """The version name under which an incomplete label set is stored (``NAME-partial``)."""
+    return f"{name}{PARTIAL_SUFFIX}"
 
 
 def selection_path(data: DataRoot) -> Path:
@@ -55,37 +71,59 @@ class PreprocessReport:
 
 
 @dataclass
+class TomogramResult:
+    """What happened to one tomogram in a streamed ingest."""
+
+    tomo_id: str
+    status: str  # "stored" | "skipped" (already stored from the same source) | "failed"
+    error: str | None = None
+    download_s: float = 0.0
+    preprocess_s: float = 0.0
+    raw_bytes: int = 0
+    meta: TomoMeta | None = None
+
+
+@dataclass
 class LabelsReport:
     manifest: Manifest | None
-    table: pd.DataFrame
+    labels: LabelSet
     notes: ConversionNotes
     failures: list[DownloadFailure] = field(default_factory=list)
-    without_tomogram: list[str] = field(default_factory=list)  # selected but not stored: no row
+    without_tomogram: list[str] = field(default_factory=list)  # selected but not stored (yet)
+    stored_as: str | None = None  # the version written (NAME, or NAME-partial)
+    withheld: list[str] = field(default_factory=list)  # missing tomograms that kept NAME from being stored
 
 
 @dataclass
 class IngestReport:
     selection: Selection
-    downloads: DownloadReport
-    preprocess: PreprocessReport
+    tomograms: list[TomogramResult]
     labels: LabelsReport | None
-    labels_withheld: list[str] = field(default_factory=list)  # tomograms missing, so no label version stored
+    peak_raw_files: int = 0
+
+    @property
+    def failures(self) -> list[TomogramResult]:
+        return [r for r in self.tomograms if r.status == "failed"]
+
+    @property
+    def labels_withheld(self) -> list[str]:
+        return self.labels.withheld if self.labels is not None else []
 
     @property
     def ok(self) -> bool:
-        return not (self.downloads.failures or self.preprocess.failures or self.labels_withheld
-                    or (self.labels is not None and self.labels.failures))
+        return not (self.failures or self.labels_withheld or (self.labels is not None and self.labels.failures))
 
 
 # ----------------------------------------------------------------------------------------------- steps
 def find_step(portal: Any, data: DataRoot, *, out: str | Path | None = None, dataset_ids: Iterable[int] = (),
               run_names: Iterable[str] = (), points_csv: str | Path | None = None, target_spacing: float = 16.0,
               side: str = "below", prefer: Sequence[str] = DEFAULT_PREFER, fmt: str = "auto",
-              object_name: str | None = DEFAULT_OBJECT_NAME) -> tuple[Selection, Path]:
+              object_name: str | None = DEFAULT_OBJECT_NAME, objects: Sequence[str] | None = None,
+              registry: Any = None) -> tuple[Selection, Path]:
     """Resolve the selection and write it (default ``raw/selection.json``)."""
     sel = select(portal, dataset_ids=dataset_ids, run_names=run_names, points_csv=points_csv,
                  target_spacing=target_spacing, side=side, prefer=prefer, fmt=fmt,  # type: ignore[arg-type]
-                 object_name=object_name)
+                 object_name=object_name, objects=objects, registry=registry)
     path = Path(out) if out is not None else selection_path(data)
     return sel, sel.write(path)
 
@@ -101,15 +139,19 @@ def download_step(selection: Selection, data: DataRoot, *, fmt: str | None = Non
                               s3_endpoint_url=s3_endpoint_url, progress=progress, on_done=on_done)
 
 
-def _is_current(data: DataRoot, tomo_id: str, sha256: str, target_spacing: float,
-                clip_percentiles: tuple[float, float]) -> bool:
+def _is_current(data: DataRoot, tomo_id: str, sha256: str | None, target_spacing: float,
+                clip_percentiles: tuple[float, float], tomogram_id: int | None = None) -> bool:
+    """Whether ``tomograms/<tomo_id>`` was made from this download (sha256) or, without one, from this portal
+    tomogram, with these settings."""
     d = tomo_dir(data.tomograms, tomo_id)
     try:
         meta = read_meta(d)
     except ByuError:
         return False
     wanted_spacing = max(target_spacing, meta.original_spacing)
-    return (meta.sha256 == sha256 and abs(meta.voxel_spacing - wanted_spacing) < 1e-6
+    same = meta.sha256 == sha256 if sha256 is not None else \
+        (meta.source.get("portal") or {}).get("tomogram_id") == tomogram_id
+    return (same and abs(meta.voxel_spacing - wanted_spacing) < 1e-6
             and tuple(meta.clip_percentiles or ()) == tuple(clip_percentiles))
 
 
@@ -146,67 +188,133 @@ def preprocess_step(selection: Selection, data: DataRoot, *, target_spacing: flo
     return report
 
 
+def ingest_tomogram(t: Any, data: DataRoot, *, fmt: str = "auto", target_spacing: float = 16.0,
+                    clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, keep_raw: bool = False,
+                    force: bool = False, retries: int = DEFAULT_RETRIES,
+                    timeout: tuple[float, float] = DEFAULT_TIMEOUT, backoff: float = 0.5,
+                    s3_endpoint_url: str | None = None, progress: ProgressFn | None = None) -> TomogramResult:
+    """Download → verify → preprocess → delete the raw file, for one selected tomogram (``t``, a
+    :class:`~byu.portal.query.PortalTomogram`). Failures are returned, never raised; nothing half-done is left
+    under a final name (a partial download stays as ``.part`` to resume)."""
+    import shutil
+    import time
+
+    if not force and _is_current(data, t.tomo_id, None, target_spacing, clip_percentiles, t.tomogram_id):
+        return TomogramResult(t.tomo_id, "skipped")
+    t0 = time.perf_counter()
+    try:
+        rec, _ = download_tomogram(t, data.raw, fmt=fmt, force=force, retries=retries, timeout=timeout,
+                                   backoff=backoff, s3_endpoint_url=s3_endpoint_url, progress=progress)
+    except (DownloadError, OSError) as exc:
+        return TomogramResult(t.tomo_id, "failed", error=str(exc))
+    t1 = time.perf_counter()
+    raw = data.raw / rec.path
+    try:
+        meta = preprocess_tomogram(raw, data.tomograms, tomo_id=t.tomo_id, original_spacing=t.voxel_spacing,
+                                   target_spacing=target_spacing, clip_percentiles=clip_percentiles,
+                                   sha256=rec.sha256, source={"portal": t.portal_ids(), "url": rec.url,
+                                                              "raw": rec.path})
+    except (ByuError, OSError) as exc:
+        return TomogramResult(t.tomo_id, "failed", error=str(exc), download_s=t1 - t0, raw_bytes=rec.size)
+    t2 = time.perf_counter()
+    if not keep_raw:
+        shutil.rmtree(raw, ignore_errors=True) if raw.is_dir() else raw.unlink(missing_ok=True)
+    return TomogramResult(t.tomo_id, "stored", download_s=t1 - t0, preprocess_s=t2 - t1, raw_bytes=rec.size,
+                          meta=meta)
+
+
+def ingest_tomograms(selection: Selection, data: DataRoot, *, max_inflight: int = DEFAULT_MAX_INFLIGHT,
+                     on_done: Callable[[TomogramResult], None] | None = None, **options: Any) -> list[TomogramResult]:
+    """:func:`ingest_tomogram` for every selected tomogram, at most ``max_inflight`` at once (so at most that many
+    raw files exist at a time); results in selection order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data.raw.mkdir(parents=True, exist_ok=True)
+    spacing = float(options.pop("target_spacing", selection.target_spacing))
+
+    def one(t: Any) -> TomogramResult:
+        result = ingest_tomogram(t, data, fmt=options.get("fmt") or selection.format, target_spacing=spacing,
+                                 **{k: v for k, v in options.items() if k != "fmt"})
+        if on_done:
+            on_done(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, max_inflight)) as pool:
+        return list(pool.map(one, selection.tomograms))
+
+
 def labels_step(selection: Selection, data: DataRoot, *, name: str | None = DEFAULT_LABEL_VERSION,
                 points_csv: str | Path | None = None, portal_annotations: bool = True,
                 include_empty: bool = False, require_stored: bool = True, parents: Sequence[str] = (),
-                producer: str = "byu portal labels", workers: int = DEFAULT_WORKERS,
+                producer: str = "byu portal labels", allow_partial: bool = False, workers: int = DEFAULT_WORKERS,
                 retries: int = DEFAULT_RETRIES, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                 backoff: float = 0.5) -> LabelsReport:
-    """Build the label table (portal point files and/or an external CSV, default the selection's) in the
-    stored tomograms' frames and store it as version ``name`` (``None``: build only)."""
+    """Build the labels (portal point files of the selection's objects and/or an external CSV, default the
+    selection's) of the stored tomograms and store them as version ``name`` (``None``: build only).
+
+    The version is stored only when every selected tomogram is stored (``withheld`` lists the others); with
+    ``allow_partial`` the labels of what is there go to ``NAME-partial`` instead, and once everything is stored
+    ``NAME`` itself is stored with the partial version as its parent.
+    """
     failures: list[DownloadFailure] = []
     paths = None
     sources = []
     if portal_annotations and selection.point_files:
         paths, failures = download_point_files(selection.point_files, data.raw, workers=workers, retries=retries,
                                                timeout=timeout, backoff=backoff)
-        sources.append(f"portal annotations matching {selection.object_name!r}")
+        sources.append("portal annotations of " + ", ".join(c.name for c in selection.label_classes))
     csv = points_csv if points_csv is not None else selection.points_csv
     external = read_external_points(csv) if csv else None
     if csv:
         sources.append(f"external points {Path(csv).name}")
-    table, notes = portal_label_table(selection, data.tomograms, point_paths=paths, external=external,
-                                      include_empty=include_empty, require_stored=require_stored)
-    stored = set(table["tomo_id"])
-    without = [t.tomo_id for t in selection.tomograms
-               if t.tomo_id not in stored and not (data.tomograms / t.tomo_id / "meta.json").exists()]
-    manifest = None
-    if name is not None:
-        manifest = store_portal_labels(LabelStore(data.labels), name, table, selection=selection, parents=parents,
-                                       producer=producer, notes=notes, sources=sources)
-    return LabelsReport(manifest=manifest, table=table, notes=notes, failures=failures, without_tomogram=without)
+    labels, notes = portal_labels(selection, data.tomograms, point_paths=paths, external=external,
+                                  external_source=str(csv) if csv else "external", include_empty=include_empty,
+                                  require_stored=require_stored)
+    without = missing_tomograms(selection, data)
+    report = LabelsReport(manifest=None, labels=labels, notes=notes, failures=failures, without_tomogram=without)
+    if name is None:
+        return report
+    store = LabelStore(data.labels)
+    incomplete = bool(without or failures)
+    if incomplete and not allow_partial:
+        report.withheld = without or [f.key for f in failures]
+        return report
+    target = partial_name(name) if incomplete else name
+    parents = list(parents)
+    if not incomplete and store.exists(partial_name(name)) and not parents:
+        parents = [partial_name(name)]
+    extra = {"partial": True, "missing": without} if incomplete else {}
+    report.manifest = store_portal_labels(store, target, labels, selection=selection, parents=parents,
+                                          producer=producer, notes=notes, sources=sources, extra=extra)
+    report.stored_as = target
+    return report
 
 
 def ingest(portal: Any, data: DataRoot, *, dataset_ids: Iterable[int] = (), run_names: Iterable[str] = (),
            points_csv: str | Path | None = None, target_spacing: float = 16.0, side: str = "below",
            prefer: Sequence[str] = DEFAULT_PREFER, fmt: str = "auto", object_name: str | None = DEFAULT_OBJECT_NAME,
+           objects: Sequence[str] | None = None, registry: Any = None,
            label_version: str | None = DEFAULT_LABEL_VERSION, include_empty: bool = False,
-           allow_partial: bool = False,
+           allow_partial: bool = False, max_inflight: int = DEFAULT_MAX_INFLIGHT, keep_raw: bool = False,
            workers: int = DEFAULT_WORKERS, retries: int = DEFAULT_RETRIES,
            timeout: tuple[float, float] = DEFAULT_TIMEOUT, backoff: float = 0.5,
            clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, s3_endpoint_url: str | None = None,
            selection_out: str | Path | None = None, progress: ProgressFn | None = None,
-           on_download: Callable[[str, Any], None] | None = None,
-           on_preprocess: Callable[[str, str], None] | None = None) -> IngestReport:
-    """All steps: find, download, preprocess, labels (``label_version=None`` skips the labels).
-
-    Label versions are immutable, so the version is stored only once every selected tomogram is stored
-    (a rerun resumes the rest first); ``allow_partial=True`` stores it from what is there.
-    """
+           on_tomogram: Callable[[TomogramResult], None] | None = None) -> IngestReport:
+    """All steps: find, stream the tomograms (download → preprocess → delete raw, ``max_inflight`` at once),
+    labels (``label_version=None`` skips them; see :func:`labels_step` for the partial-version gate)."""
     selection, _ = find_step(portal, data, out=selection_out, dataset_ids=dataset_ids, run_names=run_names,
                              points_csv=points_csv, target_spacing=target_spacing, side=side, prefer=prefer,
-                             fmt=fmt, object_name=object_name)
-    downloads = download_step(selection, data, workers=workers, retries=retries, timeout=timeout, backoff=backoff,
-                              s3_endpoint_url=s3_endpoint_url, progress=progress, on_done=on_download)
-    pre = preprocess_step(selection, data, clip_percentiles=clip_percentiles, on_done=on_preprocess)
+                             fmt=fmt, object_name=object_name, objects=objects, registry=registry)
+    results = ingest_tomograms(selection, data, max_inflight=max_inflight, on_done=on_tomogram,
+                               clip_percentiles=clip_percentiles, keep_raw=keep_raw, retries=retries,
+                               timeout=timeout, backoff=backoff, s3_endpoint_url=s3_endpoint_url, progress=progress)
     labels = None
-    withheld = missing_tomograms(selection, data)
-    if label_version is not None and (allow_partial or not withheld):
-        labels = labels_step(selection, data, name=label_version, include_empty=include_empty, workers=workers,
-                             retries=retries, timeout=timeout, backoff=backoff)
-        withheld = []
-    return IngestReport(selection=selection, downloads=downloads, preprocess=pre, labels=labels,
-                        labels_withheld=withheld if label_version is not None else [])
+    if label_version is not None:
+        labels = labels_step(selection, data, name=label_version, include_empty=include_empty,
+                             allow_partial=allow_partial, workers=workers, retries=retries, timeout=timeout,
+                             backoff=backoff)
+    return IngestReport(selection=selection, tomograms=results, labels=labels)
 
 
 def missing_tomograms(selection: Selection, data: DataRoot) -> list[str]:

@@ -14,9 +14,12 @@ Decisions (see :func:`choose_tomogram` and :func:`make_tomo_id`):
   ``side="above"``: the smallest spacing at least the target). When no tomogram is on that side, the
   closest one on the other side is taken. Ties at the same spacing go by ``prefer`` (default: portal
   canonical first, then processing ``raw``, ``filtered``, ``denoised``), then the lowest tomogram id.
-* **Object match**: annotations whose ``objectName`` matches the SQL ``ILIKE`` pattern ``object_name``
-  (default ``%flagell%motor%``: case-insensitive, matches the portal's "bacterial-type flagellum motor" as
-  well as "flagellar motor"), with ``Point``/``OrientedPoint`` shapes in ``ndjson`` files.
+* **Objects → classes**: ``objects`` lists what to take, each a byu class name (``motor``, ``ribosome``, a classes
+  file's), a portal object name or a GO/UniProt id; each resolves to a byu class of the registry
+  (:meth:`~byu.labels.classes.ClassRegistry.by_portal_object`). Annotations are found by the class's object name
+  pattern (SQL ``ILIKE``; motors: ``%flagell%motor%``, which matches the portal's "bacterial-type flagellum motor"
+  as well as "flagellar motor") and by its GO id, with ``Point``/``OrientedPoint`` shapes in ``ndjson`` files
+  (oriented points are read as points); every point file carries its class.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from byu.atomic import write_json
 from byu.errors import ByuError, InputError, NotFoundError
+from byu.labels.classes import MOTOR, ClassRegistry, ParticleClass
 from byu.paths import check_id
 
 DEFAULT_PORTAL_URL = "https://graphql.cryoetdataportal.czscience.com/graphql"
@@ -89,6 +93,7 @@ class PointFile(BaseModel):
     alignment_id: int | None = None
     ground_truth_status: bool | None = None
     method_type: str | None = None
+    particle: str = Field(default="motor", description="the byu class of the annotation's object")
 
 
 class Skipped(BaseModel):
@@ -109,7 +114,8 @@ class Selection(BaseModel):
     side: str = "below"
     prefer: list[str] = Field(default_factory=lambda: list(DEFAULT_PREFER))
     format: str = "auto"
-    object_name: str | None = DEFAULT_OBJECT_NAME
+    object_name: str | None = DEFAULT_OBJECT_NAME  # what older selections recorded (one pattern: motors)
+    classes: list[ParticleClass] = Field(default_factory=list, description="the byu classes asked for")
     points_csv: str | None = None
     tomograms: list[PortalTomogram] = Field(default_factory=list)
     point_files: list[PointFile] = Field(default_factory=list)
@@ -133,6 +139,31 @@ class Selection(BaseModel):
 
     def by_tomo_id(self) -> dict[str, PortalTomogram]:
         return {t.tomo_id: t for t in self.tomograms}
+
+    @property
+    def label_classes(self) -> list[ParticleClass]:
+        """The classes the selection's labels hold (motor for selections from before classes)."""
+        return list(self.classes) or [MOTOR]
+
+
+def resolve_objects(objects: Sequence[str] | None, registry: ClassRegistry | None = None) -> list[ParticleClass]:
+    """The byu classes for portal object specs (class names, portal object names or GO ids); motors by default."""
+    registry = registry or ClassRegistry()
+    if not objects:
+        return [MOTOR]
+    out: dict[str, ParticleClass] = {}
+    errors = []
+    for spec in objects:
+        cls = registry.by_portal_object(spec) if spec.strip() else None
+        if cls is None:
+            errors.append(spec)
+        else:
+            out.setdefault(cls.name, cls)
+    if errors:
+        raise InputError(f"no byu class for portal object(s) {errors}: give a class name ({', '.join(registry)}), "
+                         "a portal object name or a GO id, or describe the class in a classes file (name, radius, "
+                         "portal_object, go_id)", field="objects")
+    return list(out.values())
 
 
 # ------------------------------------------------------------------------------------------------ naming
@@ -283,17 +314,27 @@ def to_portal_tomogram(t: Any, run: Any) -> PortalTomogram:
     )
 
 
-def find_point_files(client: Any, runs: Sequence[Any], *, object_name: str = DEFAULT_OBJECT_NAME,
+def find_point_files(client: Any, runs: Sequence[Any], *, classes: Sequence[ParticleClass] = (MOTOR,),
                      shape_types: Sequence[str] = POINT_SHAPES) -> list[PointFile]:
-    """ndjson point files of the annotations of ``runs`` whose ``objectName`` ILIKE-matches ``object_name``."""
+    """ndjson point files of the annotations of ``runs`` whose object is one of ``classes`` (object name pattern or
+    GO id), each tagged with its class."""
     from cryoet_data_portal import Annotation, AnnotationFile, AnnotationShape, TomogramVoxelSpacing
 
     client = _client(client)
     run_by_id = {r.id: r for r in runs}
     annotations: dict[int, Any] = {}
+    particle: dict[int, str] = {}
     for batch in _batches(sorted(run_by_id)):
-        for a in _find(Annotation, client, [Annotation.run_id._in(batch), Annotation.object_name.ilike(object_name)]):
-            annotations[a.id] = a
+        for cls in classes:
+            found: list[Any] = []
+            if cls.portal_object:
+                found += _find(Annotation, client, [Annotation.run_id._in(batch),
+                                                    Annotation.object_name.ilike(cls.portal_object)])
+            if cls.go_id:
+                found += _find(Annotation, client, [Annotation.run_id._in(batch), Annotation.object_id == cls.go_id])
+            for a in found:
+                annotations[a.id] = a
+                particle.setdefault(a.id, cls.name)  # the first class asked for wins
     if not annotations:
         return []
     shapes: dict[int, Any] = {}
@@ -325,7 +366,7 @@ def find_point_files(client: Any, runs: Sequence[Any], *, object_name: str = DEF
             annotation_file_id=f.id, object_name=ann.object_name, object_id=ann.object_id,
             shape_type=shape.shape_type, format=f.format, https_path=f.https_path, s3_path=f.s3_path,
             voxel_spacing=vs, alignment_id=f.alignment_id, ground_truth_status=ann.ground_truth_status,
-            method_type=ann.method_type,
+            method_type=ann.method_type, particle=particle[ann.id],
         ))
     return out
 
@@ -333,11 +374,16 @@ def find_point_files(client: Any, runs: Sequence[Any], *, object_name: str = DEF
 def select(client: Any, *, dataset_ids: Iterable[int] = (), run_names: Iterable[str] = (),
            points_csv: str | Path | None = None, target_spacing: float = 16.0, side: Side = "below",
            prefer: Sequence[str] = DEFAULT_PREFER, fmt: Format = "auto",
-           object_name: str | None = DEFAULT_OBJECT_NAME) -> Selection:
-    """Resolve runs, choose one tomogram per run and list matching point files (``object_name=None``: skip).
+           object_name: str | None = DEFAULT_OBJECT_NAME, objects: Sequence[str] | None = None,
+           registry: ClassRegistry | None = None) -> Selection:
+    """Resolve runs, choose one tomogram per run and list the point files of the chosen objects.
 
-    With ``points_csv`` the runs named in the CSV (``dataset_id`` + ``tomo_id`` = run name) are added.
+    ``objects``: class names, portal object names or GO ids (see the module docstring); ``object_name`` is the
+    older single-pattern form (``None`` with no ``objects``: no annotations). With ``points_csv`` the runs named
+    in the CSV (``dataset_id`` + ``tomo_id`` = run name) are added.
     """
+    specs = list(objects) if objects else ([object_name] if object_name else [])
+    classes = resolve_objects(specs, registry) if specs else []
     from byu.portal.convert import read_external_points
 
     client = _client(client)
@@ -366,10 +412,10 @@ def select(client: Any, *, dataset_ids: Iterable[int] = (), run_names: Iterable[
         seen_ids[pt.tomo_id] = run.id
         chosen.append(pt)
         kept_runs.append(run)
-    point_files = find_point_files(client, kept_runs, object_name=object_name) if object_name else []
+    point_files = find_point_files(client, kept_runs, classes=classes) if classes else []
     return Selection(
         portal_url=str(getattr(client, "url", "")), target_spacing=target_spacing, side=side,
-        prefer=list(prefer), format=fmt, object_name=object_name,
+        prefer=list(prefer), format=fmt, object_name=", ".join(specs) or None, classes=classes,
         points_csv=str(points_csv) if points_csv is not None else None,
         tomograms=chosen, point_files=point_files, skipped=skipped,
     )

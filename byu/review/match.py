@@ -9,7 +9,9 @@ picks of the class within the class's match radius (``radius_A`` overrides it fo
 - every unmatched prediction is shown as a candidate: of the nearest FN case of its own class in the tomogram, else
   of the nearest FN case of another class closer than both classes' match radii (a pick that may have the wrong
   class), else of an **FP** case of its class (``reason`` ``unlabeled``). A case shows at most ``max_candidates``
-  predictions, strongest first; those beyond go to FP cases, never dropped.
+  predictions, strongest first; those beyond an FN case's go to the FP cases of their class. A tomogram gets at
+  most ``max_fp_cases`` FP cases per class (default 1: the strongest unmatched predictions; ``None``: as many as
+  needed, for crowded classes); the weaker ones beyond are counted in the round's summary, not shown.
 
 Scores rank the cases for review: FN ``1 - confidence`` of the weak match, or ``1 -`` the strongest prediction of
 the class within twice the match radius; FP the strongest candidate's confidence.
@@ -54,7 +56,8 @@ def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candid
 
 def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: str = "", prediction_run: str = "",
                threshold: float = 0.05, radius_A: float | None = None, max_candidates: int = 5,
-               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | None = None) -> list[Case]:
+               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | None = None,
+               max_fp_cases: int | None = 1) -> list[Case]:
     """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
 
     Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
@@ -148,7 +151,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
         for j in leftover:
             by_class.setdefault(str(pred_cls[j]), []).append(j)
         for name, js in by_class.items():
-            for chunk_no, start in enumerate(range(0, len(js), max_candidates)):
+            starts = range(0, len(js), max_candidates)
+            for chunk_no, start in enumerate(starts if max_fp_cases is None else list(starts)[:max_fp_cases]):
                 chunk = js[start:start + max_candidates]
                 cands = [_cand(n + 1, name, to_frame[j], conf[j], "prediction") for n, j in enumerate(chunk)]
                 raw.append({**base, "kind": "FP", "reason": "unlabeled", "particle": name,

@@ -240,7 +240,7 @@ class ReviewRound:
     # ------------------------------------------------------------------------------------------ cases
     def mine(self, *, labels_version: str, predictions: str | Path, threshold: float = 0.05,
              radius_A: float | None = None, max_candidates: int = 5, tomo_ids: Sequence[str] | None = None,
-             confirm_threshold: float | None = None) -> list[Case]:
+             confirm_threshold: float | None = None, max_fp_cases: int | None = 1) -> list[Case]:
         """Mine the round's cases and write ``cases.csv`` (see the module docstring)."""
         labels = self.store.get(labels_version)
         preds = read_predictions(predictions)
@@ -248,7 +248,7 @@ class ReviewRound:
             tomo_ids = predicted_tomograms(predictions)
         cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
                            threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
-                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold)
+                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases)
         data = cases_csv_bytes(cases)
         if self.paths.cases.exists():
             if self.paths.cases.read_bytes() != data:

@@ -24,7 +24,8 @@ Usage (tests, the ``external`` flow tests, demos)::
   ``"404"``, ``"500"``/``"503"`` (HTML error page), ``"drop:N"`` (announce the full length, send N bytes,
   close), ``"length:+K"``/``"length:-K"`` (announce a wrong ``Content-Length``; ``+K`` sends the real body
   then closes), ``"slow:S"`` (wait S seconds before answering), ``"stall:N:S"`` (send N bytes, then go
-  silent for S seconds and close), ``"norange"`` (ignore ``Range``, send 200).
+  silent for S seconds and close), ``"norange"`` (ignore ``Range``, send 200), ``"html200"`` (an HTML page with
+  status 200, as a proxy or a login wall answers).
   Every file request is logged in ``portal.requests`` (path, range header, status, body bytes sent).
 * S3 (``s3=True``): a moto server on 127.0.0.1 holding the same files in bucket ``BUCKET`` (OME-Zarr
   stores included); ``portal.s3_env`` holds the environment variables the portal client (and byu) read:
@@ -73,6 +74,7 @@ class SeedTomogram:
     corrupt: str | None = None  # None | "header" (garbage header) | "truncated" (data block cut short)
     volume: np.ndarray | None = None  # explicit data (Z, Y, X); default: noise + dark blobs at the motors
     zarr_chunks: tuple[int, int, int] = (16, 64, 64)
+    report_size: bool = True  # False: the portal gives no fileSizeMrc (the download cannot check its size)
 
 
 @dataclass
@@ -213,7 +215,7 @@ def build_seed(files_dir: str | Path, runs: list[SeedRun], *, deposition_id: int
                 rel = f"{base}/{run.run_name}.mrc"
                 write_mrc(files_dir / rel, volume, t.voxel_spacing, corrupt=t.corrupt)
                 row.update(s3MrcFile=f"s3://{BUCKET}/{rel}", httpsMrcFile=f"{FILES_TOKEN}/{rel}",
-                           fileSizeMrc=float((files_dir / rel).stat().st_size))
+                           fileSizeMrc=float((files_dir / rel).stat().st_size) if t.report_size else None)
             if "zarr" in t.formats:
                 rel = f"{base}/{run.run_name}.zarr"
                 write_omezarr(files_dir / rel, volume, t.voxel_spacing, t.zarr_chunks)
@@ -600,6 +602,11 @@ class FakePortal:
                     body = b"<html><body><h1>404 Not Found</h1></body></html>"
                     portal._log(FileRequest(self.command, rel, rng, 404, len(body), fault))
                     self._send(404, body)
+                    return
+                if fault == "html200":
+                    body = b"<!DOCTYPE html><html><body><h1>Please sign in</h1></body></html>"
+                    portal._log(FileRequest(self.command, rel, rng, 200, len(body), fault))
+                    self._send(200, body)
                     return
                 if fault in ("500", "502", "503", "504"):
                     body = f"<html><body><h1>{fault} {HTTPStatus(int(fault)).phrase}</h1></body></html>".encode()

@@ -149,4 +149,7 @@ def external(params: ExternalParams = ExternalParams()) -> dict:
 
 
 if __name__ == "__main__":
-    external()
+    from flows.local_api import temporary_api
+
+    with temporary_api():
+        external()

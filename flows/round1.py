@@ -52,4 +52,7 @@ def round1(params: Round1Params = Round1Params()) -> dict:
 
 
 if __name__ == "__main__":
-    round1()
+    from flows.local_api import temporary_api
+
+    with temporary_api():
+        round1()

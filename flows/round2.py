@@ -52,4 +52,7 @@ def round2(params: Round2Params = Round2Params()) -> dict:
 
 
 if __name__ == "__main__":
-    round2()
+    from flows.local_api import temporary_api
+
+    with temporary_api():
+        round2()

@@ -12,7 +12,9 @@ Python with ``prefect.deployments.run_deployment("round1/round1", parameters={"p
 process polls the API and runs each flow run in a subprocess on this machine, in this environment.
 
 ``--with-server`` runs ``prefect server start --host 127.0.0.1 --port 4200`` with its state (SQLite database,
-logs in ``server.log``) under ``--home``, else ``$PREFECT_HOME``, else ``$BYU_DATA/.prefect`` (``./data/.prefect``),
+logs in ``server.log``) under ``--home``, else ``$PREFECT_HOME``, else Prefect's own default (``~/.prefect``) —
+never inside the data root: Prefect's home holds Secret blocks (the CVAT password) and a data root is copied and
+shared with collaborators,
 waits for ``/api/health``, points this process and its flow runs at it, and stops it when serving ends (Ctrl-C or
 SIGTERM). For production, run the server on Postgres instead (``docker-compose.yml``).
 
@@ -114,12 +116,15 @@ def serve_deployments(deployments: Sequence[RunnerDeployment], *, limit: int | N
 
 
 def default_prefect_home(home: str | Path | None = None) -> Path:
-    """``home``, else ``$PREFECT_HOME``, else ``$BYU_DATA/.prefect`` (``BYU_DATA`` defaults to ``./data``)."""
+    """``home``, else ``$PREFECT_HOME``, else Prefect's default (``~/.prefect``): never inside the data root, which
+    gets copied and shared while Prefect's home holds secrets."""
     if home is not None:
         return Path(home).expanduser().resolve()
     if os.environ.get("PREFECT_HOME"):
         return Path(os.environ["PREFECT_HOME"]).expanduser().resolve()
-    return (Path(os.environ.get("BYU_DATA", "data")) / ".prefect").resolve()
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home).expanduser().resolve()
 
 
 def api_healthy(api_url: str, *, timeout: float = 2.0) -> bool:
@@ -249,7 +254,7 @@ def main(
     host: Annotated[str, typer.Option(help="--with-server: address to listen on")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(help="--with-server: port to listen on")] = DEFAULT_PORT,
     home: Annotated[Path | None, typer.Option(help="--with-server: Prefect home (database, logs); default "
-                                              "$PREFECT_HOME or $BYU_DATA/.prefect")] = None,
+                                              "$PREFECT_HOME or ~/.prefect (never the data root)")] = None,
     server_timeout: Annotated[float, typer.Option(help="--with-server: seconds to wait for the API")] = 90.0,
     only: Annotated[list[str] | None, typer.Option("--only", help="serve only this deployment (repeatable): "
                                                    + ", ".join(FLOW_REFS))] = None,

@@ -109,7 +109,8 @@ def test_served_round1_runs_by_deployment(round1_root: Path, tmp_path: Path):
                   logs=[server_log], procs=[server])
 
         serve_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_RUNNER_SERVER_ENABLE": "true",
-                     "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1", "PREFECT_RUNNER_SERVER_PORT": str(runner_port)}
+                     "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1", "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
+                     "BYU_DATA": str(round1_root)}  # the data root is only known to the serving process
         serve_env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
         serving = _start([sys.executable, "-m", "flows.serve", "--limit", "2"], serve_env, serve_log)
         procs.append(serving)
@@ -119,18 +120,27 @@ def test_served_round1_runs_by_deployment(round1_root: Path, tmp_path: Path):
         _wait_for(lambda: serve_mod.api_healthy(f"http://127.0.0.1:{runner_port}"), timeout=60,
                   what="the runner's /health", logs=[serve_log], procs=procs)
 
-        params = {
-            "data_dir": str(round1_root),
-            "model_dirs": [str(round1_root / "models" / "round1")],
-            "tta": "none",
-            "split_folds": [2],
-            "review": {"reviewer": "scripted", "truth": str(round1_root / "synth" / "truth.csv")},
-        }
+        # as from the UI: the deployment's defaults (model runs, data root from BYU_DATA), only the reviewer and
+        # the fold count of a 6-tomogram cohort changed; paths typed relative to the data root
+        params = {"tta": "none", "split_folds": [2],
+                  "review": {"reviewer": "scripted", "truth": "synth/truth.csv"}}
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             flow_run = run_deployment("round1/round1", parameters={"params": params}, timeout=420,
                                       poll_interval=2)
         assert flow_run.state is not None and flow_run.state.type == StateType.COMPLETED, (
             f"round1 ended {flow_run.state}\n{_tail(serve_log, 80)}")
+        from prefect import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            with get_client(sync_client=True) as client:
+                artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        by_key = {a.key: a for a in artifacts}
+        assert {"result-round1", "changes-gt-v2"} <= set(by_key), sorted(by_key)
+        summary = by_key["result-round1"].data
+        assert "New label version `gt_v2`" in summary and "label change" in summary
+        assert "data:image/png;base64," in summary  # the label-change and split pictures travel with it
 
         root = DataRoot(round1_root)
         store = LabelStore(root.labels)
@@ -202,10 +212,11 @@ def test_build_deployments_names_and_entrypoints():
         serve_mod.build_deployments(["nope"])
 
 
-def test_default_prefect_home(monkeypatch, tmp_path):
+def test_default_prefect_home_is_never_the_data_root(monkeypatch, tmp_path):
     monkeypatch.delenv("PREFECT_HOME", raising=False)
     monkeypatch.setenv("BYU_DATA", str(tmp_path / "d"))
-    assert serve_mod.default_prefect_home() == (tmp_path / "d" / ".prefect").resolve()
+    home = serve_mod.default_prefect_home()
+    assert (tmp_path / "d").resolve() not in home.parents and home != (tmp_path / "d").resolve()
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "ph"))
     assert serve_mod.default_prefect_home() == (tmp_path / "ph").resolve()
     assert serve_mod.default_prefect_home(tmp_path / "x") == (tmp_path / "x").resolve()
@@ -256,3 +267,33 @@ def test_cli_refuses_without_api_url_or_dask(monkeypatch):
     except ImportError:
         result = runner.invoke(serve_mod.app, ["--task-runner", "dask"])
         assert result.exit_code == 2 and "prefect-dask" in result.output
+
+
+KILLED = """
+import sys, time
+from flows.local_api import temporary_api
+with temporary_api() as url:
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path: Path):
+    env = _base_env(tmp_path / "home")
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and serve_mod.api_healthy(url)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while serve_mod.api_healthy(url) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not serve_mod.api_healthy(url), "the temporary server outlived the killed run"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

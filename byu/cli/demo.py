@@ -32,8 +32,10 @@ def demo_command(
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.demo import run_demo  # Prefect lives in flows/, never in the library
+    from flows.local_api import temporary_api
 
-    report = run_demo(data_dir, reviewer=reviewer, n=n, seed=seed, classes=names, config=config)
+    with temporary_api():  # a server that cannot outlive this process, even when it is killed
+        report = run_demo(data_dir, reviewer=reviewer, n=n, seed=seed, classes=names, config=config)
     ok = (report["errors_fixed_fraction"] or 0) >= 0.95 and report["changes_without_decision"] == 0
     per_class = "; ".join(f"{c} {v['fixed']}/{v['planted']}" for c, v in report["errors_by_class"].items())
     say(f"{'done' if ok else 'done, below target'}: {report['errors_fixed']}/{report['planted_errors']} planted "

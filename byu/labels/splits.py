@@ -7,7 +7,9 @@ validation tomograms with more than ``max_val_motors`` motors move to train.
 Multi-class versions, fresh: rows sorted by tomo_id, ``iterstrat``'s ``MultilabelStratifiedKFold`` (iterative
 stratification, Sechidis et al. 2011) on, per class, "holds the class" and "holds more of it than the median
 tomogram that does", so that every fold's validation part holds every class (a class in fewer tomograms than
-folds is an error naming it); the ``max_val_motors`` rule applies to motors as above.
+folds is an error naming it). The ``max_val_motors`` rule is the BYU motor setting's (its metric scores one motor
+per tomogram) and applies to motor versions only: in a multi-class version every tomogram keeps its validation
+fold, so every tomogram has an out-of-fold model.
 
 Carry-forward: every tomogram keeps the fold it had, the ``max_val_motors`` rule is re-applied with the new
 counts, and tomograms new to the table go to train of every fold (or, if asked, are spread over the folds by
@@ -85,6 +87,8 @@ def _stratified_val_sets(labels: LabelSet, folds: int, seed: int) -> list[list[s
 
 def _folds_from_val(labels: LabelSet, val_sets: list[list[str]], max_val_motors: int) -> list[dict[str, list[str]]]:
     counts = labels.motor_counts()
+    if not labels.is_motor_only:
+        max_val_motors = max(counts.values(), default=0)  # the motor rule is for motor versions only
     all_ids = sorted(counts)
     out = []
     for val in val_sets:

@@ -1,7 +1,9 @@
 """Atomic file writes: temp file in the same directory, fsync, rename.
 
 A process killed at any point leaves either the old file or the new one under the final
-name, never a half-written file.
+name, never a half-written file. The hidden temp file (``.<name>.<random>.tmp``) a killed writer
+leaves behind is removed by the next write of the same file once it is older than
+``STALE_TEMP_S`` (no live writer leaves its temp file untouched that long).
 """
 
 from __future__ import annotations
@@ -18,6 +20,22 @@ from typing import IO, Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+STALE_TEMP_S = 3600.0
+
+
+def remove_stale_temps(directory: Path, name: str, *, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete ``.<name>.*.tmp`` files in ``directory`` not modified for ``older_than_s`` (0: all); returns how many."""
+    import time
+
+    now, n = time.time(), 0
+    for p in directory.glob(f".{name}.*.tmp"):
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -34,6 +52,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     """Open a temp file beside ``path``; on clean exit fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared data root needs what open() would give
     os.close(fd)

@@ -139,3 +139,39 @@ def test_motor_points_long_form(small_table):
     assert len(pts) == 3
     assert pts[pts.tomo_id == "tomo_c"][["z", "y", "x"]].to_numpy().tolist() == [[1, 2, 3], [40, 50, 60]]
     assert isinstance(pts, pd.DataFrame)
+
+
+def test_oversized_label_files_are_refused_before_reading(tmp_path):
+    from byu.labels.formats import MAX_TABLE_BYTES, read_version_file
+
+    big = tmp_path / "gt.csv"
+    with open(big, "wb") as fh:  # sparse: claims more than the bound, uses no disk
+        fh.write((HEADER + "\n").encode())
+        fh.truncate(MAX_TABLE_BYTES + 1)
+    with pytest.raises(InputError, match="larger than the 32 MiB") as info:
+        read_labels(big)
+    assert info.value.file == str(big)
+    with pytest.raises(InputError, match="split it"):
+        read_version_file(big)
+
+
+def test_blank_lines_do_not_shift_line_numbers(tmp_path):
+    p = write(tmp_path, HEADER + "\n\nt_ok,10,20,30,15.0,0,-1.0,-1.0,-1.0,[]\n\n\nt2,0,20,30,15.0,0,-1.0,-1.0,-1.0,[]\n")
+    with pytest.raises(InputError) as info:
+        read_labels(p)
+    assert info.value.row == 6 and info.value.field == "Z"
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("0,t,1,2,3,300,959,928,15.6,2\n", "says 2 but the file lists 1"),
+    ("0,t,1,2,3,300.5,959,928,15.6,1\n", "whole number"),
+    ("0,t,1,2,3,300,959,928,15.6,2\n1,t,1,2,3,300,959,928,15.6,2\n", "duplicate motor"),
+    ("0,t,-1,-1,-1,300,959,928,15.6,1\n1,t,1,2,3,300,959,928,15.6,1\n", "no motor"),
+    ("0,t,1e308,2,3,1e308,959,928,15.6,1\n", "whole number"),
+])
+def test_competition_rows_that_disagree_are_refused(tmp_path, rows, words):
+    head = ("row_id,tomo_id,Motor axis 0,Motor axis 1,Motor axis 2,Array shape (axis 0),Array shape (axis 1),"
+            "Array shape (axis 2),Voxel spacing,Number of motors\n")
+    with pytest.raises(InputError, match=words) as info:
+        read_labels(write(tmp_path, head + rows))
+    assert info.value.file.endswith("labels.csv") and info.value.row is not None

@@ -147,10 +147,12 @@ def test_killed_write_leaves_previous_state_and_rerun_completes(tmp_path, small_
     for p in labels.iterdir():
         if p.name.endswith(".json") and not p.name.startswith("."):
             json.loads(p.read_text())
-    # a rerun completes the version (the killed writer's lock died with it)
+    assert [p for p in labels.iterdir() if p.name.endswith(".tmp")]  # the killed writer's temp file
+    # a rerun completes the version (the killed writer's lock died with it) and removes its leftovers
     proc = subprocess.run([sys.executable, "-c", CRASH, str(labels), "999", "gt_v2"], capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
     assert store.names() == ["gt", "gt_v2"]
+    assert not [p for p in labels.iterdir() if p.name.endswith(".tmp")]
     assert to_canonical(store.get("gt_v2")).loc[0, "motor_zyx"] == [[99.0, 20.0, 30.0]]
 
 

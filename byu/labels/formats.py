@@ -44,7 +44,9 @@ COMPETITION_COLUMNS = [
     "tomo_id", "Motor axis 0", "Motor axis 1", "Motor axis 2",
     "Array shape (axis 0)", "Array shape (axis 1)", "Array shape (axis 2)", "Voxel spacing",
 ]
-MAX_LABEL_BYTES = 256 << 20
+MAX_LABEL_BYTES = 256 << 20  # any label file
+MAX_TABLE_BYTES = 32 << 20  # the one-row-per-tomogram forms (~500,000 tomograms): their reader holds ~40x this
+MAX_PICKS_BYTES = 128 << 20  # the picks form (~3.5 million picks): ~12x this in memory
 EXPORT_PICK_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "voxel_spacing"]
 FORMS = ("picks", "canonical", "competition")
 LINE = "__line__"
@@ -70,6 +72,15 @@ def _read_raw(path: str | Path) -> pd.DataFrame:
     cells = df.drop(columns=[LINE])
     blank = (cells == "").all(axis=1) if len(cells.columns) else pd.Series(True, index=df.index)
     return df[~blank].reset_index(drop=True)
+
+
+def _check_form_size(path: Path, form: str) -> None:
+    """Refuse files larger than a form's bound before reading them (memory stays bounded on hostile input)."""
+    limit = MAX_PICKS_BYTES if form == "picks" else MAX_TABLE_BYTES
+    if path.is_file() and path.stat().st_size > limit:
+        what = "picks" if form == "picks" else "one-row-per-tomogram label"
+        raise InputError(f"a {what} file of {path.stat().st_size >> 20} MiB is larger than the {limit >> 20} MiB "
+                         "byu reads in one go; split it (by tomogram) and combine the versions", file=path)
 
 
 def detect_form(columns: list[str]) -> str:
@@ -208,6 +219,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     Raises ``InputError`` (or ``InputErrors`` listing every problem) naming file, line and field.
     """
     path = Path(path)
+    _check_form_size(path, "canonical")
     raw = _read_raw(path)
     form = detect_form([c for c in raw.columns if c != LINE])
     if form in ("canonical", "wide"):
@@ -422,6 +434,7 @@ def read_version_file(path: str | Path, *, tomograms: pd.DataFrame | str | Path 
     Å). Classes come from ``classes``, else the picks' class names looked up in ``registry`` (built-ins by default).
     """
     path = Path(path)
+    _check_form_size(path, "picks")
     raw = _read_raw(path)
     form = detect_form([c for c in raw.columns if c != LINE])
     if form != "picks":

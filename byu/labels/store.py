@@ -38,7 +38,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, PrivateAttr
 
 from byu import __version__
-from byu.atomic import _fsync_dir, sha256_bytes, sha256_file, write_bytes
+from byu.atomic import _fsync_dir, remove_stale_temps, sha256_bytes, sha256_file, write_bytes
 from byu.errors import InputError, NotFoundError, VersionExistsError
 from byu.labels.classes import MOTOR, ParticleClass
 from byu.labels.diff import CHANGE_COLUMNS, changes_csv_bytes, diff_labels, read_changes
@@ -212,6 +212,8 @@ class LabelStore:
         fd = os.open(self.dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            for suffix in SUFFIXES:  # temp files of killed writers of this version: nobody else writes them now
+                remove_stale_temps(self.dir, f"{name}{suffix}", older_than_s=0)
             yield
         finally:
             os.close(fd)  # releases the lock (also when the process is killed)

@@ -155,7 +155,7 @@ CONFIGS: dict[str, ModelConfig] = {
     "small": ModelConfig(
         name="small", spacing=16.0, channels=(16, 24, 32, 48), res_units=(0, 1, 1, 1), stem_stride=2,
         output_stride=2,
-        patch_size=(48, 96, 96), batch_size=2, epochs=6, steps_per_epoch=20, lr=3e-3,
+        patch_size=(48, 96, 96), batch_size=2, epochs=6, steps_per_epoch=20, lr=3e-3, val_every=3,
         roi_size=(64, 128, 128), overlap=0.25, num_threads=2,
     ),
     # Tests: trains in seconds.

@@ -175,3 +175,8 @@ def test_competition_rows_that_disagree_are_refused(tmp_path, rows, words):
     with pytest.raises(InputError, match=words) as info:
         read_labels(write(tmp_path, head + rows))
     assert info.value.file.endswith("labels.csv") and info.value.row is not None
+
+
+def test_huge_shapes_are_refused_with_file_line_and_field(tmp_path):
+    err = bad_row(tmp_path, "t2,1e308,20,30,15.0,0,-1.0,-1.0,-1.0,[]")
+    assert err.row == 3 and err.field == "Z" and "at most" in str(err) and "labels.csv" in str(err)

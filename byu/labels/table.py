@@ -24,6 +24,8 @@ CANONICAL_COLUMNS = [
     "tomo_id", "Z", "Y", "X", "voxel_spacing", "num_motors", "motor_z", "motor_y", "motor_x", "motor_zyx",
 ]
 NO_MOTOR = -1.0
+MAX_SHAPE = 1_000_000  # voxels along an axis: more is a corrupt header, not a tomogram
+MAX_SPACING = 1_000_000.0
 PICK_COLUMNS = ["tomo_id", "particle", "z", "y", "x"]
 
 
@@ -95,11 +97,11 @@ def row_errors(row: Mapping[str, Any], *, file: str | Path | None, line: int | N
     shape_ok = True
     for c in ("Z", "Y", "X"):
         v = row.get(c)
-        if not _finite_positive(v) or float(v) != int(float(v)):
-            err(c, f"shape must be a positive integer, got {v!r}")
+        if not _finite_positive(v) or float(v) != int(float(v)) or float(v) > MAX_SHAPE:
+            err(c, f"shape must be a positive integer (at most {MAX_SHAPE}), got {v!r}")
             shape_ok = False
-    if not _finite_positive(row.get("voxel_spacing")):
-        err("voxel_spacing", f"voxel spacing must be a positive number, got {row.get('voxel_spacing')!r}")
+    if not _finite_positive(row.get("voxel_spacing")) or float(row.get("voxel_spacing")) > MAX_SPACING:
+        err("voxel_spacing", f"voxel spacing must be a positive number of Å, got {row.get('voxel_spacing')!r}")
     motors = row.get("motor_zyx")
     if not isinstance(motors, list) or any(not isinstance(m, list) or len(m) != 3 for m in motors):
         err("motor_zyx", f"must be a list of [z, y, x] triples, got {motors!r}")

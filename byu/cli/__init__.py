@@ -7,6 +7,7 @@ import sys
 import typer
 
 from byu import __version__
+from byu.cli.copick import app as copick_app
 from byu.cli.demo import demo_command
 from byu.cli.labels import app as labels_app
 from byu.cli.model import app as model_app
@@ -22,6 +23,7 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(portal_app, name="portal")
 app.add_typer(model_app)  # train, predict, score at top level
 app.add_typer(review_app, name="review")
+app.add_typer(copick_app, name="copick")
 app.command("synth")(synth_command)
 app.command("demo")(demo_command)
 

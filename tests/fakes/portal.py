@@ -142,9 +142,13 @@ def write_omezarr(path: Path, volume: np.ndarray, spacing: float, chunks: tuple[
     """An OME-Zarr (v0.4, Zarr format 2 like the portal's) with one full-resolution scale ``0``."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    arr = group.create_array("0", shape=volume.shape, dtype=volume.dtype,
-                             chunks=tuple(min(c, n) for c, n in zip(chunks, volume.shape, strict=True)))
+    chunks = tuple(min(c, n) for c, n in zip(chunks, volume.shape, strict=True))
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        group = zarr.open_group(str(path), mode="w", zarr_format=2)
+        arr = group.create_array("0", shape=volume.shape, dtype=volume.dtype, chunks=chunks)
+    else:  # zarr 2.18 (copick pins zarr<3): format 2 is the only format
+        group = zarr.open_group(str(path), mode="w")
+        arr = group.create_dataset("0", shape=volume.shape, dtype=volume.dtype, chunks=chunks)
     arr[...] = volume
     group.attrs["multiscales"] = [{
         "version": "0.4", "name": path.stem,

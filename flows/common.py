@@ -52,17 +52,21 @@ class ReviewSettings(BaseModel):
         default=None, title="Decisions CSV (import)",
         description="import reviewer: the CSV people fill outside CVAT (case_id or image, tags, reviewer); "
         "relative paths are under the data root; default review/ROUND/outside_decisions.csv")
-    wait: Literal["poll", "pause", "suspend"] = Field(
-        default="poll", title="How to wait for people",
-        description="poll: check every poll interval until the review is done (CVAT: all jobs completed; import: "
-        "the CSV exists) · pause: wait for 'Resume' in the Prefect UI · suspend: like pause but frees the worker "
-        "(deployments only; the run restarts from its cached steps)")
+    wait: Literal["auto", "poll", "pause", "suspend"] = Field(
+        default="auto", title="How to wait for people",
+        description="auto: suspend when run from a deployment, else poll · poll: check every poll interval until "
+        "the review is done (CVAT: all jobs completed; import: the CSV exists) · pause: wait for 'Resume' in the "
+        "Prefect UI · suspend: like pause but frees the worker while people review (deployments only; the run "
+        "restarts from its cached steps)")
     poll_interval_s: float = Field(default=60.0, gt=0, title="Poll interval (s)",
                                    description="seconds between checks when waiting by polling")
     timeout_days: float = Field(default=14.0, gt=0, title="Wait timeout (days)",
                                 description="give up waiting after this long (polling: collect what is done)")
     max_candidates: int = Field(default=5, ge=1, le=20, title="Candidates per image",
                                 description="predictions shown per case image")
+    max_fp_cases: int | None = Field(default=1, ge=1, title="FP cases per tomogram and class",
+                                     description="unmatched predictions shown per tomogram and class, in cases of "
+                                     "'Candidates per image' each; empty: all of them (crowded classes)")
     batch_size: int = Field(default=100, ge=1, title="Images per CVAT task")
     radius_A: float | None = Field(default=None, gt=0, title="Match radius override (Å)",
                                    description="empty: each class's own match radius (motor 1000 Å)")
@@ -217,16 +221,20 @@ def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: 
 
     cases = ReviewRound(data_root(data_dir), round_name).mine(
         labels_version=labels_version, predictions=predictions, threshold=threshold, radius_A=review.radius_A,
-        max_candidates=review.max_candidates, tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold)
+        max_candidates=review.max_candidates, tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold,
+        max_fp_cases=review.max_fp_cases)
     get_run_logger().info("round %s: %d case(s) to review", round_name, len(cases))
     return len(cases)
 
 
 @task(name="render-cases", cache_policy=CACHE, persist_result=True)
-def render_task(data_dir: str, round_name: str, cases_fingerprint: str) -> int:
+def render_task(data_dir: str, round_name: str, cases_fingerprint: str, images: list[str] | None = None) -> int:
+    """Render the cases whose image is in ``images`` (None: every case); the flow gives each batch its own task."""
     from byu.review.round import ReviewRound
 
-    return len(ReviewRound(data_root(data_dir), round_name).render())
+    rr = ReviewRound(data_root(data_dir), round_name)
+    wanted = None if images is None else set(images)
+    return len(rr.render(cases=[c for c in rr.cases() if wanted is None or c.image in wanted], workers=1))
 
 
 @task(name="start-review", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
@@ -310,12 +318,15 @@ def wait_for_review(data_dir: str, round_name: str, review: ReviewSettings) -> N
     """Block until the round's review is done (see ``ReviewSettings.wait``); the hand-off is in the artifacts."""
     from flows.artifacts import handoff_artifact
 
+    from prefect.runtime import deployment
+
     log = get_run_logger()
     if finished_task(data_dir, round_name, review):
         return
-    handoff_artifact(data_dir, round_name, review)
-    if review.wait in ("pause", "suspend"):
-        wait = pause_flow_run if review.wait == "pause" else suspend_flow_run
+    mode = review.wait if review.wait != "auto" else ("suspend" if deployment.id else "poll")
+    handoff_artifact(data_dir, round_name, review.model_copy(update={"wait": mode}))
+    if mode in ("pause", "suspend"):
+        wait = pause_flow_run if mode == "pause" else suspend_flow_run
         answer = wait(wait_for_input=ReviewFinished, timeout=int(review.timeout_days * DAY_S))
         log.info("review of round %s resumed by a person%s", round_name, f": {answer.note}" if answer.note else "")
         return
@@ -335,7 +346,12 @@ def review_round(data_dir: str, round_name: str, *, labels_version: str, predict
     paths = round_paths(data_root(data_dir), round_name)
     n_cases = cached(mine_task, [paths.cases])(data_dir, round_name, labels_version, predictions, threshold, review,
                                                tomo_ids, predictions_fingerprint=fingerprint([Path(predictions)]))
-    cached(render_task, [paths.images])(data_dir, round_name, fingerprint([paths.cases]))
+    from byu.review.cases import read_cases  # rendering: one task per batch of cases (flows/task_runners.py)
+    from flows.task_runners import ENV_RENDER_BATCH, RENDER_BATCH, batch_size, map_batches
+
+    map_batches(render_task, [c.image for c in read_cases(paths.cases)], data_dir, round_name,
+                fingerprint([paths.cases]), size=batch_size(ENV_RENDER_BATCH, RENDER_BATCH),
+                outputs=lambda batch: [paths.images / image for image in batch])
     if n_cases:
         start_review_task(data_dir, round_name, review)
         if review.reviewer != "scripted":

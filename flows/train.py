@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 from pydantic import BaseModel, Field
 
 from byu.errors import InputError
 from byu.labels.store import LabelStore
-from flows.common import cached, data_path, data_root, fingerprint
+from flows.common import data_path, data_root, fingerprint
 from flows.model_tasks import train_task
-from flows.task_runners import task_runner_from_env
+from flows.task_runners import refresh_unless, submit_in_order, task_runner_from_env
 
 
 class TrainParams(BaseModel):
@@ -27,9 +29,27 @@ class TrainParams(BaseModel):
                             description="model config fields to change, e.g. {\"epochs\": 2}")
 
 
+def fold_indices(folds: str, split: Path) -> list[int]:
+    """The folds ``folds`` names ('all', one index, or comma-separated indices) in the split, in order."""
+    from byu.labels.splits import read_split
+
+    num_folds = int(read_split(split)["num_folds"])
+    if folds.strip().lower() == "all":
+        return list(range(num_folds))
+    try:
+        items = [int(f) for f in folds.split(",") if f.strip()]
+    except ValueError:
+        raise InputError(f"folds must be 'all' or fold numbers, got {folds!r}", field="folds") from None
+    bad = [f for f in items if not 0 <= f < num_folds]
+    if bad or not items:
+        raise InputError(f"fold(s) {bad or items} not in the split's 0..{num_folds - 1}", file=split, field="folds")
+    return list(dict.fromkeys(items))
+
+
 @flow(name="train", log_prints=True, task_runner=task_runner_from_env())
 def train(params: TrainParams = TrainParams()) -> list[str]:
-    """One model per fold; checkpoints carry their split and label metadata."""
+    """One model per fold (one task each, through the flow's task runner); checkpoints carry their split and label
+    metadata. Returns the checkpoint paths in fold order."""
     p = params
     root = data_root(p.data_dir)
     data_dir = str(root.root)
@@ -44,10 +64,16 @@ def train(params: TrainParams = TrainParams()) -> list[str]:
     labels = str(labels_file) if labels_file is not None and labels_file.is_file() else p.labels
     inputs = [split, labels_file if labels_file is not None and labels_file.is_file() else store.path(p.labels)]
     run_dir = root.models / p.run_name
-    fit = cached(train_task, [run_dir] if p.folds == "all" else [run_dir / f"fold{p.folds}.pt"])
-    return fit(data_dir, labels, str(split), p.folds, p.config, p.run_name, p.seed, overrides=p.overrides,
-               inputs_fingerprint=fingerprint(inputs))
+    inputs_fp = fingerprint(inputs)
+    calls = [(refresh_unless(train_task, [run_dir / f"fold{k}.pt"]),  # a cached fold whose checkpoint is gone reruns
+              (data_dir, labels, str(split), str(k), p.config, p.run_name, p.seed),
+              {"overrides": p.overrides, "inputs_fingerprint": inputs_fp})
+             for k in fold_indices(p.folds, split)]
+    return [path for paths in submit_in_order(calls) for path in paths]
 
 
 if __name__ == "__main__":
-    train()
+    from flows.local_api import temporary_api
+
+    with temporary_api():
+        train()

@@ -19,6 +19,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 
 PREFECT_SERVICES = {"prefect-db", "prefect-server", "byu-flows"}
+DASK_SERVICES = {"dask-scheduler", "dask-worker"}
+GPU_SERVICES = {"dask-worker-gpu"}
 CVAT_SERVICES = {
     "cvat_db", "cvat_redis_inmem", "cvat_redis_ondisk", "cvat_opa", "cvat_server", "cvat_ui", "traefik",
     "cvat_worker_utils", "cvat_worker_import", "cvat_worker_export", "cvat_worker_annotation",
@@ -70,11 +72,13 @@ def _published(service: dict) -> dict[int, str]:
 
 
 def test_services_and_profiles(services):
-    assert PREFECT_SERVICES | CVAT_SERVICES <= set(services)
-    for name in PREFECT_SERVICES:
+    assert PREFECT_SERVICES | DASK_SERVICES | CVAT_SERVICES | GPU_SERVICES <= set(services)
+    for name in PREFECT_SERVICES | DASK_SERVICES:
         assert "profiles" not in services[name], f"{name} must start with a plain `docker compose up`"
     for name in CVAT_SERVICES:
         assert services[name].get("profiles") == ["cvat"], f"{name} belongs to the cvat profile"
+    for name in GPU_SERVICES:
+        assert services[name].get("profiles") == ["gpu"], f"{name} belongs to the gpu profile"
 
 
 def test_images_are_pinned(services):
@@ -124,19 +128,24 @@ def test_named_volumes(compose, services):
     assert "prefect_db:/var/lib/postgresql/data" in mounts["prefect-db"]
     assert "cvat_db:/var/lib/postgresql/data" in mounts["cvat_db"]
     assert "byu_data:/data" in mounts["byu-flows"]
+    for w in ("dask-worker", "dask-worker-gpu"):  # tasks get the flows' absolute paths: same data root, same place
+        assert mounts[w] == mounts["byu-flows"], f"{w} must see the data root where the flows do"
     assert any(m.startswith("cvat_data:/home/django/data") for m in mounts["cvat_server"])
     for w in (s for s in CVAT_SERVICES if s.startswith("cvat_worker_")):
         assert mounts[w] == mounts["cvat_server"], f"{w} must share the server's data, keys and logs"
 
 
 def test_healthchecks_and_startup_order(services):
-    for name in ("prefect-db", "prefect-server", "byu-flows", "cvat_db", "cvat_redis_inmem", "cvat_server",
-                 "traefik"):
+    for name in ("prefect-db", "prefect-server", "byu-flows", "dask-scheduler", "cvat_db", "cvat_redis_inmem",
+                 "cvat_server", "traefik"):
         hc = services[name].get("healthcheck")
         assert hc and hc.get("test") and hc["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
         assert "interval" in hc and "retries" in hc
     assert services["prefect-server"]["depends_on"]["prefect-db"]["condition"] == "service_healthy"
     assert services["byu-flows"]["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    for name in ("byu-flows", "dask-worker", "dask-worker-gpu"):
+        assert services[name]["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert "8786" in " ".join(services["dask-scheduler"]["healthcheck"]["test"])  # the scheduler port answers
     assert services["cvat_server"]["depends_on"]["cvat_db"]["condition"] == "service_healthy"
     assert "/api/health" in " ".join(services["prefect-server"]["healthcheck"]["test"])
     # the worker's healthcheck asks Prefect's runner webserver, which the environment switches on
@@ -165,6 +174,48 @@ def test_env_wiring(services):
     assert cvat_env["CVAT_POSTGRES_HOST"] == "cvat_db"
     assert cvat_env["CVAT_REDIS_ONDISK_HOST"] == "cvat_redis_ondisk"
     assert _env(services["cvat_db"])["POSTGRES_PASSWORD"].startswith("${CVAT_POSTGRES_PASSWORD")
+
+
+def test_dask_cluster_for_the_fan_out(services):
+    """The flows' task runner is Dask on the bundled scheduler; CPU workers (and a GPU worker under profile gpu)
+    run the byu image with single-threaded worker processes."""
+    from flows.task_runners import ENV_DASK_ADDRESS, ENV_GPU_RESOURCE, ENV_RUNNER, GPU_RESOURCE
+
+    flows = services["byu-flows"]
+    env = _env(flows)
+    assert env[ENV_RUNNER] == "dask"
+    command = [_resolve(str(c)) for c in flows["command"]]
+    assert command[:3] == ["python", "-m", "flows.serve"]
+    assert command[command.index("--task-runner") + 1] == "dask", "serve sets BYU_TASK_RUNNER from --task-runner"
+    address = _resolve(env[ENV_DASK_ADDRESS])
+    assert address == command[command.index("--dask-address") + 1] == "tcp://dask-scheduler:8786"
+    assert _resolve(env[ENV_DASK_ADDRESS], {ENV_DASK_ADDRESS: "tcp://elsewhere:8786"}) == "tcp://elsewhere:8786"
+    assert ENV_GPU_RESOURCE in flows["environment"] and flows["environment"][ENV_GPU_RESOURCE] is None, \
+        "BYU_DASK_GPU_RESOURCE passes through from the shell/.env (off unless set)"
+
+    scheduler = services["dask-scheduler"]
+    assert scheduler["command"][:2] == ["dask", "scheduler"]
+    port = scheduler["command"][scheduler["command"].index("--port") + 1]
+    assert address.endswith(f"dask-scheduler:{port}")
+    assert "default" in scheduler["networks"]
+
+    resources = " ".join(f"{k}={v}" for k, v in GPU_RESOURCE.items())
+    for name in ("dask-worker", "dask-worker-gpu"):
+        w = services[name]
+        assert w["command"][:3] == ["dask", "worker", address], name
+        assert w["command"][w["command"].index("--nthreads") + 1] == "1", f"{name}: one task per worker process"
+        assert w["image"] == flows["image"] and w["build"] == flows["build"], f"{name}: the flows' image"
+        wenv = _env(w)
+        assert wenv["PREFECT_API_URL"] == env["PREFECT_API_URL"] and wenv["BYU_DATA"] == env["BYU_DATA"]
+        storage = wenv["PREFECT_LOCAL_STORAGE_PATH"]
+        assert storage == env["PREFECT_LOCAL_STORAGE_PATH"] and storage.startswith(env["BYU_DATA"] + "/"), \
+            "task results (caches) live on the shared data volume"
+        assert "default" in w["networks"]
+    cpu, gpu = services["dask-worker"]["command"], services["dask-worker-gpu"]["command"]
+    assert "--resources" not in cpu, "CPU workers must not offer the GPU resource"
+    assert gpu[gpu.index("--resources") + 1] == resources
+    devices = services["dask-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
 def test_no_secrets_in_compose_and_env_example_covers_every_variable(compose):
@@ -241,7 +292,7 @@ def test_docker_compose_config(compose_cmd, tmp_path):
         assert run.returncode == 0, run.stderr
         model = json.loads(run.stdout)
         names = set(model["services"])
-        assert PREFECT_SERVICES <= names
+        assert PREFECT_SERVICES | DASK_SERVICES <= names and not GPU_SERVICES & names
         assert (CVAT_SERVICES <= names) == bool(extra) and (not (CVAT_SERVICES & names)) == (not extra)
         for name, svc in model["services"].items():
             if "build" not in svc:

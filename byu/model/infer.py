@@ -8,6 +8,12 @@
   union of the checkpoints' validation sets.
 - ``all``: every model on every tomogram (default: every tomogram on disk).
 
+Sharded (scaled-out) prediction takes the same path in pieces: :func:`plan_predictions` checks everything and
+fixes the tomograms, their order and their models; :func:`predict_shard` predicts any batch of them (whole
+tomograms with all their models, since an ensemble averages heatmaps) into a table, on any machine that sees the
+data root; :func:`merge_predictions` writes the CSV and sidecar from the tables, rows in the plan's tomogram
+order, so the files are the same however the tomograms were sharded. :func:`predict` is the one-shard case.
+
 Heatmaps are averaged over TTA flips (each un-flipped first) and over models; models of different output
 strides are brought to the finest grid by trilinear resampling (``align_corners=False``, the same voxel-centre
 convention as everywhere else) before averaging.
@@ -271,27 +277,84 @@ def assign_models(models: Sequence[LoadedModel], tomo_ids: Sequence[str], *, mod
     return out
 
 
-def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
-            mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
-            tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
-            max_motors: int | None = None, allow_seen: bool = False, out_name: str | None = None,
-            device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None) -> Path:
-    """Predict particles in tomograms with one or more model runs; write ``predictions/<out_name>.csv``.
+@dataclass(frozen=True)
+class PredictionPlan:
+    """One prediction run, checked and fixed before anything is computed: its output name, settings, the fold
+    checkpoints (in order), the tomograms (in output order) and which models predict each one.
 
-    ``model_dirs``: run directories (``models/<run>``) or run names under the data root. ``tomo_ids`` restricts
-    the tomograms; ``labels`` (a version name, CSV path or table) with ``max_motors`` restricts them to the
-    labelled ones with at most that many motors. Everything is checked (models, tomograms on disk, fold
-    coverage) before anything is computed; nothing is written on error. Returns the CSV path.
+    Plain data (strings, numbers, lists, dicts), so it travels to other processes or machines
+    (:meth:`as_dict` / ``PredictionPlan(**d)``). :func:`predict_shard` predicts any slice of ``tomo_ids`` with
+    ``checkpoints``; :func:`merge_predictions` writes the files from the shards' tables.
     """
-    root = data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
+
+    root: str
+    name: str
+    mode: str
+    tta: str
+    threshold: float
+    allow_seen: bool
+    checkpoints: list[str]
+    models: list[dict[str, Any]]
+    tomo_ids: list[str]
+    assignment: dict[str, list[str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def shards(self, size: int) -> list[list[str]]:
+        """``tomo_ids`` in consecutive batches of at most ``size`` (the output order)."""
+        if size < 1:
+            raise InputError(f"shard size must be at least 1, got {size}", field="batch_size")
+        return [list(self.tomo_ids[i:i + size]) for i in range(0, len(self.tomo_ids), size)]
+
+    @property
+    def csv(self) -> Path:
+        return DataRoot(Path(self.root)).predictions / f"{self.name}.csv"
+
+    @property
+    def sidecar(self) -> Path:
+        return DataRoot(Path(self.root)).predictions / f"{self.name}.json"
+
+
+def _check_settings(tta: str, threshold: float, mode: str | None = None) -> None:
     if not 0 < threshold < 1:
         raise InputError(f"threshold must be in (0, 1), got {threshold}", field="threshold")
     if tta not in TTA_FLIPS:
         raise InputError(f"unknown TTA {tta!r}; choose one of {sorted(TTA_FLIPS)}", field="tta")
-    dev = resolve_device(device)
-    dirs = [Path(d) if Path(d).exists() or "/" in str(d) else root.models / check_id(str(d), what="run")
-            for d in model_dirs]
-    models = load_models(dirs, device=dev)
+    if mode is not None and mode not in ("oof", "all"):
+        raise InputError(f"mode must be 'oof' or 'all', got {mode!r}", field="mode")
+
+
+def _as_root(data_root: str | Path | DataRoot) -> DataRoot:
+    return data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
+
+
+def _load_for_prediction(root: DataRoot, models: Sequence[str | Path], device: torch.device) -> list[LoadedModel]:
+    """Fold models from run directories (``models/<run>`` or a run name under the data root) or checkpoint files
+    (``fold<k>.pt``), in the order given; they must be compatible."""
+    if not models:
+        raise InputError("no model directories given", field="models")
+    paths: list[Path] = []
+    for d in models:
+        p = Path(d)
+        if p.is_file() and p.suffix == ".pt":
+            paths.append(p)
+            continue
+        run_dir = p if p.exists() or "/" in str(d) else root.models / check_id(str(d), what="run")
+        paths.extend(model_files(run_dir))
+    loaded = [load_checkpoint(p, device=device) for p in paths]
+    check_compatible(loaded)
+    return loaded
+
+
+def _model_entry(m: LoadedModel) -> dict[str, Any]:
+    return {"run": m.run, "fold": m.fold, "path": str(m.path), "config": m.config.name,
+            "labels": m.meta.get("labels", {}).get("version")}
+
+
+def _plan(root: DataRoot, models: Sequence[LoadedModel], *, mode: str, tta: str, threshold: float,
+          tomo_ids: Sequence[str] | None, labels: Any, max_motors: int | None, allow_seen: bool,
+          out_name: str | None) -> PredictionPlan:
     table = None
     if labels is not None:
         from byu.labels.model import LabelSet
@@ -311,40 +374,138 @@ def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], 
     assignment = assign_models(models, chosen, mode=mode, allow_seen=allow_seen)
     runs = list(dict.fromkeys(m.run for m in models))
     name = check_id(out_name or f"{'+'.join(runs)}_{mode}", what="prediction name")
+    return PredictionPlan(root=str(root.root), name=name, mode=mode, tta=tta, threshold=float(threshold),
+                          allow_seen=bool(allow_seen), checkpoints=[str(m.path) for m in models],
+                          models=[_model_entry(m) for m in models], tomo_ids=list(chosen),
+                          assignment={t: [m.name for m in ms] for t, ms in assignment.items()})
 
+
+def plan_predictions(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
+                     mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+                     tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
+                     max_motors: int | None = None, allow_seen: bool = False,
+                     out_name: str | None = None) -> PredictionPlan:
+    """Check everything :func:`predict` checks (models, tomograms on disk, fold coverage) and return the plan,
+    computing nothing (checkpoints are read on the CPU). Same arguments as :func:`predict`."""
+    root = _as_root(data_root)
+    _check_settings(tta, threshold, mode)
+    models = _load_for_prediction(root, model_dirs, torch.device("cpu"))
+    return _plan(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=tomo_ids, labels=labels,
+                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name)
+
+
+def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Sequence[str], *, mode: str, tta: str,
+                  threshold: float, allow_seen: bool, device: torch.device,
+                  progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """The rows of ``tomo_ids`` (in that order), each tomogram's heatmap averaged over its assigned models."""
+    config = models[0].config
+    cache = VolumeCache(root, config.spacing, max_bytes=config.cache_gb * 1e9)
+    ids = [check_id(t) for t in tomo_ids]
+    cache.check(ids)
+    assignment = assign_models(models, ids, mode=mode, allow_seen=allow_seen)
     threads = torch.get_num_threads()
-    if config.num_threads and dev.type == "cpu":
+    if config.num_threads and device.type == "cpu":
         torch.set_num_threads(config.num_threads)
-    if dev.type == "cuda":
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     frames = []
     try:
-        for i, (t, image) in enumerate(_prefetched(cache, chosen, dev)):
+        for i, (t, image) in enumerate(_prefetched(cache, ids, device)):
             ms = assignment[t]
             geom = cache.geometry(t)
-            heat, stride = ensemble_heatmap(ms, image, tta=tta, device=dev)
+            heat, stride = ensemble_heatmap(ms, image, tta=tta, device=device)
             radius = [c.radius * config.nms_factor / (config.spacing * stride) for c in config.classes]
             peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks)
             frames.append(peaks_to_frame(peaks, geometry=geom, stride=stride, class_names=config.class_names,
                                          models=";".join(m.name for m in ms)))
             if progress:
-                progress({"stage": "predict", "tomo_id": t, "done": i + 1, "total": len(chosen),
+                progress({"stage": "predict", "tomo_id": t, "done": i + 1, "total": len(ids),
                           "peaks": int(sum(len(p) for p in peaks))})
     finally:
         torch.set_num_threads(threads)
     frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_predictions()
+
+
+def predict_shard(data_root: str | Path | DataRoot, models: Sequence[str | Path], tomo_ids: Sequence[str], *,
+                  mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+                  allow_seen: bool = False, device: str | torch.device = "auto",
+                  progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Predictions of one shard, as a table (no files): the tomograms ``tomo_ids`` (in that order) predicted by
+    ``models`` (run directories or names, or the checkpoint files of a :class:`PredictionPlan`).
+
+    Each tomogram's heatmap is the average over every model assigned to it (all of them, or in ``oof`` mode those
+    that did not train on it), so a shard holds whole tomograms with all their models; its rows are exactly
+    those :func:`predict` writes for these tomograms. Concatenate shards with :func:`merge_predictions`.
+    """
+    root = _as_root(data_root)
+    _check_settings(tta, threshold, mode)
+    dev = resolve_device(device)
+    loaded = _load_for_prediction(root, models, dev)
+    return _predict_with(loaded, root, tomo_ids, mode=mode, tta=tta, threshold=threshold, allow_seen=allow_seen,
+                         device=dev, progress=progress)
+
+
+def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd.DataFrame]) -> Path:
+    """Write ``predictions/<plan.name>.csv`` and ``.json`` from the shard tables of ``plan``.
+
+    Rows are put in the plan's tomogram order (a stable sort: rows of one tomogram keep their order), so the
+    files do not depend on how the tomograms were sharded nor on the order the shards come in; they are those a
+    single :func:`predict` call writes (the sidecar's ``created_at`` aside). Rows of a tomogram outside the plan,
+    or predicted by other models than the plan assigns, are an error. Returns the CSV path.
+    """
+    plan = plan if isinstance(plan, PredictionPlan) else PredictionPlan(**plan)
+    frames = [t for t in tables if len(t)]
     df = pd.concat(frames, ignore_index=True) if frames else empty_predictions()
-    path = root.predictions / f"{name}.csv"
+    if len(df):
+        position = {t: i for i, t in enumerate(plan.tomo_ids)}
+        stray = sorted(set(df["tomo_id"]) - set(position))
+        if stray:
+            raise InputError(f"shard rows of tomograms outside the plan {plan.name!r}: {', '.join(stray[:10])}",
+                             field="tomo_ids")
+        expected = {t: ";".join(ms) for t, ms in plan.assignment.items()}
+        wrong = sorted({t for t, m in zip(df["tomo_id"], df["models"]) if expected[t] != m})
+        if wrong:
+            raise InputError(f"shard rows of {', '.join(wrong[:10])} come from other models than plan "
+                             f"{plan.name!r} assigns", field="models")
+        order = np.argsort(df["tomo_id"].map(position).to_numpy(), kind="stable")
+        if (order != np.arange(len(df))).any():
+            df = df.iloc[order].reset_index(drop=True)
+    path = plan.csv
     write_predictions(df, path)
-    write_json(root.predictions / f"{name}.json", {
-        "name": name, "mode": mode, "tta": tta, "threshold": threshold, "allow_seen": allow_seen,
-        "models": [{"run": m.run, "fold": m.fold, "path": str(m.path), "config": m.config.name,
-                    "labels": m.meta.get("labels", {}).get("version")} for m in models],
-        "tomo_ids": chosen, "assignment": {t: [m.name for m in ms] for t, ms in assignment.items()},
-        "rows": int(len(df)), "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "byu_version": __version__,
+    write_json(plan.sidecar, {
+        "name": plan.name, "mode": plan.mode, "tta": plan.tta, "threshold": plan.threshold,
+        "allow_seen": plan.allow_seen, "models": plan.models, "tomo_ids": plan.tomo_ids,
+        "assignment": plan.assignment, "rows": int(len(df)),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "byu_version": __version__,
     })
     return path
+
+
+def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
+            mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+            tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
+            max_motors: int | None = None, allow_seen: bool = False, out_name: str | None = None,
+            device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None) -> Path:
+    """Predict particles in tomograms with one or more model runs; write ``predictions/<out_name>.csv``.
+
+    ``model_dirs``: run directories (``models/<run>``) or run names under the data root. ``tomo_ids`` restricts
+    the tomograms; ``labels`` (a version name, CSV path or table) with ``max_motors`` restricts them to the
+    labelled ones with at most that many motors. Everything is checked (models, tomograms on disk, fold
+    coverage) before anything is computed; nothing is written on error. Returns the CSV path.
+
+    The same path as a sharded run, in one shard: :func:`plan_predictions` → :func:`predict_shard` per slice of
+    the plan's tomograms (anywhere) → :func:`merge_predictions`.
+    """
+    root = _as_root(data_root)
+    _check_settings(tta, threshold, mode)
+    dev = resolve_device(device)
+    models = _load_for_prediction(root, model_dirs, dev)
+    plan = _plan(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=tomo_ids, labels=labels,
+                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name)
+    table = _predict_with(models, root, plan.tomo_ids, mode=mode, tta=tta, threshold=threshold,
+                          allow_seen=allow_seen, device=dev, progress=progress)
+    return merge_predictions(plan, [table])
 
 
 def _prefetched(cache: VolumeCache, tomo_ids: Sequence[str], device: torch.device, *,

@@ -33,9 +33,8 @@ serving process in a container; scale the same way by running workers there inst
 
 Inside a flow run, fan-out work (per-tomogram inference, portal downloads and preprocessing) goes through the
 flow's task runner, chosen from the environment (``flows/task_runners.py``): threads by default, or Dask with
-``--task-runner dask`` (a temporary local cluster of ``--task-workers`` processes, or an existing scheduler with
-``--dask-address tcp://host:8786``). Dask needs the optional package ``prefect-dask``
-(``pip install prefect-dask``); it is imported only when asked for.
+``--task-runner dask`` or ``BYU_TASK_RUNNER=dask`` (a temporary local cluster of ``--task-workers`` processes, or an
+existing scheduler with ``--dask-address tcp://host:8786``); see ``flows/task_runners.py``.
 """
 
 from __future__ import annotations
@@ -261,13 +260,15 @@ def main(
     limit: Annotated[int | None, typer.Option(help="at most this many flow runs at once")] = None,
     work_pool: Annotated[str | None, typer.Option(help="register the deployments in this work pool and exit "
                                                   "(run them with `prefect worker start --pool NAME`)")] = None,
-    task_runner: Annotated[str, typer.Option(help="task runner for the flows' fan-out: "
-                                             + " or ".join(RUNNERS))] = "thread",
+    task_runner: Annotated[str | None, typer.Option(help="task runner for the flows' fan-out: "
+                                                    + " or ".join(RUNNERS) + " (default: $BYU_TASK_RUNNER, else "
+                                                    "thread)")] = None,
     task_workers: Annotated[int | None, typer.Option(help="threads or local Dask worker processes")] = None,
     dask_address: Annotated[str | None, typer.Option(help="--task-runner dask: an existing scheduler "
                                                      "(tcp://host:8786); default a local cluster")] = None,
 ) -> None:
     """Serve the round1, round2, external and train deployments (see the module docstring)."""
+    task_runner = task_runner or os.environ.get(ENV_RUNNER) or "thread"
     if task_runner not in RUNNERS:
         raise typer.BadParameter(f"choose one of {', '.join(RUNNERS)}", param_hint="--task-runner")
     if task_runner == "dask":

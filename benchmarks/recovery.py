@@ -33,12 +33,14 @@ KINDS = ("missed", "false", "shifted")
 TARGET_FIXED, TARGET_LOAD = 0.95, 3.0
 
 
-def run_cohort(work: Path, *, seed: int, n: int, classes: list[str], config: str | None) -> dict:
+def run_cohort(work: Path, *, seed: int, n: int, classes: list[str], config: str | None,
+               confirm: float | str | None = "auto") -> dict:
     from flows.demo import run_demo
 
     root = work / f"seed{seed}"
     t0 = time.monotonic()
-    report = run_demo(root, n=n, seed=seed, classes=classes, config=config, log=lambda *_: None)
+    report = run_demo(root, n=n, seed=seed, classes=classes, config=config, confirm_threshold=confirm,
+                      log=lambda *_: None)
     report["seed"] = seed
     report["wall_time_s"] = round(time.monotonic() - t0, 1)
     return report
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=40, help="tomograms per cohort")
     ap.add_argument("--classes", default="motor", help="particle classes of the cohorts (comma-separated)")
     ap.add_argument("--config", default=None, help="model config (default: tiny for motors, small otherwise)")
+    ap.add_argument("--confirm", default="auto", help="confirm threshold of the review: auto (per class, calibrated) "
+                    "or a number (0.6: the fixed threshold of earlier rounds)")
     ap.add_argument("--work", type=Path, default=None, help="where the cohorts' data roots go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data roots")
     ap.add_argument("--json", type=Path, default=None, help="write every report to this JSON file")
@@ -109,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         with temporary_api():
             for seed in args.seeds:
                 print(f"cohort seed {seed}: {args.n} tomograms, {', '.join(classes)} …", flush=True)
-                reports.append(run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config))
+                confirm = args.confirm if args.confirm == "auto" else float(args.confirm)
+                reports.append(run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
+                                          confirm=confirm))
                 print(f"  {reports[-1]['errors_fixed']}/{reports[-1]['planted_errors']} fixed, "
                       f"{reports[-1]['cases_reviewed']} cases, {reports[-1]['label_changes']} changes, "
                       f"{reports[-1]['wall_time_s']:.0f} s", flush=True)

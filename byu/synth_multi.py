@@ -280,7 +280,7 @@ def _particle_params(shape: str, radius: float, rng: np.random.Generator) -> tup
     j = float(rng.uniform(0.95, 1.05))
     r = radius * j
     if shape == "shell":
-        return {"outer": r, "inner": r * float(rng.uniform(0.6, 0.68)), "amp": 1.25}, r
+        return {"outer": r, "inner": r * float(rng.uniform(0.6, 0.68)), "amp": 2.0}, r  # a dense protein shell
     if shape == "two-lobes":  # large subunit + small subunit; the centre of mass is near the origin
         return {"large_c": (-0.28 * r, 0.0, 0.0), "large_r": 0.62 * r,
                 "small_c": (0.58 * r, 0.06 * r, 0.0), "small_semi": (0.3 * r, 0.62 * r, 0.5 * r), "amp": 1.0}, r

@@ -70,10 +70,11 @@ class ReviewSettings(BaseModel):
     batch_size: int = Field(default=100, ge=1, title="Images per CVAT task")
     radius_A: float | None = Field(default=None, gt=0, title="Match radius override (Å)",
                                    description="empty: each class's own match radius (motor 1000 Å)")
-    confirm_threshold: float | None = Field(
-        default=0.6, ge=0, le=1, title="Confirm threshold",
+    confirm_threshold: float | Literal["auto"] | None = Field(
+        default="auto", title="Confirm threshold",
         description="also review labels whose matching prediction is weaker than this (likely false labels the "
-        "model half-believes); empty: only unmatched labels")
+        "model half-believes): a number, 'auto' (per class, the low outliers of how strongly the models support "
+        "that class's labels in this round), or empty: only unmatched labels")
     include_incomplete: bool = Field(default=False, title="Take tags from unfinished CVAT jobs",
                                      description="off: only jobs marked completed count")
     cvat_url: str | None = Field(default=None, title="CVAT URL", description="default: env BYU_CVAT_URL")

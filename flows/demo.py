@@ -95,7 +95,7 @@ def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "g
 
 def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, seed: int = 0,
              classes: Sequence[str] = ("motor",), config: str | None = None, train_overrides: dict | None = None,
-             wait: str = "poll", log=print) -> dict:
+             wait: str = "poll", confirm_threshold: float | str | None = "auto", log=print) -> dict:
     """Run the whole loop on a synthetic cohort in ``data_dir``; return (and write) the report."""
     t0 = time.monotonic()
     classes = list(dict.fromkeys(classes))
@@ -115,12 +115,13 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
                       run_name=DEMO_MODEL_RUN, seed=seed, overrides=train_overrides or {}))
 
     log(f"[3/5] round1 under Prefect: OOF predictions at 0.05 → cases → {reviewer} review → gt_v2")
-    review = ReviewSettings(reviewer="scripted", truth=str(files["truth"])) if reviewer == "scripted" \
-        else ReviewSettings(reviewer="cvat", wait=wait, poll_interval_s=30)
+    review = ReviewSettings(reviewer="scripted", truth=str(files["truth"]), confirm_threshold=confirm_threshold) \
+        if reviewer == "scripted" else ReviewSettings(reviewer="cvat", wait=wait, poll_interval_s=30,
+                                                      confirm_threshold=confirm_threshold)
     if reviewer == "scripted" and not motor_only:  # the scripted reviewer reads the truth with its tomograms
         truth = _labels(files, "truth")
         store.put("synth_truth", truth, producer="byu demo: the synthetic truth (for the scripted reviewer)")
-        review = ReviewSettings(reviewer="scripted", truth="synth_truth")
+        review = review.model_copy(update={"truth": "synth_truth"})
     summary = round1(Round1Params(data_dir=str(root.root), model_dirs=[DEMO_MODEL_RUN], review=review,
                                   max_labeled_motors=1 if motor_only else None))
 

@@ -369,3 +369,28 @@ def test_motor_rounds_have_no_class_tags():
 
     assert tag_labels(3, ["motor"]) == ["0", "1", "2", "3", "none", "unsure"]
     assert tag_labels(2, ["ribosome", "apo-ferritin"])[-2:] == ["as:ribosome", "as:apo-ferritin"]
+
+
+def test_calibrated_confirm_thresholds_follow_each_class():
+    from byu.review.match import calibrated_thresholds
+
+    sharp = [0.95, 0.93, 0.96, 0.94, 0.92, 0.97, 0.95, 0.9, 0.93, 0.96]
+    faint = [0.5, 0.55, 0.45, 0.6, 0.4, 0.52, 0.58, 0.48, 0.35, 0.62]
+    th = calibrated_thresholds({"motor": sharp, "apo-ferritin": faint, "few": [0.9, 0.2]})
+    assert 0.85 < th["motor"] < 0.92  # a half-believed motor at 0.7 is an outlier among sharp supports
+    assert th["apo-ferritin"] < 0.3  # a faint class is not reviewed wholesale
+    assert th["few"] == 0.6  # too few labels to calibrate: the fixed fallback
+
+
+def test_auto_confirm_reviews_the_half_believed_label(world):
+    truth, noisy, preds = world
+    # nine tomograms whose motors the model sees at 0.9+, and the false label half-believed at 0.7
+    rows = [("false", SHAPE, 10.0, [[70, 70, 70]])] + [(f"t{i}", SHAPE, 10.0, [[50, 50, 50]]) for i in range(9)]
+    labels = LabelSet.from_canonical(make_table(rows))
+    p = pd.DataFrame([pred("false", 140, 140, 140, 0.7)] + [pred(f"t{i}", 100, 100, 100, 0.9 + 0.01 * i)
+                                                             for i in range(9)])
+    fixed = find_cases(labels, p, confirm_threshold=0.6)
+    assert not fixed  # 0.7 passes a fixed 0.6
+    used: dict = {}
+    auto = find_cases(labels, p, confirm_threshold="auto", thresholds_out=used)
+    assert [(c.tomo_id, c.reason) for c in auto] == [("false", "weak")] and used["motor"] > 0.7

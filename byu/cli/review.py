@@ -72,8 +72,9 @@ def mine_cmd(
     max_candidates: Annotated[int, typer.Option(min=1, help="candidates per case image")] = 5,
     max_fp_cases: Annotated[Optional[int], typer.Option(min=1, help="FP cases per tomogram and class (default 1: "
                                                         "the strongest unmatched predictions)")] = 1,
-    confirm_threshold: Annotated[Optional[float], typer.Option(
-        help="also review labels whose matching prediction is weaker than this")] = None,
+    confirm_threshold: Annotated[Optional[str], typer.Option(
+        help="also review labels whose matching prediction is weaker than this: a number, or 'auto' (per class, "
+        "the low outliers of the class's support)")] = None,
     max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
     data_dir: DataDir = None,
@@ -84,8 +85,14 @@ def mine_cmd(
     if max_labeled_motors is not None:
         counts = rnd.store.get(labels).motor_counts()
         tomo_ids = sorted(t for t, n in counts.items() if n <= max_labeled_motors)
+    confirm: float | str | None = confirm_threshold
+    if confirm_threshold not in (None, "auto"):
+        try:
+            confirm = float(confirm_threshold)
+        except ValueError:
+            raise typer.BadParameter("a number or 'auto'", param_hint="--confirm-threshold") from None
     cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
-                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm_threshold,
+                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm,
                      max_fp_cases=max_fp_cases)
     kinds = pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict()
     say(f"{len(cases)} case(s) in {rnd.paths.cases}: {kinds}")

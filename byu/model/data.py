@@ -372,7 +372,8 @@ class PatchSampler:
         self.points = {t: net_points(particles[particles["tomo_id"] == t], cache.geometry(t), names)
                        for t in self.tomo_ids}
         self.index = [(t, i) for t in self.tomo_ids for i in range(len(self.points[t]))]
-        self.sigmas = [c.radius * config.sigma / config.spacing for c in config.classes]
+        self.sigmas = [max(c.radius * config.sigma / config.spacing, config.min_sigma * config.stride)
+                       for c in config.classes]
         self.transform = augmentation(config)
         self.hard: dict[str, np.ndarray] = {}  # tomo_id -> (K, 3) net coordinates of hard negatives
         self._hard_index: list[tuple[str, int]] = []

@@ -5,7 +5,11 @@ picks of the class within the class's match radius (``radius_A`` overrides it fo
 
 - a labeled pick no prediction matched is an **FN** case (``reason`` ``unmatched``); with ``confirm_threshold``
   set, so is one matched only by a prediction weaker than it (``weak``: the model barely sees a particle there,
-  the way it sees decoys labeled by mistake);
+  the way it sees decoys labeled by mistake). ``confirm_threshold="auto"`` calibrates it per class, from how
+  strongly the out-of-fold models support that class's labels in this round (:func:`calibrated_thresholds`:
+  the low outliers of the class's support, Tukey's lower fence ``q25 - 1.5 IQR``), so a class the model sees
+  faintly (a small particle) is not reviewed wholesale and a class it sees sharply (motors) has its half-believed
+  labels reviewed;
 - every unmatched prediction is shown as a candidate: of the nearest FN case of its own class in the tomogram, else
   of the nearest FN case of another class closer than both classes' match radii (a pick that may have the wrong
   class), else of an **FP** case of its class (``reason`` ``unlabeled``). A case shows at most ``max_candidates``
@@ -48,6 +52,25 @@ def predicted_tomograms(predictions: str | Path) -> list[str] | None:
     return list(ids) if isinstance(ids, list) else None
 
 
+MIN_CALIBRATION_LABELS = 8  # fewer matched labels of a class: its fixed fallback threshold applies
+FALLBACK_CONFIRM = 0.6
+
+
+def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float = FALLBACK_CONFIRM) -> dict[str, float]:
+    """Per class, the confidence below which a label's support is an outlier among the class's supports (Tukey's
+    lower fence ``q25 - 1.5 IQR`` of the matched predictions' confidences, at least 0.05); ``fallback`` for a
+    class with fewer than ``MIN_CALIBRATION_LABELS`` supported labels."""
+    out = {}
+    for name, values in supports.items():
+        v = np.asarray(values, dtype=float)
+        if len(v) < MIN_CALIBRATION_LABELS:
+            out[name] = float(fallback)
+            continue
+        q25, q75 = np.quantile(v, [0.25, 0.75])
+        out[name] = float(max(0.05, q25 - 1.5 * (q75 - q25)))
+    return out
+
+
 def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candidate:
     return Candidate(k=k, particle=particle, z=round(float(zyx[0]), 3), y=round(float(zyx[1]), 3),
                      x=round(float(zyx[2]), 3), conf=None if conf is None else round(float(conf), 6),
@@ -56,12 +79,13 @@ def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candid
 
 def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: str = "", prediction_run: str = "",
                threshold: float = 0.05, radius_A: float | None = None, max_candidates: int = 5,
-               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | None = None,
-               max_fp_cases: int | None = 1) -> list[Case]:
+               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | str | None = None,
+               max_fp_cases: int | None = 1, thresholds_out: dict[str, float] | None = None) -> list[Case]:
     """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
 
     Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
-    labeled pick into an FN case. Predictions of classes the version does not cover are ignored.
+    labeled pick into an FN case. Predictions of classes the version does not cover are ignored. The confirm
+    threshold used per class is written to ``thresholds_out`` when given.
     """
     if "voxel_spacing" not in predictions.columns:
         raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
@@ -83,7 +107,12 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
     pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
     label_groups = labels.groups()
     frames = labels.tomograms.set_index("tomo_id")
-    raw: list[dict] = []
+    auto = isinstance(confirm_threshold, str)
+    if auto and confirm_threshold != "auto":
+        raise InputError(f"confirm_threshold must be a number, 'auto' or empty, got {confirm_threshold!r}",
+                         field="confirm_threshold")
+    per_tomo: dict[str, tuple] = {}
+    supports: dict[str, list[float]] = {name: [] for name in classes}
     for tid in ids:
         fr = frames.loc[tid]
         spacing = float(fr.voxel_spacing)
@@ -99,17 +128,32 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             conf = g["conf"].to_numpy(float)
         else:
             pred_cls, pred_A, conf = np.zeros(0, dtype=object), np.zeros((0, 3)), np.zeros(0)
-        unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
-        free: list[int] = []
+        matches = {}
         for name in classes:
             li = np.flatnonzero(lab_cls == name)
             pj = np.flatnonzero(pred_cls == name)
             m = match_points(lab_A[li], pred_A[pj], radius(name))
+            matches[name] = (li, pj, m)
+            supports[name] += [float(conf[pj[b]]) for _, b, _ in m.pairs]
+        per_tomo[tid] = (fr, spacing, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches)
+    if auto:
+        confirm = calibrated_thresholds(supports)
+    else:
+        confirm = {name: confirm_threshold for name in classes}
+    if thresholds_out is not None:
+        thresholds_out.update({k: v for k, v in confirm.items() if v is not None})
+    raw: list[dict] = []
+    for tid in ids:
+        fr, spacing, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches = per_tomo[tid]
+        unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
+        free: list[int] = []
+        for name in classes:
+            li, pj, m = matches[name]
             for a in m.unmatched_a:
                 unsupported[int(li[a])] = ("unmatched", None)
             for a, b, _ in m.pairs:
                 c = float(conf[pj[b]])
-                if confirm_threshold is not None and c < confirm_threshold:
+                if confirm[name] is not None and c < confirm[name]:
                     unsupported[int(li[a])] = ("weak", c)
             free += [int(pj[b]) for b in m.unmatched_b]
         free.sort(key=lambda j: (-conf[j], j))  # strongest first, as the predictions are ordered

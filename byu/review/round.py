@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from byu.atomic import write_bytes
+from byu.atomic import write_bytes, write_json
 from byu.errors import InputError
 from byu.labels.classes import ParticleClass
 from byu.labels.model import LabelSet
@@ -58,6 +58,10 @@ class RoundPaths:
     @property
     def cases(self) -> Path:
         return self.dir / "cases.csv"
+
+    @property
+    def mining(self) -> Path:
+        return self.dir / "mining.json"
 
     @property
     def images(self) -> Path:
@@ -240,21 +244,29 @@ class ReviewRound:
     # ------------------------------------------------------------------------------------------ cases
     def mine(self, *, labels_version: str, predictions: str | Path, threshold: float = 0.05,
              radius_A: float | None = None, max_candidates: int = 5, tomo_ids: Sequence[str] | None = None,
-             confirm_threshold: float | None = None, max_fp_cases: int | None = 1) -> list[Case]:
-        """Mine the round's cases and write ``cases.csv`` (see the module docstring)."""
+             confirm_threshold: float | str | None = None, max_fp_cases: int | None = 1) -> list[Case]:
+        """Mine the round's cases and write ``cases.csv`` (see the module docstring) and ``mining.json`` (the
+        settings and the confirm threshold used per class)."""
         labels = self.store.get(labels_version)
         preds = read_predictions(predictions)
         if tomo_ids is None:
             tomo_ids = predicted_tomograms(predictions)
+        thresholds: dict[str, float] = {}
         cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
                            threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
-                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases)
+                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases,
+                           thresholds_out=thresholds)
         data = cases_csv_bytes(cases)
         if self.paths.cases.exists():
             if self.paths.cases.read_bytes() != data:
                 raise InputError(f"round {self.name!r} already has other cases (mined from other labels, predictions "
                                  "or settings); they are kept: use a new round name", file=self.paths.cases)
             return cases
+        write_json(self.paths.mining, {"labels_version": labels_version, "predictions": str(predictions),
+                                       "threshold": threshold, "radius_A": radius_A,
+                                       "max_candidates": max_candidates, "max_fp_cases": max_fp_cases,
+                                       "confirm_threshold": confirm_threshold, "confirm_per_class": thresholds,
+                                       "cases": len(cases)})
         write_bytes(self.paths.cases, data)
         return cases
 

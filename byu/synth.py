@@ -91,22 +91,15 @@ class _Motor:
 
 
 @dataclass
-class _Tomo:
+class _Frame:
+    """A synthetic tomogram's grids: the stored one (``spacing``) and the original one it was resampled from."""
+
     tomo_id: str
     index: int
     original_spacing: float
     spacing: float
     shape: tuple[int, int, int]
     original_shape: tuple[int, int, int]
-    cell_centre: np.ndarray
-    cell_radius: float  # sphere through the motor centres
-    inner_offset: float  # inner membrane radius = cell_radius + inner_offset
-    outer_offset: float
-    motors: list[_Motor]
-    decoys: list[tuple[str, np.ndarray, dict]] = field(default_factory=list)
-    clutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # z, y, x (Å), diameter, amplitude
-    beads: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # z, y, x (Å), radius
-    tilt_deg: float = 60.0
 
     @property
     def extent(self) -> np.ndarray:
@@ -118,6 +111,19 @@ class _Tomo:
         ``pos_a / spacing``), through the preprocessing's resampling grid (:mod:`byu.tomo.grid`)."""
         stored = np.asarray(pos_a, dtype=float) / self.spacing
         return [round(float(v), 3) for v in stored_to_original(stored, self.original_spacing, self.spacing)]
+
+
+@dataclass
+class _Tomo(_Frame):
+    cell_centre: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    cell_radius: float = 0.0  # sphere through the motor centres
+    inner_offset: float = 0.0  # inner membrane radius = cell_radius + inner_offset
+    outer_offset: float = 0.0
+    motors: list[_Motor] = field(default_factory=list)
+    decoys: list[tuple[str, np.ndarray, dict]] = field(default_factory=list)
+    clutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # z, y, x (Å), diameter, amplitude
+    beads: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # z, y, x (Å), radius
+    tilt_deg: float = 60.0
 
 
 def _original_shape(shape: tuple[int, int, int], original_spacing: float,

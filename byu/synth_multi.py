@@ -60,6 +60,11 @@ from byu.synth import (
     CLIP_PERCENTILES,
     _add,
     _cell_through,
+    _draw_shape,
+    _original_shape,
+    _perp,
+    _sample_separated,
+    _Frame,
     _freq_grids,
     _lowpass,
     _Motor,
@@ -181,27 +186,11 @@ class _Cell:
 
 
 @dataclass
-class _Plan:
-    tomo_id: str
-    index: int
-    original_spacing: float
-    spacing: float
-    shape: tuple[int, int, int]
-    original_shape: tuple[int, int, int]
-    tilt_deg: float
-    cell: _Cell | None
+class _Plan(_Frame):
+    tilt_deg: float = 60.0
+    cell: _Cell | None = None
     objects: list[_Obj] = field(default_factory=list)
     unplaced: dict[str, int] = field(default_factory=dict)  # particles drawn that did not fit, per class
-
-    @property
-    def extent(self) -> np.ndarray:
-        """Physical position (Å) of the last stored voxel along each axis."""
-        return (np.asarray(self.shape, dtype=float) - 1.0) * self.spacing
-
-    def to_original(self, pos_a: np.ndarray) -> list[float]:
-        """Stored-frame Å -> original voxel coordinates, through the one grid mapping."""
-        q = np.asarray(pos_a, dtype=float) / self.spacing
-        return [round(float(v), 3) for v in grid.stored_to_original(q, self.original_spacing, self.spacing)]
 
     def of(self, role: str, cls: str | None = None) -> list[_Obj]:
         return [o for o in self.objects if o.role == role and (cls is None or o.cls == cls)]
@@ -209,17 +198,6 @@ class _Plan:
 
 # ----------------------------------------------------------------------------------------------------------------
 # geometry
-
-
-def _unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal(3)
-    return v / np.linalg.norm(v)
-
-
-def _perp(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal(3)
-    v -= v.dot(u) * u
-    return v / np.linalg.norm(v)
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -335,47 +313,6 @@ def _motor(pos: np.ndarray, cell: _Cell, rng: np.random.Generator) -> _Motor:
     )
 
 
-def _draw_shape(rng: np.random.Generator, z_range: tuple[int, int], yx_range: tuple[int, int],
-                upper: bool) -> tuple[int, int, int]:
-    """Stored shape, multiples of 8 (fast FFTs); ``upper`` draws from the upper half of the ranges."""
-
-    def one(lo: int, hi: int) -> int:
-        lo8, hi8 = int(np.ceil(lo / 8)), int(hi // 8)
-        if upper:
-            lo8 = (lo8 + hi8 + 1) // 2
-        return 8 * int(rng.integers(lo8, max(lo8, hi8) + 1))
-
-    return one(*z_range), one(*yx_range), one(*yx_range)
-
-
-def _original_shape(shape: Sequence[int], original_spacing: float, spacing: float) -> tuple[int, int, int]:
-    """The smallest original shape whose resampling to ``spacing`` is ``shape`` (the grid's floor(n * s))."""
-    s = grid.scale_factor(original_spacing, spacing)
-    out = []
-    for n in shape:
-        m = max(1, int(np.ceil(n / s)) - 1)
-        while grid.resampled_length(m, s) < n:
-            m += 1
-        out.append(m)
-    return tuple(out)  # type: ignore[return-value]
-
-
-def _sample_motors(rng: np.random.Generator, k: int, extent: np.ndarray, *, margin: float, min_sep: float,
-                   tries: int = 4000) -> np.ndarray | None:
-    if k == 0:
-        return np.zeros((0, 3))
-    lo, hi = margin, extent - margin
-    if np.any(hi < lo):
-        return None
-    cand = lo + rng.random((tries, k, 3)) * (hi - lo)
-    if k == 1:
-        return cand[0]
-    d = np.linalg.norm(cand[:, :, None, :] - cand[:, None, :, :], axis=-1)
-    iu = np.triu_indices(k, 1)
-    hit = np.flatnonzero(np.all(d[:, iu[0], iu[1]] >= min_sep, axis=1))
-    return cand[hit[0]] if len(hit) else None
-
-
 def _plan_tomogram(index: int, classes: list[ParticleClass], ss: np.random.SeedSequence, *, working_spacing: float,
                    spacing_range: tuple[float, float], z_range: tuple[int, int], yx_range: tuple[int, int],
                    count_range: tuple[int, int], motor_count_range: tuple[int, int],
@@ -393,7 +330,7 @@ def _plan_tomogram(index: int, classes: list[ParticleClass], ss: np.random.SeedS
     for attempt in range(40):
         shape = _draw_shape(rng, z_range, yx_range, upper=n_motors >= 2 and attempt > 0)
         extent = (np.asarray(shape) - 1.0) * spacing
-        motor_pos = _sample_motors(rng, n_motors, extent, margin=motor_margin, min_sep=min_motor_sep)
+        motor_pos = _sample_separated(rng, n_motors, extent, margin=motor_margin, min_sep=min_motor_sep)
         if motor_pos is not None:
             break
     else:

@@ -110,8 +110,10 @@ def test_outputs_inside_the_store_are_refused(tmp_path, small_table):
     store = LabelStore(tmp_path / "labels")
     store.put("gt", small_table)
     with pytest.raises(InputError, match="inside the label store"):
-        store.refuse_inside(tmp_path / "labels" / "gt.csv")
-    store.refuse_inside(tmp_path / "elsewhere.csv")
+        store.check_output(tmp_path / "labels" / "gt.csv")
+    with pytest.raises(InputError, match="is a directory"):
+        store.check_output(tmp_path, option="--plot")
+    store.check_output(tmp_path / "elsewhere.csv")
 
 
 CRASH = textwrap.dedent("""

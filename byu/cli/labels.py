@@ -9,7 +9,6 @@ import pandas as pd
 import typer
 
 from byu.cli.util import make_app, ClassesFile, DataDir, console, print_frame, say
-from byu.errors import InputError
 from byu.labels.classes import ClassRegistry
 from byu.labels.combine import combine_labels, store_or_write
 from byu.labels.diff import changes_by_class, diff_labels, diff_summary, diff_versions
@@ -84,7 +83,7 @@ def diff_cmd(
     if plot is not None:
         from byu.plots import plot_label_diff
 
-        store.refuse_inside(plot, option="--plot")
+        store.check_output(plot, option="--plot")
         plot_label_diff(changes, title=f"{a} → {b}", out=plot)
     if csv:
         typer.echo(changes.to_csv(index=False, lineterminator="\n"), nl=False)
@@ -111,7 +110,7 @@ def compare_cmd(
     if plot is not None:
         from byu.plots import plot_class_scores
 
-        store.refuse_inside(plot, option="--plot")
+        store.check_output(plot, option="--plot")
         plot_class_scores(scores_table(scores), title=f"{candidate} vs {reference}", out=plot)
 
 
@@ -141,9 +140,9 @@ def split_cmd(
 ) -> None:
     """Write a fresh (--folds K --seed S) or carried-forward (--carry PREV.json) CV split."""
     store = _store(data_dir)
-    store.refuse_inside(out)
-    if out.is_dir():
-        raise InputError("--out is a directory; give a file path", file=out, field="--out")
+    store.check_output(out)
+    if plot is not None:
+        store.check_output(plot, option="--plot")
     df, _ = _resolve(store, labels, data_dir)
     if carry is not None:
         split = carry_split(df, read_split(carry), max_val_motors=max_val_motors, assign_new=assign_new)
@@ -155,7 +154,6 @@ def split_cmd(
     if plot is not None:
         from byu.plots import plot_split_balance
 
-        store.refuse_inside(plot, option="--plot")
         plot_split_balance(df, split, title=out.name, out=plot)
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"])
     say(f"wrote {out} ({split['num_folds']} folds, train/val: {sizes})")
@@ -206,9 +204,7 @@ def export_cmd(
 ) -> None:
     """Write a stored version in one of the forms (the picks form: tomo_id,particle,z,y,x,voxel_spacing)."""
     store = _store(data_dir)
-    store.refuse_inside(out)
-    if out.is_dir():
-        raise InputError("--out is a directory; give a file path", file=out, field="--out")
+    store.check_output(out)
     labels = store.get(version)
     write_export(labels, form, out)
     say(f"wrote {out}: version {version} in the {form} form ({len(labels.picks)} picks, "

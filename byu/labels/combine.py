@@ -49,9 +49,7 @@ def store_or_write(labels: LabelSet, *, out: Path | None, version: str | None, s
     if out is None and version is None:
         raise InputError("nothing to do: give --out PATH and/or --version NAME")
     if out is not None:
-        store.refuse_inside(out)
-        if Path(out).is_dir():
-            raise InputError("--out is a directory; give a file path", file=out, field="--out")
+        store.check_output(out)
     done = []
     if version is not None:
         parents = [str(i) for i in inputs if not Path(str(i)).exists() and store.exists(str(i))]

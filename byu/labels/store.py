@@ -125,12 +125,15 @@ class LabelStore:
             return False
         return True
 
-    def refuse_inside(self, path: str | Path, *, option: str = "--out") -> None:
-        """InputError when an output path points into the store (its files belong to versions)."""
+    def check_output(self, path: str | Path, *, option: str = "--out") -> None:
+        """InputError when an output file path points into the store (its files belong to versions) or names an
+        existing directory."""
         if self.contains(path):
             raise InputError(f"{option} points inside the label store {self.dir}; its files belong to stored "
                              "versions and are never overwritten: write somewhere else (or store a version "
                              "with --version)", file=path, field=option)
+        if Path(path).is_dir():
+            raise InputError(f"{option} is a directory; give a file path", file=path, field=option)
 
     # ------------------------------------------------------------------------------------------ queries
     def exists(self, name: str) -> bool:

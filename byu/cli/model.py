@@ -26,7 +26,8 @@ def train_cmd(
     labels: Annotated[str, typer.Option("--labels", help="label version name or CSV path")],
     split: Annotated[Path, typer.Option("--split", help="CV split JSON (data/cv/<version>/skf<K>_rd<S>.json)")],
     fold: Annotated[str, typer.Option("--fold", help="fold number(s), comma-separated, or 'all'")] = "all",
-    config: Annotated[str, typer.Option("--config", help="tiny | full | micro | path to a YAML/JSON config")] = "tiny",
+    config: Annotated[str, typer.Option("--config", help="tiny (CPU, motors) | small (CPU, small "
+                                                    "particles) | full (GPU) | micro | a YAML/JSON config file")] = "tiny",
     run: Annotated[Optional[str], typer.Option("--run", help="run name (default <labels>_<config>_s<seed>)")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="override the config's epochs")] = None,

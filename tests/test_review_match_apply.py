@@ -132,6 +132,21 @@ def test_scripted_review_fixes_exactly_the_planted_errors(world):
     assert (added.source, added.user_id, added.session_id) == ("review:r1", "scripted", "r1")
 
 
+def test_scripted_reviewer_keeps_a_weak_label_and_adds_the_missed_neighbour_shown_with_it():
+    # two true motors; only one labeled, weakly supported (0.4 < 0.6): its FN case also shows the prediction on the
+    # unlabeled motor (a free prediction goes to the nearest unsupported label of its class)
+    truth = LabelSet.from_canonical(make_table([("two", SHAPE, 10.0, [[50, 50, 50], [50, 50, 200]])]))
+    noisy = LabelSet.from_canonical(make_table([("two", SHAPE, 10.0, [[50, 50, 50]])]))
+    preds = pd.DataFrame([pred("two", 100, 100, 100, 0.4), pred("two", 100, 100, 400, 0.5)])
+    cases = find_cases(noisy, preds, confirm_threshold=0.6)
+    assert [(c.kind, c.reason) for c in cases] == [("FN", "weak")]
+    dec = scripted_decisions(cases, truth)
+    assert dec.tags.tolist() == ["0;1"] and cases[0].candidate(1).zyx == [50.0, 50.0, 200.0]
+    res = apply_decisions(noisy, cases, dec, round_name="r1")
+    assert sorted(map(tuple, motors(to_canonical(res.labels))["two"])) == [(50.0, 50.0, 50.0), (50.0, 50.0, 200.0)]
+    assert sorted(res.changes.action) == ["add", "keep"] and res.label_changes == 1
+
+
 def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
     truth, noisy, preds = world
     cases = find_cases(noisy, preds)

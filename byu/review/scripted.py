@@ -5,7 +5,7 @@ candidate's class (and of the true particle's class); each true particle is clai
 first shown), and a prediction is not claimed for a true particle that is already labeled.
 
 - FN case: ``0`` when the labeled pick is a true particle (``0`` + ``as:<class>`` when it is one of another
-  class); otherwise the candidates that are true particles (a move), or ``none``.
+  class), plus the other candidates that are true, unlabeled particles of that class (keep + add); otherwise the candidates that are true particles (a move), or ``none``.
 - FP case: every candidate that is a true particle not yet labeled, or ``none``.
 - A candidate shown with the wrong class is tagged with ``as:<true class>`` (one class per image: candidates of
   another true class on the same image are left for their own cases).
@@ -71,7 +71,12 @@ def scripted_decisions(cases: Iterable[Case], truth: LabelSet, *, radius_A: floa
         if case.kind == "FN" and label is not None:
             cls = claim(label)
             if cls is not None:
-                tags = [KEEP] + ([class_tag(cls)] if cls != label.particle else [])
+                # the label is right; a reviewer also tags any other shown candidate that is a real, unlabeled
+                # particle of that class (keep + add), e.g. a second motor next to the labeled one
+                relabel = cls != label.particle  # then as:<cls> names the class of every tagged candidate
+                others = [str(c.k) for c in case.candidates
+                          if c.k > 0 and (relabel or c.particle == cls) and claim(c) == cls]
+                tags = [KEEP] + others + ([class_tag(cls)] if cls != label.particle else [])
         if not tags:
             claims = [(c.k, c.particle, cls) for c in case.candidates if c.k > 0 and (cls := claim(c)) is not None]
             wrong = [true_cls for _, shown, true_cls in claims if shown != true_cls]

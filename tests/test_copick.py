@@ -409,3 +409,65 @@ def test_cli_ingest_and_export(project, tmp_path):
     assert r.exit_code == 2 and "label version 'nope' not found" in r.output
     r = runner.invoke(app, ["export", "cp_v1", str(cfg), "--runs-missing", "maybe", "--data-dir", str(data)])
     assert r.exit_code == 2
+
+
+def test_a_copick_project_goes_through_a_review_round_and_back(project, tmp_path):
+    """copick picks in → a noisy version (one complex missed, one false) → cases mined against predictions → the
+    scripted reviewer → the applied version → copick picks that copick reads back exactly as the truth."""
+    from byu.review.decisions import write_decisions
+    from byu.review.round import ReviewRound
+    from byu.review.scripted import scripted_decisions
+
+    cfg, truth = project
+    data = DataRoot(tmp_path / "data")
+    store = LabelStore(data.labels)
+    ingested = ingest_copick(cfg, data, version="cp_v1", user_id="alice")  # alice's picks: the lab's truth here
+    assert ingested.ok
+    good = store.get("cp_v1")
+    picks = good.picks.reset_index(drop=True)
+    spacing = good.spacing_of()
+
+    # noisy labels: the complex of TS_1 farthest from every other pick missed, a false complex in empty space of TS_2
+    cx = picks[picks["particle"] == "my-complex"]
+    a = cx[cx["tomo_id"] == "TS_1"]
+    everything = picks[picks["tomo_id"] == "TS_1"][["z", "y", "x"]].to_numpy() * spacing["TS_1"]
+    pos = a[["z", "y", "x"]].to_numpy() * spacing["TS_1"]
+    nearest = [np.sort(np.linalg.norm(everything - p, axis=1))[1] for p in pos]
+    missed = a.index[int(np.argmax(nearest))]
+    assert max(nearest) > 2 * 45.0
+    b = cx[cx["tomo_id"] == "TS_2"][["z", "y", "x"]].to_numpy() * spacing["TS_2"]
+    shape = RUNS["TS_2"]["shape"]
+    grid = np.stack(np.meshgrid(*[np.linspace(2, n - 3, 6) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    far = grid[int(np.argmax([np.linalg.norm(b - g * spacing["TS_2"], axis=1).min() for g in grid]))]
+    false = {"tomo_id": "TS_2", "particle": "my-complex", "z": far[0], "y": far[1], "x": far[2]}
+    noisy = good.replace(picks=pd.concat([picks.drop(index=missed), pd.DataFrame([false])], ignore_index=True))
+    store.put("cp_noisy", noisy, parents=["cp_v1"], producer="test: planted errors")
+
+    # the models' predictions: every true pick, in the tomograms' own frames
+    preds = good.picks[["tomo_id", "particle", "z", "y", "x"]].assign(
+        conf=0.9, models="run/fold0", voxel_spacing=good.picks["tomo_id"].map(spacing))
+    data.predictions.mkdir(parents=True, exist_ok=True)
+    preds.to_csv(data.predictions / "oof.csv", index=False)
+
+    rnd = ReviewRound(data, "round1")
+    cases = rnd.mine(labels_version="cp_noisy", predictions=data.predictions / "oof.csv", confirm_threshold="auto")
+    assert sorted((c.tomo_id, c.kind, c.particle) for c in cases) == [("TS_1", "FP", "my-complex"),
+                                                                     ("TS_2", "FN", "my-complex")]
+    assert len(rnd.render()) == 2  # the review images, rendered from the ingested tomograms
+    write_decisions(scripted_decisions(cases, good), rnd.paths.decisions)
+    manifest, result = rnd.apply(from_version="cp_noisy", to_version="cp_v2")
+    assert sorted(result.changes[result.changes.action != "keep"].action) == ["add", "remove"]
+    assert manifest.parents == ["cp_noisy"]
+
+    out = export_copick(store.get("cp_v2"), cfg, version_name="cp_v2", data_root=data)
+    assert out.session_id == "cp-v2"
+    for name in RUNS:
+        for obj in ("ribosome", "my-complex"):
+            got = read_back(cfg, name, obj, "byu", "cp-v2")
+            want = truth[name][(obj, "alice", "manual-1")]
+            assert got.shape == want.shape
+            err = np.array([np.linalg.norm(got - w, axis=1).min() for w in want])  # Å, x/y/z as copick has them
+            # picks the round left alone come back exactly; the one it added sits where its prediction was (cases
+            # carry candidate positions to 0.01 voxel)
+            added = 1 if (name, obj) == ("TS_1", "my-complex") else 0
+            assert (err < 1e-3).sum() == len(want) - added and err.max() < 0.01 * RUNS[name]["spacing"]

@@ -73,7 +73,7 @@ class ReviewSettings(BaseModel):
     confirm_threshold: float | Literal["auto"] | None = Field(
         default="auto", title="Confirm threshold",
         description="also review labels whose matching prediction is weaker than this (likely false labels the "
-        "model half-believes): a number, 'auto' (per class, the low outliers of how strongly the models support "
+        "model half-believes): a number, 'auto' (per class, below 3/4 of the median of how strongly the models support "
         "that class's labels in this round), or empty: only unmatched labels")
     include_incomplete: bool = Field(default=False, title="Take tags from unfinished CVAT jobs",
                                      description="off: only jobs marked completed count")

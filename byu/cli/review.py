@@ -74,7 +74,7 @@ def mine_cmd(
                                                         "the strongest unmatched predictions)")] = 1,
     confirm_threshold: Annotated[Optional[str], typer.Option(
         help="also review labels whose matching prediction is weaker than this: a number, or 'auto' (per class, "
-        "the low outliers of the class's support)")] = None,
+        "below 3/4 of the class's median support)")] = None,
     max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
     data_dir: DataDir = None,

@@ -1,4 +1,5 @@
-"""Test helpers for the CVAT review area: a hand-made review round (cases.csv + JPEG images)."""
+"""Test helpers for the review area: a hand-made review round (cases.csv + JPEG images) and a small multi-class
+world (truth, noisy labels, predictions)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,49 @@ def make_round(review_root: Path, round_name: str, n_candidates: Sequence[int], 
     (rd / "images").mkdir(parents=True, exist_ok=True)
     cases = make_cases(n_candidates, kinds=kinds)
     cases.to_csv(rd / "cases.csv", index=False)
-    rng = np.random.default_rng(seed)
-    for name in cases["image"]:
-        arr = rng.integers(0, 255, size=(24, 40), dtype=np.uint8)
-        Image.fromarray(arr).save(rd / "images" / name, quality=85)
+    write_images(rd / "images", list(cases["image"]), seed=seed)
     return rd
+
+
+def write_images(images_dir: Path, names: Sequence[str], *, seed: int = 0) -> None:
+    """A small noise JPEG per name (stand-ins for rendered case images)."""
+    images_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, size=(24, 40), dtype=np.uint8)).save(images_dir / name, quality=85)
+
+
+def prediction_row(tomo, z, y, x, conf, spacing=5.0, particle="motor") -> dict:
+    return dict(tomo_id=tomo, particle=particle, z=z, y=y, x=x, conf=conf, models="run/fold0", voxel_spacing=spacing)
+
+
+def multiclass_world():
+    """Two 100x200x200 tomograms at 10 Å with ribosomes and apo-ferritin: the truth, noisy labels holding one of each
+    error (wrong class, shift, false, miss) and predictions at 5 Å that see every true particle."""
+    from byu.labels.model import LabelSet
+
+    shape, s = (100, 200, 200), 10.0
+    tomos = pd.DataFrame({"tomo_id": ["a", "b"], "Z": [shape[0]] * 2, "Y": [shape[1]] * 2, "X": [shape[2]] * 2,
+                          "voxel_spacing": [s, s]})
+
+    def picks(rows):
+        return pd.DataFrame(rows, columns=["tomo_id", "particle", "z", "y", "x"])
+
+    truth = LabelSet.build(tomos, picks([
+        ("a", "ribosome", 50, 50, 50), ("a", "apo-ferritin", 50, 100, 100), ("a", "ribosome", 20, 150, 150),
+        ("b", "apo-ferritin", 30, 30, 30), ("b", "ribosome", 60, 120, 40)]))
+    noisy = LabelSet.build(tomos, picks([
+        ("a", "ribosome", 50, 50, 50),
+        ("a", "ribosome", 50, 100, 100),    # an apo-ferritin labeled as a ribosome
+        ("a", "ribosome", 20, 150, 180),    # shifted 300 Å (> 2 x 150 Å)
+        ("b", "apo-ferritin", 30, 30, 30),
+        ("b", "apo-ferritin", 80, 80, 80)]),  # false: nothing there
+        ["ribosome", "apo-ferritin"])       # the missed b ribosome
+    preds = pd.DataFrame([
+        prediction_row("a", 100, 100, 100, 0.9, particle="ribosome"),
+        prediction_row("a", 100, 200, 200, 0.8, particle="apo-ferritin"),
+        prediction_row("a", 40, 300, 300, 0.7, particle="ribosome"),
+        prediction_row("b", 60, 60, 60, 0.9, particle="apo-ferritin"),
+        prediction_row("b", 120, 240, 80, 0.85, particle="ribosome"),
+    ])
+    return truth, noisy, preds

@@ -20,7 +20,7 @@ from byu.errors import InputError
 from byu.review import cvat as rc
 from byu.review.cvat import CvatConfig, CvatError, pull_round, push_round, push_second_review, round_status
 from byu.review.decisions import decisions_from_round, read_decisions, write_decisions
-from tests.cvat_support import make_round
+from tests.cvat_support import make_round, multiclass_world, write_images
 from tests.fakes.cvat import (
     CVAT_VERSIONS,
     FAKE_CVAT_VERSION,
@@ -608,3 +608,47 @@ def test_cli_push_status_pull_import(fake, annotator, round_dir, tmp_path):
 
     res = runner.invoke(app, ["push", "../etc", *common], env=env)
     assert res.exit_code == 2 and "not allowed" in res.output
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_a_multiclass_round_through_cvat(fake, config, annotator, tmp_path):
+    """Ribosomes and apo-ferritin: mined per class, pushed with the class tags, tagged by a person (as:<class> where a
+    candidate has another class), pulled, applied: the new version is the truth, the relabel recorded."""
+    from byu.labels.store import LabelStore
+    from byu.paths import DataRoot
+    from byu.review.round import CvatReviewer, ReviewRound
+    from byu.review.scripted import scripted_decisions
+    from byu.review.tags import split_tags
+
+    url, server = fake
+    truth, noisy, preds = multiclass_world()
+    root = DataRoot(tmp_path / "data")
+    LabelStore(root.labels).put("gt", noisy)
+    root.predictions.mkdir(parents=True)
+    preds.to_csv(root.predictions / "oof.csv", index=False)
+    rnd = ReviewRound(root, "mc1")
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
+    write_images(rnd.paths.images, [c.image for c in cases])
+    reviewer = CvatReviewer(config=config, batch_size=2)
+    assert "CVAT task(s)" in rnd.start_review(reviewer)
+    rec = record(rnd.paths.dir)
+    assert set(rec["labels"]) >= {"as:ribosome", "as:apo-ferritin", "0", "none", "unsure"}
+    with server.state.lock:
+        assert {lab["name"] for lab in server.state.labels.values()} == set(rec["labels"])
+
+    # the person tags what is true (the scripted reviewer's answers, clicked through the SDK)
+    answers = scripted_decisions(cases, truth)
+    tagged = {c.image: split_tags(t) for c, t in zip(cases, answers.tags)}
+    assert any("as:apo-ferritin" in t for t in tagged.values())
+    for e in rec["tasks"]:
+        tag_images_as_annotator(annotator, e["id"], {k: v for k, v in tagged.items() if k in e["images"]},
+                                assignee="alice")
+    assert rnd.review_finished(reviewer)
+    result = rnd.collect_review(reviewer)
+    assert result.errors == [] and len(result.decisions) == len(cases)
+    manifest, applied = rnd.apply(from_version="gt", to_version="gt_v2")
+    got = {(r.tomo_id, r.particle, r.z, r.y, r.x) for r in LabelStore(root.labels).get("gt_v2").picks.itertuples()}
+    assert got == {(r.tomo_id, r.particle, float(r.z), float(r.y), float(r.x)) for r in truth.picks.itertuples()}
+    changes = LabelStore(root.labels).changes("gt_v2")
+    assert sorted(changes[changes.action != "keep"].action) == ["add", "move", "relabel", "remove"]
+    assert set(changes.reviewer) == {"alice"}

@@ -20,12 +20,12 @@ from byu.review.decisions import write_decisions
 from byu.review.match import find_cases
 from byu.review.round import ReviewRound
 from byu.review.scripted import scripted_decisions
+from tests.cvat_support import multiclass_world, prediction_row
 
 SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise the frame conversion
 
 
-def pred(tomo, z, y, x, conf, spacing=5.0, particle="motor"):
-    return dict(tomo_id=tomo, particle=particle, z=z, y=y, x=x, conf=conf, models="run/fold0", voxel_spacing=spacing)
+pred = prediction_row
 
 
 def motors(table) -> dict:
@@ -315,31 +315,7 @@ def test_extra_candidates_go_to_fp_cases(world):
 
 @pytest.fixture
 def multi():
-    shape, s = (100, 200, 200), 10.0
-    tomos = pd.DataFrame({"tomo_id": ["a", "b"], "Z": [shape[0]] * 2, "Y": [shape[1]] * 2, "X": [shape[2]] * 2,
-                          "voxel_spacing": [s, s]})
-
-    def picks(rows):
-        return pd.DataFrame(rows, columns=["tomo_id", "particle", "z", "y", "x"])
-
-    truth = LabelSet.build(tomos, picks([
-        ("a", "ribosome", 50, 50, 50), ("a", "apo-ferritin", 50, 100, 100), ("a", "ribosome", 20, 150, 150),
-        ("b", "apo-ferritin", 30, 30, 30), ("b", "ribosome", 60, 120, 40)]))
-    noisy = LabelSet.build(tomos, picks([
-        ("a", "ribosome", 50, 50, 50),
-        ("a", "ribosome", 50, 100, 100),    # an apo-ferritin labeled as a ribosome
-        ("a", "ribosome", 20, 150, 180),    # shifted 300 Å (> 2 x 150 Å)
-        ("b", "apo-ferritin", 30, 30, 30),
-        ("b", "apo-ferritin", 80, 80, 80)]),  # false: nothing there
-        ["ribosome", "apo-ferritin"])       # the missed b ribosome
-    preds = pd.DataFrame([
-        pred("a", 100, 100, 100, 0.9, particle="ribosome"),
-        pred("a", 100, 200, 200, 0.8, particle="apo-ferritin"),
-        pred("a", 40, 300, 300, 0.7, particle="ribosome"),
-        pred("b", 60, 60, 60, 0.9, particle="apo-ferritin"),
-        pred("b", 120, 240, 80, 0.85, particle="ribosome"),
-    ])
-    return truth, noisy, preds
+    return multiclass_world()
 
 
 def test_multiclass_mining_per_class_radius_and_relabel(multi):

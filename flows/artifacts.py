@@ -88,6 +88,14 @@ def _png_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _under_root(path: str | Path, root: Path) -> str:
+    """``path`` relative to the data root when it lies inside it (what a person looks for), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
                     figures_dir: Path | None = None) -> str:
     """The outcome of a round: version, changes by action and class, review counts, splits and pictures."""
@@ -125,7 +133,8 @@ def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
                       "label change.", ""]
     splits = [s for s in result.get("splits") or [] if Path(s).exists()]
     if splits:
-        lines += ["Splits written: " + ", ".join(f"`{s}`" for s in splits), ""]
+        lines += [f"Splits written (under the data root `{root.root}`): "
+                  + ", ".join(f"`{_under_root(s, root.root)}`" for s in splits), ""]
         if version and store.exists(version):
             split = read_split(splits[0])
             fig = plot_split_balance(store.get(version), split, title=Path(splits[0]).name)

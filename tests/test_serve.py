@@ -141,6 +141,7 @@ def test_served_round1_runs_by_deployment(round1_root: Path, tmp_path: Path):
         summary = by_key["result-round1"].data
         assert "New label version `gt_v2`" in summary and "label change" in summary
         assert "data:image/png;base64," in summary  # the label-change and split pictures travel with it
+        assert "`cv/v2/skf2_rd42.json`" in summary  # splits named as a person finds them under the data root
 
         root = DataRoot(round1_root)
         store = LabelStore(root.labels)

@@ -2,6 +2,7 @@
 
     python benchmarks/external_scale.py                      # N=100 small tomograms, 1 and 2 Dask workers
     python benchmarks/external_scale.py --n 200 --workers 1 2 4 --shape 48 128 128
+    python benchmarks/external_scale.py --kill-half          # also: SIGKILL a run half-way, rerun, count the redone
 
 For each worker count it runs the first half of the ``external`` flow — find → one task per tomogram (download →
 verify → preprocess → delete the raw file, at most ``max_inflight`` = workers at once) → the label version — on a
@@ -9,6 +10,10 @@ verify → preprocess → delete the raw file, at most ``max_inflight`` = worker
 fake portal on 127.0.0.1 serving N tomograms, and prints: wall time, tomograms per second, the most raw files and
 raw bytes on disk at any moment (sampled every 2 ms), and the peak RSS of each worker process. Then it projects a
 portal-sized round (1,288 tomograms, 180 GB) from the measured per-tomogram costs and a link speed.
+
+With ``--kill-half`` it then runs the same flow in a child process on a fresh data root, kills its whole process
+group (flow and Dask workers, SIGKILL) once half the tomograms are stored, reruns the flow here and prints how many
+tomograms the rerun skipped, how many it fetched again, and the most raw files on disk across both runs.
 """
 
 from __future__ import annotations
@@ -91,6 +96,55 @@ def ingest_flow():
     return run
 
 
+CHILD = """
+import os, sys
+sys.path.insert(0, {repo!r})
+os.environ.update({{"BYU_TASK_RUNNER": "dask", "BYU_TASK_WORKERS": sys.argv[3]}})
+os.environ.pop("BYU_DASK_ADDRESS", None)
+from benchmarks.external_scale import ingest_flow
+ingest_flow()(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+"""
+
+
+def kill_half_and_resume(portal, data: Path, n: int, workers: int) -> dict:
+    """Run the flow in a child, SIGKILL its process group once n/2 tomograms are stored, rerun it here."""
+    import signal
+    import subprocess
+
+    from byu.tomo.io import iter_tomograms
+
+    def stored() -> set[str]:
+        return set(dict(iter_tomograms(data / "tomograms"))) if (data / "tomograms").exists() else set()
+
+    (data / "raw").mkdir(parents=True)
+    disk = DiskWatcher(data / "raw")
+    disk.start()
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(repo=repo), str(data), portal.graphql_url,
+                             str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while len(stored()) < n // 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = stored()
+    with portal._lock:
+        portal.requests.clear()
+    os.environ.update({"BYU_TASK_RUNNER": "dask", "BYU_TASK_WORKERS": str(workers)})
+    try:
+        results = ingest_flow()(str(data), portal.graphql_url, workers)
+    finally:
+        disk.stop.set()
+        disk.join()
+    fetched = {r.path.rsplit("/", 1)[-1] for r in portal.requests if r.path.endswith(".mrc")}
+    skipped = {r["tomo_id"] for r in results if r["status"] == "skipped"}
+    return {"stored_at_kill": len(before), "skipped_on_rerun": len(skipped), "skipped_are_the_stored": skipped == before,
+            "fetched_again": len(fetched), "stored_after": len(stored()), "peak_raw_files": disk.files}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="tomograms served")
@@ -103,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     "per worker) for the projection; default: the rate measured here, which small test volumes make "
                     "overhead-bound (benchmarks/preprocess.py measures full-size volumes)")
     ap.add_argument("--models", type=int, default=3, help="models in the external round's ensemble")
+    ap.add_argument("--kill-half", action="store_true", help="also kill a run half-way and measure its resume")
     args = ap.parse_args(argv)
 
     from tests.fakes.portal import SeedRun, SeedTomogram, build_seed, start_fake_portal
@@ -148,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                       f" peak raw files {disk.files} (max_inflight {workers}), peak raw {disk.bytes / 1e6:.1f} MB;"
                       f" worker peak RSS {r['worker_rss_MB']} MiB; per tomogram in its task: download "
                       f"{r['download_s']:.2f} s + preprocess {r['preprocess_s']:.2f} s", flush=True)
+            if args.kill_half:
+                workers = args.workers[-1]
+                k = kill_half_and_resume(portal, work / "data_killed", args.n, workers)
+                print(f"killed half-way ({workers} workers): {k['stored_at_kill']}/{args.n} stored at the kill; the "
+                      f"rerun skipped {k['skipped_on_rerun']} (exactly those: {k['skipped_are_the_stored']}), fetched "
+                      f"{k['fetched_again']} again, ended with {k['stored_after']}/{args.n}; peak raw files across "
+                      f"both runs {k['peak_raw_files']} (max_inflight {workers})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if len(rows) >= 2:

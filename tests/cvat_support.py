@@ -67,6 +67,18 @@ def write_images(images_dir: Path, names: Sequence[str], *, seed: int = 0) -> No
         Image.fromarray(rng.integers(0, 255, size=(24, 40), dtype=np.uint8)).save(images_dir / name, quality=85)
 
 
+def round_root(tmp_path: Path, labels, predictions: pd.DataFrame, run: str = "oof.csv"):
+    """A data root holding ``labels`` as version ``gt`` and ``predictions`` as ``predictions/<run>``."""
+    from byu.labels.store import LabelStore
+    from byu.paths import DataRoot
+
+    root = DataRoot(tmp_path / "data")
+    LabelStore(root.labels).put("gt", labels)
+    root.predictions.mkdir(parents=True)
+    predictions.to_csv(root.predictions / run, index=False)
+    return root, root.predictions / run
+
+
 def prediction_row(tomo, z, y, x, conf, spacing=5.0, particle="motor") -> dict:
     return dict(tomo_id=tomo, particle=particle, z=z, y=y, x=x, conf=conf, models="run/fold0", voxel_spacing=spacing)
 

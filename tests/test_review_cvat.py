@@ -20,7 +20,7 @@ from byu.errors import InputError
 from byu.review import cvat as rc
 from byu.review.cvat import CvatConfig, CvatError, pull_round, push_round, push_second_review, round_status
 from byu.review.decisions import decisions_from_round, read_decisions, write_decisions
-from tests.cvat_support import make_round, multiclass_world, write_images
+from tests.cvat_support import make_round, multiclass_world, round_root, write_images
 from tests.fakes.cvat import (
     CVAT_VERSIONS,
     FAKE_CVAT_VERSION,
@@ -615,17 +615,13 @@ def test_a_multiclass_round_through_cvat(fake, config, annotator, tmp_path):
     """Ribosomes and apo-ferritin: mined per class, pushed with the class tags, tagged by a person (as:<class> where a
     candidate has another class), pulled, applied: the new version is the truth, the relabel recorded."""
     from byu.labels.store import LabelStore
-    from byu.paths import DataRoot
     from byu.review.round import CvatReviewer, ReviewRound
     from byu.review.scripted import scripted_decisions
     from byu.review.tags import split_tags
 
     url, server = fake
     truth, noisy, preds = multiclass_world()
-    root = DataRoot(tmp_path / "data")
-    LabelStore(root.labels).put("gt", noisy)
-    root.predictions.mkdir(parents=True)
-    preds.to_csv(root.predictions / "oof.csv", index=False)
+    root, _ = round_root(tmp_path, noisy, preds)
     rnd = ReviewRound(root, "mc1")
     cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
     write_images(rnd.paths.images, [c.image for c in cases])

@@ -12,7 +12,6 @@ from byu.labels.formats import to_canonical
 from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore
 from byu.labels.table import make_table
-from byu.paths import DataRoot
 from byu.predictions import read_predictions
 from byu.review.apply import apply_decisions
 from byu.review.cases import cases_frame, read_cases, write_cases
@@ -20,7 +19,7 @@ from byu.review.decisions import write_decisions
 from byu.review.match import find_cases
 from byu.review.round import ReviewRound
 from byu.review.scripted import scripted_decisions
-from tests.cvat_support import multiclass_world, prediction_row
+from tests.cvat_support import multiclass_world, prediction_row, round_root
 
 SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise the frame conversion
 
@@ -196,11 +195,8 @@ def test_fn_keep_and_add_and_overrides(world):
 
 def test_round_on_disk_is_rerunnable_and_versions_immutable(tmp_path, world):
     truth, noisy, preds = world
-    root = DataRoot(tmp_path / "data")
+    root, _ = round_root(tmp_path, noisy, preds)
     store = LabelStore(root.labels)
-    store.put("gt", noisy)
-    root.predictions.mkdir(parents=True)
-    preds.to_csv(root.predictions / "oof.csv", index=False)
     rnd = ReviewRound(root, "round1")
     cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
     assert rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv") == cases
@@ -223,10 +219,7 @@ def test_reapplying_other_decisions_is_refused(tmp_path, world):
     from byu.errors import VersionExistsError
 
     truth, noisy, preds = world
-    root = DataRoot(tmp_path / "data")
-    LabelStore(root.labels).put("gt", noisy)
-    root.predictions.mkdir(parents=True)
-    preds.to_csv(root.predictions / "oof.csv", index=False)
+    root, _ = round_root(tmp_path, noisy, preds)
     rnd = ReviewRound(root, "r")
     cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
     write_decisions(scripted_decisions(cases, truth, reviewer="ann"), rnd.paths.decisions)
@@ -286,10 +279,7 @@ def test_mining_without_spacing_is_a_clear_error(world):
 
 def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
     truth, noisy, preds = world
-    root = DataRoot(tmp_path / "data")
-    LabelStore(root.labels).put("gt", noisy)
-    root.predictions.mkdir(parents=True)
-    preds.to_csv(root.predictions / "run.csv", index=False)
+    root, _ = round_root(tmp_path, noisy, preds, run="run.csv")
     # the run covered only two tomograms: the others were never predicted and must not become FN cases
     (root.predictions / "run.json").write_text(json.dumps({"tomo_ids": ["missed", "deep"]}))
     cases = ReviewRound(root, "r").mine(labels_version="gt", predictions=root.predictions / "run.csv")

@@ -185,10 +185,8 @@ def test_with_server_starts_and_stops_its_server(tmp_path: Path):
         assert (home / "prefect.db").exists(), "the server's SQLite database lives under --home"
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while serve_mod.api_healthy(api_url) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not serve_mod.api_healthy(api_url), "the server must stop with the serving process"
+        _wait_for(lambda: not serve_mod.api_healthy(api_url), timeout=30,
+                  what="the server to stop with the serving process", logs=[log], procs=[])
         assert not serve_mod._port_open("127.0.0.1", port)
     finally:
         serve_mod.stop_process(proc)
@@ -291,10 +289,8 @@ def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path: Path):
         assert url.startswith("http://127.0.0.1:") and serve_mod.api_healthy(url)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while serve_mod.api_healthy(url) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not serve_mod.api_healthy(url), "the temporary server outlived the killed run"
+        _wait_for(lambda: not serve_mod.api_healthy(url), timeout=30,
+                  what="the temporary server to die with the killed run", logs=[], procs=[])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -197,7 +197,7 @@ def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings):
         return ScriptedReviewer(truth=labels)
     if review.reviewer == "import":
         csv = data_path(data_dir, review.decisions_csv, field="review.decisions_csv") or \
-            round_paths(root, round_name).dir / "outside_decisions.csv"
+            round_paths(root, round_name).outside_decisions
         return ImportReviewer(csv=csv)
     return CvatReviewer(config=cvat_config(review), batch_size=review.batch_size,
                         include_incomplete=review.include_incomplete)

@@ -25,6 +25,9 @@ from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.plots import plot_label_diff
 from byu.report import changes_without_decision, planted_errors_fixed, safe_ratio
+from byu.review.cases import read_cases
+from byu.review.decisions import read_decisions
+from byu.review.paths import round_paths
 from flows.common import ReviewSettings
 from flows.round1 import Round1Params, round1
 from flows.train import TrainParams, train
@@ -72,8 +75,9 @@ def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "g
     fixed = planted_errors_fixed(errors, store.get(version))
     changes = store.changes(version)
     n_changes = len(label_changes(changes))
-    cases = pd.read_csv(root.review / round_name / "cases.csv")
-    decisions = pd.read_csv(root.review / round_name / "decisions.csv")
+    paths = round_paths(root, round_name)
+    cases = read_cases(paths.cases)
+    decisions = read_decisions(paths.decisions)
     by_class = {c: {"planted": int(len(g)), "fixed": int(g["fixed"].sum()),
                     "fraction": safe_ratio(g["fixed"].sum(), len(g))} for c, g in fixed.groupby("particle")}
     return {
@@ -129,7 +133,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     report = {**recovery_report(root, files),
               "classes": classes, "config": config, "versions": store.names(),
               "splits": summary.get("splits", []), "predictions": summary.get("predictions"),
-              "review_images": str(root.review / "round1" / "images"),
+              "review_images": str(round_paths(root, "round1").images),
               "wall_time_s": round(time.monotonic() - t0, 1)}
     log("[5/5] pictures and report")
     plot_label_diff(store.changes("gt_v2"), out=root.root / "demo_label_changes.png")

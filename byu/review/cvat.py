@@ -94,6 +94,7 @@ from byu.review.decisions import (
     unsure_images,
     write_decisions,
 )
+from byu.review.paths import RoundPaths
 
 log = logging.getLogger(__name__)
 _sdk_log = logging.getLogger(__name__ + ".sdk")
@@ -102,7 +103,6 @@ ENV_URL, ENV_USER, ENV_PASSWORD, ENV_TOKEN = "BYU_CVAT_URL", "BYU_CVAT_USER", "B
 ENV_CHECK_VERSION = "BYU_CVAT_CHECK_VERSION"
 ABOUT_PATH = "/api/server/about"
 EXPORT_FORMAT = "CVAT for images 1.1"
-TASKS_FILE = "tasks.json"
 DEFAULT_BATCH_SIZE = 100
 KIND_REVIEW, KIND_REVIEW2 = "review", "review2"
 
@@ -388,13 +388,9 @@ def cvat_client(config: CvatConfig, client: Client | None = None) -> Iterator[Cl
 # Record (cvat/tasks.json)
 
 
-def _cvat_dir(round_dir: Path) -> Path:
-    return round_dir / "cvat"
-
-
 def load_record(round_dir: str | Path) -> dict[str, Any]:
     """The round's ``cvat/tasks.json`` (an empty record if there is none yet)."""
-    path = _cvat_dir(Path(round_dir)) / TASKS_FILE
+    path = RoundPaths(Path(round_dir)).tasks
     if not path.is_file():
         return {"tasks": []}
     try:
@@ -406,7 +402,7 @@ def load_record(round_dir: str | Path) -> dict[str, Any]:
 
 
 def _save_record(round_dir: Path, record: dict[str, Any]) -> None:
-    write_json(_cvat_dir(round_dir) / TASKS_FILE, record)
+    write_json(RoundPaths(round_dir).tasks, record)
 
 
 def _entry(record: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -433,14 +429,14 @@ def task_name(round_name: str, batch: int, *, kind: str = KIND_REVIEW) -> str:
 
 def _round_inputs(round_dir: Path) -> tuple[str, dict[str, Case]]:
     round_name = check_id(round_dir.name, what="round")
-    return round_name, load_cases(round_dir / "cases.csv")
+    return round_name, load_cases(RoundPaths(round_dir).cases)
 
 
 def _image_paths(round_dir: Path, images: Sequence[str]) -> list[Path]:
     errors: list[InputError] = []
     paths = []
     for name in images:
-        p = round_dir / "images" / check_id(name, what="image")
+        p = RoundPaths(round_dir).image(name)
         if not p.is_file():
             errors.append(InputError("image file not found", file=p))
         elif p.resolve().name != name:  # the SDK uploads resolved paths; a renaming symlink would change the frame name
@@ -557,13 +553,13 @@ def _prepare(client: Client, config: CvatConfig, round_dir: Path, cases: Mapping
     record = load_record(round_dir)
     if record.get("batch_size") not in (None, batch_size) and record["tasks"]:
         raise InputError(f"round was pushed with batch size {record['batch_size']}, not {batch_size}",
-                         file=_cvat_dir(round_dir) / TASKS_FILE, field="batch_size")
+                         file=RoundPaths(round_dir).tasks, field="batch_size")
     labels = tag_vocabulary(cases.values())
     name = project_name or (record.get("project") or {}).get("name") or round_dir.name
     project = _retry(config, _ensure_project, client, name, labels, record, what=f"ensure project {name}")
     record.update(round=round_dir.name, server=config.url, project={"id": project.id, "name": project.name},
                   labels=labels, batch_size=batch_size)
-    _cvat_dir(round_dir).mkdir(parents=True, exist_ok=True)
+    RoundPaths(round_dir).cvat.mkdir(parents=True, exist_ok=True)
     _save_record(round_dir, record)
     return record, project
 
@@ -611,19 +607,19 @@ def push_second_review(
     are completed first. Returns the entries of all second-review tasks.
     """
     round_dir = Path(round_dir)
+    paths = RoundPaths(round_dir)
     _, cases = _round_inputs(round_dir)
     if images is None:
-        wanted = unsure_images(read_decisions(round_dir / "decisions.csv"))
+        wanted = unsure_images(read_decisions(paths.decisions))
         images = [img for img in cases if img in wanted]
     unknown = [img for img in images if img not in cases]
     if unknown:
-        raise InputErrors([InputError(f"image {img!r} is not a case of this round", file=round_dir / "cases.csv")
+        raise InputErrors([InputError(f"image {img!r} is not a case of this round", file=paths.cases)
                            for img in unknown])
     _image_paths(round_dir, images)
     record = load_record(round_dir)
     if not record.get("project"):
-        raise InputError("round has not been pushed yet (no project in the record)",
-                         file=_cvat_dir(round_dir) / TASKS_FILE)
+        raise InputError("round has not been pushed yet (no project in the record)", file=paths.tasks)
     with cvat_client(config, client) as c:
         record, project = _prepare(c, config, round_dir, cases, project_name=None,
                                    batch_size=record.get("batch_size") or batch_size)
@@ -762,10 +758,11 @@ def pull_round(
     frames, assignee), ``job_assignee``, ``exported_at`` and ``export_sha256``.
     """
     round_dir = Path(round_dir)
+    paths = RoundPaths(round_dir)
     record = load_record(round_dir)
     if not record["tasks"]:
-        raise InputError("round has no CVAT tasks yet (push first)", file=_cvat_dir(round_dir) / TASKS_FILE)
-    cvat_dir = _cvat_dir(round_dir)
+        raise InputError("round has no CVAT tasks yet (push first)", file=paths.tasks)
+    cvat_dir = paths.cvat
     staged_record = json.loads(json.dumps(record))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     staging = cvat_dir / f".pull-{stamp}"
@@ -773,7 +770,7 @@ def pull_round(
     try:
         with cvat_client(config, client) as c:
             for entry in staged_record["tasks"]:
-                name = check_id(str(entry["name"]), what="task name", file=cvat_dir / TASKS_FILE)
+                name = check_id(str(entry["name"]), what="task name", file=paths.tasks)
                 if not entry.get("id") or entry.get("state") != "uploaded":
                     raise CvatError(f"task {name} has no uploaded data yet; run push again")
                 jobs = _retry(config, _jobs, c, entry["id"], what=f"jobs of {name}")
@@ -783,30 +780,31 @@ def pull_round(
                 entry.update(jobs=jobs, job_assignee=who[0] if len(who) == 1 else "",
                              exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                              export_sha256=sha256_bytes(xml))
-        shutil.copyfile(round_dir / "cases.csv", staging / "cases.csv")
-        (staging / "cvat").mkdir()
+        staged = RoundPaths(staging)  # the round's layout, so that the round's reader validates it
+        shutil.copyfile(paths.cases, staged.cases)
+        staged.cvat.mkdir()
         for entry in staged_record["tasks"]:
-            os.replace(staging / f"{entry['name']}.xml", staging / "cvat" / f"{entry['name']}.xml")
-        write_json(staging / "cvat" / TASKS_FILE, staged_record)
+            os.replace(staging / f"{entry['name']}.xml", staged.export(entry["name"]))
+        write_json(staged.tasks, staged_record)
         try:
             result = decisions_from_round(staging, include_incomplete=include_incomplete, max_bytes=max_bytes)
         except InputError as exc:  # a file-level problem (hostile XML, not an export, too big)
             result = DecisionsResult(decisions=pd.DataFrame(), errors=[str(exc)])
         if result.errors and not allow_errors:
-            rejected = cvat_dir / "rejected" / stamp
+            rejected = paths.rejected / stamp
             rejected.parent.mkdir(parents=True, exist_ok=True)
-            (staging / "cvat" / "problems.txt").write_text("\n".join(result.errors) + "\n", encoding="utf-8")
-            os.replace(staging / "cvat", rejected)
+            (staged.cvat / "problems.txt").write_text("\n".join(result.errors) + "\n", encoding="utf-8")
+            os.replace(staged.cvat, rejected)
             log.warning("pull of round %s rejected (%d problem(s)); the previous exports and decisions are kept; "
                         "what was fetched is in %s", round_dir.name, len(result.errors), rejected)
             return PullReport(exports=[], result=result, written=False, rejected_dir=rejected)
         exports = []
         for entry in staged_record["tasks"]:
-            target = cvat_dir / f"{entry['name']}.xml"
-            os.replace(staging / "cvat" / f"{entry['name']}.xml", target)
+            target = paths.export(entry["name"])
+            os.replace(staged.export(entry["name"]), target)
             exports.append(target)
         _save_record(round_dir, staged_record)
-        write_decisions(result, round_dir / "decisions.csv", allow_errors=allow_errors)
+        write_decisions(result, paths.decisions, allow_errors=allow_errors)
         for path in exports:
             log.info("exported CVAT task %s to %s", path.stem, path)
         return PullReport(exports=exports, result=result, written=True)

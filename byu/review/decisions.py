@@ -35,6 +35,7 @@ from lxml import etree
 from byu.atomic import atomic_open
 from byu.errors import InputError, InputErrors
 from byu.paths import check_id
+from byu.review.paths import RoundPaths
 from byu.review.cases import Case, load_case_rows, read_cases, round_classes
 from byu.review.tags import UNSURE, check_tags, tag_labels
 from byu.textsafe import safe_columns
@@ -410,9 +411,9 @@ def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = Fa
     replaces the first one for the same case. A task without an export yet is an error (run ``pull``). Decisions
     made in jobs that are not completed are left out (``left_out``) unless ``include_incomplete``.
     """
-    round_dir = Path(round_dir)
-    cases = load_cases(round_dir / "cases.csv")
-    tasks_path = round_dir / "cvat" / "tasks.json"
+    paths = RoundPaths(Path(round_dir))
+    cases = load_cases(paths.cases)
+    tasks_path = paths.tasks
     try:
         record = json.loads(_read_capped(tasks_path, DEFAULT_MAX_CSV_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -424,7 +425,7 @@ def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = Fa
     errors: list[str] = []
     for t in tasks:
         name = check_id(str(t.get("name")), what="task name", file=tasks_path)
-        xml = round_dir / "cvat" / f"{name}.xml"
+        xml = paths.export(name)
         if not xml.is_file():
             errors.append(f"task {name}: no export yet (run pull)")
             continue

@@ -43,56 +43,7 @@ from byu.review.decisions import (
     write_decisions,
 )
 from byu.review.match import find_cases, predicted_tomograms
-
-
-@dataclass(frozen=True)
-class RoundPaths:
-    """Every path of a round (``review/<round>/``)."""
-
-    dir: Path
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
-
-    @property
-    def cases(self) -> Path:
-        return self.dir / "cases.csv"
-
-    @property
-    def mining(self) -> Path:
-        return self.dir / "mining.json"
-
-    @property
-    def images(self) -> Path:
-        return self.dir / "images"
-
-    @property
-    def cvat(self) -> Path:
-        return self.dir / "cvat"
-
-    @property
-    def tasks(self) -> Path:
-        return self.cvat / "tasks.json"
-
-    @property
-    def pull_now(self) -> Path:
-        return self.cvat / "PULL_NOW"
-
-    @property
-    def rejected(self) -> Path:
-        return self.cvat / "rejected"
-
-    @property
-    def decisions(self) -> Path:
-        return self.dir / "decisions.csv"
-
-    def image(self, name: str) -> Path:
-        return self.images / check_id(name, what="image")
-
-
-def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
-    return RoundPaths(root.review_round(round_name))
+from byu.review.paths import RoundPaths, round_paths
 
 
 def write_round_decisions(path: Path, result: DecisionsResult | pd.DataFrame, *, replace: bool,

@@ -1,0 +1,71 @@
+"""Every path of a review round (``review/<round>/``), in one place: the round object, the CVAT adapter and the
+decision readers build them here (a pull's staging folder has the same layout, so it is a ``RoundPaths`` too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from byu.paths import DataRoot, check_id
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    """Every path of a round (``review/<round>/``)."""
+
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def cases(self) -> Path:
+        return self.dir / "cases.csv"
+
+    @property
+    def mining(self) -> Path:
+        return self.dir / "mining.json"
+
+    @property
+    def images(self) -> Path:
+        return self.dir / "images"
+
+    @property
+    def cvat(self) -> Path:
+        return self.dir / "cvat"
+
+    @property
+    def tasks(self) -> Path:
+        return self.cvat / "tasks.json"
+
+    @property
+    def pull_now(self) -> Path:
+        return self.cvat / "PULL_NOW"
+
+    @property
+    def rejected(self) -> Path:
+        return self.cvat / "rejected"
+
+    @property
+    def decisions(self) -> Path:
+        return self.dir / "decisions.csv"
+
+    @property
+    def outside_decisions(self) -> Path:
+        """Where the ``import`` reviewer waits for decisions made outside CVAT (flows' default)."""
+        return self.dir / "outside_decisions.csv"
+
+    def image(self, name: str) -> Path:
+        return self.images / check_id(name, what="image")
+
+    def export(self, task_name: str) -> Path:
+        """A CVAT task's export (``cvat/<task name>.xml``)."""
+        return self.cvat / f"{task_name}.xml"
+
+
+def round_paths(root: DataRoot, round_name: str) -> RoundPaths:
+    return RoundPaths(root.review_round(round_name))
+
+
+__all__ = ["RoundPaths", "round_paths"]

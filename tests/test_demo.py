@@ -51,3 +51,35 @@ def test_demo_layout_report_and_notebook(tmp_path: Path, monkeypatch):
               if o.get("output_type") == "error"]
     assert not errors
     assert (tmp_path / "figures" / "versions.png").exists()
+
+    # benchmarks/recovery_misses.py reads the same root and sees each label as mining did
+    check_recovery_misses(data, report, tmp_path / "misses.png")
+
+
+def check_recovery_misses(data: Path, report: dict, png: Path) -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.recovery_misses import Cohort
+    from byu.review.cases import read_cases
+
+    cohort = Cohort(data)
+    thr = cohort.confirm["motor"]
+    sup = cohort.supports
+    # mining's FN cases are exactly the labels with no prediction (support 0) or a weaker one than the threshold
+    fn = [c for c in read_cases(data / "review" / "round1" / "cases.csv") if c.kind == "FN"]
+    assert {(c.tomo_id, c.reason) for c in fn} == {
+        (r.tomo_id, "unmatched" if r.support == 0 else "weak") for r in sup.itertuples() if r.support < thr}
+    assert len(sup) == sum(t in cohort.predicted for t in cohort.labels.picks["tomo_id"])
+    misses = cohort.misses()
+    assert [(m["tomo_id"], m["kind"]) for m in misses] == [(e["tomo_id"], e["kind"])
+                                                          for e in report["errors_not_fixed"]]
+    for m in misses:  # a false label still there was believed at least as much as the round's threshold
+        assert m["kind"] != "false" or m["support"] is None or m["support"] >= thr
+    out = subprocess.run([sys.executable, "benchmarks/recovery_misses.py", str(data), "--figure", str(png)],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=True).stdout
+    assert "motor: true" in out and "AUC" in out
+    for e in report["errors_not_fixed"]:
+        assert f"not fixed: {e['tomo_id']} motor {e['kind']}" in out
+    if any(m["kind"] == "false" and m["support"] is not None for m in misses):
+        assert png.read_bytes()[:4] == b"\x89PNG"

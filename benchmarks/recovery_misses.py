@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -68,11 +69,10 @@ def object_confidence(objects: pd.DataFrame, preds: pd.DataFrame, labels: LabelS
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a random positive scores above a random negative), ties counted half."""
+    """P(a random positive scores above a random negative), ties counted half (NaN without both)."""
     if not len(pos) or not len(neg):
         return float("nan")
-    diff = pos[:, None] - neg[None, :]
-    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
 
 
 class Cohort:
@@ -132,10 +132,10 @@ class Cohort:
             if e["kind"] != "missed" and len(err):
                 lz, ly, lx = err.iloc[0][["label_z", "label_y", "label_x"]].astype(float)
                 sup = self.supports[self.supports["particle"] == name]
-                d = np.linalg.norm(sup[(sup["tomo_id"] == e["tomo_id"])][["z", "y", "x"]].to_numpy(float)
-                                   - [lz, ly, lx], axis=1)
+                here = sup[sup["tomo_id"] == e["tomo_id"]]
+                d = np.linalg.norm(here[["z", "y", "x"]].to_numpy(float) - [lz, ly, lx], axis=1)
                 if len(d) and d.min() < 1e-2:
-                    s = float(sup[sup["tomo_id"] == e["tomo_id"]]["support"].to_numpy()[int(np.argmin(d))])
+                    s = float(here["support"].to_numpy()[int(np.argmin(d))])
                     thr = float(self.confirm.get(name, float("nan")))
                     extra = int(((sup["support"] >= thr) & (sup["support"] <= s)).sum()) if thr == thr else 0
                     item.update(support=s, confirm=thr, rank=int((sup["support"] <= s).sum()), of=len(sup),

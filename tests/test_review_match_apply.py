@@ -377,3 +377,52 @@ def test_auto_confirm_reviews_the_half_believed_label(world):
     used: dict = {}
     auto = find_cases(labels, p, confirm_threshold="auto", thresholds_out=used)
     assert [(c.tomo_id, c.reason) for c in auto] == [("false", "weak")] and used["motor"] > 0.65
+
+
+def _nine_believed_motors(extra_conf: float = 0.95):
+    """Ten one-motor tomograms the model supports at 0.9+ (t9 at ``extra_conf``) and one unlabeled prediction per
+    tomogram at 0.05-0.5: the weak ones are junk nobody needs to see."""
+    labels = LabelSet.from_canonical(make_table([(f"t{i}", SHAPE, 10.0, [[50, 50, 50]]) for i in range(10)]))
+    p = pd.DataFrame([pred(f"t{i}", 100, 100, 100, 0.9 + 0.005 * i if i < 9 else extra_conf) for i in range(10)]
+                     + [pred(f"t{i}", 400, 400, 400, 0.05 + 0.05 * i) for i in range(10)])
+    return labels, p
+
+
+def test_fp_threshold_hides_unlabeled_predictions_weaker_than_half_the_confirm_threshold():
+    from byu.review.match import FP_FRACTION
+
+    labels, p = _nine_believed_motors()
+    every = find_cases(labels, p, confirm_threshold="auto")
+    assert sorted(c.tomo_id for c in every) == [f"t{i}" for i in range(10)] and {c.kind for c in every} == {"FP"}
+    used: dict = {}
+    bars: dict = {}
+    auto = find_cases(labels, p, confirm_threshold="auto", fp_threshold="auto", thresholds_out=used, bars_out=bars)
+    assert bars["fp"]["motor"] == pytest.approx(FP_FRACTION * used["motor"])
+    assert all(c.candidates[0].conf >= bars["fp"]["motor"] for c in auto)
+    assert {c.tomo_id for c in auto} == {f"t{i}" for i in range(10) if 0.05 + 0.05 * i >= bars["fp"]["motor"]}
+    assert len(auto) < len(every)
+    fixed = find_cases(labels, p, fp_threshold=0.3)
+    assert {c.tomo_id for c in fixed} == {"t5", "t6", "t7", "t8", "t9"}
+    assert len(find_cases(labels, p, fp_threshold="auto")) == len(every)  # no confirm threshold: nothing to scale
+    with pytest.raises(InputError, match="fp_threshold"):
+        find_cases(labels, p, fp_threshold="half")
+
+
+def test_the_least_verified_labels_are_reviewed_unless_already_cases():
+    labels, p = _nine_believed_motors(extra_conf=0.2)  # t9's label is weakly supported
+    p = p[p["conf"] >= 0.9 - 1e-9].pipe(lambda d: pd.concat([d, p[p["tomo_id"] == "t9"].head(1)]))
+    verification = pd.Series([0.9, 0.8, 0.1, 0.95, 0.7, 0.85, 0.99, 0.2, 0.75, 0.05], index=labels.picks.index)
+    bars: dict = {}
+    cases = find_cases(labels, p, confirm_threshold="auto", verification=verification, verify_quantile=0.3,
+                       bars_out=bars)
+    assert bars["verify"]["motor"] == pytest.approx(float(verification.quantile(0.3)))
+    reasons = {c.tomo_id: c.reason for c in cases}
+    assert reasons == {"t9": "weak", "t2": "unverified", "t7": "unverified"}  # t9 stays 'weak', not counted twice
+    t2 = next(c for c in cases if c.tomo_id == "t2")
+    assert t2.kind == "FN" and t2.score == pytest.approx(0.9) and t2.candidates[0].source == "label"
+    assert not find_cases(labels, p, verification=verification.where(verification > 1))  # none verified: no rule
+    few = labels.select([f"t{i}" for i in range(5)])
+    assert not [c for c in find_cases(few, p[p.tomo_id.isin(few.tomo_ids)], verification=verification)
+                if c.reason == "unverified"]  # fewer labels than calibrating needs
+    with pytest.raises(InputError, match="verify_quantile"):
+        find_cases(labels, p, verification=verification, verify_quantile=1.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import pandas as pd
 import typer
@@ -19,7 +19,9 @@ from rich.progress import Progress
 from byu.cli.util import make_app, DataDir, console, fail, print_frame, problems, say
 from byu.errors import ByuError
 from byu.paths import DataRoot
+from byu.review.match import VERIFY_QUANTILE
 from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound
+from byu.review.verify import VerifierSettings
 
 app = make_app(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
                   no_args_is_help=True)
@@ -61,6 +63,15 @@ def _remote(fn):
         fail(str(exc))
 
 
+def _number_or_auto(value: str | None, option: str) -> float | str | None:
+    if value in (None, "auto"):
+        return value
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise typer.BadParameter("a number or 'auto'", param_hint=option) from None
+
+
 @app.command("mine")
 def mine_cmd(
     round_name: Round,
@@ -75,6 +86,14 @@ def mine_cmd(
     confirm_threshold: Annotated[Optional[str], typer.Option(
         help="also review labels whose matching prediction is weaker than this: a number, or 'auto' (per class, "
         "below 3/4 of the class's median support)")] = None,
+    fp_threshold: Annotated[Optional[str], typer.Option(
+        help="show unlabeled predictions as FP cases only when at least this confident: a number, or 'auto' (per "
+        "class, half the confirm threshold)")] = None,
+    verify: Annotated[bool, typer.Option(help="also review the labels a crop classifier trained on this round's "
+                                         "labels and unlabeled predictions believes least (review/ROUND/"
+                                         "verification.csv)")] = False,
+    verify_quantile: Annotated[float, typer.Option(min=0, max=1, help="with --verify: review labels below this "
+                                                   "quantile of their class's verification")] = VERIFY_QUANTILE,
     max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
     data_dir: DataDir = None,
@@ -85,15 +104,21 @@ def mine_cmd(
     if max_labeled_motors is not None:
         counts = rnd.store.get(labels).motor_counts()
         tomo_ids = sorted(t for t, n in counts.items() if n <= max_labeled_motors)
-    confirm: float | str | None = confirm_threshold
-    if confirm_threshold not in (None, "auto"):
-        try:
-            confirm = float(confirm_threshold)
-        except ValueError:
-            raise typer.BadParameter("a number or 'auto'", param_hint="--confirm-threshold") from None
-    cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
-                     max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm,
-                     max_fp_cases=max_fp_cases)
+    confirm = _number_or_auto(confirm_threshold, "--confirm-threshold")
+    fp = _number_or_auto(fp_threshold, "--fp-threshold")
+    with Progress(console=console) as progress:
+        bars: dict[str, Any] = {}
+
+        def step(particle: str, done: int, total: int) -> None:
+            if particle not in bars:
+                bars[particle] = progress.add_task(f"verifying {particle} labels", total=total)
+            progress.update(bars[particle], completed=done)
+
+        cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
+                         max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm,
+                         max_fp_cases=max_fp_cases, fp_threshold=fp,
+                         verify=VerifierSettings() if verify else None, verify_quantile=verify_quantile,
+                         progress=step)
     kinds = pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict()
     say(f"{len(cases)} case(s) in {rnd.paths.cases}: {kinds}")
     if render:

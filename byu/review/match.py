@@ -16,6 +16,16 @@ picks of the class within the class's match radius (``radius_A`` overrides it fo
   most ``max_fp_cases`` FP cases per class (default 1: the strongest unmatched predictions; ``None``: as many as
   needed, for crowded classes); the weaker ones beyond are counted in the round's summary, not shown.
 
+Two settings keep the load where the errors are:
+
+- ``fp_threshold``: an FP case is shown only when its strongest candidate reaches it; ``"auto"`` is
+  ``FP_FRACTION`` of the class's confirm threshold (an unlabeled prediction the models believe less than half as
+  much as a label they half-believe). The predictions below stay in the predictions run; only their review is
+  skipped. On eight 40-tomogram motor cohorts, none of the 60 FP cases below it held a real motor.
+- ``verification`` (:mod:`byu.review.verify`): labels the round's own crop classifier believes least (below the
+  ``verify_quantile`` of their class) are FN cases too (``reason`` ``unverified``): false labels on decoys the fold
+  models believe as much as real particles, which no support threshold reaches.
+
 Scores rank the cases for review: FN ``1 - confidence`` of the weak match, or ``1 -`` the strongest prediction of
 the class within twice the match radius; FP the strongest candidate's confidence.
 """
@@ -55,6 +65,8 @@ MIN_CALIBRATION_LABELS = 8  # fewer matched labels of a class: its fixed fallbac
 FALLBACK_CONFIRM = 0.6
 SUPPORT_FRACTION = 0.75
 MIN_CONFIRM = 0.05
+FP_FRACTION = 0.5
+VERIFY_QUANTILE = 0.7
 
 
 def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float = FALLBACK_CONFIRM,
@@ -78,6 +90,38 @@ def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float =
     return out
 
 
+def fp_thresholds(fp_threshold: float | str | None, confirm: dict[str, float | None]) -> dict[str, float]:
+    """Per class, the confidence an unmatched prediction needs to be shown in an FP case: ``fp_threshold`` as a
+    number, or for ``"auto"`` ``FP_FRACTION`` of the class's confirm threshold (nothing without one)."""
+    if fp_threshold is None:
+        return {}
+    if isinstance(fp_threshold, str):
+        if fp_threshold != "auto":
+            raise InputError(f"fp_threshold must be a number, 'auto' or empty, got {fp_threshold!r}",
+                             field="fp_threshold")
+        return {k: FP_FRACTION * v for k, v in confirm.items() if v is not None}
+    return {k: float(fp_threshold) for k in confirm}
+
+
+def verification_thresholds(verification: pd.Series | None, labels: LabelSet, tomo_ids: Sequence[str],
+                            quantile: float) -> dict[str, float]:
+    """Per class, the verification below which a label of ``tomo_ids`` is reviewed: the ``quantile`` of the
+    verification of the class's labels there (classes with fewer than ``MIN_CALIBRATION_LABELS`` verified labels:
+    none)."""
+    if verification is None:
+        return {}
+    if not 0.0 <= quantile <= 1.0:
+        raise InputError(f"verify_quantile must be between 0 and 1, got {quantile}", field="verify_quantile")
+    picks = labels.picks[labels.picks["tomo_id"].isin(set(tomo_ids))]
+    v = verification.reindex(picks.index)
+    out = {}
+    for name, values in v.groupby(picks["particle"]):
+        values = values.dropna()
+        if len(values) >= MIN_CALIBRATION_LABELS:
+            out[str(name)] = float(np.quantile(values.to_numpy(float), quantile))
+    return out
+
+
 def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candidate:
     return Candidate(k=k, particle=particle, z=round(float(zyx[0]), 3), y=round(float(zyx[1]), 3),
                      x=round(float(zyx[2]), 3), conf=None if conf is None else round(float(conf), 6),
@@ -87,12 +131,22 @@ def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candid
 def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: str = "", prediction_run: str = "",
                threshold: float = 0.05, radius_A: float | None = None, max_candidates: int = 5,
                tomo_ids: Sequence[str] | None = None, confirm_threshold: float | str | None = None,
-               max_fp_cases: int | None = 1, thresholds_out: dict[str, float] | None = None) -> list[Case]:
+               max_fp_cases: int | None = 1, thresholds_out: dict[str, float] | None = None,
+               fp_threshold: float | str | None = None, verification: pd.Series | None = None,
+               verify_quantile: float = VERIFY_QUANTILE,
+               bars_out: dict[str, dict[str, float]] | None = None) -> list[Case]:
     """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
 
     Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
     labeled pick into an FN case. Predictions of classes the version does not cover are ignored. The confirm
-    threshold used per class is written to ``thresholds_out`` when given.
+    threshold used per class is written to ``thresholds_out`` when given; the FP threshold and the verification
+    below which a label is reviewed, per class, to ``bars_out`` (keys ``fp`` and ``verify``).
+
+    ``verification`` (index: rows of ``labels.picks``) is how much a label verifier believes each label
+    (:mod:`byu.review.verify`); a label below the ``verify_quantile`` of its class's verification in these
+    tomograms is an FN case too (``reason`` ``unverified``), when it is not one already. ``fp_threshold`` (a
+    number, ``"auto"``: ``FP_FRACTION`` of the class's confirm threshold, or ``None``: every one) is the confidence
+    an FP case's strongest candidate needs.
     """
     if "voxel_spacing" not in predictions.columns:
         raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
@@ -142,16 +196,20 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             m = match_points(lab_A[li], pred_A[pj], radius(name))
             matches[name] = (li, pj, m)
             supports[name] += [float(conf[pj[b]]) for _, b, _ in m.pairs]
-        per_tomo[tid] = (fr, spacing, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches)
+        per_tomo[tid] = (fr, spacing, lab.index.to_numpy(), lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches)
     if auto:
         confirm = calibrated_thresholds(supports)
     else:
         confirm = {name: confirm_threshold for name in classes}
+    fp_bar = fp_thresholds(fp_threshold, confirm)
+    verify_bar = verification_thresholds(verification, labels, ids, verify_quantile)
     if thresholds_out is not None:
         thresholds_out.update({k: v for k, v in confirm.items() if v is not None})
+    if bars_out is not None:
+        bars_out.update({"fp": fp_bar, "verify": verify_bar})
     raw: list[dict] = []
     for tid in ids:
-        fr, spacing, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches = per_tomo[tid]
+        fr, spacing, rows, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches = per_tomo[tid]
         unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
         free: list[int] = []
         for name in classes:
@@ -162,6 +220,10 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
                 c = float(conf[pj[b]])
                 if confirm[name] is not None and c < confirm[name]:
                     unsupported[int(li[a])] = ("weak", c)
+            if name in verify_bar:
+                v = verification.reindex(rows[li]).to_numpy(float)  # type: ignore[union-attr]
+                for a in np.flatnonzero(v < verify_bar[name]):
+                    unsupported.setdefault(int(li[a]), ("unverified", float(v[a])))
             free += [int(pj[b]) for b in m.unmatched_b]
         free.sort(key=lambda j: (-conf[j], j))  # strongest first, as the predictions are ordered
 
@@ -189,7 +251,7 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             cands = [_cand(0, name, lab_vox[i], None, "label")]
             cands += [_cand(n + 1, str(pred_cls[j]), to_frame[j], conf[j], "prediction")
                       for n, j in enumerate(owned[i])]
-            if weak is not None:
+            if weak is not None:  # weak: the matched prediction's confidence; unverified: the verification
                 score = 1.0 - weak
             else:
                 same = pred_cls == name
@@ -205,6 +267,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             starts = range(0, len(js), max_candidates)
             for chunk_no, start in enumerate(starts if max_fp_cases is None else list(starts)[:max_fp_cases]):
                 chunk = js[start:start + max_candidates]
+                if conf[chunk[0]] < fp_bar.get(name, 0.0):  # strongest first: the rest are weaker still
+                    break
                 cands = [_cand(n + 1, name, to_frame[j], conf[j], "prediction") for n, j in enumerate(chunk)]
                 raw.append({**base, "kind": "FP", "reason": "unlabeled", "particle": name,
                             "score": float(conf[chunk[0]]), "focus_k": 1, "radius_A": radius(name),

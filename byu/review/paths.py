@@ -28,6 +28,11 @@ class RoundPaths:
         return self.dir / "mining.json"
 
     @property
+    def verification(self) -> Path:
+        """Each label's verification (:mod:`byu.review.verify`), when the round verified its labels."""
+        return self.dir / "verification.csv"
+
+    @property
     def images(self) -> Path:
         return self.dir / "images"
 

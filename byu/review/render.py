@@ -86,6 +86,8 @@ def instructions(kind: str, thing: str, classes: Sequence[str]) -> str:
 def kind_text(case: Case) -> str:
     what = case.particle
     if case.kind == "FN":
+        if case.reason == "unverified":
+            return f"FN: labeled {what} (k=0) that looks least like the round's other {what} labels"
         why = "only a weak prediction" if case.reason == "weak" else "no prediction of its class"
         return f"FN: labeled {what} (k=0) the model does not confirm ({why})"
     return f"FP: predictions of {what} that match no label"

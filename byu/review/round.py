@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from byu.atomic import write_bytes, write_json
+from byu.atomic import sha256_file, write_bytes, write_json
 from byu.errors import InputError
 from byu.labels.classes import ParticleClass
 from byu.labels.model import LabelSet
@@ -42,8 +42,9 @@ from byu.review.decisions import (
     read_decisions,
     write_decisions,
 )
-from byu.review.match import find_cases, predicted_tomograms
+from byu.review.match import VERIFY_QUANTILE, find_cases, predicted_tomograms
 from byu.review.paths import RoundPaths, round_paths
+from byu.review.verify import VerifierSettings, label_verification, read_verification, write_verification
 
 
 def write_round_decisions(path: Path, result: DecisionsResult | pd.DataFrame, *, replace: bool,
@@ -195,18 +196,29 @@ class ReviewRound:
     # ------------------------------------------------------------------------------------------ cases
     def mine(self, *, labels_version: str, predictions: str | Path, threshold: float = 0.05,
              radius_A: float | None = None, max_candidates: int = 5, tomo_ids: Sequence[str] | None = None,
-             confirm_threshold: float | str | None = None, max_fp_cases: int | None = 1) -> list[Case]:
+             confirm_threshold: float | str | None = None, max_fp_cases: int | None = 1,
+             fp_threshold: float | str | None = None, verify: VerifierSettings | None = None,
+             verify_quantile: float = VERIFY_QUANTILE,
+             progress: Callable[[str, int, int], None] | None = None) -> list[Case]:
         """Mine the round's cases and write ``cases.csv`` (see the module docstring) and ``mining.json`` (the
-        settings and the confirm threshold used per class)."""
+        settings and the thresholds used per class). With ``verify``, first score every label with the label
+        verifier (``verification.csv``; a rerun with the same inputs reuses it) and review the least verified."""
         labels = self.store.get(labels_version)
         preds = read_predictions(predictions)
         if tomo_ids is None:
             tomo_ids = predicted_tomograms(predictions)
+        verification = None
+        if verify is not None:
+            verification = self.verification(labels_version=labels_version, labels=labels, predictions=predictions,
+                                             preds=preds, tomo_ids=tomo_ids, threshold=threshold, settings=verify,
+                                             progress=progress)
         thresholds: dict[str, float] = {}
+        bars: dict[str, dict[str, float]] = {}
         cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
                            threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
                            tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases,
-                           thresholds_out=thresholds)
+                           thresholds_out=thresholds, fp_threshold=fp_threshold, verification=verification,
+                           verify_quantile=verify_quantile, bars_out=bars)
         data = cases_csv_bytes(cases)
         if self.paths.cases.exists():
             if self.paths.cases.read_bytes() != data:
@@ -217,9 +229,32 @@ class ReviewRound:
                                        "threshold": threshold, "radius_A": radius_A,
                                        "max_candidates": max_candidates, "max_fp_cases": max_fp_cases,
                                        "confirm_threshold": confirm_threshold, "confirm_per_class": thresholds,
+                                       "fp_threshold": fp_threshold, "fp_per_class": bars.get("fp", {}),
+                                       "verify": verify.model_dump() if verify is not None else None,
+                                       "verify_quantile": verify_quantile if verify is not None else None,
+                                       "verify_per_class": bars.get("verify", {}),
                                        "cases": len(cases)})
         write_bytes(self.paths.cases, data)
         return cases
+
+    def verification(self, *, labels_version: str, labels: LabelSet, predictions: str | Path, preds: pd.DataFrame,
+                     tomo_ids: Sequence[str] | None, threshold: float, settings: VerifierSettings,
+                     progress: Callable[[str, int, int], None] | None = None) -> pd.Series:
+        """Each label's verification (index: rows of the version's picks), from ``verification.csv`` when it was
+        made from the same inputs, else computed and written there."""
+        ids = list(tomo_ids) if tomo_ids is not None else labels.tomo_ids
+        inputs = {"labels_version": labels_version, "predictions_sha256": sha256_file(predictions),
+                  "threshold": threshold, "tomo_ids": ids, "settings": settings.model_dump()}
+        path = self.paths.verification
+        if path.exists():
+            kept = read_verification(path)
+            if kept.attrs.get("inputs") == inputs and len(kept) == len(labels.picks):
+                return kept["verification"].astype(float).set_axis(labels.picks.index)
+        scores = label_verification(labels, preds, self.root.tomograms, tomo_ids=ids, threshold=threshold,
+                                    settings=settings, progress=progress).round(6)
+        write_verification(path, labels.picks[["tomo_id", "particle", "z", "y", "x"]].assign(verification=scores),
+                           inputs)
+        return scores
 
     def cases(self) -> list[Case]:
         return read_cases(self.paths.cases)

@@ -1,0 +1,279 @@
+"""How much a round's own data verifies each label: a small crop classifier, cross-fitted by tomogram.
+
+The fold models' out-of-fold support is a poor judge of one kind of error: a false label on a decoy that looks like
+the particle (a blob beside a motor). Those models learn from dense heatmaps over random patches, see decoys only as
+background, and learn from the other folds' false labels. A classifier trained on *centred* crops with explicit
+negatives sees the confusion directly.
+
+Per class, in the round's tomograms:
+
+- **positives**: the version's labels of the class;
+- **negatives**: predictions of the class (at the round's threshold) farther than ``negative_distance`` particle
+  radii from every label of the class: what the fold models find that nobody labeled, mostly decoys;
+- crops of ``crop``³ voxels centred on each, at the spacing that makes the crop ``2 × context`` particle radii wide
+  (the stored spacing at least; mean-pooled by an integer factor), intensities as stored;
+- ``folds`` folds grouped by tomogram; a label is scored by the model that did not see its tomogram (flip
+  test-time augmentation), averaged over ``seeds`` runs (each with its own fold assignment).
+
+The **verification** of a label is that out-of-fold probability. It is a ranking, not a calibrated probability
+(positives are noisy, negatives hold the missed particles): mining reviews the labels it ranks lowest
+(:func:`byu.review.match.find_cases`, ``verify_fraction``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.spatial.distance import cdist
+
+from byu.labels.model import LabelSet
+from byu.tomo.io import read_meta, read_volume, tomo_dir
+
+
+class VerifierSettings(BaseModel):
+    """The label verifier's settings (defaults measured with ``benchmarks/recovery.py --replay``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crop: int = Field(default=24, ge=8, le=96, description="crop side in voxels (a multiple of 8)")
+    context: float = Field(default=1.5, gt=0, description="crop half-width in particle radii")
+    negative_distance: float = Field(default=2.0, gt=0, description="a prediction this many particle radii from "
+                                     "every label of its class is a negative")
+    folds: int = Field(default=4, ge=2, description="cross-fitting folds, grouped by tomogram")
+    seeds: int = Field(default=3, ge=1, description="runs averaged (each with its own folds and initialisation)")
+    steps: int = Field(default=150, ge=1, description="optimiser steps per fold")
+    batch: int = Field(default=16, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    min_examples: int = Field(default=8, ge=1, description="a class with fewer positives or negatives is not "
+                              "verified")
+    normalize: str = Field(default="fixed", pattern="^(tomogram|fixed)$", description="'tomogram': crops "
+                           "in units of their tomogram's standard deviation around its mean; 'fixed': as stored")
+    device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda'")
+
+
+@dataclass
+class Examples:
+    crops: np.ndarray  # (n, crop, crop, crop) float32
+    target: np.ndarray  # (n,) 1 label, 0 unlabeled prediction
+    tomo: np.ndarray  # (n,) tomo_id
+    pick: np.ndarray  # (n,) row index into the version's picks (-1 for a negative)
+    train: np.ndarray  # (n,) bool: used for training (every example is scored)
+    position_A: np.ndarray  # (n, 3) z, y, x in Å
+
+
+def crop_spacing(radius_A: float, stored_spacing: float, settings: VerifierSettings) -> int:
+    """Integer pooling factor from the stored spacing to the crop spacing."""
+    target = settings.context * radius_A / (settings.crop / 2)
+    return max(1, int(round(target / stored_spacing)))
+
+
+def tomogram_stats(directory: Path, shape: tuple[int, int, int], every: int = 4) -> tuple[float, float]:
+    """Mean and standard deviation of a stored tomogram, from every ``every``-th slice."""
+    v = read_volume(directory)[::every] if shape[0] <= 4 * every else \
+        np.stack([read_volume(directory, (z, z + 1))[0] for z in range(0, shape[0], every)])
+    return float(v.mean()), float(v.std()) or 1.0
+
+
+def _crop(directory: Path, centre: np.ndarray, half: int, factor: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """A (2·half)³ crop at ``factor``× the stored spacing around ``centre`` (stored voxels); reflected at edges."""
+    h = half * factor
+    c = np.round(centre).astype(int)
+    lo, hi = c - h, c + h
+    z0, z1 = max(0, lo[0]), min(shape[0], hi[0])
+    slab = read_volume(directory, (z0, z1)) if z1 > z0 else np.zeros((0, shape[1], shape[2]), np.uint8)
+    y0, y1 = max(0, lo[1]), min(shape[1], hi[1])
+    x0, x1 = max(0, lo[2]), min(shape[2], hi[2])
+    part = slab[:, y0:y1, x0:x1].astype(np.float32)
+    if part.size == 0:
+        part = np.full((1, 1, 1), 127.5, np.float32)
+    pad = [(max(0, (z0 - lo[0])), max(0, hi[0] - z1)), (max(0, y0 - lo[1]), max(0, hi[1] - y1)),
+           (max(0, x0 - lo[2]), max(0, hi[2] - x1))]
+    mode = "reflect" if all(s > max(p) for s, p in zip(part.shape, pad)) else "edge"
+    part = np.pad(part, pad, mode=mode)
+    if factor > 1:
+        s = 2 * half
+        part = part.reshape(s, factor, s, factor, s, factor).mean(axis=(1, 3, 5))
+    return part
+
+
+def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Path, *, particle: str,
+                     tomo_ids: Sequence[str], threshold: float, settings: VerifierSettings,
+                     untrusted: Sequence[int] = ()) -> Examples:
+    """Crops of a class's labels and unlabeled predictions in ``tomo_ids`` (tomograms not stored are skipped);
+    labels whose picks row is in ``untrusted`` are scored but not trained on."""
+    cls = labels.cls(particle)
+    half = settings.crop // 2
+    groups = labels.groups()
+    frames = labels.spacing_of()
+    preds = predictions[(predictions["particle"] == particle) & (predictions["conf"] >= threshold)]
+    pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
+    crops, target, tomo, pick, where = [], [], [], [], []
+    skip = set(int(i) for i in untrusted)
+    for tid in tomo_ids:
+        directory = tomo_dir(tomograms, tid)
+        if not (directory / "meta.json").exists():
+            continue
+        meta = read_meta(directory)
+        factor = crop_spacing(cls.radius, meta.voxel_spacing, settings)
+        lab = groups[tid]
+        lab = lab[lab["particle"] == particle]
+        lab_A = lab[["z", "y", "x"]].to_numpy(float) * frames[tid]
+        g = pred_groups.get(tid)
+        neg_A = np.zeros((0, 3))
+        if g is not None:
+            pa = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
+            far = np.ones(len(pa), bool) if not len(lab_A) else \
+                cdist(pa, lab_A).min(axis=1) > settings.negative_distance * cls.radius
+            neg_A = pa[far]
+        mean, std = tomogram_stats(directory, meta.shape) if settings.normalize == "tomogram" else (127.5, 64.0)
+        for label, rows, pts in ((1, lab.index.to_numpy(), lab_A), (0, np.full(len(neg_A), -1), neg_A)):
+            for row, p in zip(rows, pts):
+                crop = _crop(directory, p / meta.voxel_spacing, half, factor, meta.shape)
+                crops.append((crop - mean) / std)
+                target.append(label)
+                tomo.append(tid)
+                pick.append(int(row))
+                where.append(p)
+    n = settings.crop
+    return Examples(crops=np.stack(crops).astype(np.float32) if crops else np.zeros((0, n, n, n), np.float32),
+                    target=np.asarray(target, dtype=np.int64), tomo=np.asarray(tomo, dtype=object),
+                    pick=np.asarray(pick, dtype=np.int64), train=~np.isin(np.asarray(pick, dtype=np.int64),
+                                                                          list(skip)),
+                    position_A=np.asarray(where, dtype=float).reshape(-1, 3))
+
+
+def _net(torch_nn):
+    nn = torch_nn
+
+    def block(i: int, o: int):
+        return nn.Sequential(nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(),
+                             nn.Conv3d(o, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(), nn.MaxPool3d(2))
+
+    return nn.Sequential(block(1, 8), block(8, 16), block(16, 32), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                         nn.Dropout(0.3), nn.Linear(32, 1))
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random flips of each axis and a Y/X swap (the missing wedge keeps Z apart)."""
+    for axis in (0, 1, 2):
+        if rng.random() < 0.5:
+            x = np.flip(x, axis)
+    if rng.random() < 0.5:
+        x = np.swapaxes(x, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
+                        progress: Callable[[], None] | None = None) -> np.ndarray:
+    """Out-of-fold probability of every example (one run: folds by tomogram, one initialisation)."""
+    import torch
+    from sklearn.model_selection import GroupKFold
+
+    device = torch.device("cuda" if settings.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if settings.device == "auto" else settings.device))
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    scores = np.full(len(ex.target), np.nan)
+    n_groups = len(set(ex.tomo))
+    splitter = GroupKFold(n_splits=min(settings.folds, n_groups), shuffle=True, random_state=seed)
+    for train, test in splitter.split(ex.crops, ex.target, groups=ex.tomo):
+        train = train[ex.train[train]]
+        yt = ex.target[train]
+        if not len(yt) or yt.min() == yt.max():  # a fold without one side: its tomograms stay unscored in this run
+            if progress:
+                progress()
+            continue
+        model = _net(torch.nn).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-3)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        w = np.where(yt == 1, 0.5 / yt.mean(), 0.5 / (1 - yt.mean()))
+        w = w / w.sum()
+        model.train()
+        for _ in range(settings.steps):
+            idx = train[rng.choice(len(train), settings.batch, p=w)]
+            xb = torch.from_numpy(np.stack([_augment(ex.crops[i], rng) for i in idx])[:, None]).to(device)
+            yb = torch.from_numpy(ex.target[idx].astype(np.float32)).to(device)
+            opt.zero_grad()
+            loss_fn(model(xb)[:, 0], yb).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            xs = ex.crops[test]
+            views = [xs] + [np.flip(xs, a) for a in (1, 2, 3)]
+            probs = [torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(v))[:, None].to(device)))[:, 0]
+                     .cpu().numpy() for v in views]
+        scores[test] = np.mean(probs, axis=0)
+        if progress:
+            progress()
+    return scores
+
+
+def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: str | Path, *,
+                       tomo_ids: Sequence[str], threshold: float = 0.05,
+                       settings: VerifierSettings | None = None, untrusted: Sequence[int] = (),
+                       progress: Callable[[str, int, int], None] | None = None) -> pd.Series:
+    """The verification of every label of ``tomo_ids`` (index: row of ``labels.picks``; NaN where a class has
+    fewer than ``min_examples`` positives or negatives, or a tomogram is not stored)."""
+    settings = settings or VerifierSettings()
+    out = pd.Series(np.nan, index=labels.picks.index, dtype=float)
+    for name in labels.class_names:
+        ex = collect_examples(labels, predictions, Path(tomograms), particle=name, tomo_ids=tomo_ids,
+                              threshold=threshold, settings=settings, untrusted=untrusted)
+        used = ex.target[ex.train]
+        if min(int(used.sum()), int((1 - used).sum())) < settings.min_examples:
+            continue
+        total, done = settings.seeds * settings.folds, 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(name, done, total)
+
+        runs = np.stack([cross_fitted_scores(ex, settings, seed=s, progress=tick) for s in range(settings.seeds)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an example no run scored stays NaN
+            mean = np.nanmean(runs, axis=0)
+        pos = ex.target == 1
+        out.loc[ex.pick[pos]] = mean[pos]
+    return out
+
+
+VERIFICATION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "verification"]
+
+
+def write_verification(path: Path, table: pd.DataFrame, inputs: dict) -> None:
+    """``verification.csv`` (one row per label, in the version's picks order) and its ``.json`` sidecar (the inputs
+    it was made from), each written atomically; the sidecar last, so a half-written pair is never reused."""
+    from byu.atomic import write_bytes, write_json
+
+    path.with_suffix(".json").unlink(missing_ok=True)
+    write_bytes(path, table[VERIFICATION_COLUMNS].to_csv(index=False, lineterminator="\n").encode())
+    write_json(path.with_suffix(".json"), inputs)
+
+
+def read_verification(path: Path) -> pd.DataFrame:
+    """A round's ``verification.csv`` with its inputs in ``attrs["inputs"]`` (empty inputs when the sidecar is
+    missing or unreadable: the file is then recomputed, never trusted)."""
+    import json
+
+    try:
+        table = pd.read_csv(path, dtype={"tomo_id": str, "particle": str})
+        inputs = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError, pd.errors.ParserError):
+        return pd.DataFrame(columns=VERIFICATION_COLUMNS)
+    if list(table.columns) != VERIFICATION_COLUMNS:
+        return pd.DataFrame(columns=VERIFICATION_COLUMNS)
+    table.attrs["inputs"] = inputs
+    return table
+
+
+__all__ = ["Examples", "VerifierSettings", "collect_examples", "cross_fitted_scores", "label_verification", "read_verification",
+           "write_verification"]

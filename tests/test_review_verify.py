@@ -1,0 +1,132 @@
+"""The label verifier: a crop classifier cross-fitted by tomogram finds a false label on a look-alike decoy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from byu.labels.classes import ParticleClass
+from byu.labels.model import LabelSet
+from byu.labels.store import LabelStore
+from byu.paths import DataRoot
+from byu.review.round import ReviewRound
+from byu.review.verify import VerifierSettings, collect_examples, label_verification
+from byu.tomo.io import TomoMeta, tomo_dir, write_tomogram
+
+N, SPACING, R_VOX = 40, 16.0, 4
+BLOB = ParticleClass(name="blob", radius=R_VOX * SPACING)
+FAST = VerifierSettings(crop=16, steps=80, seeds=1, folds=4, min_examples=4, device="cpu")
+
+
+def _ball(vol: np.ndarray, c, r: float, value: float, shell: bool) -> None:
+    z, y, x = np.ogrid[:N, :N, :N]
+    d = np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2)
+    vol[(d <= r) & ((d >= r - 1.5) if shell else True)] += value
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Eight tomograms, each with two solid particles (labeled) and two hollow decoys (predicted, unlabeled); in
+    t0 one decoy is labeled by mistake. Labels in a 2x finer frame than the stored tomograms."""
+    root = DataRoot(tmp_path_factory.mktemp("verify"))
+    rng = np.random.default_rng(0)
+    tomos, picks, preds = [], [], []
+    for t in range(8):
+        tid = f"t{t}"
+        vol = rng.normal(0, 20, (N, N, N))
+        spots = [(10, 10, 10), (10, 28, 28), (28, 10, 28), (28, 28, 10)]
+        for k, c in enumerate(spots):
+            _ball(vol, c, R_VOX, 90, shell=k >= 2)
+            labeled = k < 2 or (t == 0 and k == 2)
+            if labeled:
+                picks.append({"tomo_id": tid, "particle": "blob", "z": 2 * c[0], "y": 2 * c[1], "x": 2 * c[2]})
+            preds.append({"tomo_id": tid, "particle": "blob", "z": c[0], "y": c[1], "x": c[2], "conf": 0.8,
+                          "models": "m/fold0", "voxel_spacing": SPACING})
+        write_tomogram(tomo_dir(root.tomograms, tid), np.clip(vol + 128, 0, 255).astype(np.uint8),
+                       TomoMeta(tomo_id=tid, shape=(N, N, N), voxel_spacing=SPACING, original_shape=(2 * N,) * 3,
+                                original_spacing=SPACING / 2))
+        tomos.append({"tomo_id": tid, "Z": 2 * N, "Y": 2 * N, "X": 2 * N, "voxel_spacing": SPACING / 2})
+    labels = LabelSet.build(pd.DataFrame(tomos), pd.DataFrame(picks), (BLOB,))
+    return root, labels, pd.DataFrame(preds)
+
+
+def test_examples_are_labels_and_far_unlabeled_predictions(cohort):
+    root, labels, preds = cohort
+    ex = collect_examples(labels, preds, root.tomograms, particle="blob", tomo_ids=labels.tomo_ids, threshold=0.05,
+                          settings=FAST, untrusted=[0])
+    assert ex.crops.shape == (len(labels.picks) + 15, 16, 16, 16)  # t0's labeled decoy is no negative
+    assert int(ex.target.sum()) == len(labels.picks) and not ex.train[ex.pick == 0].any()
+    false_row = labels.picks.index[(labels.picks.tomo_id == "t0") & (labels.picks.z == 56)][0]
+    assert ex.crops[ex.pick == false_row][0, 8, 8, 8] < ex.crops[ex.pick == 0][0, 8, 8, 8]  # hollow vs solid centre
+
+
+def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
+    root, labels, preds = cohort
+    steps: list = []
+    v = label_verification(labels, preds, root.tomograms, tomo_ids=labels.tomo_ids, settings=FAST,
+                           progress=lambda *a: steps.append(a))
+    false_row = labels.picks.index[(labels.picks.tomo_id == "t0") & (labels.picks.z == 56)][0]
+    assert v.notna().all() and v.idxmin() == false_row
+    assert v.drop(false_row).min() > v[false_row] + 0.2
+    assert steps[-1] == ("blob", FAST.folds, FAST.folds)
+    sparse = label_verification(labels, preds[preds.tomo_id == "t0"], root.tomograms, tomo_ids=labels.tomo_ids,
+                                settings=FAST)
+    assert sparse.isna().all()  # one negative: too few examples to verify anything
+
+
+def _data_root(cohort, path: Path, preds: pd.DataFrame | None = None) -> tuple[DataRoot, Path]:
+    """A data root holding the cohort's labels as ``gt`` (tomograms linked) and its predictions as ``run.csv``."""
+    root, labels, all_preds = cohort
+    data = DataRoot(path)
+    data.tomograms.parent.mkdir(parents=True, exist_ok=True)
+    data.tomograms.symlink_to(root.tomograms, target_is_directory=True)
+    LabelStore(data.labels).put("gt", labels, producer="test")
+    data.predictions.mkdir(parents=True, exist_ok=True)
+    csv = data.predictions / "run.csv"
+    (all_preds if preds is None else preds).to_csv(csv, index=False)
+    return data, csv
+
+
+def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(cohort, tmp_path):
+    data, csv = _data_root(cohort, tmp_path / "data")
+    rnd = ReviewRound(data, "r1")
+    cases = rnd.mine(labels_version="gt", predictions=csv, verify=FAST, verify_quantile=0.05)
+    unverified = [c for c in cases if c.reason == "unverified"]
+    assert [(c.tomo_id, c.candidates[0].z) for c in unverified] == [("t0", 56.0)]
+    table = pd.read_csv(rnd.paths.verification)
+    assert list(table.columns) == ["tomo_id", "particle", "z", "y", "x", "verification"] and len(table) == 17
+    stamp = rnd.paths.verification.stat().st_mtime_ns
+    assert rnd.mine(labels_version="gt", predictions=csv, verify=FAST, verify_quantile=0.05) == cases
+    assert rnd.paths.verification.stat().st_mtime_ns == stamp  # same inputs: reused, not retrained
+    mining = json.loads(rnd.paths.mining.read_text())
+    assert mining["verify"]["crop"] == 16 and mining["verify_per_class"]["blob"] > 0
+
+
+def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
+    """``byu review mine --verify --fp-threshold``: wired through (here one tomogram's predictions: too few
+    negatives to train, so nothing is verified and the round says so in mining.json)."""
+    _, _, preds = cohort
+    few = preds[preds.tomo_id == "t0"].assign(conf=[0.9, 0.9, 0.9, 0.2])
+    data, csv = _data_root(cohort, tmp_path / "data", few)
+    env = {**os.environ, "BYU_DATA": str(data.root), "COLUMNS": "200"}
+    args = ["review", "mine", "r1", "--labels", "gt", "--predictions", str(csv), "--no-render", "--verify",
+            "--fp-threshold", "0.5"]
+    proc = subprocess.run([sys.executable, "-c", "from byu.cli import main; main()", *args], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rnd = ReviewRound(data, "r1")
+    mining = json.loads(rnd.paths.mining.read_text())
+    assert mining["verify"] is not None and mining["verify_per_class"] == {} and mining["fp_per_class"]["blob"] == 0.5
+    assert pd.read_csv(rnd.paths.verification)["verification"].isna().all()
+    # t0's unlabeled decoy at 0.2 is below 0.5: no FP case, and its three labels are matched
+    assert [c.kind for c in rnd.cases() if c.tomo_id == "t0"] == []
+    bad = subprocess.run([sys.executable, "-c", "from byu.cli import main; main()", *args[:-1], "half"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "--fp-threshold" in bad.stderr + bad.stdout

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
@@ -29,6 +29,8 @@ from byu.errors import ByuError, InputError, VersionExistsError
 from byu.labels.splits import carry_split, fresh_split, read_split, write_split_new
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
+from byu.review.match import VERIFY_QUANTILE
+from byu.review.verify import VerifierSettings
 
 CACHE = INPUTS + TASK_SOURCE
 RETRY_DELAYS = [5, 30, 120]  # backoff for portal and CVAT calls
@@ -75,6 +77,16 @@ class ReviewSettings(BaseModel):
         description="also review labels whose matching prediction is weaker than this (likely false labels the "
         "model half-believes): a number, 'auto' (per class, below 3/4 of the median of how strongly the models support "
         "that class's labels in this round), or empty: only unmatched labels")
+    fp_threshold: float | Literal["auto"] | None = Field(
+        default="auto", title="FP case threshold",
+        description="show unlabeled predictions as FP cases only when at least this confident: a number, 'auto' "
+        "(per class, half the confirm threshold) or empty: every one above the prediction threshold")
+    verify_labels: bool = Field(
+        default=True, title="Verify labels",
+        description="train a small crop classifier on the round's labels against its unlabeled predictions (cross-"
+        "fitted by tomogram) and also review the labels it believes least (false labels on look-alike decoys)")
+    verify_quantile: float = Field(default=VERIFY_QUANTILE, ge=0, le=1, title="Verification quantile",
+                                   description="review the labels verified below this quantile of their class")
     include_incomplete: bool = Field(default=False, title="Take tags from unfinished CVAT jobs",
                                      description="off: only jobs marked completed count")
     cvat_url: str | None = Field(default=None, title="CVAT URL", description="default: env BYU_CVAT_URL")
@@ -84,6 +96,14 @@ class ReviewSettings(BaseModel):
         "BYU_CVAT_PASSWORD / BYU_CVAT_TOKEN)")
     overrides_csv: str | None = Field(default=None, title="Manual overrides CSV",
                                       description="applied after the review (relative: under the data root)")
+
+
+    def mining_kwargs(self) -> dict[str, Any]:
+        """The :meth:`byu.review.round.ReviewRound.mine` settings these review settings ask for."""
+        return {"radius_A": self.radius_A, "max_candidates": self.max_candidates,
+                "confirm_threshold": self.confirm_threshold, "max_fp_cases": self.max_fp_cases,
+                "fp_threshold": self.fp_threshold, "verify": VerifierSettings() if self.verify_labels else None,
+                "verify_quantile": self.verify_quantile}
 
 
 class ReviewFinished(RunInput):
@@ -220,11 +240,15 @@ def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: 
               review: ReviewSettings, tomo_ids: list[str] | None, predictions_fingerprint: str = "") -> int:
     from byu.review.round import ReviewRound
 
+    logger = get_run_logger()
+
+    def progress(particle: str, done: int, total: int) -> None:
+        logger.info("round %s: verifying %s labels, %d/%d fold models trained", round_name, particle, done, total)
+
     cases = ReviewRound(data_root(data_dir), round_name).mine(
-        labels_version=labels_version, predictions=predictions, threshold=threshold, radius_A=review.radius_A,
-        max_candidates=review.max_candidates, tomo_ids=tomo_ids, confirm_threshold=review.confirm_threshold,
-        max_fp_cases=review.max_fp_cases)
-    get_run_logger().info("round %s: %d case(s) to review", round_name, len(cases))
+        labels_version=labels_version, predictions=predictions, threshold=threshold,
+        tomo_ids=tomo_ids, progress=progress, **review.mining_kwargs())
+    logger.info("round %s: %d case(s) to review", round_name, len(cases))
     return len(cases)
 
 

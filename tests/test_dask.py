@@ -139,7 +139,8 @@ def test_round1_on_the_cluster_writes_what_threads_write(micro_root: Path, tmp_p
 
     def params(root: Path) -> Round1Params:
         return Round1Params(data_dir=str(root), model_dirs=[str(root / "models" / "round1")], split_folds=[2],
-                            review=ReviewSettings(reviewer="scripted", truth=str(root / "synth" / "truth.csv")))
+                            review=ReviewSettings(reviewer="scripted", truth=str(root / "synth" / "truth.csv"),
+                                                  fp_threshold=None))  # the faint micro model: every FP case
 
     monkeypatch.setenv("BYU_PREDICT_BATCH", "2")
     monkeypatch.setenv("BYU_RENDER_BATCH", "2")

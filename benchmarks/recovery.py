@@ -4,6 +4,9 @@
     python benchmarks/recovery.py --seeds 21 22 23 24 --n 48
     python benchmarks/recovery.py --classes motor,ribosome,apo-ferritin --n 24 --seeds 1 2 3
     python benchmarks/recovery.py --json results.json           # also write every report
+    python benchmarks/recovery.py --seeds 11 12 13 --work runs --keep
+    python benchmarks/recovery.py --replay runs/seed11 runs/seed12 runs/seed13 --work replay \
+        --review '{"verify_labels": false}'                       # round 1 again, other review settings
 
 Each cohort runs the demo loop (synthetic cohort with planted errors → fold models → round1 under Prefect → the
 scripted reviewer → gt_v2) in its own data root (``--work``, default a temporary folder) and is scored against
@@ -11,6 +14,10 @@ its truth. Prints, per seed and overall: planted errors by kind (missed, false, 
 kind, cases reviewed, label changes, cases reviewed per label change, changes without a decision, wall time; and
 whether the targets hold: every cohort ≥ 95 % of planted errors fixed, ≤ 3 cases reviewed per label change, 0
 changes without a decision.
+
+``--replay`` reruns only the review round of kept cohorts (their labels and out-of-fold predictions as they are),
+with the review settings of today's code changed by ``--review``: a change to mining is measured in minutes, on
+the same fold models, without retraining them.
 """
 
 from __future__ import annotations
@@ -43,6 +50,58 @@ def run_cohort(work: Path, *, seed: int, n: int, classes: list[str], config: str
                       log=lambda *_: None)
     report["seed"] = seed
     report["wall_time_s"] = round(time.monotonic() - t0, 1)
+    return report
+
+
+def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None) -> dict:
+    """Rerun only round 1's review on a cohort that ``--keep`` left (same labels, same out-of-fold predictions),
+    with today's mining settings: a copy of its labels, truth and predictions in ``work/<name>`` (tomograms linked,
+    not copied) → mine → scripted review → ``gt_v2``; scored like a full run. Measures a review change without
+    retraining the fold models."""
+    from byu.atomic import write_json
+    from byu.labels.store import LabelStore
+    from byu.paths import DataRoot
+    from byu.review.round import ReviewRound
+    from flows.common import ReviewSettings, make_reviewer, tomograms_to_review
+    from flows.demo import _labels, make_demo_cohort, recovery_report
+
+    t0 = time.monotonic()
+    kept = kept.resolve()
+    cohort = json.loads((kept / "labels" / "gt.manifest.json").read_text())["extra"]["cohort"]
+    root = work / kept.name
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "labels").mkdir(parents=True)
+    (root / "tomograms").symlink_to(kept / "tomograms", target_is_directory=True)
+    for folder in ("synth", "predictions"):
+        shutil.copytree(kept / folder, root / folder)
+    for f in (kept / "labels").glob("gt.*"):
+        shutil.copy2(f, root / "labels" / f.name)
+    verified = kept / "review" / "round1" / "verification.csv"
+    if verified.exists():  # mining reuses it only if made from the same labels, predictions and verifier settings
+        (root / "review" / "round1").mkdir(parents=True)
+        for f in (verified, verified.with_suffix(".json")):
+            if f.exists():
+                shutil.copy2(f, root / "review" / "round1" / f.name)
+    data = DataRoot(root)
+    classes = cohort["classes"]
+    files = make_demo_cohort(data, classes=classes, n=0, seed=0, log=lambda *_: None)
+    review = ReviewSettings(reviewer="scripted", truth=str(files["truth"]), **(review_settings or {}))
+    store = LabelStore(data.labels)
+    if classes != ["motor"]:
+        store.put("synth_truth", _labels(files, "truth"), producer="benchmark replay: the synthetic truth")
+        review = review.model_copy(update={"truth": "synth_truth"})
+    predictions = data.predictions / "round1_oof.csv"
+    # the tomograms round1 reviews (a motor round: those with at most one labeled motor), as the flow lists them
+    tomo_ids = tomograms_to_review.fn(str(root), "gt", 1 if classes == ["motor"] else None)
+    rnd = ReviewRound(data, "round1")
+    rnd.mine(labels_version="gt", predictions=predictions, threshold=0.05, tomo_ids=tomo_ids,
+             **review.mining_kwargs())
+    make_reviewer(str(root), "round1", review).collect(rnd)
+    rnd.apply(from_version="gt", to_version="gt_v2", producer="benchmark replay")
+    report = recovery_report(data, files)
+    report["seed"] = cohort["seed"]
+    report["wall_time_s"] = round(time.monotonic() - t0, 1)
+    write_json(root / "demo_report.json", report)  # as a full run leaves it (recovery_misses.py reads it)
     return report
 
 
@@ -103,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="where the cohorts' data roots go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data roots")
     ap.add_argument("--json", type=Path, default=None, help="write every report to this JSON file")
+    ap.add_argument("--replay", type=Path, nargs="+", default=None, metavar="KEPT",
+                    help="instead: rerun only the review round on these kept cohorts (data roots of an earlier "
+                    "--keep run), with today's review settings, in --work")
+    ap.add_argument("--review", default="{}", help="with --replay: review settings to change, as JSON (e.g. "
+                    "'{\"verify_labels\": false, \"fp_threshold\": null}')")
     args = ap.parse_args(argv)
+    if args.replay:
+        return replay_main(args)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     work = args.work or Path(tempfile.mkdtemp(prefix="byu-recovery-"))
     from flows.local_api import temporary_api
@@ -119,6 +185,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {reports[-1]['errors_fixed']}/{reports[-1]['planted_errors']} fixed, "
                       f"{reports[-1]['cases_reviewed']} cases, {reports[-1]['label_changes']} changes, "
                       f"{reports[-1]['wall_time_s']:.0f} s", flush=True)
+    finally:
+        if args.work is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    lines, ok = summarize(reports)
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2, default=str))
+    return 0 if ok else 1
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    work = args.work or Path(tempfile.mkdtemp(prefix="byu-replay-"))
+    settings = json.loads(args.review)
+    reports = []
+    try:
+        for kept in args.replay:
+            print(f"replaying round 1 of {kept} …", flush=True)
+            reports.append(replay_cohort(kept, work, review_settings=settings))
+            r = reports[-1]
+            print(f"  {r['errors_fixed']}/{r['planted_errors']} fixed, {r['cases_reviewed']} cases, "
+                  f"{r['label_changes']} changes, {r['wall_time_s']:.0f} s", flush=True)
     finally:
         if args.work is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -97,7 +97,10 @@ class Cohort:
             self.errors["particle"] = self.labels.class_names[0]
         mining = json.loads((root / "review" / "round1" / "mining.json").read_text())
         self.confirm = mining.get("confirm_per_class") or {}
+        self.verify_bar = mining.get("verify_per_class") or {}
         self.supports = label_supports(self.labels, self.preds, self.predicted)
+        verification = root / "review" / "round1" / "verification.csv"
+        self.verification = pd.read_csv(verification) if verification.exists() else None
 
     def seen(self, df: pd.DataFrame) -> pd.DataFrame:
         return df[df["tomo_id"].isin(self.predicted)]
@@ -140,8 +143,18 @@ class Cohort:
                     extra = int(((sup["support"] >= thr) & (sup["support"] <= s)).sum()) if thr == thr else 0
                     item.update(support=s, confirm=thr, rank=int((sup["support"] <= s).sum()), of=len(sup),
                                 load=(cases + extra) / max(1, changes + 1), zyx=(lz, ly, lx))
+                item["verification"] = self.verified(name, e["tomo_id"], (lz, ly, lx))
             out.append(item)
         return out
+
+    def verified(self, particle: str, tomo_id: str, zyx) -> float | None:
+        """The label verifier's score of a label (None when the round did not verify its labels)."""
+        if self.verification is None:
+            return None
+        v = self.verification
+        here = v[(v["tomo_id"] == tomo_id) & (v["particle"] == particle)]
+        d = np.linalg.norm(here[["z", "y", "x"]].to_numpy(float) - np.asarray(zyx, float), axis=1)
+        return float(here["verification"].to_numpy()[int(np.argmin(d))]) if len(d) and d.min() < 1e-2 else None
 
     def twin(self, particle: str, support: float) -> tuple[str, tuple[float, float, float], float] | None:
         """The true particle of the class whose label support is closest to ``support``."""
@@ -212,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                 seen.insert(0, f"label support {m['support']:.2f}, confirm threshold {m['confirm']:.2f}, rank "
                                f"{m['rank']} of {m['of']} labels from the least believed; reviewing every label up "
                                f"to it: {m['load']:.2f} cases per change")
+            if m.get("verification") is not None:
+                bar = cohort.verify_bar.get(m["particle"])
+                seen.append(f"verification {m['verification']:.2f}" + (f" (reviewed below {bar:.2f})" if bar else ""))
             print(f"  not fixed: {m['tomo_id']} {m['particle']} {m['kind']}: " + ("; ".join(seen) or "not seen"))
             if args.figure and m["kind"] == "false":
                 half = 4.0 * cohort.labels.cls(m["particle"]).radius

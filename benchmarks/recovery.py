@@ -169,41 +169,36 @@ def main(argv: list[str] | None = None) -> int:
                     "'{\"verify_labels\": false, \"fp_threshold\": null}')")
     args = ap.parse_args(argv)
     if args.replay:
-        return replay_main(args)
+        try:
+            settings = json.loads(args.review)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--review is not JSON: {exc}")
+        work = args.work or Path(tempfile.mkdtemp(prefix="byu-replay-"))
+        return run_reports(args, work, [(f"replaying round 1 of {kept} …",
+                                         lambda kept=kept: replay_cohort(kept, work, review_settings=settings))
+                                        for kept in args.replay])
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     work = args.work or Path(tempfile.mkdtemp(prefix="byu-recovery-"))
+    confirm = args.confirm if args.confirm == "auto" else float(args.confirm)
     from flows.local_api import temporary_api
 
-    reports = []
-    try:
-        with temporary_api():
-            for seed in args.seeds:
-                print(f"cohort seed {seed}: {args.n} tomograms, {', '.join(classes)} …", flush=True)
-                confirm = args.confirm if args.confirm == "auto" else float(args.confirm)
-                reports.append(run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
+    with temporary_api():
+        return run_reports(args, work, [
+            (f"cohort seed {seed}: {args.n} tomograms, {', '.join(classes)} …",
+             lambda seed=seed: run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
                                           confirm=confirm))
-                print(f"  {reports[-1]['errors_fixed']}/{reports[-1]['planted_errors']} fixed, "
-                      f"{reports[-1]['cases_reviewed']} cases, {reports[-1]['label_changes']} changes, "
-                      f"{reports[-1]['wall_time_s']:.0f} s", flush=True)
-    finally:
-        if args.work is None and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    lines, ok = summarize(reports)
-    print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=2, default=str))
-    return 0 if ok else 1
+            for seed in args.seeds])
 
 
-def replay_main(args: argparse.Namespace) -> int:
-    work = args.work or Path(tempfile.mkdtemp(prefix="byu-replay-"))
-    settings = json.loads(args.review)
+def run_reports(args: argparse.Namespace, work: Path, jobs: list) -> int:
+    """Run each ``(title, job)``, print its line and then the summary (and ``--json``); remove ``work`` unless
+    asked to keep it. Exit status 0 when the targets hold."""
     reports = []
     try:
-        for kept in args.replay:
-            print(f"replaying round 1 of {kept} …", flush=True)
-            reports.append(replay_cohort(kept, work, review_settings=settings))
-            r = reports[-1]
+        for title, job in jobs:
+            print(title, flush=True)
+            r = job()
+            reports.append(r)
             print(f"  {r['errors_fixed']}/{r['planted_errors']} fixed, {r['cases_reviewed']} cases, "
                   f"{r['label_changes']} changes, {r['wall_time_s']:.0f} s", flush=True)
     finally:

@@ -60,9 +60,10 @@ def cohort(tmp_path_factory):
 def test_examples_are_labels_and_far_unlabeled_predictions(cohort):
     root, labels, preds = cohort
     ex = collect_examples(labels, preds, root.tomograms, particle="blob", tomo_ids=labels.tomo_ids, threshold=0.05,
-                          settings=FAST, untrusted=[0])
+                          settings=FAST)
     assert ex.crops.shape == (len(labels.picks) + 15, 16, 16, 16)  # t0's labeled decoy is no negative
-    assert int(ex.target.sum()) == len(labels.picks) and not ex.train[ex.pick == 0].any()
+    assert int(ex.target.sum()) == len(labels.picks) and (ex.pick[ex.target == 0] == -1).all()
+    assert np.allclose(ex.position_A[ex.pick == 0], labels.picks_angstrom()[0])
     false_row = labels.picks.index[(labels.picks.tomo_id == "t0") & (labels.picks.z == 56)][0]
     assert ex.crops[ex.pick == false_row][0, 8, 8, 8] < ex.crops[ex.pick == 0][0, 8, 8, 8]  # hollow vs solid centre
 
@@ -76,6 +77,8 @@ def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
     assert v.notna().all() and v.idxmin() == false_row
     assert v.drop(false_row).min() > v[false_row] + 0.2
     assert steps[-1] == ("blob", FAST.folds, FAST.folds)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        VerifierSettings(crop=20)
     sparse = label_verification(labels, preds[preds.tomo_id == "t0"], root.tomograms, tomo_ids=labels.tomo_ids,
                                 settings=FAST)
     assert sparse.isna().all()  # one negative: too few examples to verify anything

@@ -17,20 +17,19 @@ Per class, in the round's tomograms:
 
 The **verification** of a label is that out-of-fold probability. It is a ranking, not a calibrated probability
 (positives are noisy, negatives hold the missed particles): mining reviews the labels it ranks lowest
-(:func:`byu.review.match.find_cases`, ``verify_fraction``).
+(:func:`byu.review.match.find_cases`, ``verify_quantile``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import warnings
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.spatial.distance import cdist
 
 from byu.labels.model import LabelSet
@@ -53,9 +52,14 @@ class VerifierSettings(BaseModel):
     lr: float = Field(default=2e-3, gt=0)
     min_examples: int = Field(default=8, ge=1, description="a class with fewer positives or negatives is not "
                               "verified")
-    normalize: str = Field(default="fixed", pattern="^(tomogram|fixed)$", description="'tomogram': crops "
-                           "in units of their tomogram's standard deviation around its mean; 'fixed': as stored")
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda'")
+
+    @field_validator("crop")
+    @classmethod
+    def _pools_evenly(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"crop must be a multiple of 8 (three 2x poolings), got {v}")
+        return v
 
 
 @dataclass
@@ -64,7 +68,6 @@ class Examples:
     target: np.ndarray  # (n,) 1 label, 0 unlabeled prediction
     tomo: np.ndarray  # (n,) tomo_id
     pick: np.ndarray  # (n,) row index into the version's picks (-1 for a negative)
-    train: np.ndarray  # (n,) bool: used for training (every example is scored)
     position_A: np.ndarray  # (n, 3) z, y, x in Å
 
 
@@ -72,13 +75,6 @@ def crop_spacing(radius_A: float, stored_spacing: float, settings: VerifierSetti
     """Integer pooling factor from the stored spacing to the crop spacing."""
     target = settings.context * radius_A / (settings.crop / 2)
     return max(1, int(round(target / stored_spacing)))
-
-
-def tomogram_stats(directory: Path, shape: tuple[int, int, int], every: int = 4) -> tuple[float, float]:
-    """Mean and standard deviation of a stored tomogram, from every ``every``-th slice."""
-    v = read_volume(directory)[::every] if shape[0] <= 4 * every else \
-        np.stack([read_volume(directory, (z, z + 1))[0] for z in range(0, shape[0], every)])
-    return float(v.mean()), float(v.std()) or 1.0
 
 
 def _crop(directory: Path, centre: np.ndarray, half: int, factor: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -104,10 +100,8 @@ def _crop(directory: Path, centre: np.ndarray, half: int, factor: int, shape: tu
 
 
 def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Path, *, particle: str,
-                     tomo_ids: Sequence[str], threshold: float, settings: VerifierSettings,
-                     untrusted: Sequence[int] = ()) -> Examples:
-    """Crops of a class's labels and unlabeled predictions in ``tomo_ids`` (tomograms not stored are skipped);
-    labels whose picks row is in ``untrusted`` are scored but not trained on."""
+                     tomo_ids: Sequence[str], threshold: float, settings: VerifierSettings) -> Examples:
+    """Crops of a class's labels and unlabeled predictions in ``tomo_ids`` (tomograms not stored are skipped)."""
     cls = labels.cls(particle)
     half = settings.crop // 2
     groups = labels.groups()
@@ -115,7 +109,6 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
     preds = predictions[(predictions["particle"] == particle) & (predictions["conf"] >= threshold)]
     pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
     crops, target, tomo, pick, where = [], [], [], [], []
-    skip = set(int(i) for i in untrusted)
     for tid in tomo_ids:
         directory = tomo_dir(tomograms, tid)
         if not (directory / "meta.json").exists():
@@ -132,11 +125,10 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
             far = np.ones(len(pa), bool) if not len(lab_A) else \
                 cdist(pa, lab_A).min(axis=1) > settings.negative_distance * cls.radius
             neg_A = pa[far]
-        mean, std = tomogram_stats(directory, meta.shape) if settings.normalize == "tomogram" else (127.5, 64.0)
         for label, rows, pts in ((1, lab.index.to_numpy(), lab_A), (0, np.full(len(neg_A), -1), neg_A)):
             for row, p in zip(rows, pts):
                 crop = _crop(directory, p / meta.voxel_spacing, half, factor, meta.shape)
-                crops.append((crop - mean) / std)
+                crops.append((crop - 127.5) / 64.0)  # stored tomograms are clipped and normalised to 0-255
                 target.append(label)
                 tomo.append(tid)
                 pick.append(int(row))
@@ -144,8 +136,7 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
     n = settings.crop
     return Examples(crops=np.stack(crops).astype(np.float32) if crops else np.zeros((0, n, n, n), np.float32),
                     target=np.asarray(target, dtype=np.int64), tomo=np.asarray(tomo, dtype=object),
-                    pick=np.asarray(pick, dtype=np.int64), train=~np.isin(np.asarray(pick, dtype=np.int64),
-                                                                          list(skip)),
+                    pick=np.asarray(pick, dtype=np.int64),
                     position_A=np.asarray(where, dtype=float).reshape(-1, 3))
 
 
@@ -184,7 +175,6 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
     n_groups = len(set(ex.tomo))
     splitter = GroupKFold(n_splits=min(settings.folds, n_groups), shuffle=True, random_state=seed)
     for train, test in splitter.split(ex.crops, ex.target, groups=ex.tomo):
-        train = train[ex.train[train]]
         yt = ex.target[train]
         if not len(yt) or yt.min() == yt.max():  # a fold without one side: its tomograms stay unscored in this run
             if progress:
@@ -217,7 +207,7 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
 
 def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: str | Path, *,
                        tomo_ids: Sequence[str], threshold: float = 0.05,
-                       settings: VerifierSettings | None = None, untrusted: Sequence[int] = (),
+                       settings: VerifierSettings | None = None,
                        progress: Callable[[str, int, int], None] | None = None) -> pd.Series:
     """The verification of every label of ``tomo_ids`` (index: row of ``labels.picks``; NaN where a class has
     fewer than ``min_examples`` positives or negatives, or a tomogram is not stored)."""
@@ -225,9 +215,8 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
     out = pd.Series(np.nan, index=labels.picks.index, dtype=float)
     for name in labels.class_names:
         ex = collect_examples(labels, predictions, Path(tomograms), particle=name, tomo_ids=tomo_ids,
-                              threshold=threshold, settings=settings, untrusted=untrusted)
-        used = ex.target[ex.train]
-        if min(int(used.sum()), int((1 - used).sum())) < settings.min_examples:
+                              threshold=threshold, settings=settings)
+        if min(int(ex.target.sum()), int((1 - ex.target).sum())) < settings.min_examples:
             continue
         total, done = settings.seeds * settings.folds, 0
 

@@ -62,8 +62,8 @@ def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None
     from byu.labels.store import LabelStore
     from byu.paths import DataRoot
     from byu.review.round import ReviewRound
-    from flows.common import ReviewSettings, make_reviewer, tomograms_to_review
-    from flows.demo import _labels, make_demo_cohort, recovery_report
+    from flows.common import make_reviewer, tomograms_to_review
+    from flows.demo import make_demo_cohort, recovery_report, scripted_review
 
     t0 = time.monotonic()
     kept = kept.resolve()
@@ -84,12 +84,8 @@ def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None
                 shutil.copy2(f, root / "review" / "round1" / f.name)
     data = DataRoot(root)
     classes = cohort["classes"]
-    files = make_demo_cohort(data, classes=classes, n=0, seed=0, log=lambda *_: None)
-    review = ReviewSettings(reviewer="scripted", truth=str(files["truth"]), **(review_settings or {}))
-    store = LabelStore(data.labels)
-    if classes != ["motor"]:
-        store.put("synth_truth", _labels(files, "truth"), producer="benchmark replay: the synthetic truth")
-        review = review.model_copy(update={"truth": "synth_truth"})
+    files = make_demo_cohort(data, classes=classes, n=cohort["n"], seed=cohort["seed"], log=lambda *_: None)
+    review = scripted_review(LabelStore(data.labels), files, classes, **(review_settings or {}))
     predictions = data.predictions / "round1_oof.csv"
     # the tomograms round1 reviews (a motor round: those with at most one labeled motor), as the flow lists them
     tomo_ids = tomograms_to_review.fn(str(root), "gt", 1 if classes == ["motor"] else None)

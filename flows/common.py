@@ -97,7 +97,6 @@ class ReviewSettings(BaseModel):
     overrides_csv: str | None = Field(default=None, title="Manual overrides CSV",
                                       description="applied after the review (relative: under the data root)")
 
-
     def mining_kwargs(self) -> dict[str, Any]:
         """The :meth:`byu.review.round.ReviewRound.mine` settings these review settings ask for."""
         return {"radius_A": self.radius_A, "max_candidates": self.max_candidates,

@@ -63,6 +63,16 @@ def _labels(files: dict[str, Path], key: str):
     return read_version_file(files[key], tomograms=files["tomograms"] if files["tomograms"].exists() else None)
 
 
+def scripted_review(store: LabelStore, files: dict[str, Path], classes: Sequence[str], **settings) -> ReviewSettings:
+    """Review settings for the scripted reviewer answering from the cohort's truth (``settings`` as given). A
+    multi-class truth is read with its tomograms, so it is stored as the version ``synth_truth`` first."""
+    if list(classes) == ["motor"]:
+        return ReviewSettings(reviewer="scripted", truth=str(files["truth"]), **settings)
+    store.put("synth_truth", _labels(files, "truth"), producer="byu demo: the synthetic truth (for the scripted "
+              "reviewer)")
+    return ReviewSettings(reviewer="scripted", truth="synth_truth", **settings)
+
+
 def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "gt_v2",
                     round_name: str = "round1") -> dict:
     """Planted errors fixed (overall, by kind, by class), review load, and changes without a decision."""
@@ -119,13 +129,9 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
                       run_name=DEMO_MODEL_RUN, seed=seed, overrides=train_overrides or {}))
 
     log(f"[3/5] round1 under Prefect: OOF predictions at 0.05 → cases → {reviewer} review → gt_v2")
-    review = ReviewSettings(reviewer="scripted", truth=str(files["truth"]), confirm_threshold=confirm_threshold) \
+    review = scripted_review(store, files, classes, confirm_threshold=confirm_threshold) \
         if reviewer == "scripted" else ReviewSettings(reviewer="cvat", wait=wait, poll_interval_s=30,
                                                       confirm_threshold=confirm_threshold)
-    if reviewer == "scripted" and not motor_only:  # the scripted reviewer reads the truth with its tomograms
-        truth = _labels(files, "truth")
-        store.put("synth_truth", truth, producer="byu demo: the synthetic truth (for the scripted reviewer)")
-        review = review.model_copy(update={"truth": "synth_truth"})
     summary = round1(Round1Params(data_dir=str(root.root), model_dirs=[DEMO_MODEL_RUN], review=review,
                                   max_labeled_motors=1 if motor_only else None))
 

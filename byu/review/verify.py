@@ -264,5 +264,5 @@ def read_verification(path: Path) -> pd.DataFrame:
     return table
 
 
-__all__ = ["Examples", "VerifierSettings", "collect_examples", "cross_fitted_scores", "label_verification", "read_verification",
-           "write_verification"]
+__all__ = ["Examples", "VerifierSettings", "collect_examples", "cross_fitted_scores", "label_verification",
+           "read_verification", "write_verification"]

@@ -100,7 +100,7 @@ class Cohort:
         self.verify_bar = mining.get("verify_per_class") or {}
         self.supports = label_supports(self.labels, self.preds, self.predicted)
         verification = root / "review" / "round1" / "verification.csv"
-        self.verification = pd.read_csv(verification) if verification.exists() else None
+        self.verification = pd.read_csv(verification).query("source == 'label'") if verification.exists() else None
 
     def seen(self, df: pd.DataFrame) -> pd.DataFrame:
         return df[df["tomo_id"].isin(self.predicted)]

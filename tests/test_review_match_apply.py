@@ -426,3 +426,22 @@ def test_the_least_verified_labels_are_reviewed_unless_already_cases():
                 if c.reason == "unverified"]  # fewer labels than calibrating needs
     with pytest.raises(InputError, match="verify_quantile"):
         find_cases(labels, p, verification=verification, verify_quantile=1.5)
+
+
+def test_unlabeled_predictions_are_offered_most_verified_first():
+    """A missed particle the fold models believe less than five gold beads is shown first when the verifier
+    believes it more; without verification the beads fill the FP case; the FP threshold still applies per
+    candidate."""
+    labels = LabelSet.from_canonical(make_table([(f"t{i}", SHAPE, 10.0, [[50, 50, 50]]) for i in range(10)]))
+    beads = [pred("t0", 300 + 40 * k, 300, 300, 0.9 - 0.01 * k) for k in range(5)]
+    p = pd.DataFrame([pred(f"t{i}", 100, 100, 100, 0.95) for i in range(10)] + beads
+                     + [pred("t0", 500, 100, 500, 0.4), pred("t0", 100, 500, 500, 0.06)])
+    missed, faint = len(p) - 2, len(p) - 1
+    plain = [c for c in find_cases(labels, p) if c.kind == "FP"]
+    assert len(plain) == 1 and 0.4 not in [c.conf for c in plain[0].candidates]  # five beads, strongest first
+    verified = pd.Series(0.05, index=p.index).where(p.index < 10, 0.1)
+    verified[missed], verified[faint] = 0.8, 0.9
+    cases = [c for c in find_cases(labels, p, candidate_verification=verified) if c.kind == "FP"]
+    assert [c.conf for c in cases[0].candidates][:2] == [0.06, 0.4] and cases[0].score == pytest.approx(0.9)
+    barred = [c for c in find_cases(labels, p, candidate_verification=verified, fp_threshold=0.3) if c.kind == "FP"]
+    assert [c.conf for c in barred[0].candidates][0] == 0.4 and 0.06 not in [c.conf for c in barred[0].candidates]

@@ -61,8 +61,13 @@ def test_examples_are_labels_and_far_unlabeled_predictions(cohort):
     root, labels, preds = cohort
     ex = collect_examples(labels, preds, root.tomograms, particle="blob", tomo_ids=labels.tomo_ids, threshold=0.05,
                           settings=FAST)
-    assert ex.crops.shape == (len(labels.picks) + 15, 16, 16, 16)  # t0's labeled decoy is no negative
+    # trained on: 17 labels and 15 unlabeled decoys (t0's labeled decoy is no negative); scored only: the 17
+    # predictions on labels
+    assert ex.crops.shape == (len(labels.picks) + 15 + 17, 16, 16, 16)
+    assert int(ex.train.sum()) == len(labels.picks) + 15 and not ex.target[~ex.train].any()
     assert int(ex.target.sum()) == len(labels.picks) and (ex.pick[ex.target == 0] == -1).all()
+    assert ((ex.pick >= 0) == (ex.prediction < 0)).all()
+    assert sorted(ex.prediction[ex.prediction >= 0]) == list(preds.index)  # every prediction once
     assert np.allclose(ex.position_A[ex.pick == 0], labels.picks_angstrom()[0])
     false_row = labels.picks.index[(labels.picks.tomo_id == "t0") & (labels.picks.z == 56)][0]
     assert ex.crops[ex.pick == false_row][0, 8, 8, 8] < ex.crops[ex.pick == 0][0, 8, 8, 8]  # hollow vs solid centre
@@ -71,17 +76,21 @@ def test_examples_are_labels_and_far_unlabeled_predictions(cohort):
 def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
     root, labels, preds = cohort
     steps: list = []
-    v = label_verification(labels, preds, root.tomograms, tomo_ids=labels.tomo_ids, settings=FAST,
-                           progress=lambda *a: steps.append(a))
+    both = label_verification(labels, preds, root.tomograms, tomo_ids=labels.tomo_ids, settings=FAST,
+                              progress=lambda *a: steps.append(a))
+    v = both.labels
     false_row = labels.picks.index[(labels.picks.tomo_id == "t0") & (labels.picks.z == 56)][0]
     assert v.notna().all() and v.idxmin() == false_row
     assert v.drop(false_row).min() > v[false_row] + 0.2
+    # predictions too: those on solid particles look like the labels, those on hollow decoys do not
+    solid = preds.index % 4 < 2
+    assert both.predictions.notna().all() and both.predictions[solid].min() > both.predictions[~solid].max()
     assert steps[-1] == ("blob", FAST.folds, FAST.folds)
     with pytest.raises(ValueError, match="multiple of 8"):
         VerifierSettings(crop=20)
     sparse = label_verification(labels, preds[preds.tomo_id == "t0"], root.tomograms, tomo_ids=labels.tomo_ids,
                                 settings=FAST)
-    assert sparse.isna().all()  # one negative: too few examples to verify anything
+    assert sparse.labels.isna().all() and sparse.predictions.isna().all()  # one negative: too few to verify
 
 
 def _data_root(cohort, path: Path, preds: pd.DataFrame | None = None) -> tuple[DataRoot, Path]:
@@ -104,7 +113,9 @@ def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(co
     unverified = [c for c in cases if c.reason == "unverified"]
     assert [(c.tomo_id, c.candidates[0].z) for c in unverified] == [("t0", 56.0)]
     table = pd.read_csv(rnd.paths.verification)
-    assert list(table.columns) == ["tomo_id", "particle", "z", "y", "x", "verification"] and len(table) == 17
+    assert list(table.columns) == ["source", "row", "tomo_id", "particle", "z", "y", "x", "verification"]
+    assert table["source"].tolist() == ["label"] * 17 + ["prediction"] * 32  # every prediction was verified
+    assert table[table.source == "label"]["row"].tolist() == list(range(17))
     stamp = rnd.paths.verification.stat().st_mtime_ns
     assert rnd.mine(labels_version="gt", predictions=csv, verify=FAST, verify_quantile=0.05) == cases
     assert rnd.paths.verification.stat().st_mtime_ns == stamp  # same inputs: reused, not retrained

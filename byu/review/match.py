@@ -12,19 +12,23 @@ picks of the class within the class's match radius (``radius_A`` overrides it fo
 - every unmatched prediction is shown as a candidate: of the nearest FN case of its own class in the tomogram, else
   of the nearest FN case of another class closer than both classes' match radii (a pick that may have the wrong
   class), else of an **FP** case of its class (``reason`` ``unlabeled``). A case shows at most ``max_candidates``
-  predictions, strongest first; those beyond an FN case's go to the FP cases of their class. A tomogram gets at
-  most ``max_fp_cases`` FP cases per class (default 1: the strongest unmatched predictions; ``None``: as many as
-  needed, for crowded classes); the weaker ones beyond are counted in the round's summary, not shown.
+  predictions, strongest first (with ``candidate_verification``: the ones that look most like the class's labels
+  first); those beyond an FN case's go to the FP cases of their class. A tomogram gets at most ``max_fp_cases`` FP
+  cases per class (default 1; ``None``: as many as needed, for crowded classes); the ones beyond are counted in
+  the round's summary, not shown.
 
 Two settings keep the load where the errors are:
 
-- ``fp_threshold``: an FP case is shown only when its strongest candidate reaches it; ``"auto"`` is
-  ``FP_FRACTION`` of the class's confirm threshold (an unlabeled prediction the models believe less than half as
-  much as a label they half-believe). The predictions below stay in the predictions run; only their review is
-  skipped. On eight 40-tomogram motor cohorts, none of the 60 FP cases below it held a real motor.
+- ``fp_threshold``: an unlabeled prediction is a candidate of an FP case only when its confidence reaches it;
+  ``"auto"`` is ``FP_FRACTION`` of the class's confirm threshold (an unlabeled prediction the models believe less
+  than half as much as a label they half-believe). The predictions below stay in the predictions run; only their
+  review is skipped. On eight 40-tomogram motor cohorts, none of the 60 FP cases below it held a real motor.
 - ``verification`` (:mod:`byu.review.verify`): labels the round's own crop classifier believes least (below the
   ``verify_quantile`` of their class) are FN cases too (``reason`` ``unverified``): false labels on decoys the fold
   models believe as much as real particles, which no support threshold reaches.
+- ``candidate_verification``: the same classifier's score of each prediction orders the unlabeled ones, so a
+  missed particle is shown before gold beads and decoys the fold models believe more (a small particle's class
+  can have ten such predictions in one tomogram, more than two cases show).
 
 Scores rank the cases for review: FN ``1 - confidence`` of the weak match, or ``1 -`` the strongest prediction of
 the class within twice the match radius; FP the strongest candidate's confidence.
@@ -134,7 +138,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
                max_fp_cases: int | None = 1, thresholds_out: dict[str, float] | None = None,
                fp_threshold: float | str | None = None, verification: pd.Series | None = None,
                verify_quantile: float = VERIFY_QUANTILE,
-               bars_out: dict[str, dict[str, float]] | None = None) -> list[Case]:
+               bars_out: dict[str, dict[str, float]] | None = None,
+               candidate_verification: pd.Series | None = None) -> list[Case]:
     """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
 
     Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
@@ -146,7 +151,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
     (:mod:`byu.review.verify`); a label below the ``verify_quantile`` of its class's verification in these
     tomograms is an FN case too (``reason`` ``unverified``), when it is not one already. ``fp_threshold`` (a
     number, ``"auto"``: ``FP_FRACTION`` of the class's confirm threshold, or ``None``: every one) is the confidence
-    an FP case's strongest candidate needs.
+    an FP case's candidate needs. ``candidate_verification`` (index: rows of ``predictions``) orders each class's
+    unlabeled predictions, most verified first (predictions without one follow, strongest first).
     """
     if "voxel_spacing" not in predictions.columns:
         raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
@@ -187,8 +193,10 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             pred_cls = g["particle"].to_numpy(dtype=object)
             pred_A = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
             conf = g["conf"].to_numpy(float)
+            ver = candidate_verification.reindex(g.index).to_numpy(float) if candidate_verification is not None \
+                else np.full(len(g), np.nan)
         else:
-            pred_cls, pred_A, conf = np.zeros(0, dtype=object), np.zeros((0, 3)), np.zeros(0)
+            pred_cls, pred_A, conf, ver = np.zeros(0, dtype=object), np.zeros((0, 3)), np.zeros(0), np.zeros(0)
         matches = {}
         for name in classes:
             li = np.flatnonzero(lab_cls == name)
@@ -196,7 +204,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
             m = match_points(lab_A[li], pred_A[pj], radius(name))
             matches[name] = (li, pj, m)
             supports[name] += [float(conf[pj[b]]) for _, b, _ in m.pairs]
-        per_tomo[tid] = (fr, spacing, lab.index.to_numpy(), lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches)
+        per_tomo[tid] = (fr, spacing, lab.index.to_numpy(), lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, ver,
+                         matches)
     if auto:
         confirm = calibrated_thresholds(supports)
     else:
@@ -209,7 +218,7 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
         bars_out.update({"fp": fp_bar, "verify": verify_bar})
     raw: list[dict] = []
     for tid in ids:
-        fr, spacing, rows, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, matches = per_tomo[tid]
+        fr, spacing, rows, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, ver, matches = per_tomo[tid]
         unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
         free: list[int] = []
         for name in classes:
@@ -225,7 +234,8 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
                 for a in np.flatnonzero(v < verify_bar[name]):
                     unsupported.setdefault(int(li[a]), ("unverified", float(v[a])))
             free += [int(pj[b]) for b in m.unmatched_b]
-        free.sort(key=lambda j: (-conf[j], j))  # strongest first, as the predictions are ordered
+        # most verified first (a class not verified: strongest first, as the predictions are ordered)
+        free.sort(key=lambda j: (bool(np.isnan(ver[j])), -conf[j] if np.isnan(ver[j]) else -ver[j], j))
 
         owned: dict[int, list[int]] = {i: [] for i in unsupported}
         leftover: list[int] = []
@@ -262,16 +272,15 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: st
                         "radius_A": radius(name), "candidates": tuple(cands), "order": (name, i)})
         by_class: dict[str, list[int]] = {}
         for j in leftover:
-            by_class.setdefault(str(pred_cls[j]), []).append(j)
+            if conf[j] >= fp_bar.get(str(pred_cls[j]), 0.0):
+                by_class.setdefault(str(pred_cls[j]), []).append(j)
         for name, js in by_class.items():
             starts = range(0, len(js), max_candidates)
             for chunk_no, start in enumerate(starts if max_fp_cases is None else list(starts)[:max_fp_cases]):
                 chunk = js[start:start + max_candidates]
-                if conf[chunk[0]] < fp_bar.get(name, 0.0):  # strongest first: the rest are weaker still
-                    break
                 cands = [_cand(n + 1, name, to_frame[j], conf[j], "prediction") for n, j in enumerate(chunk)]
                 raw.append({**base, "kind": "FP", "reason": "unlabeled", "particle": name,
-                            "score": float(conf[chunk[0]]), "focus_k": 1, "radius_A": radius(name),
+                            "score": float(conf[chunk].max()), "focus_k": 1, "radius_A": radius(name),
                             "candidates": tuple(cands), "order": (name, chunk_no)})
     raw.sort(key=lambda c: (-c["score"], c["tomo_id"], c["kind"], c["order"]))
     cases = []

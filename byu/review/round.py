@@ -44,7 +44,8 @@ from byu.review.decisions import (
 )
 from byu.review.match import VERIFY_QUANTILE, find_cases, predicted_tomograms
 from byu.review.paths import RoundPaths, round_paths
-from byu.review.verify import VerifierSettings, label_verification, read_verification, write_verification
+from byu.review.verify import (VERIFIER_VERSION, Verification, VerifierSettings, label_verification,
+                               read_verification, verification_from_table, verification_table, write_verification)
 
 
 def write_round_decisions(path: Path, result: DecisionsResult | pd.DataFrame, *, replace: bool,
@@ -217,7 +218,9 @@ class ReviewRound:
         cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
                            threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
                            tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases,
-                           thresholds_out=thresholds, fp_threshold=fp_threshold, verification=verification,
+                           thresholds_out=thresholds, fp_threshold=fp_threshold,
+                           verification=verification.labels if verification is not None else None,
+                           candidate_verification=verification.predictions if verification is not None else None,
                            verify_quantile=verify_quantile, bars_out=bars)
         data = cases_csv_bytes(cases)
         if self.paths.cases.exists():
@@ -239,21 +242,22 @@ class ReviewRound:
 
     def verification(self, *, labels_version: str, labels: LabelSet, predictions: str | Path, preds: pd.DataFrame,
                      tomo_ids: Sequence[str] | None, threshold: float, settings: VerifierSettings,
-                     progress: Callable[[str, int, int], None] | None = None) -> pd.Series:
-        """Each label's verification (index: rows of the version's picks), from ``verification.csv`` when it was
-        made from the same inputs, else computed and written there."""
+                     progress: Callable[[str, int, int], None] | None = None) -> Verification:
+        """Each label's and prediction's verification, from ``verification.csv`` when it was made from the same
+        inputs, else computed and written there."""
         ids = list(tomo_ids) if tomo_ids is not None else labels.tomo_ids
         inputs = {"labels_version": labels_version, "predictions_sha256": sha256_file(predictions),
-                  "threshold": threshold, "tomo_ids": ids, "settings": settings.model_dump()}
+                  "threshold": threshold, "tomo_ids": ids, "settings": settings.model_dump(),
+                  "verifier": VERIFIER_VERSION}
         path = self.paths.verification
         if path.exists():
             kept = read_verification(path)
-            if kept.attrs.get("inputs") == inputs and len(kept) == len(labels.picks):
-                return kept["verification"].astype(float).set_axis(labels.picks.index)
+            if kept.attrs.get("inputs") == inputs and int((kept["source"] == "label").sum()) == len(labels.picks):
+                return verification_from_table(kept, labels.picks.index, preds.index)
         scores = label_verification(labels, preds, self.root.tomograms, tomo_ids=ids, threshold=threshold,
-                                    settings=settings, progress=progress).round(6)
-        write_verification(path, labels.picks[["tomo_id", "particle", "z", "y", "x"]].assign(verification=scores),
-                           inputs)
+                                    settings=settings, progress=progress)
+        scores = Verification(labels=scores.labels.round(6), predictions=scores.predictions.round(6))
+        write_verification(path, verification_table(scores, labels, preds), inputs)
         return scores
 
     def cases(self) -> list[Case]:

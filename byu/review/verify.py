@@ -18,6 +18,10 @@ Per class, in the round's tomograms:
 The **verification** of a label is that out-of-fold probability. It is a ranking, not a calibrated probability
 (positives are noisy, negatives hold the missed particles): mining reviews the labels it ranks lowest
 (:func:`byu.review.match.find_cases`, ``verify_quantile``).
+
+Every prediction of the class is scored the same way (the negatives as they are; the predictions near a label are
+scored without being trained on), so mining can offer a reviewer the unlabeled predictions that look most like the
+class's labels first: a missed particle among gold beads and decoys the fold models believe as much.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from scipy.spatial.distance import cdist
 
 from byu.labels.model import LabelSet
 from byu.tomo.io import read_meta, read_volume, tomo_dir
+
+
+#: the classifier's architecture and training recipe; a ``verification.csv`` made by another is recomputed
+VERIFIER_VERSION = 3
 
 
 class VerifierSettings(BaseModel):
@@ -65,10 +73,21 @@ class VerifierSettings(BaseModel):
 @dataclass
 class Examples:
     crops: np.ndarray  # (n, crop, crop, crop) float32
-    target: np.ndarray  # (n,) 1 label, 0 unlabeled prediction
+    target: np.ndarray  # (n,) 1 label, 0 unlabeled prediction (a negative, or not trained on)
+    train: np.ndarray  # (n,) bool: trained on (labels and negatives) or only scored (predictions near a label)
     tomo: np.ndarray  # (n,) tomo_id
-    pick: np.ndarray  # (n,) row index into the version's picks (-1 for a negative)
+    pick: np.ndarray  # (n,) row index into the version's picks (-1 for a prediction)
+    prediction: np.ndarray  # (n,) row index into the predictions (-1 for a label)
     position_A: np.ndarray  # (n, 3) z, y, x in Å
+
+
+@dataclass
+class Verification:
+    """The verification of every label (index: rows of the version's picks) and of every prediction of a verified
+    class (index: rows of the predictions); NaN where not verified."""
+
+    labels: pd.Series
+    predictions: pd.Series
 
 
 def crop_spacing(radius_A: float, stored_spacing: float, settings: VerifierSettings) -> int:
@@ -101,14 +120,16 @@ def _crop(directory: Path, centre: np.ndarray, half: int, factor: int, shape: tu
 
 def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Path, *, particle: str,
                      tomo_ids: Sequence[str], threshold: float, settings: VerifierSettings) -> Examples:
-    """Crops of a class's labels and unlabeled predictions in ``tomo_ids`` (tomograms not stored are skipped)."""
+    """Crops of a class's labels and of its predictions in ``tomo_ids`` (tomograms not stored are skipped): the
+    labels and the predictions farther than ``negative_distance`` radii from every label are trained on, the
+    predictions nearer only scored."""
     cls = labels.cls(particle)
     half = settings.crop // 2
     groups = labels.groups()
     frames = labels.spacing_of()
     preds = predictions[(predictions["particle"] == particle) & (predictions["conf"] >= threshold)]
     pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
-    crops, target, tomo, pick, where = [], [], [], [], []
+    crops, target, train, tomo, pick, pred, where = [], [], [], [], [], [], []
     for tid in tomo_ids:
         directory = tomo_dir(tomograms, tid)
         if not (directory / "meta.json").exists():
@@ -119,35 +140,44 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
         lab = lab[lab["particle"] == particle]
         lab_A = lab[["z", "y", "x"]].to_numpy(float) * frames[tid]
         g = pred_groups.get(tid)
-        neg_A = np.zeros((0, 3))
+        pa, prow, far = np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0, bool)
         if g is not None:
             pa = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
+            prow = g.index.to_numpy()
             far = np.ones(len(pa), bool) if not len(lab_A) else \
                 cdist(pa, lab_A).min(axis=1) > settings.negative_distance * cls.radius
-            neg_A = pa[far]
-        for label, rows, pts in ((1, lab.index.to_numpy(), lab_A), (0, np.full(len(neg_A), -1), neg_A)):
-            for row, p in zip(rows, pts):
+        sets = ((1, True, lab.index.to_numpy(), np.full(len(lab_A), -1), lab_A),
+                (0, True, np.full(int(far.sum()), -1), prow[far], pa[far]),
+                (0, False, np.full(int((~far).sum()), -1), prow[~far], pa[~far]))
+        for label, trained, rows, prows, pts in sets:
+            for row, prow_i, p in zip(rows, prows, pts):
                 crop = _crop(directory, p / meta.voxel_spacing, half, factor, meta.shape)
                 crops.append((crop - 127.5) / 64.0)  # stored tomograms are clipped and normalised to 0-255
                 target.append(label)
+                train.append(trained)
                 tomo.append(tid)
                 pick.append(int(row))
+                pred.append(int(prow_i))
                 where.append(p)
     n = settings.crop
     return Examples(crops=np.stack(crops).astype(np.float32) if crops else np.zeros((0, n, n, n), np.float32),
-                    target=np.asarray(target, dtype=np.int64), tomo=np.asarray(tomo, dtype=object),
-                    pick=np.asarray(pick, dtype=np.int64),
+                    target=np.asarray(target, dtype=np.int64), train=np.asarray(train, dtype=bool),
+                    tomo=np.asarray(tomo, dtype=object), pick=np.asarray(pick, dtype=np.int64),
+                    prediction=np.asarray(pred, dtype=np.int64),
                     position_A=np.asarray(where, dtype=float).reshape(-1, 3))
 
 
 def _net(torch_nn):
     nn = torch_nn
 
-    def block(i: int, o: int):
-        return nn.Sequential(nn.Conv3d(i, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(),
-                             nn.Conv3d(o, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU(), nn.MaxPool3d(2))
+    def block(i: int, o: int, convs: int):
+        layers = []
+        for k in range(convs):
+            layers += [nn.Conv3d(i if k == 0 else o, o, 3, padding=1), nn.BatchNorm3d(o), nn.ReLU()]
+        return nn.Sequential(*layers, nn.MaxPool3d(2))
 
-    return nn.Sequential(block(1, 8), block(8, 16), block(16, 32), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+    # one convolution at full resolution: a second one there cost 2/3 of a training step on a CPU
+    return nn.Sequential(block(1, 8, 1), block(8, 16, 2), block(16, 32, 2), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
                          nn.Dropout(0.3), nn.Linear(32, 1))
 
 
@@ -163,7 +193,8 @@ def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
                         progress: Callable[[], None] | None = None) -> np.ndarray:
-    """Out-of-fold probability of every example (one run: folds by tomogram, one initialisation)."""
+    """Out-of-fold probability of every example (one run: folds by tomogram, one initialisation; only the examples
+    marked ``train`` are trained on)."""
     import torch
     from sklearn.model_selection import GroupKFold
 
@@ -175,6 +206,7 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
     n_groups = len(set(ex.tomo))
     splitter = GroupKFold(n_splits=min(settings.folds, n_groups), shuffle=True, random_state=seed)
     for train, test in splitter.split(ex.crops, ex.target, groups=ex.tomo):
+        train = train[ex.train[train]]
         yt = ex.target[train]
         if not len(yt) or yt.min() == yt.max():  # a fold without one side: its tomograms stay unscored in this run
             if progress:
@@ -208,15 +240,17 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
 def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: str | Path, *,
                        tomo_ids: Sequence[str], threshold: float = 0.05,
                        settings: VerifierSettings | None = None,
-                       progress: Callable[[str, int, int], None] | None = None) -> pd.Series:
-    """The verification of every label of ``tomo_ids`` (index: row of ``labels.picks``; NaN where a class has
-    fewer than ``min_examples`` positives or negatives, or a tomogram is not stored)."""
+                       progress: Callable[[str, int, int], None] | None = None) -> Verification:
+    """The verification of every label and prediction (at ``threshold``) of ``tomo_ids``; NaN where a class has
+    fewer than ``min_examples`` positives or negatives, or a tomogram is not stored."""
     settings = settings or VerifierSettings()
     out = pd.Series(np.nan, index=labels.picks.index, dtype=float)
+    out_pred = pd.Series(np.nan, index=predictions.index, dtype=float)
     for name in labels.class_names:
         ex = collect_examples(labels, predictions, Path(tomograms), particle=name, tomo_ids=tomo_ids,
                               threshold=threshold, settings=settings)
-        if min(int(ex.target.sum()), int((1 - ex.target).sum())) < settings.min_examples:
+        positives = int((ex.target[ex.train] == 1).sum())
+        if min(positives, int(ex.train.sum()) - positives) < settings.min_examples:
             continue
         total, done = settings.seeds * settings.folds, 0
 
@@ -230,17 +264,28 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an example no run scored stays NaN
             mean = np.nanmean(runs, axis=0)
-        pos = ex.target == 1
+        pos = ex.pick >= 0
         out.loc[ex.pick[pos]] = mean[pos]
-    return out
+        out_pred.loc[ex.prediction[~pos]] = mean[~pos]
+    return Verification(labels=out, predictions=out_pred)
 
 
-VERIFICATION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "verification"]
+VERIFICATION_COLUMNS = ["source", "row", "tomo_id", "particle", "z", "y", "x", "verification"]
+
+
+def verification_table(verification: Verification, labels: LabelSet, predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per label (``source`` ``label``, ``row`` its row in the version's picks, in that order, NaN where
+    not verified), then one per verified prediction (``prediction``, ``row`` its row in the predictions)."""
+    lab = labels.picks.assign(source="label", row=labels.picks.index,
+                              verification=verification.labels.reindex(labels.picks.index))
+    v = verification.predictions.dropna()
+    pred = predictions.loc[v.index].assign(source="prediction", row=v.index, verification=v)
+    return pd.concat([lab[VERIFICATION_COLUMNS], pred[VERIFICATION_COLUMNS]], ignore_index=True)
 
 
 def write_verification(path: Path, table: pd.DataFrame, inputs: dict) -> None:
-    """``verification.csv`` (one row per label, in the version's picks order) and its ``.json`` sidecar (the inputs
-    it was made from), each written atomically; the sidecar last, so a half-written pair is never reused."""
+    """``verification.csv`` (:func:`verification_table`) and its ``.json`` sidecar (the inputs it was made from),
+    each written atomically; the sidecar last, so a half-written pair is never reused."""
     from byu.atomic import write_bytes, write_json
 
     path.with_suffix(".json").unlink(missing_ok=True)
@@ -249,12 +294,12 @@ def write_verification(path: Path, table: pd.DataFrame, inputs: dict) -> None:
 
 
 def read_verification(path: Path) -> pd.DataFrame:
-    """A round's ``verification.csv`` with its inputs in ``attrs["inputs"]`` (empty inputs when the sidecar is
-    missing or unreadable: the file is then recomputed, never trusted)."""
+    """A round's ``verification.csv`` with its inputs in ``attrs["inputs"]`` (empty, without inputs, when it or
+    its sidecar is missing or unreadable, or has other columns: the file is then recomputed, never trusted)."""
     import json
 
     try:
-        table = pd.read_csv(path, dtype={"tomo_id": str, "particle": str})
+        table = pd.read_csv(path, dtype={"source": str, "tomo_id": str, "particle": str})
         inputs = json.loads(path.with_suffix(".json").read_text())
     except (OSError, ValueError, pd.errors.ParserError):
         return pd.DataFrame(columns=VERIFICATION_COLUMNS)
@@ -264,5 +309,16 @@ def read_verification(path: Path) -> pd.DataFrame:
     return table
 
 
-__all__ = ["Examples", "VerifierSettings", "collect_examples", "cross_fitted_scores", "label_verification",
-           "read_verification", "write_verification"]
+def verification_from_table(table: pd.DataFrame, labels_index: pd.Index, predictions_index: pd.Index) -> Verification:
+    """The :class:`Verification` a ``verification.csv`` holds (rows that are not in the indexes are left out)."""
+    def series(source: str, index: pd.Index) -> pd.Series:
+        part = table[table["source"] == source]
+        return pd.Series(part["verification"].to_numpy(float), index=part["row"].to_numpy(np.int64)) \
+            .reindex(index).astype(float)
+
+    return Verification(labels=series("label", labels_index), predictions=series("prediction", predictions_index))
+
+
+__all__ = ["VERIFICATION_COLUMNS", "VERIFIER_VERSION", "Examples", "Verification", "VerifierSettings",
+           "collect_examples", "cross_fitted_scores", "label_verification", "read_verification",
+           "verification_from_table", "verification_table", "write_verification"]

@@ -445,3 +445,26 @@ def test_unlabeled_predictions_are_offered_most_verified_first():
     assert [c.conf for c in cases[0].candidates][:2] == [0.06, 0.4] and cases[0].score == pytest.approx(0.9)
     barred = [c for c in find_cases(labels, p, candidate_verification=verified, fp_threshold=0.3) if c.kind == "FP"]
     assert [c.conf for c in barred[0].candidates][0] == 0.4 and 0.06 not in [c.conf for c in barred[0].candidates]
+
+
+def test_scripted_reviewer_tags_the_candidate_shown_as_its_own_class_before_another_class():
+    """A shifted ribosome's case shows the ribosome where it really is and a ribosome prediction that fell on an
+    apo-ferritin: one class per image, so the reviewer moves the ribosome (not ``2;as:apo-ferritin``) and the
+    apo-ferritin is added from its own FP case."""
+    tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [200], "X": [200], "voxel_spacing": [10.0]})
+    cols = ["tomo_id", "particle", "z", "y", "x"]
+    truth = LabelSet.build(tomos, pd.DataFrame([("a", "ribosome", 50, 50, 50), ("a", "apo-ferritin", 50, 150, 150)],
+                                               columns=cols))
+    noisy = LabelSet.build(tomos, pd.DataFrame([("a", "ribosome", 50, 50, 90)], columns=cols),
+                           ["ribosome", "apo-ferritin"])
+    preds = pd.DataFrame([pred("a", 100, 300, 300, 0.6, particle="ribosome"),  # on the apo-ferritin, wrong class
+                          pred("a", 100, 100, 100, 0.5, particle="ribosome"),  # the ribosome's true position
+                          pred("a", 100, 300, 300, 0.9, particle="apo-ferritin")])
+    cases = find_cases(noisy, preds)
+    fn = next(c for c in cases if c.kind == "FN")
+    assert [c.particle for c in fn.candidates[1:]] == ["ribosome", "ribosome"]
+    dec = scripted_decisions(cases, truth)
+    assert dict(zip(dec.case_id, dec.tags))[fn.case_id] == "2"
+    res = apply_decisions(noisy, cases, dec, round_name="r1")
+    got = {(r.particle, r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
+    assert got == {("ribosome", 50.0, 50.0, 50.0), ("apo-ferritin", 50.0, 150.0, 150.0)}

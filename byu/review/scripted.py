@@ -7,8 +7,10 @@ first shown), and a prediction is not claimed for a true particle that is alread
 - FN case: ``0`` when the labeled pick is a true particle (``0`` + ``as:<class>`` when it is one of another
   class), plus the other candidates that are true, unlabeled particles of that class (keep + add); otherwise the candidates that are true particles (a move), or ``none``.
 - FP case: every candidate that is a true particle not yet labeled, or ``none``.
-- A candidate shown with the wrong class is tagged with ``as:<true class>`` (one class per image: candidates of
-  another true class on the same image are left for their own cases).
+- A candidate shown with the wrong class is tagged with ``as:<true class>``. One class per image: the candidates
+  that are true particles of the class they are shown as come first (a motor case's real motor is tagged, not a
+  ribosome a motor prediction fell on); only when there are none, those of the first mis-shown class. The others
+  are left for their own cases.
 """
 
 from __future__ import annotations
@@ -79,12 +81,13 @@ def scripted_decisions(cases: Iterable[Case], truth: LabelSet, *, radius_A: floa
                 tags = [KEEP] + others + ([class_tag(cls)] if cls != label.particle else [])
         if not tags:
             claims = [(c.k, c.particle, cls) for c in case.candidates if c.k > 0 and (cls := claim(c)) is not None]
+            right = [str(k) for k, shown, true_cls in claims if shown == true_cls]
             wrong = [true_cls for _, shown, true_cls in claims if shown != true_cls]
-            if wrong:  # one class per image: tag the candidates that are of the first mis-shown class
+            if right or not wrong:  # one class per image: the candidates shown as what they are first
+                tags = right
+            else:  # else those of the first mis-shown class
                 named = wrong[0]
                 tags = [str(k) for k, _, true_cls in claims if true_cls == named] + [class_tag(named)]
-            else:
-                tags = [str(k) for k, _, _ in claims]
             tags = tags or [NONE]
         rows.append({"case_id": case.case_id, "image": case.image, "tags": join_tags(tags), "reviewer": reviewer,
                      "source": "scripted", "job_state": ""})

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 256, size=tuple(args.shape), dtype=np.uint8)
     geom = geometry_for("bench", stored.shape, args.spacing, stored.shape, args.spacing, cfg.spacing)
-    radius = [c.radius * cfg.nms_factor / cfg.heatmap_spacing for c in cfg.classes]
+    radius = [r / cfg.heatmap_spacing for r in cfg.nms_radii_A()]
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         heat, stride = ensemble_heatmap(models, image, tta=args.tta, device=dev)
         sync()
         t2 = time.perf_counter()
-        find_peaks(heat, threshold=0.05, nms_radius=radius, max_peaks=cfg.max_peaks)
+        find_peaks(heat, threshold=0.05, nms_radius=radius, max_peaks=cfg.max_peaks, window=cfg.peak_window)
         sync()
         t3 = time.perf_counter()
         if rep:

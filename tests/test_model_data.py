@@ -150,6 +150,26 @@ def test_find_peaks_nms_threshold_and_refinement():
     assert len(find_peaks(hm, threshold=0.95, nms_radius=[4.0])[0]) == 0
 
 
+def test_a_weaker_peak_beyond_the_nms_radius_on_a_diagonal_is_kept():
+    """Peaks 5.2 voxels apart on a diagonal (3 per axis) with an NMS radius of 4: two particles, though a cube as
+    wide as the NMS ball holds both; within the radius they merge."""
+    hm = np.zeros((1, 24, 24, 24), dtype=np.float32)
+    zz, yy, xx = np.meshgrid(*(np.arange(24),) * 3, indexing="ij")
+    for (z, y, x), a in (((10, 10, 10), 0.9), ((13, 13, 13), 0.4)):
+        hm[0] = np.maximum(hm[0], a * np.exp(-((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2) / 1.0))
+    peaks = find_peaks(hm, threshold=0.1, nms_radius=[4.0], refine=False)[0]
+    assert [tuple(p[:3]) for p in peaks] == [(10, 10, 10), (13, 13, 13)]
+    assert len(find_peaks(hm, threshold=0.1, nms_radius=[5.5])[0]) == 1
+    assert len(find_peaks(hm, threshold=0.1, nms_radius=[4.0], window="enclosing")[0]) == 1  # the cube holds both
+
+
+def test_nms_distance_is_at_most_the_match_radius():
+    from byu.labels.classes import BUILTIN_CLASSES
+
+    cfg = resolve_config("small", classes=[BUILTIN_CLASSES[n] for n in ("motor", "ribosome", "apo-ferritin")])
+    assert cfg.nms_radii_A() == [500.0, 150.0, 60.0]  # motor 2 x 250 Å; the CZII classes their match radius
+
+
 def test_peaks_map_to_the_original_frame_and_round_trip_through_csv(tmp_path):
     g = geometry_for("a", (64, 96, 96), 16.0, (102, 154, 154), 10.0, 32.0)
     orig = np.array([[40.0, 77.0, 100.0]])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -60,18 +61,25 @@ def _refine(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def find_peaks(heatmap: torch.Tensor | np.ndarray, *, threshold: float, nms_radius: Sequence[float],
-               max_peaks: int = 200, refine: bool = True) -> list[np.ndarray]:
+               max_peaks: int = 200, refine: bool = True,
+               window: Literal["inscribed", "enclosing"] = "inscribed") -> list[np.ndarray]:
     """Peaks of a (C, Z, Y, X) probability heatmap, per class: (K, 4) arrays ``z, y, x, conf`` (heatmap voxels).
 
-    ``nms_radius[c]`` is in heatmap voxels; at most ``max_peaks`` per class, strongest first. Runs on the
-    heatmap's device (a GPU heatmap never comes back whole); only the candidate peaks move to the CPU.
+    ``nms_radius[c]`` is in heatmap voxels; at most ``max_peaks`` per class, strongest first. Candidates are the
+    local maxima over a cube (``window``): ``inscribed`` in the NMS ball (at least the 26 neighbours), so only the
+    ball decides which peaks merge; ``enclosing`` the ball, which also drops a weaker peak up to sqrt(3) radii away
+    on a diagonal (an apo-ferritin beside a gold bead). Runs on the heatmap's device (a GPU heatmap never comes
+    back whole); only the candidate peaks move to the CPU.
     """
     hm = torch.as_tensor(heatmap).float()
     out = []
     for c in range(hm.shape[0]):
         h = hm[c]
         r = max(0.0, float(nms_radius[c]))
-        k = 2 * int(math.ceil(r)) + 1
+        if window == "inscribed":
+            k = 2 * max(1, int(math.floor(r / math.sqrt(3.0)))) + 1
+        else:
+            k = 2 * int(math.ceil(r)) + 1
         pooled = _max_filter(h, k) if k > 1 else h
         mask = (h >= pooled) & (h >= threshold)
         idx = torch.nonzero(mask)

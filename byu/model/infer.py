@@ -414,8 +414,9 @@ def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Seque
             ms = assignment[t]
             geom = cache.geometry(t)
             heat, stride = ensemble_heatmap(ms, image, tta=tta, device=device)
-            radius = [c.radius * config.nms_factor / (config.spacing * stride) for c in config.classes]
-            peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks)
+            radius = [r / (config.spacing * stride) for r in config.nms_radii_A()]
+            peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks,
+                               window=config.peak_window)
             frames.append(peaks_to_frame(peaks, geometry=geom, stride=stride, class_names=config.class_names,
                                          models=";".join(m.name for m in ms)))
             if progress:
@@ -537,8 +538,9 @@ def predict_tomograms(models: Sequence[LoadedModel], cache: VolumeCache, tomo_id
     frames = []
     for t in tomo_ids:
         heat, stride = ensemble_heatmap(models, cache.get(t), tta=tta, device=device)
-        radius = [c.radius * config.nms_factor / (config.spacing * stride) for c in config.classes]
-        peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks)
+        radius = [r / (config.spacing * stride) for r in config.nms_radii_A()]
+        peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks,
+                           window=config.peak_window)
         frames.append(peaks_to_frame(peaks, geometry=cache.geometry(t), stride=stride,
                                      class_names=config.class_names, models=";".join(m.name for m in models)))
     frames = [f for f in frames if len(f)]

@@ -164,14 +164,14 @@ def mine_hard_negatives(net: torch.nn.Module, config: ModelConfig, cache: Volume
 
     net.eval()
     s = config.stride
-    nms = [c.radius * config.nms_factor / config.heatmap_spacing for c in config.classes]
+    nms = [r / config.heatmap_spacing for r in config.nms_radii_A()]
     out: dict[str, np.ndarray] = {}
     for t in sampler.tomo_ids:
         heat = sliding_window_heatmap(net, torch.as_tensor(cache.get(t)), config, device=device)
         labels = sampler.points[t]
         found = []
         for c, peaks in enumerate(find_peaks(heat, threshold=config.hard_threshold, nms_radius=nms,
-                                             max_peaks=config.max_peaks)):
+                                             max_peaks=config.max_peaks, window=config.peak_window)):
             if not len(peaks):
                 continue
             centres = (peaks[:, :3] + 0.5) * s - 0.5

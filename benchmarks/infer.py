@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from byu.model.config import resolve_config  # noqa: E402
 from byu.model.data import geometry_for, load_volume  # noqa: E402
-from byu.model.decode import find_peaks  # noqa: E402
+from byu.model.decode import config_peaks  # noqa: E402
 from byu.model.infer import TTA_FLIPS, LoadedModel, ensemble_heatmap, resolve_device  # noqa: E402
 from byu.model.net import build_network, count_parameters  # noqa: E402
 
@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 256, size=tuple(args.shape), dtype=np.uint8)
     geom = geometry_for("bench", stored.shape, args.spacing, stored.shape, args.spacing, cfg.spacing)
-    radius = [r / cfg.heatmap_spacing for r in cfg.nms_radii_A()]
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         heat, stride = ensemble_heatmap(models, image, tta=args.tta, device=dev)
         sync()
         t2 = time.perf_counter()
-        find_peaks(heat, threshold=0.05, nms_radius=radius, max_peaks=cfg.max_peaks, window=cfg.peak_window)
+        config_peaks(heat, cfg, threshold=0.05, stride=stride)
         sync()
         t3 = time.perf_counter()
         if rep:

@@ -1,11 +1,13 @@
 """Heatmap -> particle positions: 3-D non-maximum suppression, threshold, back to the original voxel frame.
 
-Peaks are local maxima of a max-pool over a cube of half-width ``ceil(r)`` around each voxel (separable: three
-1-D max-pools), kept when their value is at least the threshold. The cube suppresses a weaker peak up to
-``sqrt(3) * r`` away along a diagonal (its corners), so the effective NMS region is that cube, not a sphere of
-radius ``r``; the greedy pass that follows only settles plateaus (equal maxima closer than ``r``). Each survivor
-is refined to sub-voxel precision by a parabola through the log values of its neighbours along each axis (exact
-for a Gaussian peak).
+Peaks are local maxima of a max-pool over a cube around each voxel (separable: three 1-D max-pools), kept when
+their value is at least the threshold; a greedy pass then keeps the strongest and drops every peak within ``r``
+of a kept one. The cube is by default the largest inside the ball of radius ``r`` (at least the 26 neighbours), so
+the ball decides what merges; the ``enclosing`` window (half-width ``ceil(r)``) also suppresses a weaker peak up
+to ``sqrt(3) * r`` away along a diagonal, and is kept for the configurations measured with it. ``r`` per class
+comes from the model config (:meth:`byu.model.config.ModelConfig.nms_radii_A`; :func:`config_peaks`). Each
+survivor is refined to sub-voxel precision by a parabola through the log values of its neighbours along each
+axis (exact for a Gaussian peak).
 
 The predictions table (``data/predictions/<run>.csv``) has the columns ``PREDICTION_COLUMNS``: coordinates in
 the tomogram's ORIGINAL voxel frame, whose spacing is the ``voxel_spacing`` column.
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 
+from byu.model.config import ModelConfig
 from byu.model.data import Geometry
 
 from byu.predictions import PREDICTION_COLUMNS, empty_predictions, read_predictions, write_predictions  # noqa: F401
@@ -108,6 +111,15 @@ def find_peaks(heatmap: torch.Tensor | np.ndarray, *, threshold: float, nms_radi
         pos = _refine(h, idx) if refine else idx.double()
         out.append(np.column_stack([pos.cpu().numpy(), conf.double().cpu().numpy()]))
     return out
+
+
+def config_peaks(heatmap: torch.Tensor | np.ndarray, config: ModelConfig, *, threshold: float,
+                 stride: int | None = None) -> list[np.ndarray]:
+    """:func:`find_peaks` with a model config's NMS distance per class, peak window and ``max_peaks``; ``stride``:
+    heatmap voxels per input voxel (default the config's)."""
+    spacing = config.spacing * (config.stride if stride is None else stride)
+    return find_peaks(heatmap, threshold=threshold, nms_radius=[r / spacing for r in config.nms_radii_A()],
+                      max_peaks=config.max_peaks, window=config.peak_window)
 
 
 def peaks_to_frame(peaks: list[np.ndarray], *, geometry: Geometry, stride: int, class_names: Sequence[str],

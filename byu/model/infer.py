@@ -42,7 +42,7 @@ from byu.atomic import write_json
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
 from byu.model.data import VolumeCache, read_stored, load_volume
-from byu.model.decode import empty_predictions, find_peaks, peaks_to_frame, write_predictions
+from byu.model.decode import config_peaks, empty_predictions, peaks_to_frame, write_predictions
 from byu.model.net import build_network
 from byu.paths import DataRoot, check_id
 
@@ -414,9 +414,7 @@ def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Seque
             ms = assignment[t]
             geom = cache.geometry(t)
             heat, stride = ensemble_heatmap(ms, image, tta=tta, device=device)
-            radius = [r / (config.spacing * stride) for r in config.nms_radii_A()]
-            peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks,
-                               window=config.peak_window)
+            peaks = config_peaks(heat, config, threshold=threshold, stride=stride)
             frames.append(peaks_to_frame(peaks, geometry=geom, stride=stride, class_names=config.class_names,
                                          models=";".join(m.name for m in ms)))
             if progress:
@@ -538,9 +536,7 @@ def predict_tomograms(models: Sequence[LoadedModel], cache: VolumeCache, tomo_id
     frames = []
     for t in tomo_ids:
         heat, stride = ensemble_heatmap(models, cache.get(t), tta=tta, device=device)
-        radius = [r / (config.spacing * stride) for r in config.nms_radii_A()]
-        peaks = find_peaks(heat, threshold=threshold, nms_radius=radius, max_peaks=config.max_peaks,
-                           window=config.peak_window)
+        peaks = config_peaks(heat, config, threshold=threshold, stride=stride)
         frames.append(peaks_to_frame(peaks, geometry=cache.geometry(t), stride=stride,
                                      class_names=config.class_names, models=";".join(m.name for m in models)))
     frames = [f for f in frames if len(f)]

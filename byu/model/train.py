@@ -159,7 +159,7 @@ def mine_hard_negatives(net: torch.nn.Module, config: ModelConfig, cache: Volume
                         device: torch.device) -> dict[str, np.ndarray]:
     """Peaks >= ``hard_threshold`` of the current model on the training tomograms that lie farther than twice
     the NMS distance from every label of their class: net-voxel centres per tomogram."""
-    from byu.model.decode import find_peaks
+    from byu.model.decode import config_peaks
     from byu.model.infer import sliding_window_heatmap
 
     net.eval()
@@ -170,8 +170,7 @@ def mine_hard_negatives(net: torch.nn.Module, config: ModelConfig, cache: Volume
         heat = sliding_window_heatmap(net, torch.as_tensor(cache.get(t)), config, device=device)
         labels = sampler.points[t]
         found = []
-        for c, peaks in enumerate(find_peaks(heat, threshold=config.hard_threshold, nms_radius=nms,
-                                             max_peaks=config.max_peaks, window=config.peak_window)):
+        for c, peaks in enumerate(config_peaks(heat, config, threshold=config.hard_threshold)):
             if not len(peaks):
                 continue
             centres = (peaks[:, :3] + 0.5) * s - 0.5

@@ -17,7 +17,7 @@ picks of the class within the class's match radius (``radius_A`` overrides it fo
   cases per class (default 1; ``None``: as many as needed, for crowded classes); the ones beyond are counted in
   the round's summary, not shown.
 
-Two settings keep the load where the errors are:
+Three settings keep the load where the errors are:
 
 - ``fp_threshold``: an unlabeled prediction is a candidate of an FP case only when its confidence reaches it;
   ``"auto"`` is ``FP_FRACTION`` of the class's confirm threshold (an unlabeled prediction the models believe less

@@ -96,16 +96,17 @@ def crop_spacing(radius_A: float, stored_spacing: float, settings: VerifierSetti
     return max(1, int(round(target / stored_spacing)))
 
 
-def _crop(directory: Path, centre: np.ndarray, half: int, factor: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """A (2·half)³ crop at ``factor``× the stored spacing around ``centre`` (stored voxels); reflected at edges."""
+def _crop(volume: np.ndarray, centre: np.ndarray, half: int, factor: int) -> np.ndarray:
+    """A (2·half)³ crop of the stored ``volume`` at ``factor``× its spacing around ``centre`` (stored voxels);
+    reflected at edges."""
+    shape = volume.shape
     h = half * factor
     c = np.round(centre).astype(int)
     lo, hi = c - h, c + h
     z0, z1 = max(0, lo[0]), min(shape[0], hi[0])
-    slab = read_volume(directory, (z0, z1)) if z1 > z0 else np.zeros((0, shape[1], shape[2]), np.uint8)
     y0, y1 = max(0, lo[1]), min(shape[1], hi[1])
     x0, x1 = max(0, lo[2]), min(shape[2], hi[2])
-    part = slab[:, y0:y1, x0:x1].astype(np.float32)
+    part = volume[z0:z1, y0:y1, x0:x1].astype(np.float32)
     if part.size == 0:
         part = np.full((1, 1, 1), 127.5, np.float32)
     pad = [(max(0, (z0 - lo[0])), max(0, hi[0] - z1)), (max(0, y0 - lo[1]), max(0, hi[1] - y1)),
@@ -146,12 +147,15 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
             prow = g.index.to_numpy()
             far = np.ones(len(pa), bool) if not len(lab_A) else \
                 cdist(pa, lab_A).min(axis=1) > settings.negative_distance * cls.radius
+        if not len(lab_A) and not len(pa):
+            continue
+        volume = read_volume(directory)  # once per tomogram: every crop of it comes from memory
         sets = ((1, True, lab.index.to_numpy(), np.full(len(lab_A), -1), lab_A),
                 (0, True, np.full(int(far.sum()), -1), prow[far], pa[far]),
                 (0, False, np.full(int((~far).sum()), -1), prow[~far], pa[~far]))
         for label, trained, rows, prows, pts in sets:
             for row, prow_i, p in zip(rows, prows, pts):
-                crop = _crop(directory, p / meta.voxel_spacing, half, factor, meta.shape)
+                crop = _crop(volume, p / meta.voxel_spacing, half, factor)
                 crops.append((crop - 127.5) / 64.0)  # stored tomograms are clipped and normalised to 0-255
                 target.append(label)
                 train.append(trained)

@@ -17,12 +17,14 @@ from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.review.round import ReviewRound
-from byu.review.verify import VerifierSettings, collect_examples, label_verification
+from byu.review.verify import (Examples, VerifierSettings, collect_examples, hard_negatives, label_verification,
+                               second_stage)
 from byu.tomo.io import TomoMeta, tomo_dir, write_tomogram
 
 N, SPACING, R_VOX = 40, 16.0, 4
 BLOB = ParticleClass(name="blob", radius=R_VOX * SPACING)
-FAST = VerifierSettings(crop=16, steps=80, seeds=1, folds=4, min_examples=4, device="cpu")
+# the cohort's negatives are all decoys: the second stage learns from every one of them
+FAST = VerifierSettings(crop=16, steps=80, seeds=1, folds=4, min_examples=4, hard_negatives=1.0, device="cpu")
 
 
 def _ball(vol: np.ndarray, c, r: float, value: float, shell: bool) -> None:
@@ -85,12 +87,39 @@ def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
     # predictions too: those on solid particles look like the labels, those on hollow decoys do not
     solid = preds.index % 4 < 2
     assert both.predictions.notna().all() and both.predictions[solid].min() > both.predictions[~solid].max()
-    assert steps[-1] == ("blob", FAST.folds, FAST.folds)
+    assert steps[-1] == ("blob", 2 * FAST.folds, 2 * FAST.folds)  # two stages
     with pytest.raises(ValueError, match="multiple of 8"):
         VerifierSettings(crop=20)
+    with pytest.raises(ValueError, match="at most crop"):
+        VerifierSettings(crop=16, hard_crop=24)
     sparse = label_verification(labels, preds[preds.tomo_id == "t0"], root.tomograms, tomo_ids=labels.tomo_ids,
                                 settings=FAST)
     assert sparse.labels.isna().all() and sparse.predictions.isna().all()  # one negative: too few to verify
+
+
+def test_the_second_stage_learns_from_the_negatives_both_the_models_and_the_first_stage_believe(cohort):
+    root, labels, preds = cohort
+    settings = VerifierSettings(crop=16, hard_crop=8, min_examples=2, hard_negatives=0.25)
+    ex = collect_examples(labels, preds.assign(conf=np.linspace(0.1, 0.9, len(preds))), root.tomograms,
+                          particle="blob", tomo_ids=labels.tomo_ids, threshold=0.05, settings=settings)
+    assert np.isnan(ex.confidence[ex.pick >= 0]).all() and (ex.confidence[ex.pick < 0] >= 0.1).all()
+    first = np.full(len(ex.target), 0.5)
+    negatives = np.flatnonzero(ex.train & (ex.target == 0))
+    first[negatives[:3]] = 0.99  # believed by the first stage, but weakly by the fold models (low rows)
+    hard = hard_negatives(ex, first, settings)
+    belief = first * np.nan_to_num(ex.confidence)
+    # round(0.25 x 17 labels) = 4 of the trained-on negatives, the most believed by both; never a label, never a
+    # prediction near a label (scored only)
+    assert len(hard) == 4 and set(hard) <= set(negatives)
+    assert belief[hard].min() >= np.delete(belief, hard)[ex.train[np.delete(np.arange(len(belief)), hard)]
+                                                          & (np.delete(ex.target, hard) == 0)].max()
+    second = second_stage(ex, hard, settings)
+    assert second.crops.shape[1:] == (8, 8, 8) and np.array_equal(second.crops[0], ex.crops[0, 4:12, 4:12, 4:12])
+    assert set(np.flatnonzero(second.train)) == set(np.flatnonzero(ex.target == 1)) | set(hard)
+    assert len(hard_negatives(ex, first, settings.model_copy(update={"hard_negatives": 0.0}))) == 0  # stage off
+    few = ex.train & (ex.target == 0)
+    few[negatives[1:]] = False  # one trained-on negative left: fewer than min_examples, no second stage
+    assert len(hard_negatives(Examples(**{**ex.__dict__, "train": (ex.target == 1) | few}), first, settings)) == 0
 
 
 def _data_root(cohort, path: Path, preds: pd.DataFrame | None = None) -> tuple[DataRoot, Path]:

@@ -15,7 +15,15 @@ Per class, in the round's tomograms:
 - ``folds`` folds grouped by tomogram; a label is scored by the model that did not see its tomogram (flip
   test-time augmentation), averaged over ``seeds`` runs (each with its own fold assignment).
 
-The **verification** of a label is that out-of-fold probability. It is a ranking, not a calibrated probability
+A **second stage** (a cascade) then looks only at what the first one finds hard. Its negatives are the
+``hard_negatives`` × positives unlabeled predictions that the fold models *and* the first stage believe most (the
+product of the two): the decoys that mimic the class. A decoy of the class's size (a single blob beside two-lobed
+ribosomes) is rare among the many easy negatives (background, beads, other classes), so the first stage barely sees
+it, and the fold models believe it more than the particles; the second stage is trained on labels against these
+confusers alone, on the central ``hard_crop``³ voxels (the particle, not its neighbours), cross-fitted the same way.
+
+The **verification** of a label is the product of the two stages' out-of-fold probabilities: low when either stage
+doubts it (a label on background, or one that looks like the decoys). It is a ranking, not a calibrated probability
 (positives are noisy, negatives hold the missed particles): mining reviews the labels it ranks lowest
 (:func:`byu.review.match.find_cases`, ``verify_quantile``).
 
@@ -33,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.spatial.distance import cdist
 
 from byu.labels.model import LabelSet
@@ -41,7 +49,7 @@ from byu.tomo.io import read_meta, read_volume, tomo_dir
 
 
 #: the classifier's architecture and training recipe; a ``verification.csv`` made by another is recomputed
-VERIFIER_VERSION = 3
+VERIFIER_VERSION = 4
 
 
 class VerifierSettings(BaseModel):
@@ -60,14 +68,24 @@ class VerifierSettings(BaseModel):
     lr: float = Field(default=2e-3, gt=0)
     min_examples: int = Field(default=8, ge=1, description="a class with fewer positives or negatives is not "
                               "verified")
+    hard_negatives: float = Field(default=0.25, ge=0, description="second stage: its negatives, as a fraction of "
+                                  "the positives (0: no second stage)")
+    hard_crop: int = Field(default=16, ge=8, le=96, description="second stage: the central crop side in voxels "
+                           "(a multiple of 8, at most crop)")
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda'")
 
-    @field_validator("crop")
+    @field_validator("crop", "hard_crop")
     @classmethod
     def _pools_evenly(cls, v: int) -> int:
         if v % 8:
-            raise ValueError(f"crop must be a multiple of 8 (three 2x poolings), got {v}")
+            raise ValueError(f"a crop side must be a multiple of 8 (three 2x poolings), got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _hard_crop_inside(self) -> "VerifierSettings":
+        if self.hard_crop > self.crop:
+            raise ValueError(f"hard_crop ({self.hard_crop}) must be at most crop ({self.crop})")
+        return self
 
 
 @dataclass
@@ -79,6 +97,7 @@ class Examples:
     pick: np.ndarray  # (n,) row index into the version's picks (-1 for a prediction)
     prediction: np.ndarray  # (n,) row index into the predictions (-1 for a label)
     position_A: np.ndarray  # (n, 3) z, y, x in Å
+    confidence: np.ndarray  # (n,) the prediction's confidence (NaN for a label)
 
 
 @dataclass
@@ -130,7 +149,7 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
     frames = labels.spacing_of()
     preds = predictions[(predictions["particle"] == particle) & (predictions["conf"] >= threshold)]
     pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
-    crops, target, train, tomo, pick, pred, where = [], [], [], [], [], [], []
+    crops, target, train, tomo, pick, pred, where, conf = [], [], [], [], [], [], [], []
     for tid in tomo_ids:
         directory = tomo_dir(tomograms, tid)
         if not (directory / "meta.json").exists():
@@ -142,19 +161,21 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
         lab_A = lab[["z", "y", "x"]].to_numpy(float) * frames[tid]
         g = pred_groups.get(tid)
         pa, prow, far = np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0, bool)
+        pconf = np.zeros(0)
         if g is not None:
             pa = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
             prow = g.index.to_numpy()
+            pconf = g["conf"].to_numpy(float)
             far = np.ones(len(pa), bool) if not len(lab_A) else \
                 cdist(pa, lab_A).min(axis=1) > settings.negative_distance * cls.radius
         if not len(lab_A) and not len(pa):
             continue
         volume = read_volume(directory)  # once per tomogram: every crop of it comes from memory
-        sets = ((1, True, lab.index.to_numpy(), np.full(len(lab_A), -1), lab_A),
-                (0, True, np.full(int(far.sum()), -1), prow[far], pa[far]),
-                (0, False, np.full(int((~far).sum()), -1), prow[~far], pa[~far]))
-        for label, trained, rows, prows, pts in sets:
-            for row, prow_i, p in zip(rows, prows, pts):
+        sets = ((1, True, lab.index.to_numpy(), np.full(len(lab_A), -1), lab_A, np.full(len(lab_A), np.nan)),
+                (0, True, np.full(int(far.sum()), -1), prow[far], pa[far], pconf[far]),
+                (0, False, np.full(int((~far).sum()), -1), prow[~far], pa[~far], pconf[~far]))
+        for label, trained, rows, prows, pts, confs in sets:
+            for row, prow_i, p, c in zip(rows, prows, pts, confs):
                 crop = _crop(volume, p / meta.voxel_spacing, half, factor)
                 crops.append((crop - 127.5) / 64.0)  # stored tomograms are clipped and normalised to 0-255
                 target.append(label)
@@ -163,12 +184,14 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
                 pick.append(int(row))
                 pred.append(int(prow_i))
                 where.append(p)
+                conf.append(c)
     n = settings.crop
     return Examples(crops=np.stack(crops).astype(np.float32) if crops else np.zeros((0, n, n, n), np.float32),
                     target=np.asarray(target, dtype=np.int64), train=np.asarray(train, dtype=bool),
                     tomo=np.asarray(tomo, dtype=object), pick=np.asarray(pick, dtype=np.int64),
                     prediction=np.asarray(pred, dtype=np.int64),
-                    position_A=np.asarray(where, dtype=float).reshape(-1, 3))
+                    position_A=np.asarray(where, dtype=float).reshape(-1, 3),
+                    confidence=np.asarray(conf, dtype=float))
 
 
 def _net(torch_nn):
@@ -241,6 +264,37 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
     return scores
 
 
+def hard_negatives(ex: Examples, first: np.ndarray, settings: VerifierSettings) -> np.ndarray:
+    """Indexes of the second stage's negatives: the trained-on unlabeled predictions with the highest product of
+    fold-model confidence and first-stage verification, ``hard_negatives`` × the positives of them (at least
+    ``min_examples``); empty when there are fewer than ``min_examples`` such predictions or the stage is off."""
+    negatives = np.flatnonzero(ex.train & (ex.target == 0) & np.isfinite(first))
+    positives = int((ex.train & (ex.target == 1)).sum())
+    n = max(settings.min_examples, int(round(settings.hard_negatives * positives)))
+    if settings.hard_negatives <= 0 or len(negatives) < settings.min_examples:
+        return np.zeros(0, np.int64)
+    belief = first[negatives] * np.nan_to_num(ex.confidence[negatives], nan=0.0)
+    return negatives[np.argsort(-belief, kind="stable")[:n]]
+
+
+def second_stage(ex: Examples, hard: np.ndarray, settings: VerifierSettings) -> Examples:
+    """The examples the second stage learns from and scores: every example on its central ``hard_crop``³ voxels,
+    trained on the labels and the ``hard`` negatives only."""
+    lo = (settings.crop - settings.hard_crop) // 2
+    hi = lo + settings.hard_crop
+    train = ex.train & (ex.target == 1)
+    train[hard] = True
+    return Examples(crops=np.ascontiguousarray(ex.crops[:, lo:hi, lo:hi, lo:hi]), target=ex.target, train=train,
+                    tomo=ex.tomo, pick=ex.pick, prediction=ex.prediction, position_A=ex.position_A,
+                    confidence=ex.confidence)
+
+
+def _mean_runs(runs: list[np.ndarray]) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an example no run scored stays NaN
+        return np.nanmean(np.stack(runs), axis=0)
+
+
 def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: str | Path, *,
                        tomo_ids: Sequence[str], threshold: float = 0.05,
                        settings: VerifierSettings | None = None,
@@ -256,7 +310,8 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
         positives = int((ex.target[ex.train] == 1).sum())
         if min(positives, int(ex.train.sum()) - positives) < settings.min_examples:
             continue
-        total, done = settings.seeds * settings.folds, 0
+        stages = 2 if settings.hard_negatives > 0 else 1
+        total, done = stages * settings.seeds * settings.folds, 0
 
         def tick() -> None:
             nonlocal done
@@ -264,10 +319,17 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
             if progress:
                 progress(name, done, total)
 
-        runs = np.stack([cross_fitted_scores(ex, settings, seed=s, progress=tick) for s in range(settings.seeds)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an example no run scored stays NaN
-            mean = np.nanmean(runs, axis=0)
+        mean = _mean_runs([cross_fitted_scores(ex, settings, seed=s, progress=tick) for s in range(settings.seeds)])
+        if stages == 2:
+            hard = hard_negatives(ex, mean, settings)
+            if len(hard):
+                second = second_stage(ex, hard, settings)
+                s2 = _mean_runs([cross_fitted_scores(second, settings, seed=1000 + s, progress=tick)
+                                 for s in range(settings.seeds)])
+                mean = mean * np.where(np.isfinite(s2), s2, 1.0)  # an example the second stage left unscored: first
+            else:
+                for _ in range(settings.seeds * settings.folds):
+                    tick()
         pos = ex.pick >= 0
         out.loc[ex.pick[pos]] = mean[pos]
         out_pred.loc[ex.prediction[~pos]] = mean[~pos]
@@ -324,5 +386,5 @@ def verification_from_table(table: pd.DataFrame, labels_index: pd.Index, predict
 
 
 __all__ = ["VERIFICATION_COLUMNS", "VERIFIER_VERSION", "Examples", "Verification", "VerifierSettings",
-           "collect_examples", "cross_fitted_scores", "label_verification", "read_verification",
+           "collect_examples", "cross_fitted_scores", "hard_negatives", "label_verification", "second_stage", "read_verification",
            "verification_from_table", "verification_table", "write_verification"]

@@ -386,5 +386,5 @@ def verification_from_table(table: pd.DataFrame, labels_index: pd.Index, predict
 
 
 __all__ = ["VERIFICATION_COLUMNS", "VERIFIER_VERSION", "Examples", "Verification", "VerifierSettings",
-           "collect_examples", "cross_fitted_scores", "hard_negatives", "label_verification", "second_stage", "read_verification",
-           "verification_from_table", "verification_table", "write_verification"]
+           "collect_examples", "cross_fitted_scores", "hard_negatives", "label_verification", "read_verification",
+           "second_stage", "verification_from_table", "verification_table", "write_verification"]

@@ -111,8 +111,7 @@ def test_the_second_stage_learns_from_the_negatives_both_the_models_and_the_firs
     # round(0.25 x 17 labels) = 4 of the trained-on negatives, the most believed by both; never a label, never a
     # prediction near a label (scored only)
     assert len(hard) == 4 and set(hard) <= set(negatives)
-    assert belief[hard].min() >= np.delete(belief, hard)[ex.train[np.delete(np.arange(len(belief)), hard)]
-                                                          & (np.delete(ex.target, hard) == 0)].max()
+    assert belief[hard].min() >= belief[np.setdiff1d(negatives, hard)].max()
     second = second_stage(ex, hard, settings)
     assert second.crops.shape[1:] == (8, 8, 8) and np.array_equal(second.crops[0], ex.crops[0, 4:12, 4:12, 4:12])
     assert set(np.flatnonzero(second.train)) == set(np.flatnonzero(ex.target == 1)) | set(hard)

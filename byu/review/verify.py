@@ -269,11 +269,11 @@ def hard_negatives(ex: Examples, first: np.ndarray, settings: VerifierSettings) 
     fold-model confidence and first-stage verification, ``hard_negatives`` × the positives of them (at least
     ``min_examples``); empty when there are fewer than ``min_examples`` such predictions or the stage is off."""
     negatives = np.flatnonzero(ex.train & (ex.target == 0) & np.isfinite(first))
-    positives = int((ex.train & (ex.target == 1)).sum())
-    n = max(settings.min_examples, int(round(settings.hard_negatives * positives)))
     if settings.hard_negatives <= 0 or len(negatives) < settings.min_examples:
         return np.zeros(0, np.int64)
-    belief = first[negatives] * np.nan_to_num(ex.confidence[negatives], nan=0.0)
+    positives = int((ex.train & (ex.target == 1)).sum())
+    n = max(settings.min_examples, int(round(settings.hard_negatives * positives)))
+    belief = first[negatives] * ex.confidence[negatives]  # negatives are predictions at or above the threshold
     return negatives[np.argsort(-belief, kind="stable")[:n]]
 
 

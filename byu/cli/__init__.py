@@ -1,4 +1,7 @@
-"""The ``byu`` command line: one module per command group, each verb a thin wrapper over a library call."""
+"""The ``byu`` command line: one module per command group, each verb a thin wrapper over a library call.
+
+The console script is :func:`flows.cli.main`, which adds the verbs that orchestrate Prefect flows (``byu demo``) to
+this app; the library itself never imports the flows."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import typer
 
 from byu import __version__
 from byu.cli.copick import app as copick_app
-from byu.cli.demo import demo_command
 from byu.cli.labels import app as labels_app
 from byu.cli.model import app as model_app
 from byu.cli.portal import app as portal_app
@@ -25,7 +27,6 @@ app.add_typer(model_app)  # train, predict, score at top level
 app.add_typer(review_app, name="review")
 app.add_typer(copick_app, name="copick")
 app.command("synth")(synth_command)
-app.command("demo")(demo_command)
 
 
 @app.command("version")

@@ -1,4 +1,5 @@
-"""``byu demo``: the whole loop on a synthetic cohort (Prefect flows, offline, CPU)."""
+"""The ``byu`` console script: the library's command line (:mod:`byu.cli`) plus the verbs that orchestrate Prefect
+flows, which the library never imports: ``byu demo`` (the whole loop on a synthetic cohort, offline, CPU)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from byu.cli import app
+from byu.cli import main as library_main
 from byu.cli.util import say
 
 
@@ -31,7 +34,7 @@ def demo_command(
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.demo import run_demo  # Prefect lives in flows/, never in the library
+    from flows.demo import run_demo  # imported here: `byu --help` and every other verb start without Prefect
     from flows.local_api import temporary_api
 
     with temporary_api():  # a server that cannot outlive this process, even when it is killed
@@ -42,3 +45,14 @@ def demo_command(
         f"errors fixed ({per_class}), {report['cases_reviewed']} case(s) reviewed, {report['label_changes']} label "
         f"change(s), {report['wall_time_s']} s — {data_dir / 'demo_report.json'}", style="bold")
     say("one cohort, one seed: benchmarks/recovery.py measures the loop over several cohorts (figures in the README)")
+
+
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """The ``byu`` entry point: every library verb and ``demo``, with the library's error handling."""
+    library_main()
+
+
+__all__ = ["app", "demo_command", "main"]

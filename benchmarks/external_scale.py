@@ -141,7 +141,8 @@ def kill_half_and_resume(portal, data: Path, n: int, workers: int) -> dict:
         disk.join()
     fetched = {r.path.rsplit("/", 1)[-1] for r in portal.requests if r.path.endswith(".mrc")}
     skipped = {r["tomo_id"] for r in results if r["status"] == "skipped"}
-    return {"stored_at_kill": len(before), "skipped_on_rerun": len(skipped), "skipped_are_the_stored": skipped == before,
+    return {"stored_at_kill": len(before), "skipped_on_rerun": len(skipped),
+            "skipped_are_the_stored": skipped == before,
             "fetched_again": len(fetched), "stored_after": len(stored()), "peak_raw_files": disk.files}
 
 
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-half", action="store_true", help="also kill a run half-way and measure its resume")
     args = ap.parse_args(argv)
 
-    from tests.fakes.portal import SeedRun, SeedTomogram, build_seed, start_fake_portal
     from flows.local_api import temporary_api
+    from tests.fakes.portal import SeedRun, SeedTomogram, build_seed, start_fake_portal
 
     work = Path(tempfile.mkdtemp(prefix="byu-external-scale-"))
     seed = build_seed(work / "files", [
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                              "download_s": sum(r["download_s"] for r in results) / max(1, stored),
                              "preprocess_s": sum(r["preprocess_s"] for r in results) / max(1, stored)})
                 r = rows[-1]
-                print(f"workers={workers}: {stored}/{args.n} stored in {wall:.1f} s ({r['tomo_per_s']:.2f} tomograms/s);"
+                print(f"workers={workers}: {stored}/{args.n} stored in {wall:.1f} s "
+                      f"({r['tomo_per_s']:.2f} tomograms/s);"
                       f" peak raw files {disk.files} (max_inflight {workers}), peak raw {disk.bytes / 1e6:.1f} MB;"
                       f" worker peak RSS {r['worker_rss_MB']} MiB; per tomogram in its task: download "
                       f"{r['download_s']:.2f} s + preprocess {r['preprocess_s']:.2f} s", flush=True)
@@ -223,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     dl = each / (args.link_gbit * 1e9 / 8)
     prep = each / prep_rate
     infer = args.infer_s * args.models
-    print(f"projection, {PORTAL_TOMOGRAMS} tomograms / {PORTAL_BYTES / 1e9:.0f} GB ({each / 1e6:.0f} MB each): download "
-          f"{dl:.1f} s at {args.link_gbit:g} Gbit/s, preprocess {prep:.1f} s at "
+    print(f"projection, {PORTAL_TOMOGRAMS} tomograms / {PORTAL_BYTES / 1e9:.0f} GB ({each / 1e6:.0f} MB each): "
+          f"download {dl:.1f} s at {args.link_gbit:g} Gbit/s, preprocess {prep:.1f} s at "
           f"{prep_rate / 1e9:.2f} GB/s{'' if args.prep_gb_s else ' (measured here)'}, inference {infer:.0f} s "
           f"({args.models} models x {args.infer_s:g} s, CPU)")
     for w in (1, 4, 16):

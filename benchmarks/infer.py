@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import byu.model  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import byu.model  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 from byu.model.config import resolve_config  # noqa: E402
 from byu.model.data import geometry_for, load_volume  # noqa: E402
 from byu.model.decode import config_peaks  # noqa: E402
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         sync()
         t3 = time.perf_counter()
         if rep:
-            for key, v in zip(("resample", "heatmap", "decode", "total"), (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            spans = (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+            for key, v in zip(("resample", "heatmap", "decode", "total"), spans, strict=True):
                 times[key].append(v)
     med = {k: float(np.median(v)) for k, v in times.items()}
     voxels = float(np.prod(args.shape))

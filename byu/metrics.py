@@ -20,7 +20,7 @@ they carry a ``voxel_spacing`` column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,7 +133,7 @@ def score_byu(pred: pd.DataFrame, labels: pd.DataFrame, *, threshold: float = 0.
         p = p[p["particle"] == "motor"]
     p = p[p["tomo_id"].isin(scope)]
     top = p.sort_values("conf", ascending=False, kind="stable").drop_duplicates("tomo_id")
-    top_pos = dict(zip(top["tomo_id"], _pred_angstrom(top))) if len(top) else {}
+    top_pos = dict(zip(top["tomo_id"], _pred_angstrom(top), strict=True)) if len(top) else {}
     c = Counts(beta=beta)
     for t in scope:
         has = len(motors[t]) > 0
@@ -244,13 +244,12 @@ def best_threshold(pred: pd.DataFrame, labels: pd.DataFrame, *, metric: str = "m
                    thresholds: Sequence[float] | None = None, **kwargs) -> tuple[float, Score]:
     """The threshold (from ``thresholds``, default 0.05..0.95) giving the highest score, and that score."""
     grid = list(thresholds) if thresholds is not None else [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
-    fn = {"multi": score_multi, "byu": score_byu, "czii": score_czii}[metric]
-    best = None
-    for th in grid:
-        s = fn(pred, labels, threshold=th, **kwargs)
-        if best is None or s.score > best[1].score:
-            best = (th, s)
-    return best
+    scorers: dict[str, Callable[..., Score]] = {"multi": score_multi, "byu": score_byu, "czii": score_czii}
+    fn = scorers[metric]
+    if not grid:
+        raise InputError("no thresholds to try", field="thresholds")
+    scored = [(th, fn(pred, labels, threshold=th, **kwargs)) for th in grid]
+    return max(scored, key=lambda ts: ts[1].score)  # the first of equal scores, as the lowest threshold
 
 
 def _long(labels) -> pd.DataFrame:
@@ -326,13 +325,13 @@ def score_picks(pred: pd.DataFrame, picks: pd.DataFrame, *, metric: str = "auto"
 
     if tomo_ids is not None:
         tomo_ids = [t for t in tomo_ids if t in set(picks["tomo_id"])]
-    kw = {"threshold": threshold or 0.0, "tomo_ids": tomo_ids}
     if metric in ("auto", "czii"):
-        return [score_czii(pred, picks, beta=beta or 4.0, **kw)]
+        return [score_czii(pred, picks, beta=beta or 4.0, threshold=threshold or 0.0, tomo_ids=tomo_ids)]
     if metric == "multi":
         radius = {c: BUILTIN_CLASSES[c].radius * 0.5 if c in BUILTIN_CLASSES else BYU_RADIUS
                   for c in set(picks["particle"]) | set(pred["particle"])}
-        return [score_multi(pred, picks, radius=radius, beta=beta or 2.0, **kw)]
+        return [score_multi(pred, picks, radius=radius, beta=beta or 2.0, threshold=threshold or 0.0,
+                            tomo_ids=tomo_ids)]
     raise InputError(f"the {metric} metric needs a label version (tomograms and classes), not bare picks",
                      field="metric")
 

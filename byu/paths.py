@@ -42,7 +42,7 @@ class DataRoot:
             object.__setattr__(self, "root", Path(self.root))
 
     @classmethod
-    def from_env(cls, root: str | Path | None = None) -> "DataRoot":
+    def from_env(cls, root: str | Path | None = None) -> DataRoot:
         return cls(Path(root) if root is not None else default_root())
 
     @property

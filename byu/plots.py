@@ -20,6 +20,7 @@ import matplotlib.colors
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import AutoLocator
 from PIL import Image
 
 from byu.atomic import write_bytes
@@ -35,6 +36,13 @@ COUNT_COLOURS = {"tomograms": "#BBBBBB", "tomograms_with_motors": "#56B4E9", "mo
 COUNT_LABELS = {"tomograms": "tomograms", "tomograms_with_motors": "tomograms with motors", "motors": "motors"}
 DEFAULT_DPI = 120
 
+
+
+def _integer_locator() -> AutoLocator:
+    """Matplotlib's default tick locator, on whole numbers only (axes of counts)."""
+    locator = AutoLocator()
+    locator.set_params(integer=True)
+    return locator
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
     """Render ``fig`` and write it atomically to ``path`` (format from the suffix, PNG by default)."""
@@ -127,10 +135,11 @@ def plot_versions(store: LabelStore, *, title: str | None = "Label versions",
         bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, counts[k].to_numpy(), width,
                       color=COUNT_COLOURS[k], label=COUNT_LABELS[k], edgecolor="white", linewidth=0.5)
         _label_bars(ax, bars)
-    ticks = [v if not p else f"{v}\n← {p.replace(',', ' + ')}" for v, p in zip(counts["version"], counts["parents"])]
+    ticks = [v if not p else f"{v}\n← {p.replace(',', ' + ')}"
+             for v, p in zip(counts["version"], counts["parents"], strict=True)]
     ax.set_xticks(x, ticks, fontsize=9)
     ax.set_ylabel("count")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(_integer_locator())
     ax.set_ylim(0, max(1, counts[keys].to_numpy().max()) * 1.15)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="upper left", ncols=3)
@@ -199,12 +208,12 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
             vals = motor[a].to_numpy(dtype=float)
             bars = ax.bar(x, vals, 0.6, bottom=bottom, color=ACTION_COLOURS[a], label=a, edgecolor="white",
                           linewidth=0.5)
-            for rect, v, b, nseg in zip(bars, vals, bottom, segments):
+            for rect, v, b, nseg in zip(bars, vals, bottom, segments, strict=True):
                 if v > 0 and nseg > 1:  # a stack of one action: its total above says it all
                     ax.text(rect.get_x() + rect.get_width() / 2, b + v / 2, f"{int(v)}", ha="center", va="center",
                             fontsize=8, color=_text_colour(ACTION_COLOURS[a]), fontweight="bold")
             bottom += vals
-        for xi, total in zip(x, bottom):
+        for xi, total in zip(x, bottom, strict=True):
             ax.annotate(f"{int(total)}", (xi, total), xytext=(0, 2), textcoords="offset points", ha="center",
                         va="bottom", fontsize=9)
         extra = counts[["add_tomo", "remove_tomo"]]
@@ -217,7 +226,7 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
         ax.set_xticks(x, ticks, fontsize=9)
         ax.set_xlim(-0.5 - 0.5 * (len(x) < 3), len(x) - 0.5 + 0.5 * (len(x) < 3))
         ax.set_ylabel("picks changed vs parent")
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.set_major_locator(_integer_locator())
         ax.set_ylim(0, max(1.0, bottom.max()) * 1.15)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(frameon=False, fontsize=9, loc="upper left", ncols=3)
@@ -241,7 +250,7 @@ def plot_label_diff(changes: pd.DataFrame | Mapping[str, pd.DataFrame], *, title
         left += vals
     ax.set_yticks(y, list(shown.index), fontsize=8)
     ax.set_xlabel("picks")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(_integer_locator())
     ax.set_xlim(0, max(1.0, left.max()) * 1.05)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -311,7 +320,7 @@ def plot_class_balance(labels: Any, split: Mapping[str, Any], *, title: str | No
         _label_bars(ax, bars)
     ax.set_xticks(np.arange(len(folds)), [f"fold {k}" for k in folds])
     ax.set_ylabel("validation tomograms holding the class")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(_integer_locator())
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
     name = title or "Split balance"
@@ -330,17 +339,17 @@ def plot_class_scores(table: pd.DataFrame, *, title: str | None = None, out: str
         _empty(fig, axes[0], "no scores")
         return _finish(fig, out)
     colours = {"precision": "#56B4E9", "recall": "#E69F00", "fbeta": "#009E73"}
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=True):
         t = table[table["metric"] == metric]
         x = np.arange(len(t))
         for i, col in enumerate(("precision", "recall", "fbeta")):
             label = col if col != "fbeta" else f"F{t['beta'].iloc[0]:g}"
             bars = ax.bar(x + (i - 1) * 0.27, t[col].to_numpy(dtype=float), 0.27, color=colours[col], label=label)
-            for rect, v in zip(bars, t[col].to_numpy(dtype=float)):
+            for rect, v in zip(bars, t[col].to_numpy(dtype=float), strict=True):
                 ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x, [f"{c}\n{tp}/{tp + fn} found, {fp} extra" for c, tp, fn, fp in
-                          zip(t["class"], t["tp"], t["fn"], t["fp"])], fontsize=8)
+                          zip(t["class"], t["tp"], t["fn"], t["fp"], strict=True)], fontsize=8)
         ax.set_ylim(0, 1.12)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(frameon=False, fontsize=8, loc="upper left", ncols=3)
@@ -389,12 +398,12 @@ def plot_split_balance(df: Any, split: Mapping[str, Any], *, title: str | None =
         label = "not in table" if c < 0 else f"{c} motor{'s' if c != 1 else ''}"
         bars = ax.bar(pos_arr, vals, 0.9, bottom=bottom, color=colours[c], label=label, edgecolor="white",
                       linewidth=0.5)
-        for rect, v, b in zip(bars, vals, bottom):
+        for rect, v, b in zip(bars, vals, bottom, strict=True):
             if v > 0 and v >= 0.06 * max(1.0, pivot.to_numpy().sum(axis=1).max()):
                 ax.text(rect.get_x() + rect.get_width() / 2, b + v / 2, f"{int(v)}", ha="center", va="center",
                         fontsize=8, color=_text_colour(colours[c]))
         bottom += vals
-    for p, total in zip(pos_arr, bottom):
+    for p, total in zip(pos_arr, bottom, strict=True):
         ax.annotate(f"{int(total)}", (p, total), xytext=(0, 2), textcoords="offset points", ha="center",
                     va="bottom", fontsize=8)
     ax.set_xticks(pos_arr, ["train", "val"] * folds, fontsize=8)
@@ -403,7 +412,7 @@ def plot_split_balance(df: Any, split: Mapping[str, Any], *, title: str | None =
     sec.tick_params(length=0)
     sec.spines["bottom"].set_visible(False)
     ax.set_ylabel("tomograms")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(_integer_locator())
     ax.set_ylim(0, max(1.0, bottom.max()) * 1.12)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5), title="per tomogram")
@@ -424,7 +433,7 @@ def plot_review_images(paths: Sequence[str | Path], *, max_images: int = 4, widt
         fig = Figure(figsize=(6.0, 1.5), layout="constrained")
         _empty(fig, fig.add_subplot(), "no review images")
         return _finish(fig, out)
-    images = []
+    images: list[np.ndarray] = []
     for p in chosen:
         with Image.open(p) as im:
             images.append(np.asarray(im.convert("RGB")))
@@ -432,8 +441,8 @@ def plot_review_images(paths: Sequence[str | Path], *, max_images: int = 4, widt
     fig = Figure(figsize=(width_in, sum(heights) + 0.35 * len(images) + (0.3 if title else 0.0)),
                  layout="constrained")
     axes = fig.subplots(len(images), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
-    for ax, im, p in zip(axes, images, chosen):
-        ax.imshow(im, interpolation="antialiased")
+    for ax, pixels, p in zip(axes, images, chosen, strict=True):
+        ax.imshow(pixels, interpolation="antialiased")
         ax.set_title(p.name, fontsize=9, loc="left")
         ax.set_axis_off()
     if title:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,10 @@ from byu.errors import InputError
 from byu.paths import check_id
 
 PREDICTION_COLUMNS = ["tomo_id", "particle", "z", "y", "x", "conf", "models", "voxel_spacing"]
+
+#: how a run predicts: out of fold (each tomogram by the fold models that never saw it) or with every model
+PredictMode = Literal["oof", "all"]
+PREDICT_MODES: tuple[PredictMode, ...] = get_args(PredictMode)
 
 
 def empty_predictions() -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,7 +22,7 @@ def demo_command(
                                           "(BYU_CVAT_URL: people tag in CVAT)")] = "scripted",
     n: Annotated[int, typer.Option(min=4, help="tomograms in the synthetic cohort")] = 24,
     seed: Annotated[int, typer.Option(min=0, help="cohort seed")] = 0,
-    config: Annotated[Optional[str], typer.Option(help="model config (default: tiny for motors, small for "
+    config: Annotated[str | None, typer.Option(help="model config (default: tiny for motors, small for "
                                                   "other classes; full on a GPU)")] = None,
 ) -> None:
     """Synthetic cohort → train → round1 under Prefect → review → gt_v2 + splits → report."""

@@ -14,8 +14,19 @@ from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
 from flows.artifacts import result_artifacts
-from flows.common import (CACHE, RETRY_DELAYS, ReviewSettings, combine_if_present, data_path, data_root, fingerprint,
-                          predict_review_apply, refuse_existing_version, tomograms_to_review, transient)
+from flows.common import (
+    CACHE,
+    RETRY_DELAYS,
+    ReviewSettings,
+    combine_if_present,
+    data_path,
+    data_root,
+    fingerprint,
+    predict_review_apply,
+    refuse_existing_version,
+    tomograms_to_review,
+    transient,
+)
 from flows.task_runners import task_runner_from_env
 
 

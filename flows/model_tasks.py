@@ -9,9 +9,18 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from byu.predictions import PredictMode
 from flows.common import CACHE, data_root, fingerprint
-from flows.task_runners import (ENV_PREDICT_BATCH, PREDICT_BATCH, batch_size, batched, gpu_resources,
-                                refresh_unless, submit_in_order, torch_lock)
+from flows.task_runners import (
+    ENV_PREDICT_BATCH,
+    PREDICT_BATCH,
+    batch_size,
+    batched,
+    gpu_resources,
+    refresh_unless,
+    submit_in_order,
+    torch_lock,
+)
 
 
 def _checkpoints(model_dirs: list[str]) -> list[Path]:
@@ -35,7 +44,7 @@ def train_task(data_dir: str, labels: str, split: str, folds: str, config: str, 
 
 
 @task(name="plan-predictions")
-def plan_task(data_dir: str, model_dirs: list[str], mode: str, tta: str, threshold: float,
+def plan_task(data_dir: str, model_dirs: list[str], mode: PredictMode, tta: str, threshold: float,
               tomo_ids: list[str] | None, out_name: str, allow_seen: bool = False) -> dict:
     """Check the models, tomograms and fold coverage; fix the tomograms' order and models (nothing computed)."""
     from byu.model.infer import plan_predictions
@@ -46,7 +55,7 @@ def plan_task(data_dir: str, model_dirs: list[str], mode: str, tta: str, thresho
 
 
 @task(name="predict-batch", cache_policy=CACHE, persist_result=True)
-def predict_shard_task(data_dir: str, checkpoints: list[str], tomo_ids: list[str], mode: str, tta: str,
+def predict_shard_task(data_dir: str, checkpoints: list[str], tomo_ids: list[str], mode: PredictMode, tta: str,
                        threshold: float, allow_seen: bool = False, models_fingerprint: str = "") -> pd.DataFrame:
     """One batch of tomograms, every assigned model of every run: the batch's prediction rows."""
     from byu.model.infer import predict_shard
@@ -69,7 +78,7 @@ def merge_task(plan: dict, tables: list[pd.DataFrame], models_fingerprint: str =
     return str(out)
 
 
-def predict_with_fingerprint(data_dir: str, model_dirs: list[str], *, mode: str, tta: str, threshold: float,
+def predict_with_fingerprint(data_dir: str, model_dirs: list[str], *, mode: PredictMode, tta: str, threshold: float,
                              tomo_ids: list[str] | None, out_name: str, allow_seen: bool = False,
                              batch: int | None = None) -> str:
     """Predict through the flow's task runner: plan (here) → one task per ``batch`` tomograms (default

@@ -6,8 +6,16 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.artifacts import result_artifacts
-from flows.common import (ReviewSettings, combine_if_present, data_root, fingerprint, predict_review_apply,
-                          refuse_existing_version, splits_task, tomograms_to_review)
+from flows.common import (
+    ReviewSettings,
+    combine_if_present,
+    data_root,
+    fingerprint,
+    predict_review_apply,
+    refuse_existing_version,
+    splits_task,
+    tomograms_to_review,
+)
 from flows.task_runners import task_runner_from_env
 
 

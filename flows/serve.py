@@ -296,7 +296,7 @@ def main(
                 except DeploymentApplyError as exc:
                     raise typer.BadParameter(f"{exc} (create it first: prefect work-pool create {work_pool} "
                                              "--type process)", param_hint="--work-pool") from None
-                for d, i in zip(deployments, ids):
+                for d, i in zip(deployments, ids, strict=True):
                     typer.echo(f"registered {d.flow_name}/{d.name} in work pool {work_pool!r} ({i})")
                 typer.echo(f"start workers with: prefect worker start --pool {work_pool}")
                 return
@@ -318,11 +318,11 @@ def main(
             signal.signal(signal.SIGTERM, previous)
         typer.echo("Prefect server stopped")
         return
-    api_url = configured_api_url()
-    if not api_url:
+    configured = configured_api_url()
+    if not configured:
         raise typer.BadParameter("no PREFECT_API_URL configured: point it at a Prefect server "
                                  "(http://HOST:4200/api) or use --with-server", param_hint="PREFECT_API_URL")
-    run(api_url)
+    run(configured)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

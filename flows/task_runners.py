@@ -102,7 +102,7 @@ def default_threads() -> int:
     return max(4, os.cpu_count() or 1)
 
 
-def task_runner_from_env(env: Mapping[str, str] | None = None) -> TaskRunner:
+def task_runner_from_env(env: Mapping[str, str] | None = None) -> Any:
     """The task runner ``BYU_TASK_RUNNER`` / ``BYU_TASK_WORKERS`` / ``BYU_DASK_ADDRESS`` describe."""
     env = os.environ if env is None else env
     kind = (env.get(ENV_RUNNER) or "thread").strip().lower()

@@ -119,7 +119,7 @@ def test_train_flow_fans_out_folds_over_the_cluster(micro_root: Path, tmp_path: 
     assert "train_task" in prefixes(client)
     on_threads = train(params(other))
     assert [Path(p).name for p in on_dask] == [Path(p).name for p in on_threads] == ["fold0.pt", "fold1.pt"]
-    for a, b in zip(on_dask, on_threads):
+    for a, b in zip(on_dask, on_threads, strict=True):
         assert weights(Path(a)) == weights(Path(b)), f"{Path(a).name}: weights differ between dask and threads"
         assert history(Path(a)) == history(Path(b))
     # a cached fold whose checkpoint is gone is trained again (and only that fold)

@@ -178,7 +178,7 @@ def test_round2_carries_the_split_and_train_flow_trains(micro_root: Path):
     assert store.manifest("gt_v3").parents == ["gt_v2"]
     v2 = json.loads((root.cv / "v2" / "skf2_rd42.json").read_text())
     v3 = json.loads((root.cv / "v3" / "skf2_rd42.json").read_text())
-    for a, b in zip(v2["folds"], v3["folds"]):
+    for a, b in zip(v2["folds"], v3["folds"], strict=True):
         assert set(b["val"]) <= set(a["val"])  # tomograms keep their folds
     assert summary["combined"] is None  # no external_gt yet
 

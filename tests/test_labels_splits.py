@@ -27,9 +27,9 @@ def test_fresh_split_follows_the_recipe():
     assert (split["num_folds"], split["random_state"], len(split["folds"])) == (4, 42, 4)
     srt = df.sort_values("tomo_id").reset_index(drop=True)
     ids = srt["tomo_id"].to_numpy()
-    counts = dict(zip(srt.tomo_id, srt.num_motors))
+    counts = dict(zip(srt.tomo_id, srt.num_motors, strict=True))
     skf = StratifiedKFold(n_splits=4, shuffle=True, random_state=42)
-    for fold, (_, val_idx) in zip(split["folds"], skf.split(ids, srt["num_motors"])):
+    for fold, (_, val_idx) in zip(split["folds"], skf.split(ids, srt["num_motors"]), strict=True):
         expected_val = sorted(t for t in ids[val_idx] if counts[t] <= 1)
         assert fold["val"] == expected_val
         assert fold["train"] == sorted(set(ids) - set(expected_val))

@@ -155,8 +155,8 @@ def test_score_cli_czii_and_multi_on_picks(tmp_path):
 def test_picks_without_spacing_are_angstrom_for_training_and_metrics_alike(tmp_path):
     import pandas as pd
 
-    from byu.model.data import particles_from_labels
     from byu.metrics import read_picks_table as read_picks_frame
+    from byu.model.data import particles_from_labels
 
     p = tmp_path / "picks.csv"
     p.write_text("tomo_id,particle,z,y,x\nTS_1,ribosome,1000,2000,3000\n")

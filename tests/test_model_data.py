@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
-
 import numpy as np
 import pytest
 import torch
 
+import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
 from byu.errors import InputError, NotFoundError
 from byu.model.config import CONFIGS, ModelConfig, resolve_config
 from byu.model.data import (

@@ -5,8 +5,6 @@ A ``micro`` model trains in seconds on four small tomograms with bright motor-li
 
 from __future__ import annotations
 
-import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
-
 import json
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import byu.model  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads)
 from byu.cli.model import app
 from byu.errors import InputError, NotFoundError, VersionExistsError
 from byu.labels.formats import write_labels
@@ -217,7 +216,7 @@ def test_multi_class_picks_train_and_predict_one_channel_per_class(trained, tmp_
     root = trained["root"]
     rows = []
     for t, motors in trained["truth_a"].items():
-        for k, p in enumerate(motors):
+        for p in motors:
             # the same particles as two classes, in voxels of a 16 Å frame (not the 10 Å original)
             rows.append({"tomo_id": t, "particle": "big" if t in ("t00", "t02") else "small",
                          "z": p[0] / 16.0, "y": p[1] / 16.0, "x": p[2] / 16.0, "voxel_spacing": 16.0})

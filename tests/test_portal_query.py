@@ -6,16 +6,14 @@ import socket
 from types import SimpleNamespace
 
 import pytest
-
-from byu.labels.classes import BUILTIN_CLASSES, ParticleClass
 import requests
 from cryoet_data_portal import Client, Run
 
 from byu.errors import InputError
+from byu.labels.classes import BUILTIN_CLASSES, ParticleClass
 from byu.paths import check_id
 from byu.portal.query import PortalError, Selection, choose_tomogram, find_point_files, find_runs, make_tomo_id, select
 from tests.fakes.portal import start_fake_portal
-
 
 
 def tomo(id: int, spacing: float, processing: str = "raw", canonical: bool = True, mrc: bool = True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,17 +39,17 @@ def _mark(word: str, style: str, rest: str) -> None:
 def ingest_cmd(
     config: Config,
     version: Annotated[str, typer.Option("--version", help="label version to store the picks as")],
-    user_id: Annotated[Optional[str], typer.Option("--user-id", help="only picks of these copick users "
+    user_id: Annotated[str | None, typer.Option("--user-id", help="only picks of these copick users "
                                                    "(comma-separated)")] = None,
-    session_id: Annotated[Optional[str], typer.Option("--session-id", help="only picks of these sessions "
+    session_id: Annotated[str | None, typer.Option("--session-id", help="only picks of these sessions "
                                                       "(comma-separated)")] = None,
-    objects: Annotated[Optional[str], typer.Option("--objects", help="pickable objects to take, comma-separated "
+    objects: Annotated[str | None, typer.Option("--objects", help="pickable objects to take, comma-separated "
                                                    "(default: every particle object)")] = None,
-    voxel_spacing: Annotated[Optional[float], typer.Option("--voxel-spacing", help="tomograms at this voxel "
+    voxel_spacing: Annotated[float | None, typer.Option("--voxel-spacing", help="tomograms at this voxel "
                                                            "spacing in Å (default: the largest <= --spacing)")] = None,
-    tomo_type: Annotated[Optional[str], typer.Option("--tomo-type", help="tomogram type (default: wbp, then "
+    tomo_type: Annotated[str | None, typer.Option("--tomo-type", help="tomogram type (default: wbp, then "
                                                      "denoised, ctfdeconvolved, ...)")] = None,
-    runs: Annotated[Optional[str], typer.Option("--runs", help="only these runs (comma-separated)")] = None,
+    runs: Annotated[str | None, typer.Option("--runs", help="only these runs (comma-separated)")] = None,
     spacing: Annotated[float, typer.Option("--spacing", help="target (working) voxel spacing of the stored "
                                            "tomograms in Å")] = DEFAULT_TARGET_SPACING,
     include_empty: Annotated[bool, typer.Option("--include-empty", help="also list runs without picks in the "
@@ -121,7 +121,7 @@ def export_cmd(
     version: Annotated[str, typer.Argument(help="stored label version (or a label file)")],
     config: Config,
     user_id: Annotated[str, typer.Option("--user-id", help="copick user id of the written picks")] = "byu",
-    session_id: Annotated[Optional[str], typer.Option("--session-id", help="copick session id (default: the "
+    session_id: Annotated[str | None, typer.Option("--session-id", help="copick session id (default: the "
                                                       "version name, '_' → '-')")] = None,
     by_reviewer: Annotated[bool, typer.Option("--by-reviewer", help="one copick user per pick's user_id "
                                               "provenance (its picker or reviewer); the rest under --user-id")]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import pandas as pd
 import typer
 
-from byu.cli.util import make_app, ClassesFile, DataDir, console, print_frame, say
+from byu.cli.util import ClassesFile, DataDir, console, make_app, print_frame, say
 from byu.labels.classes import ClassRegistry
 from byu.labels.combine import combine_labels, store_or_write
 from byu.labels.diff import changes_by_class, diff_labels, diff_summary, diff_versions
@@ -59,10 +59,10 @@ def show_cmd(version: str, data_dir: DataDir = None) -> None:
 def diff_cmd(
     a: Annotated[str, typer.Argument(help="old: version name or label file")],
     b: Annotated[str, typer.Argument(help="new: version name or label file")],
-    radius: Annotated[Optional[float], typer.Option(help="match radius in Å for every class (default: each "
+    radius: Annotated[float | None, typer.Option(help="match radius in Å for every class (default: each "
                                                     "class's own; with it the diff is always computed)")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="print every change as CSV instead of a table")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="also draw the changes per tomogram to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also draw the changes per tomogram to this PNG")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Added / removed / moved / relabeled picks per tomogram and class between two versions.
@@ -95,7 +95,7 @@ def diff_cmd(
 def compare_cmd(
     candidate: Annotated[str, typer.Argument(help="version (or file) to score")],
     reference: Annotated[str, typer.Argument(help="version (or file) taken as the truth")],
-    plot: Annotated[Optional[Path], typer.Option(help="also draw per-class precision / recall / F to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also draw per-class precision / recall / F to this PNG")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Per-class precision, recall and F-beta of one version against another (BYU F2 for motors, CZII F4 with the
@@ -129,13 +129,13 @@ def _print_scores(scores) -> None:
 def split_cmd(
     labels: Annotated[str, typer.Argument(help="version name or label file")],
     out: Annotated[Path, typer.Option(help="output split JSON")],
-    folds: Annotated[Optional[int], typer.Option(help="number of folds (fresh split)")] = None,
+    folds: Annotated[int | None, typer.Option(help="number of folds (fresh split)")] = None,
     seed: Annotated[int, typer.Option(help="random_state of the fresh split")] = 42,
-    carry: Annotated[Optional[Path], typer.Option(help="previous split JSON to carry forward")] = None,
+    carry: Annotated[Path | None, typer.Option(help="previous split JSON to carry forward")] = None,
     max_val_motors: Annotated[int, typer.Option(help="val tomograms with more motors move to train")] = 1,
     assign_new: Annotated[bool, typer.Option(help="with --carry: spread new tomograms over folds")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="replace an existing, different split file")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="also draw the split balance to this PNG")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also draw the split balance to this PNG")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Write a fresh (--folds K --seed S) or carried-forward (--carry PREV.json) CV split."""
@@ -166,11 +166,11 @@ def split_cmd(
 @app.command("convert")
 def convert_cmd(
     inp: Annotated[Path, typer.Argument(metavar="IN.csv", help="any readable label form")],
-    out: Annotated[Optional[Path], typer.Option(help="label file to write")] = None,
-    version: Annotated[Optional[str], typer.Option(help="also store as this label version")] = None,
-    form: Annotated[Optional[str], typer.Option(help=f"form of --out: {', '.join(FORMS)} (default: canonical for "
+    out: Annotated[Path | None, typer.Option(help="label file to write")] = None,
+    version: Annotated[str | None, typer.Option(help="also store as this label version")] = None,
+    form: Annotated[str | None, typer.Option(help=f"form of --out: {', '.join(FORMS)} (default: canonical for "
                                                 "motors, picks otherwise)")] = None,
-    tomograms: Annotated[Optional[Path], typer.Option(help="picks form: tomograms table tomo_id,Z,Y,X,voxel_spacing "
+    tomograms: Annotated[Path | None, typer.Option(help="picks form: tomograms table tomo_id,Z,Y,X,voxel_spacing "
                                                       "(default: the stored tomograms' original frames)")] = None,
     classes_file: ClassesFile = None,
     data_dir: DataDir = None,
@@ -185,8 +185,8 @@ def convert_cmd(
 @app.command("combine")
 def combine_cmd(
     inputs: Annotated[list[str], typer.Argument(help="versions or label files to concatenate")],
-    out: Annotated[Optional[Path], typer.Option(help="label file to write")] = None,
-    version: Annotated[Optional[str], typer.Option(help="also store as this label version")] = None,
+    out: Annotated[Path | None, typer.Option(help="label file to write")] = None,
+    version: Annotated[str | None, typer.Option(help="also store as this label version")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Concatenate versions; a tomo_id present twice is an error."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from byu.cli.util import make_app, DataDir, console, err_console, print_frame, say
+from byu.cli.util import DataDir, console, err_console, make_app, say
 from byu.paths import DataRoot
+from byu.predictions import PREDICT_MODES
 
 app = make_app(help="Train models, predict particles, score predictions.", no_args_is_help=True)
 
@@ -26,13 +27,13 @@ def train_cmd(
     labels: Annotated[str, typer.Option("--labels", help="label version name or CSV path")],
     split: Annotated[Path, typer.Option("--split", help="CV split JSON (data/cv/<version>/skf<K>_rd<S>.json)")],
     fold: Annotated[str, typer.Option("--fold", help="fold number(s), comma-separated, or 'all'")] = "all",
-    config: Annotated[str, typer.Option("--config", help="tiny (CPU, motors) | small (CPU, small "
-                                                    "particles) | full (GPU) | micro | a YAML/JSON config file")] = "tiny",
-    run: Annotated[Optional[str], typer.Option("--run", help="run name (default <labels>_<config>_s<seed>)")] = None,
+    config: Annotated[str, typer.Option("--config", help="tiny (CPU, motors) | small (CPU, small particles) | "
+                                        "full (GPU) | micro | a YAML/JSON config file")] = "tiny",
+    run: Annotated[str | None, typer.Option("--run", help="run name (default <labels>_<config>_s<seed>)")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="override the config's epochs")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="override steps per epoch")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option(
+    epochs: Annotated[int | None, typer.Option("--epochs", help="override the config's epochs")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="override steps per epoch")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="override any config field: --set lr=0.001 --set patch_size=[32,64,64] (YAML values)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     data_dir: DataDir = None,
@@ -54,9 +55,10 @@ def train_cmd(
         extra["steps_per_epoch"] = steps
 
     root = DataRoot.from_env(data_dir)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=err_console, transient=False) as bar:
-        tasks: dict[int, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
+                  transient=False) as bar:
+        tasks: dict[int, TaskID] = {}
 
         def progress(e: dict) -> None:
             if e["stage"] == "step":
@@ -82,16 +84,19 @@ def predict_cmd(
     mode: Annotated[str, typer.Option("--mode", help="oof: only models that did not train on a tomogram; all")] = "oof",
     tta: Annotated[str, typer.Option("--tta", help="none | flips (Y, X, YX) | flips8 (all axes)")] = "flips",
     threshold: Annotated[float, typer.Option("--threshold", help="keep peaks at or above this")] = 0.05,
-    tomos: Annotated[Optional[list[str]], typer.Option("--tomos", help="tomo ids (comma-separated or repeated)")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="restrict to this label version's tomograms")] = None,
-    max_motors: Annotated[Optional[int], typer.Option("--max-motors", help="with --labels: at most N motors")] = None,
+    tomos: Annotated[list[str] | None, typer.Option("--tomos", help="tomo ids (comma-separated or repeated)")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="restrict to this label version's tomograms")] = None,
+    max_motors: Annotated[int | None, typer.Option("--max-motors", help="with --labels: at most N motors")] = None,
     allow_seen: Annotated[bool, typer.Option("--allow-seen", help="oof: predict tomograms every model saw")] = False,
-    out: Annotated[Optional[str], typer.Option("--out", help="name of predictions/<out>.csv")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="name of predictions/<out>.csv")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Predict particles with one or more model runs; writes predictions/<name>.csv."""
     from byu.model.infer import predict
+
+    if mode not in PREDICT_MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(PREDICT_MODES)}", param_hint="--mode")
 
     root = DataRoot.from_env(data_dir)
     with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -112,14 +117,14 @@ def score_cmd(
     predictions: Annotated[Path, typer.Argument(help="predictions CSV")],
     labels: Annotated[str, typer.Argument(help="label version name or label file (bare picks: the CZII metric)")],
     metric: Annotated[str, typer.Option("--metric", help="auto | byu | multi | czii")] = "auto",
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="ignore predictions below this (default 0.5 for byu/multi, 0 for czii)")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="default 2 (byu, multi) or 4 (czii)")] = None,
-    tomos: Annotated[Optional[list[str]], typer.Option("--tomos", help="score only these tomograms")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="default 2 (byu, multi) or 4 (czii)")] = None,
+    tomos: Annotated[list[str] | None, typer.Option("--tomos", help="score only these tomograms")] = None,
     all_labels: Annotated[bool, typer.Option("--all-labels", help="score every labelled tomogram, not only the "
                                              "ones the predictions' manifest lists")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw per-class precision / recall / F")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also draw per-class precision / recall / F")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Score predictions against labels per class (BYU F2 top-1 and multi-motor F2 for motors, CZII F4 with the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -48,20 +48,20 @@ from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, DEFAULT_TARGET_SPACING
 app = make_app(help="Ingest tomograms and point labels from the CryoET Data Portal.", no_args_is_help=True)
 
 Url = Annotated[str, typer.Option("--url", envvar="BYU_PORTAL_URL", help="portal GraphQL endpoint")]
-SelectionOpt = Annotated[Optional[Path], typer.Option("--selection",
+SelectionOpt = Annotated[Path | None, typer.Option("--selection",
                                                      help="selection JSON (default raw/selection.json)")]
-Datasets = Annotated[Optional[list[int]], typer.Option("--dataset", "-d", help="portal dataset id (repeatable)")]
-Runs = Annotated[Optional[list[str]], typer.Option("--run", "-r", help="portal run name (repeatable)")]
-Points = Annotated[Optional[Path], typer.Option(
+Datasets = Annotated[list[int] | None, typer.Option("--dataset", "-d", help="portal dataset id (repeatable)")]
+Runs = Annotated[list[str] | None, typer.Option("--run", "-r", help="portal run name (repeatable)")]
+Points = Annotated[Path | None, typer.Option(
     "--points", help="external point CSV: dataset_id,tomo_id(run name),z,y,x[,voxel_spacing]")]
 Spacing = Annotated[float, typer.Option("--spacing", help="target (working) voxel spacing in Å")]
 Side = Annotated[str, typer.Option("--side", help="tomogram choice: 'below' (closest spacing <= target) or 'above'")]
 Prefer = Annotated[str, typer.Option(
     "--prefer", help="tie-break order at equal spacing: canonical, author, raw, filtered, denoised")]
 Fmt = Annotated[str, typer.Option("--format", help="mrc (HTTPS), zarr (OME-Zarr over S3) or auto")]
-ObjectName = Annotated[Optional[str], typer.Option("--object", help="older form of --objects: one annotation "
+ObjectName = Annotated[str | None, typer.Option("--object", help="older form of --objects: one annotation "
                                                    "objectName ILIKE pattern ('' = none)")]
-Objects = Annotated[Optional[str], typer.Option("--objects", help="what to take, comma-separated: byu classes "
+Objects = Annotated[str | None, typer.Option("--objects", help="what to take, comma-separated: byu classes "
                                                 "(motor, ribosome, ...), portal object names or GO ids "
                                                 "(default: motor)")]
 Workers = Annotated[int, typer.Option("--workers", help="concurrent downloads")]
@@ -92,9 +92,9 @@ def _print_selection(sel: Selection, path: Path) -> None:
     for pf in sel.point_files:
         files[pf.tomo_id] = files.get(pf.tomo_id, 0) + 1
     for x in sel.tomograms:
-        t.add_row(*[Text(v) for v in (x.tomo_id, str(x.tomogram_id), f"{x.voxel_spacing:g}", "x".join(map(str, x.shape)),
-                                      str(x.processing), str(bool(x.is_portal_standard)),
-                                      str(files.get(x.tomo_id, 0)))])
+        t.add_row(*[Text(v) for v in (x.tomo_id, str(x.tomogram_id), f"{x.voxel_spacing:g}",
+                                      "x".join(map(str, x.shape)), str(x.processing),
+                                      str(bool(x.is_portal_standard)), str(files.get(x.tomo_id, 0)))])
     console.print(t)
     if sel.classes:
         say("objects → classes: " + ", ".join(f"{c.name} ({c.portal_object or c.go_id})" for c in sel.classes))
@@ -215,7 +215,7 @@ def _objects(objects: str | None, object_name: str | None) -> tuple[list[str] | 
 def find_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None,
              spacing: Spacing = DEFAULT_TARGET_SPACING, side: Side = "below", prefer: Prefer = ",".join(DEFAULT_PREFER),
              fmt: Fmt = "auto", objects: Objects = None, object_name: ObjectName = None,
-             out: Annotated[Optional[Path], typer.Option("--out", help="selection JSON to write")] = None,
+             out: Annotated[Path | None, typer.Option("--out", help="selection JSON to write")] = None,
              url: Url = DEFAULT_PORTAL_URL, classes_file: ClassesFile = None, data_dir: DataDir = None) -> None:
     """Resolve runs, choose one tomogram per run, list the chosen objects' point annotations; write the selection."""
     from byu.labels.classes import ClassRegistry
@@ -229,7 +229,7 @@ def find_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None,
 
 
 @app.command("download")
-def download_cmd(selection: SelectionOpt = None, fmt: Annotated[Optional[str], typer.Option(
+def download_cmd(selection: SelectionOpt = None, fmt: Annotated[str | None, typer.Option(
                      "--format", help="override the selection's format: mrc, zarr or auto")] = None,
                  workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES, timeout: Timeout = 60.0,
                  force: Force = False, data_dir: DataDir = None) -> None:
@@ -242,7 +242,7 @@ def download_cmd(selection: SelectionOpt = None, fmt: Annotated[Optional[str], t
 
 @app.command("preprocess")
 def preprocess_cmd(selection: SelectionOpt = None,
-                   spacing: Annotated[Optional[float], typer.Option(
+                   spacing: Annotated[float | None, typer.Option(
                        "--spacing", help="target spacing in Å (default: the selection's)")] = None,
                    clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
                    force: Force = False, data_dir: DataDir = None) -> None:
@@ -259,7 +259,8 @@ AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="store the l
 @app.command("labels")
 def labels_cmd(selection: SelectionOpt = None, version: Version = DEFAULT_LABEL_VERSION, points: Points = None,
                include_empty: IncludeEmpty = False, allow_partial: AllowPartial = False,
-               workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES, data_dir: DataDir = None) -> None:
+               workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES,
+               data_dir: DataDir = None) -> None:
     """Convert the portal point annotations (and/or an external CSV) of the stored tomograms into a label version."""
     data = DataRoot.from_env(data_dir)
     report = _labels(_load(selection, data), data, version=version, points=points, include_empty=include_empty,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import pandas as pd
 import typer
@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
-ClassesFile = Annotated[Optional[Path], typer.Option("--classes-file", help="YAML/JSON file of particle classes "
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
+ClassesFile = Annotated[Path | None, typer.Option("--classes-file", help="YAML/JSON file of particle classes "
                                                      "beyond the built-in ones (name, radius in Å, ...)")]
 
 console = Console(soft_wrap=True)
@@ -71,7 +71,7 @@ class ByuGroup(TyperGroup):
     """A command group whose commands' user errors become one clear line and exit status 2 (no traceback),
     however the command is reached (console script, ``python -m``, a test runner)."""
 
-    def invoke(self, ctx):  # type: ignore[override]
+    def invoke(self, ctx):
         from byu.errors import ByuError
 
         try:

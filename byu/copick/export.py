@@ -191,7 +191,7 @@ def export_copick(
             conflicts.append(InputError(f"tomograms {other!r} and {tid!r} of the version both go to run "
                                         f"{run_name!r}", file=config, field="runs"))
     status: list[str] = []
-    for tid, run_name, obj, user, xyz in groups:
+    for _tid, run_name, obj, user, xyz in groups:
         run = runs.get(run_name)
         existing = run.get_picks(object_name=obj, user_id=user, session_id=session) if run is not None else []
         if not existing:

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from byu.atomic import sha256_bytes
 from byu.errors import ByuError, InputError, InputErrors, VersionExistsError
 from byu.labels.classes import ClassRegistry, ParticleClass
-from byu.atomic import sha256_bytes
 from byu.labels.formats import picks_bytes, tomograms_bytes
 from byu.labels.model import LabelSet, empty_picks
 from byu.labels.store import LabelStore, Manifest, check_version_name
@@ -562,7 +562,7 @@ def _ingest_tomogram(p: _Planned, data: DataRoot, *, config: Path, target_spacin
         deep = p.level0.chunks[0] * p.level0.shape[1] * p.level0.shape[2] * 4 > ZARR_CACHE_BYTES
         result.staged = stage if stage is not None else (local is None or deep)
         staged_dir = data.raw / f"{p.tomo_id}.copick.zarr"
-        path = _stage(p.level0, staged_dir) if result.staged else local
+        path = _stage(p.level0, staged_dir) if result.staged or local is None else local
         try:
             result.meta = preprocess_tomogram(path, data.tomograms, tomo_id=p.tomo_id, original_spacing=p.spacing,
                                               target_spacing=target_spacing, clip_percentiles=clip_percentiles,

@@ -55,7 +55,7 @@ class ParticleClass(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _default_match(self) -> "ParticleClass":
+    def _default_match(self) -> ParticleClass:
         if self.match_radius is None:
             object.__setattr__(self, "match_radius", float(self.radius))
         return self
@@ -152,12 +152,12 @@ class ClassRegistry(Mapping[str, ParticleClass]):
                 return c
         return None
 
-    def with_classes(self, classes: Iterable[ParticleClass]) -> "ClassRegistry":
+    def with_classes(self, classes: Iterable[ParticleClass]) -> ClassRegistry:
         """A registry with ``classes`` added (replacing classes of the same name)."""
         return ClassRegistry([*self._by_name.values(), *classes])
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> "ClassRegistry":
+    def from_file(cls, path: str | Path | None) -> ClassRegistry:
         """Built-ins plus the classes of a YAML/JSON file (``None``: built-ins only)."""
         base = cls()
         return base if path is None else base.with_classes(read_classes_file(path))

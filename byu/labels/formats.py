@@ -24,9 +24,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 import numpy as np
+import pandas as pd
 
 from byu.atomic import write_bytes
 from byu.errors import InputError, InputErrors
@@ -127,7 +126,7 @@ def _from_canonical(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     errs: list[InputError] = []
     rows = []
     lines = raw[LINE].tolist()
-    for r, line in zip(raw.to_dict("records"), lines):
+    for r, line in zip(raw.to_dict("records"), lines, strict=True):
         row: dict[str, Any] = {"tomo_id": r["tomo_id"]}
         for c in ("Z", "Y", "X", "voxel_spacing", "num_motors", "motor_z", "motor_y", "motor_x"):
             row[c] = _num(r[c], field=c, file=path, line=line, errs=errs)
@@ -172,7 +171,8 @@ def _from_competition(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
         elif (info[tid]["shape"], info[tid]["spacing"]) != (shape_t, spacing):
             errs.append(InputError(f"shape/spacing differ from line {info[tid]['line']} of the same tomogram",
                                    file=path, row=line, field="Array shape (axis 0)"))
-        elif has_count and count != info[tid]["count"] and not (math.isnan(count) and math.isnan(info[tid]["count"])):
+        elif count is not None and count != info[tid]["count"] \
+                and not (math.isnan(count) and math.isnan(info[tid]["count"])):
             errs.append(InputError(f"'Number of motors' is {r['Number of motors']!r} here but "
                                    f"{info[tid]['count']:g} on line {info[tid]['count_line']} of the same tomogram",
                                    file=path, row=line, field="Number of motors"))
@@ -313,7 +313,7 @@ def to_canonical(labels: LabelSet, *, source: str | Path | None = None) -> pd.Da
                          "export it in the picks form", file=source, field="particle")
     motors: dict[str, list[list[float]]] = {t: [] for t in labels.tomograms["tomo_id"]}
     p = labels.picks
-    for tid, z, y, x in zip(p["tomo_id"], p["z"], p["y"], p["x"]):
+    for tid, z, y, x in zip(p["tomo_id"], p["z"], p["y"], p["x"], strict=True):
         motors[tid].append([float(z), float(y), float(x)])
     return make_table([(r.tomo_id, (r.Z, r.Y, r.X), r.voxel_spacing, motors[r.tomo_id])
                        for r in labels.tomograms.itertuples(index=False)])
@@ -458,7 +458,7 @@ def labels_from_picks(raw: pd.DataFrame, *, source: str | Path | None = None, li
     frames = _frames_from(tomograms, data_root, list(dict.fromkeys(t for t in ids if t)), source_path)
     frames_checked = LabelSet.build(frames, None, [], source=tomograms if isinstance(tomograms, (str, Path))
                                     else source).tomograms
-    spacing_by = dict(zip(frames_checked["tomo_id"], frames_checked["voxel_spacing"]))
+    spacing_by = dict(zip(frames_checked["tomo_id"], frames_checked["voxel_spacing"], strict=True))
     own = pd.to_numeric(raw["voxel_spacing"], errors="coerce").to_numpy(dtype=float) \
         if "voxel_spacing" in raw.columns else np.ones(len(raw))
     for i in np.flatnonzero(~np.isfinite(own) | (own <= 0)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -106,14 +107,14 @@ def check_tomograms(df: pd.DataFrame, *, source: str | Path | None = None,
         raw = df[c]
         v = _numeric(raw)
         bad = ~np.isfinite(v) | (v < 1) | (v > MAX_SHAPE) | (np.floor(v) != v)
-        for i in np.flatnonzero(bad):
+        for i in map(int, np.flatnonzero(bad)):
             problems.add(f"shape must be a whole number from 1 to {MAX_SHAPE}, got {raw.iloc[i]!r}",
                          line=int(line[i]), field=c, kind="bad shape")
         shape[c] = np.where(bad, 1, v).astype(np.int64)
     sp_raw = df["voxel_spacing"]
     sp = _numeric(sp_raw)
     bad = ~np.isfinite(sp) | (sp <= 0) | (sp > MAX_SPACING)
-    for i in np.flatnonzero(bad):
+    for i in map(int, np.flatnonzero(bad)):
         problems.add(f"voxel spacing must be a positive number of Å, got {sp_raw.iloc[i]!r}", line=int(line[i]),
                      field="voxel_spacing", kind="bad spacing")
     if own:
@@ -183,7 +184,7 @@ class LabelSet:
     def build(cls, tomograms: pd.DataFrame, picks: pd.DataFrame | None = None,
               classes: Iterable[ParticleClass | str] | None = None, *, registry: ClassRegistry | None = None,
               source: str | Path | None = None, tomogram_lines: Sequence[int] | None = None,
-              pick_lines: Sequence[int] | None = None) -> "LabelSet":
+              pick_lines: Sequence[int] | None = None) -> LabelSet:
         """Validate and build. ``classes`` default to the picks' classes looked up in ``registry``
         (built-ins by default); class names are resolved there too."""
         registry = registry or ClassRegistry()
@@ -203,7 +204,7 @@ class LabelSet:
         return cls(tomograms=tomos, picks=pk, classes=tuple(resolved))
 
     @classmethod
-    def from_canonical(cls, table: pd.DataFrame, *, source: str | Path | None = None) -> "LabelSet":
+    def from_canonical(cls, table: pd.DataFrame, *, source: str | Path | None = None) -> LabelSet:
         """A motor version from a canonical motor table (already validated: ``byu.labels.table``)."""
         tomos = table.loc[:, TOMOGRAM_COLUMNS].reset_index(drop=True)
         rows = [(r.tomo_id, m[0], m[1], m[2]) for r in table.itertuples(index=False) for m in r.motor_zyx]
@@ -241,7 +242,7 @@ class LabelSet:
         return (int(r.Z), int(r.Y), int(r.X)), float(r.voxel_spacing)
 
     def spacing_of(self) -> dict[str, float]:
-        return dict(zip(self.tomograms["tomo_id"], self.tomograms["voxel_spacing"].astype(float)))
+        return dict(zip(self.tomograms["tomo_id"], self.tomograms["voxel_spacing"].astype(float), strict=True))
 
     def picks_angstrom(self) -> np.ndarray:
         """(n, 3) positions of every pick in Å (voxel x its tomogram's spacing), in picks order."""
@@ -277,20 +278,20 @@ class LabelSet:
 
     # ------------------------------------------------------------------------------------------ changes
     def replace(self, *, tomograms: pd.DataFrame | None = None, picks: pd.DataFrame | None = None,
-                classes: Iterable[ParticleClass] | None = None) -> "LabelSet":
+                classes: Iterable[ParticleClass] | None = None) -> LabelSet:
         """A new, validated LabelSet with the given parts replaced."""
         return LabelSet.build(self.tomograms if tomograms is None else tomograms,
                               self.picks if picks is None else picks,
                               self.classes if classes is None else tuple(classes))
 
-    def select(self, tomo_ids: Iterable[str]) -> "LabelSet":
+    def select(self, tomo_ids: Iterable[str]) -> LabelSet:
         """Only these tomograms (in this version's order) and their picks."""
         keep = set(tomo_ids)
         return LabelSet(tomograms=self.tomograms[self.tomograms["tomo_id"].isin(keep)].reset_index(drop=True),
                         picks=self.picks[self.picks["tomo_id"].isin(keep)].reset_index(drop=True),
                         classes=self.classes)
 
-    def equals(self, other: "LabelSet") -> bool:
+    def equals(self, other: LabelSet) -> bool:
         return (self.class_names == other.class_names and self.tomograms.equals(other.tomograms)
                 and self.picks.reset_index(drop=True).equals(other.picks.reset_index(drop=True)))
 

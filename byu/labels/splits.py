@@ -63,7 +63,7 @@ def _stratified_val_sets(labels: LabelSet, folds: int, seed: int) -> list[list[s
         y = counts["motor"].to_numpy()
         if np.bincount(y).max() < folds:
             raise InputError(f"cannot stratify {folds} folds: no motor-count class has {folds} tomograms "
-                             f"(counts: {dict(zip(*np.unique(y, return_counts=True)))})", field="folds")
+                             f"(counts: {dict(zip(*np.unique(y, return_counts=True), strict=True))})", field="folds")
         with warnings.catch_warnings():  # "least populated class has only N members": expected for rare counts
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
             return [list(ids[val_idx]) for _, val_idx in skf.split(np.zeros(len(ids)), y)]

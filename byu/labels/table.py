@@ -96,11 +96,12 @@ def row_errors(row: Mapping[str, Any], *, file: str | Path | None, line: int | N
         errs.append(e)
     shape_ok = True
     for c in ("Z", "Y", "X"):
-        v = row.get(c)
+        v: Any = row.get(c)
         if not _finite_positive(v) or float(v) != int(float(v)) or float(v) > MAX_SHAPE:
             err(c, f"shape must be a positive integer (at most {MAX_SHAPE}), got {v!r}")
             shape_ok = False
-    if not _finite_positive(row.get("voxel_spacing")) or float(row.get("voxel_spacing")) > MAX_SPACING:
+    spacing: Any = row.get("voxel_spacing")
+    if not _finite_positive(spacing) or float(spacing) > MAX_SPACING:
         err("voxel_spacing", f"voxel spacing must be a positive number of Å, got {row.get('voxel_spacing')!r}")
     motors = row.get("motor_zyx")
     if not isinstance(motors, list) or any(not isinstance(m, list) or len(m) != 3 for m in motors):
@@ -108,12 +109,12 @@ def row_errors(row: Mapping[str, Any], *, file: str | Path | None, line: int | N
         return errs
     shape = [int(float(row[c])) for c in ("Z", "Y", "X")] if shape_ok else None
     for i, m in enumerate(motors):
-        for axis, (v, name) in enumerate(zip(m, "zyx")):
+        for axis, (v, name) in enumerate(zip(m, "zyx", strict=True)):
             if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                 err("motor_zyx", f"motor {i} coordinate {name} is {v!r}, not a finite number")
             elif shape is not None and not (0 <= float(v) < shape[axis]):
                 err("motor_zyx", f"motor {i} coordinate {name}={v} is outside [0, {shape[axis]})")
-    n = row.get("num_motors")
+    n: Any = row.get("num_motors")
     try:
         n_int = int(float(n))
         if float(n) != n_int:
@@ -124,7 +125,7 @@ def row_errors(row: Mapping[str, Any], *, file: str | Path | None, line: int | N
         if n_int != len(motors):
             err("num_motors", f"says {n_int} but motor_zyx lists {len(motors)} motor(s)")
     first = motors[0] if motors else [NO_MOTOR] * 3
-    for c, want in zip(("motor_z", "motor_y", "motor_x"), first):
+    for c, want in zip(("motor_z", "motor_y", "motor_x"), first, strict=True):
         v = row.get(c)
         if v is None:
             continue
@@ -170,7 +171,8 @@ def validate_labels(df: pd.DataFrame, *, source: str | Path | None = None,
 
 
 def motor_points(df: pd.DataFrame, *, particle: str = "motor") -> pd.DataFrame:
-    """Long form of a canonical table: one row per motor (``tomo_id, particle, z, y, x, motor_index, voxel_spacing``)."""
+    """Long form of a canonical table: one row per motor
+    (``tomo_id, particle, z, y, x, motor_index, voxel_spacing``)."""
     rows = [
         {"tomo_id": r.tomo_id, "particle": particle, "z": m[0], "y": m[1], "x": m[2], "motor_index": i,
          "voxel_spacing": float(r.voxel_spacing)}

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from byu.errors import InputError, NotFoundError
 from byu.labels.classes import BUILTIN_CLASSES, CZII_CLASSES, ParticleClass  # noqa: F401 (re-exported)
 
-
 MOTOR = BUILTIN_CLASSES["motor"]
 
 
@@ -89,7 +88,7 @@ class ModelConfig(BaseModel):
     amp: bool = Field(default=False, description="bfloat16 autocast on CUDA")
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
+    def _check(self) -> ModelConfig:
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")

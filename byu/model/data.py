@@ -46,8 +46,8 @@ from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
 from byu.paths import DataRoot, check_id
 from byu.tomo.grid import frame_to_stored, stored_to_frame
-from byu.tomo.preprocess import MrcSource
 from byu.tomo.io import META_NAME, read_meta, read_slice
+from byu.tomo.preprocess import MrcSource
 
 CLIP_SIGMAS = 6.0  # normalized intensities are clipped to +-this
 Z_CHUNK = 32  # stored slices read at a time
@@ -95,15 +95,17 @@ def geometry_for(tomo_id: str, stored_shape: Sequence[int], stored_spacing: floa
     factor = float(net_spacing) / float(stored_spacing)
     k = round(factor)
     if k >= 1 and abs(factor - k) < 1e-6:
-        net_shape = tuple(max(1, math.ceil(n / k)) for n in stored_shape)
-        ratio = (float(k),) * 3
+        nz, ny, nx = (max(1, math.ceil(n / k)) for n in stored_shape)
         pool = int(k)
     else:
-        net_shape = tuple(max(1, int(round(n / factor))) for n in stored_shape)
-        ratio = tuple(n / m for n, m in zip(stored_shape, net_shape))
+        nz, ny, nx = (max(1, int(round(n / factor))) for n in stored_shape)
         pool = 0
-    return Geometry(tomo_id=tomo_id, stored_shape=tuple(int(v) for v in stored_shape),
-                    stored_spacing=float(stored_spacing), original_shape=tuple(int(v) for v in original_shape),
+    net_shape = (nz, ny, nx)
+    sz, sy, sx = (int(v) for v in stored_shape)
+    oz, oy, ox = (int(v) for v in original_shape)
+    ratio = (float(k),) * 3 if pool else (sz / nz, sy / ny, sx / nx)
+    return Geometry(tomo_id=tomo_id, stored_shape=(sz, sy, sx),
+                    stored_spacing=float(stored_spacing), original_shape=(oz, oy, ox),
                     original_spacing=float(original_spacing), net_spacing=float(net_spacing),
                     net_shape=net_shape, ratio=ratio, pool=pool)
 
@@ -285,7 +287,7 @@ def net_points(points: pd.DataFrame, geometry: Geometry, class_names: Sequence[s
         return np.zeros((0, 4))
     spacing = points["voxel_spacing"].fillna(geometry.original_spacing).to_numpy(dtype=float)
     zyx = points[["z", "y", "x"]].to_numpy(dtype=float)
-    net = np.vstack([geometry.to_net(p, s) for p, s in zip(zyx, spacing)])
+    net = np.vstack([geometry.to_net(p, s) for p, s in zip(zyx, spacing, strict=True)])
     cls = np.array([list(class_names).index(c) for c in points["particle"]], dtype=float)
     return np.column_stack([cls, net])
 
@@ -319,7 +321,7 @@ def heatmap_target(points: np.ndarray, *, offset: Sequence[int], patch_size: Seq
         dy = (axes[1][sl[1]] - y)[None, :, None]
         dx = (axes[2][sl[2]] - x)[None, None, :]
         g = np.exp(-(dz * dz + dy * dy + dx * dx) / (2.0 * sig * sig)).astype(np.float32)
-        region = out[(c, *sl)]
+        region = out[c, sl[0], sl[1], sl[2]]
         np.maximum(region, g, out=region)
     return out
 
@@ -328,7 +330,7 @@ def crop(vol: np.ndarray, offset: Sequence[int], size: Sequence[int]) -> np.ndar
     """``vol[offset : offset + size]`` as float32, zero (the normalized mean) outside the volume."""
     out = np.zeros(tuple(size), dtype=np.float32)
     src, dst = [], []
-    for o, s, n in zip(offset, size, vol.shape):
+    for o, s, n in zip(offset, size, vol.shape, strict=True):
         lo, hi = max(0, o), min(n, o + s)
         if hi <= lo:
             return out
@@ -390,7 +392,7 @@ class PatchSampler:
     def _offset(self, rng: np.random.Generator, shape: Sequence[int], centre: np.ndarray | None) -> list[int]:
         s = self.config.stride
         out = []
-        for a, (n, p) in enumerate(zip(shape, self.config.patch_size)):
+        for a, (n, p) in enumerate(zip(shape, self.config.patch_size, strict=True)):
             if centre is None:
                 lo, hi = 0, max(0, n - p)
             else:

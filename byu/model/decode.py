@@ -27,7 +27,6 @@ from scipy.spatial.distance import cdist
 
 from byu.model.config import ModelConfig
 from byu.model.data import Geometry
-
 from byu.predictions import PREDICTION_COLUMNS, empty_predictions, read_predictions, write_predictions  # noqa: F401
 
 
@@ -132,7 +131,7 @@ def peaks_to_frame(peaks: list[np.ndarray], *, geometry: Geometry, stride: int, 
             continue
         net = (arr[:, :3] + 0.5) * stride - 0.5
         orig = np.clip(geometry.from_net(net, geometry.original_spacing), 0.0, hi)
-        for (z, y, x), conf in zip(orig, arr[:, 3]):
+        for (z, y, x), conf in zip(orig, arr[:, 3], strict=True):
             rows.append({"tomo_id": geometry.tomo_id, "particle": class_names[c], "z": float(z), "y": float(y),
                          "x": float(x), "conf": float(conf), "models": models,
                          "voxel_spacing": geometry.original_spacing})

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,10 +41,11 @@ from byu import __version__
 from byu.atomic import write_json
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
-from byu.model.data import VolumeCache, read_stored, load_volume
+from byu.model.data import VolumeCache, load_volume, read_stored
 from byu.model.decode import config_peaks, empty_predictions, peaks_to_frame, write_predictions
 from byu.model.net import build_network
 from byu.paths import DataRoot, check_id
+from byu.predictions import PredictMode
 
 CHECKPOINT_FORMAT = "byu-model/1"
 TTA_FLIPS: dict[str, list[tuple[int, ...]]] = {
@@ -152,9 +153,9 @@ def _window(config: ModelConfig, padded: Sequence[int]) -> tuple[list[int], list
     """ROI size (no larger than the padded volume) and per-axis overlap making every window start a multiple
     of the output stride (so each window's heatmap lands on the global heatmap grid exactly)."""
     s = config.stride
-    roi = [min(r, n) for r, n in zip(config.roi_size, padded)]
+    roi = [min(r, n) for r, n in zip(config.roi_size, padded, strict=True)]
     overlaps = []
-    for r, n in zip(roi, padded):
+    for r, n in zip(roi, padded, strict=True):
         if r >= n:
             overlaps.append(0.0)
             continue
@@ -189,14 +190,17 @@ def sliding_window_heatmap(net: nn.Module, image: torch.Tensor, config: ModelCon
         with autocast:
             return torch.sigmoid(net(patch).float())
 
-    total = None
+    total: torch.Tensor | None = None
     with torch.inference_mode():
         x = x.to(device)
         for axes in flips:
             xi = torch.flip(x, axes) if axes else x
             p = inferer(xi, predictor)
+            assert isinstance(p, torch.Tensor)  # one output head
             p = torch.flip(p, axes) if axes else p
             total = p if total is None else total + p
+    if total is None:
+        raise InputError("no test-time augmentation views to run", field="tta")
     out = total[0] / len(flips)
     return out[:, : math.ceil(shape[0] / s), : math.ceil(shape[1] / s), : math.ceil(shape[2] / s)]
 
@@ -211,7 +215,9 @@ def ensemble_heatmap(models: Sequence[LoadedModel], image: np.ndarray | torch.Te
     stride = min(m.config.stride for m in models)
     img = torch.as_tensor(image)
     target = [math.ceil(n / stride) for n in img.shape]
-    total = None
+    if not models:
+        raise InputError("no models to run", field="models")
+    total: torch.Tensor | None = None
     for m in models:
         h = sliding_window_heatmap(m.net, img, m.config, flips=TTA_FLIPS[tta], device=device).float()
         if m.config.stride != stride:
@@ -221,6 +227,7 @@ def ensemble_heatmap(models: Sequence[LoadedModel], image: np.ndarray | torch.Te
             h = F.interpolate(h[None], size=full, mode="trilinear", align_corners=False)[0]
             h = h[:, : target[0], : target[1], : target[2]]
         total = h if total is None else total + h
+    assert total is not None
     return total / len(models), stride
 
 
@@ -381,7 +388,7 @@ def _plan(root: DataRoot, models: Sequence[LoadedModel], *, mode: str, tta: str,
 
 
 def plan_predictions(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
-                     mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+                     mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
                      tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
                      max_motors: int | None = None, allow_seen: bool = False,
                      out_name: str | None = None) -> PredictionPlan:
@@ -427,7 +434,7 @@ def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Seque
 
 
 def predict_shard(data_root: str | Path | DataRoot, models: Sequence[str | Path], tomo_ids: Sequence[str], *,
-                  mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+                  mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
                   allow_seen: bool = False, device: str | torch.device = "auto",
                   progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Predictions of one shard, as a table (no files): the tomograms ``tomo_ids`` (in that order) predicted by
@@ -463,7 +470,7 @@ def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd
             raise InputError(f"shard rows of tomograms outside the plan {plan.name!r}: {', '.join(stray[:10])}",
                              field="tomo_ids")
         expected = {t: ";".join(ms) for t, ms in plan.assignment.items()}
-        wrong = sorted({t for t, m in zip(df["tomo_id"], df["models"]) if expected[t] != m})
+        wrong = sorted({t for t, m in zip(df["tomo_id"], df["models"], strict=True) if expected[t] != m})
         if wrong:
             raise InputError(f"shard rows of {', '.join(wrong[:10])} come from other models than plan "
                              f"{plan.name!r} assigns", field="models")
@@ -482,7 +489,7 @@ def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd
 
 
 def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
-            mode: Literal["oof", "all"] = "oof", tta: str = "flips", threshold: float = 0.05,
+            mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
             tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
             max_motors: int | None = None, allow_seen: bool = False, out_name: str | None = None,
             device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None) -> Path:
@@ -523,6 +530,7 @@ def _prefetched(cache: VolumeCache, tomo_ids: Sequence[str], device: torch.devic
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, tomo_ids[0]) if tomo_ids else None
         for i, t in enumerate(tomo_ids):
+            assert pending is not None  # one read is always in flight for the next tomogram
             data = pending.result()
             pending = pool.submit(read, tomo_ids[i + 1]) if i + 1 < len(tomo_ids) else None
             yield t, (load_volume(data, cache.geometry(t), device=device) if on_device else data)

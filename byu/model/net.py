@@ -68,14 +68,15 @@ class HeatmapNet(nn.Module):
             self.up.append(UpSample(3, c[i], c[i - 1], scale_factor=2, mode="deconv"))
             self.fuse.append(Convolution(3, c[i - 1], c[i - 1], kernel_size=3, act=ACT, norm=_norm(norm, c[i - 1])))
         self.head = nn.Conv3d(c[self.out_level], out_channels, kernel_size=1)
-        nn.init.constant_(self.head.bias, math.log(PRIOR / (1 - PRIOR)))
+        if self.head.bias is not None:
+            nn.init.constant_(self.head.bias, math.log(PRIOR / (1 - PRIOR)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [self.stem(x)]
         for block in self.down:
             feats.append(block(feats[-1]))
         y = feats[-1]
-        for k, (up, fuse) in enumerate(zip(self.up, self.fuse)):
+        for k, (up, fuse) in enumerate(zip(self.up, self.fuse, strict=True)):
             level = len(feats) - 2 - k
             y = fuse(up(y) + feats[level])
         return self.head(y)

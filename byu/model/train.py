@@ -85,6 +85,8 @@ def load_label_source(data_root: DataRoot, labels: str | Path | pd.DataFrame | L
                            sha256_file(path))
     store = LabelStore(data_root.labels)
     ls, version = store.resolve(ref, data_root=data_root, registry=registry)
+    if version is None:  # a path that is not a file: resolve read it as one, or raised
+        return LabelSource(ls, ref, None, None, digest(ls))
     return LabelSource(ls, ref, version, store.path(version), store.manifest(version).sha256)
 
 

@@ -108,7 +108,7 @@ def read_external_points(path: str | Path) -> pd.DataFrame:
         missing.append("tomo_id (the portal run name)")
     if coord is None:
         missing.append("z,y,x (or 'Motor axis 0..2')")
-    if missing:
+    if missing or run_col is None or coord is None:
         raise InputError(f"missing column(s): {', '.join(missing)}; found {cols}", file=path)
     spacing_col = next((c for c in _SPACING_COLUMNS if c in cols), None)
     particle_col = "particle" if "particle" in cols else None

@@ -134,11 +134,11 @@ def _attempt(session: requests.Session, url: str, part: Path, *, expected_size: 
     with resp:
         code = resp.status_code
         if code == 416 and have:
-            _, _, total = _content_range(resp.headers.get("Content-Range"))
-            if total == have and expected_size in (None, have):
+            _, _, server_total = _content_range(resp.headers.get("Content-Range"))
+            if server_total == have and expected_size in (None, have):
                 return have
             part.unlink(missing_ok=True)
-            raise _Transient(f"HTTP 416 for bytes={have}- (server total {total}); restarting from 0")
+            raise _Transient(f"HTTP 416 for bytes={have}- (server total {server_total}); restarting from 0")
         if code in RETRY_STATUS:
             raise _Transient(f"HTTP {code} {resp.reason}")
         if code not in (200, 206):

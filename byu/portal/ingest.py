@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from byu.errors import ByuError
+from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
-from byu.labels.model import LabelSet
 from byu.portal.convert import ConversionNotes, portal_labels, read_external_points, store_portal_labels
 from byu.portal.download import (
     DEFAULT_RETRIES,

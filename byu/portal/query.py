@@ -127,7 +127,7 @@ class Selection(BaseModel):
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Selection":
+    def read(cls, path: str | Path) -> Selection:
         """Read a selection JSON (InputError naming the file when it is not one)."""
         p = Path(path)
         if not p.exists():

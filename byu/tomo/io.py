@@ -132,7 +132,7 @@ class TomogramWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self) -> "TomogramWriter":
+    def __enter__(self) -> TomogramWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

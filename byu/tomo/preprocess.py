@@ -86,7 +86,7 @@ class VolumeSource:
     def close(self) -> None:
         """Release file handles."""
 
-    def __enter__(self) -> "VolumeSource":
+    def __enter__(self) -> VolumeSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -172,7 +172,7 @@ class _RawSlabs:
     def read(self, z0: int, z1: int) -> np.ndarray:
         raw = np.empty((z1 - z0, self.shape[1], self.shape[2]), dtype=self.dtype)
         self.fh.seek(self.offset + z0 * self.slice_bytes)
-        view = memoryview(raw).cast("B")
+        view = memoryview(raw.data).cast("B")
         got = 0
         while got < len(view):
             n = self.fh.readinto(view[got:])
@@ -200,6 +200,7 @@ class ZarrSource(VolumeSource):
     """
 
     format = "zarr"
+    path: Path
 
     def __init__(self, path: str | Path, *, cache_bytes: int = ZARR_CACHE_BYTES,
                  spill_dir: str | Path | None = None) -> None:
@@ -350,7 +351,7 @@ def _scales(in_shape: tuple[int, int, int], out_shape: tuple[int, int, int] | No
     if out_shape is None:
         raise ValueError("give scale (original / working spacing) or out_shape")
     shape = tuple(int(n) for n in out_shape)
-    return shape, tuple(o / i for o, i in zip(shape, in_shape))  # type: ignore[return-value]
+    return shape, tuple(o / i for o, i in zip(shape, in_shape, strict=True))  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------------ clipping
@@ -495,7 +496,7 @@ def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_
         lo, hi = estimate_clip(src, clip_percentiles, sample_voxels=sample_voxels)
         meta = TomoMeta(
             tomo_id=tomo_id, shape=out_shape, voxel_spacing=out_spacing, original_shape=src.shape,
-            original_spacing=spacing, clip=(lo, hi), clip_percentiles=tuple(clip_percentiles),
+            original_spacing=spacing, clip=(lo, hi), clip_percentiles=(clip_percentiles[0], clip_percentiles[1]),
             source={"file": Path(source_path).name, "format": src.format, **dict(source or {})},
             sha256=sha256,
         )

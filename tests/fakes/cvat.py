@@ -81,7 +81,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -93,7 +93,7 @@ EXPORT_FORMAT = "CVAT for images 1.1"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _is_legacy(version: str) -> bool:
@@ -1031,7 +1031,7 @@ class _Handler(BaseHTTPRequestHandler):
             drop = self.server.faults.drop_export_download > 0
             if drop:
                 self.server.faults.drop_export_download -= 1
-            stamp = datetime.now(timezone.utc).strftime("%Y_%m_%d_%H_%M_%S")
+            stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M_%S")
             if self.server.legacy:
                 name = f"task_{t['name']}_annotations_{stamp}_{EXPORT_FORMAT.lower()}.zip"
             else:

@@ -523,7 +523,7 @@ class FakePortal:
     def __iter__(self):  # graphql_url, files_base_url, stop = start_fake_portal(seed)
         return iter((self.graphql_url, self.files_base_url, self.stop))
 
-    def __enter__(self) -> "FakePortal":
+    def __enter__(self) -> FakePortal:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,9 @@ error the round did not fix, what the round saw there: the label's out-of-fold s
 threshold, the label's rank among the class's labels (1 = least believed) and how many cases reviewing every label
 up to it would have cost, as cases per label change; for a missed or shifted particle, the strongest prediction at
 its true position. ``--figure`` (.png or .jpg) draws each missed false label (three orthogonal slices through it)
-beside the true particle of its class that the models believe about as much.
+beside the true particle of its class that the models believe about as much (and each missed background label:
+the crowded world's). Reads every world's ``synth/`` tables (``truth_picks.csv``, ``decoys.csv``,
+``planted_errors.csv``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from byu.labels.model import LabelSet  # noqa: E402
 from byu.labels.store import LabelStore  # noqa: E402
 from byu.matching import match_points  # noqa: E402
+from byu.report import planted_errors_fixed  # noqa: E402
 from byu.review.match import predicted_tomograms  # noqa: E402
 from byu.tomo.io import read_meta, read_volume, tomo_dir  # noqa: E402
 
@@ -49,7 +52,7 @@ def label_supports(labels: LabelSet, preds: pd.DataFrame, tomo_ids: set[str]) ->
                              labels.cls(name).match_radius_A)
             for i, j, _ in m.pairs:
                 conf[i] = g["conf"].iloc[j]
-        rows += [(tid, name, *zyx, c) for zyx, c in zip(lab[["z", "y", "x"]].to_numpy(float), conf)]
+        rows += [(tid, name, *zyx, c) for zyx, c in zip(lab[["z", "y", "x"]].to_numpy(float), conf, strict=True)]
     return pd.DataFrame(rows, columns=["tomo_id", "particle", "z", "y", "x", "support"])
 
 
@@ -118,17 +121,32 @@ class Cohort:
             lines.append(f"    {name}: " + "; ".join(parts))
         return lines
 
+    def unfixed(self) -> list[tuple[dict, pd.DataFrame]]:
+        """The planted errors the round did not fix, each with its row of planted_errors.csv: recomputed on gt_v2
+        where the data root has it (one row per error, also where a tomogram has several errors of a class and kind,
+        as the crowded world plants them), else as the report lists them."""
+        store = LabelStore(self.root / "labels")
+        if "gt_v2" in store.names():
+            fixed = planted_errors_fixed(self.errors, store.get("gt_v2"))
+            rows = fixed[~fixed["fixed"]]
+            return [(r, rows.iloc[[i]]) for i, r in enumerate(rows.to_dict("records"))]
+        out = []
+        for e in self.report.get("errors_not_fixed", []):
+            name = e.get("particle", self.labels.class_names[0])
+            out.append(({**e, "particle": name}, self.errors[
+                (self.errors["tomo_id"] == e["tomo_id"]) & (self.errors["kind"] == e["kind"])
+                & (self.errors["particle"] == name)]))
+        return out
+
     def misses(self) -> list[dict]:
         """Each planted error the round did not fix, with what the round saw of it."""
         out = []
         cases, changes = self.report["cases_reviewed"], self.report["label_changes"]
-        for e in self.report.get("errors_not_fixed", []):
-            name = e.get("particle", self.labels.class_names[0])
-            err = self.errors[(self.errors["tomo_id"] == e["tomo_id"]) & (self.errors["kind"] == e["kind"])
-                              & (self.errors["particle"] == name)]
+        for e, err in self.unfixed():
+            name = e["particle"]
             item = {"tomo_id": e["tomo_id"], "particle": name, "kind": e["kind"], "support": None,
                     "at_truth": None}
-            if e["kind"] != "false" and len(err):
+            if e["kind"] not in ("false", "background") and len(err):  # those have no true position
                 true = err.iloc[:1][["tomo_id", "true_z", "true_y", "true_x"]].set_axis(
                     ["tomo_id", "z", "y", "x"], axis=1)
                 item["at_truth"] = float(object_confidence(true, self.preds, self.labels, name)[0])
@@ -194,7 +212,7 @@ def draw(rows: list[tuple[str, Path, str, tuple, float]], path: Path) -> None:
 
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for r, (title, root, tomo_id, zyx, half_A) in enumerate(rows):
-        for a, (img, view) in enumerate(zip(crop_views(root, tomo_id, zyx, half_A), ("Z", "Y", "X"))):
+        for a, (img, view) in enumerate(zip(crop_views(root, tomo_id, zyx, half_A), ("Z", "Y", "X"), strict=True)):
             ax = axes[r][a]
             ax.imshow(img, cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
@@ -229,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar = cohort.verify_bar.get(m["particle"])
                 seen.append(f"verification {m['verification']:.2f}" + (f" (reviewed below {bar:.2f})" if bar else ""))
             print(f"  not fixed: {m['tomo_id']} {m['particle']} {m['kind']}: " + ("; ".join(seen) or "not seen"))
-            if args.figure and m["kind"] == "false":
+            if args.figure and m["kind"] in ("false", "background") and m["support"] is not None:
                 half = 4.0 * cohort.labels.cls(m["particle"]).radius
-                figure.append((f"{root.name} {m['tomo_id']}\nfalse {m['particle']} label\nsupport "
+                figure.append((f"{root.name} {m['tomo_id']}\n{m['kind']} {m['particle']} label\nsupport "
                                f"{m['support']:.2f}", root, m["tomo_id"], m["zyx"], half))
                 twin = cohort.twin(m["particle"], m["support"])
                 if twin is not None:

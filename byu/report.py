@@ -19,8 +19,9 @@ def planted_errors_fixed(errors: pd.DataFrame, refined: LabelSet) -> pd.DataFram
     """Per planted error (``tomo_id,[particle,]kind,true_*,label_*``, coordinates in the refined version's frame of
     that tomogram), whether ``refined`` fixed it, judged within the class's match radius:
 
-    missed: a pick of the class now near the true one; false: no pick of the class near the false label;
-    shifted: a pick near the true position and none left at the wrong one.
+    missed: a pick of the class now near the true one; false (a label on a decoy or look-alike) and background (a
+    label on empty background: the crowded world of :mod:`byu.synth`): no pick of the class left near the false
+    label; shifted: a pick near the true position and none left at the wrong one.
     """
     radius = {c.name: c.match_radius_A for c in refined.classes}
     spacing = refined.spacing_of()
@@ -41,7 +42,7 @@ def planted_errors_fixed(errors: pd.DataFrame, refined: LabelSet) -> pd.DataFram
         label_p = np.array([e["label_z"], e["label_y"], e["label_x"]], float) * s
         if e["kind"] == "missed":
             ok = _near(pts, true_p, r)
-        elif e["kind"] == "false":
+        elif e["kind"] in ("false", "background"):
             ok = not _near(pts, label_p, r)
         else:
             ok = _near(pts, true_p, r) and not _near(pts, label_p, r)

@@ -20,8 +20,8 @@ def build_micro_root(root: Path) -> Path:
     from byu.synth import make_cohort
 
     dr = DataRoot(Path(root))
-    make_cohort(dr.root, n=6, seed=0, z_range=(64, 80), yx_range=(128, 160))
-    noisy = read_labels(dr.root / "synth" / "labels_noisy.csv")
+    cohort = make_cohort(dr.root, classes=["motor"], n=6, seed=0, z_range=(64, 80), yx_range=(128, 160))
+    noisy = read_labels(cohort.noisy_path)  # the motor cohort's canonical synth/labels_noisy.csv
     LabelStore(dr.labels).put("gt", noisy, producer="test fixture")
     split = dr.cv / SPLIT
     with warnings.catch_warnings():  # a motor-count class smaller than the number of folds (tiny cohort)

@@ -1,10 +1,10 @@
-"""The synthetic cohort: on-disk form, label frames, planted errors, determinism, visibility, CLI."""
+"""The motor cohort (``make_cohort`` with classes ``["motor"]``): on-disk form, label frames, planted errors,
+determinism, visibility, the uniform result, CLI."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +14,11 @@ import typer
 from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
-import byu.synth
-from byu.labels.formats import read_labels
+import byu.synth.placement
+from byu.labels.formats import read_labels, read_picks, read_version_file
 from byu.labels.table import motors_angstrom
 from byu.matching import match_points
-from byu.synth import CohortResult, make_cohort
+from byu.synth import Cohort, make_cohort
 from byu.tomo import grid
 from byu.tomo.io import iter_tomograms, read_meta, read_volume
 from byu.tomo.preprocess import resampled_shape
@@ -27,15 +27,15 @@ SMALL = {"z_range": (64, 96), "yx_range": (160, 192)}
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> CohortResult:
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     """12 small tomograms (every error kind is planted at n >= 12)."""
     return make_cohort(tmp_path_factory.mktemp("synth") / "data", n=12, seed=5, **SMALL)
 
 
 @pytest.fixture(scope="module")
-def tables(cohort: CohortResult) -> dict[str, pd.DataFrame]:
+def tables(cohort: Cohort) -> dict[str, pd.DataFrame]:
     return {
-        "truth": read_labels(cohort.truth_path),
+        "truth": read_labels(cohort.truth_canonical_path),
         "noisy": read_labels(cohort.noisy_path),
         "errors": pd.read_csv(cohort.errors_path),
         "decoys": pd.read_csv(cohort.decoys_path),
@@ -51,7 +51,7 @@ def _extent_a(meta) -> np.ndarray:
     return (np.asarray(meta.shape, dtype=float) - 1.0) * meta.voxel_spacing
 
 
-def test_tomograms_on_disk(cohort: CohortResult) -> None:
+def test_tomograms_on_disk(cohort: Cohort) -> None:
     found = list(iter_tomograms(cohort.root / "tomograms"))
     assert [t for t, _ in found] == [f"synth_{i:03d}" for i in range(12)] == cohort.tomo_ids
     for i, (tomo_id, d) in enumerate(found):
@@ -65,8 +65,8 @@ def test_tomograms_on_disk(cohort: CohortResult) -> None:
         # the real preprocess would store the original volume at this very shape (floor(n * s)) ...
         assert resampled_shape(meta.original_shape, meta.original_spacing, 16.0) == meta.shape
         # ... and it is the smallest such shape, within a voxel of the stored extent
-        assert all(grid.resampled_length(m - 1, s) == n - 1 for m, n in zip(meta.original_shape, meta.shape))
-        assert all(abs(m - n / s) < 1.0 for m, n in zip(meta.original_shape, meta.shape))
+        assert all(grid.resampled_length(m - 1, s) == n - 1 for m, n in zip(meta.original_shape, meta.shape, strict=True))
+        assert all(abs(m - n / s) < 1.0 for m, n in zip(meta.original_shape, meta.shape, strict=True))
         assert meta.clip_percentiles == (0.879, 99.06) and meta.clip[0] < meta.clip[1]
         assert len(list(d.glob("slice_*.jpg"))) == meta.shape[0]
         z = meta.shape[0] // 2
@@ -76,7 +76,7 @@ def test_tomograms_on_disk(cohort: CohortResult) -> None:
         assert 50 < float(sl.mean()) < 200 and float(sl.std()) > 20
 
 
-def test_labels_are_valid_in_the_original_frame(cohort: CohortResult, tables: dict[str, pd.DataFrame]) -> None:
+def test_labels_are_valid_in_the_original_frame(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     for name in ("truth", "noisy"):
         df = tables[name]
         assert list(df.tomo_id) == cohort.tomo_ids
@@ -90,7 +90,7 @@ def test_labels_are_valid_in_the_original_frame(cohort: CohortResult, tables: di
             for p in stored * meta.voxel_spacing:  # within the stored volume, >= ~300 Å from its faces
                 assert np.all(p >= 300.0 - 1e-6) and np.all(p <= extent - 300.0 + 1e-6), (name, r.tomo_id, p)
     counts = tables["truth"].num_motors.to_numpy()
-    assert cohort.n_motors == counts.sum()
+    assert cohort.particles_by_class == {"motor": counts.sum()} and cohort.n_particles == counts.sum()
     assert {0, 1} <= set(counts) and counts.max() in (2, 3) and counts.max() <= 3
     assert (counts == 1).sum() >= (counts == 0).sum()
 
@@ -111,7 +111,7 @@ def test_motors_far_apart_and_decoys_far_from_motors(tables: dict[str, pd.DataFr
             assert np.min(np.linalg.norm(d[:, None] - pts[None], axis=-1)) >= 1500.0
 
 
-def test_noisy_differs_from_truth_exactly_by_the_planted_errors(cohort: CohortResult,
+def test_noisy_differs_from_truth_exactly_by_the_planted_errors(cohort: Cohort,
                                                                 tables: dict[str, pd.DataFrame]) -> None:
     truth = tables["truth"].set_index("tomo_id")
     noisy = tables["noisy"].set_index("tomo_id")
@@ -122,6 +122,7 @@ def test_noisy_differs_from_truth_exactly_by_the_planted_errors(cohort: CohortRe
     assert set(errors.kind) == {"missed", "false", "shifted"}  # all kinds at n >= 12
     assert 3 <= len(errors) <= 5  # ~30% of 12
     assert cohort.errors_by_kind == errors.kind.value_counts().to_dict()
+    assert cohort.errors_by_class == {"motor": cohort.errors_by_kind} and cohort.n_errors == len(errors)
 
     for tomo_id in cohort.tomo_ids:
         t, nz = truth.loc[tomo_id], noisy.loc[tomo_id]
@@ -152,7 +153,7 @@ def test_noisy_differs_from_truth_exactly_by_the_planted_errors(cohort: CohortRe
             assert not m.pairs
 
 
-def test_motor_is_bright_where_the_truth_says(cohort: CohortResult, tables: dict[str, pd.DataFrame]) -> None:
+def test_motor_is_bright_where_the_truth_says(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     """Truth (original frame) mapped through the resampling grid lands on a dense structure in the stored stack.
 
     At the scale of a motor body (Gaussian σ = 2.5 voxels ≈ 40 Å) every motor centre is among the brightest 3%
@@ -182,29 +183,29 @@ def test_written_coordinates_map_exactly_onto_the_rendered_centres(tmp_path: Pat
     """``original_to_stored`` of every written coordinate (truth, decoys) is the stored voxel where the particle
     was rendered (``Å / stored spacing``), up to the 3-decimal rounding of the tables."""
     planned = []
-    plan = byu.synth._plan_tomogram
+    plan = byu.synth.placement.plan_motor
 
     def spy(*args, **kwargs):
         planned.append(plan(*args, **kwargs))
         return planned[-1]
 
-    monkeypatch.setattr(byu.synth, "_plan_tomogram", spy)
+    monkeypatch.setattr(byu.synth.placement, "plan_motor", spy)
     res = make_cohort(tmp_path / "x", n=4, seed=2, spacing_range=(6.0, 12.0), **SMALL)
-    truth = read_labels(res.truth_path).set_index("tomo_id")
+    truth = read_labels(res.truth_canonical_path).set_index("tomo_id")
     decoys = pd.read_csv(res.decoys_path)
-    assert [t.tomo_id for t in planned] == res.tomo_ids and sum(len(t.motors) for t in planned) >= 2
+    assert [t.tomo_id for t in planned] == res.tomo_ids and sum(len(t.of("particle")) for t in planned) >= 2
     for t in planned:
         meta = read_meta(res.root / "tomograms" / t.tomo_id)
         assert meta.shape == t.shape and meta.original_shape == t.original_shape
         s = grid.scale_factor(meta.original_spacing, meta.voxel_spacing)
         atol = 0.0005 * s + 1e-9
-        rendered = np.array([m.pos for m in t.motors]).reshape(-1, 3) / meta.voxel_spacing
+        rendered = np.array([m.pos for m in t.of("particle")]).reshape(-1, 3) / meta.voxel_spacing
         written = np.asarray(truth.loc[t.tomo_id].motor_zyx, dtype=float).reshape(-1, 3)
         np.testing.assert_allclose(grid.original_to_stored(written, meta.original_spacing, meta.voxel_spacing),
                                    rendered, atol=atol)
         if len(rendered) and s < 0.9:  # the spacing ratio alone (the old convention) is off by (1 - s) / 2
             assert np.all(np.abs(written * s - rendered) > 0.04)
-        rendered = np.array([p for _, p, _ in t.decoys]).reshape(-1, 3) / meta.voxel_spacing
+        rendered = np.array([d.pos for d in t.of("decoy")]).reshape(-1, 3) / meta.voxel_spacing
         written = decoys[decoys.tomo_id == t.tomo_id][["z", "y", "x"]].to_numpy(dtype=float)
         np.testing.assert_allclose(grid.original_to_stored(written, meta.original_spacing, meta.voxel_spacing),
                                    rendered, atol=atol)
@@ -223,15 +224,49 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
 
 
 def test_default_shapes(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
-    res = make_cohort(tmp_path / "d", n=2, seed=0)
-    elapsed = time.perf_counter() - t0
+    res = make_cohort(tmp_path / "d", n=2, seed=0)  # its generation time: benchmarks/synth.py
     for tomo_id in res.tomo_ids:
         meta = read_meta(res.root / "tomograms" / tomo_id)
         assert 96 <= meta.shape[0] <= 160 and all(160 <= s <= 256 for s in meta.shape[1:])
         # several 1000 Å match radii fit across the volume
         assert min(meta.shape[1:]) * meta.voxel_spacing >= 2.5 * 1000.0
-    assert res.n_tomograms == 2 and elapsed < 30.0
+    assert res.n_tomograms == 2
+
+
+def test_one_result_for_every_world(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
+    """The motor cohort's result has the fields of every world's: the truth in the picks form (the same labels as
+    the canonical truth.csv), the noisy labels and tomograms table readable as a label version, no classes file."""
+    synth = cohort.root / "synth"
+    assert cohort.world == "default" and cohort.class_names == ["motor"] and cohort.n_tomograms == 12
+    assert cohort.truth_path == synth / "truth_picks.csv" and cohort.truth_canonical_path == synth / "truth.csv"
+    assert cohort.noisy_path == synth / "labels_noisy.csv" and cohort.tomograms_path == synth / "tomograms.csv"
+    assert cohort.errors_path == synth / "planted_errors.csv" and cohort.decoys_path == synth / "decoys.csv"
+    assert cohort.classes_path is None and not (synth / "classes.json").exists()
+    assert sorted(p.name for p in synth.iterdir()) == sorted([  # the files of today's motor cohort, no more
+        "truth.csv", "labels_noisy.csv", "truth_picks.csv", "tomograms.csv", "planted_errors.csv", "decoys.csv"])
+    picks = read_picks(cohort.truth_path)
+    assert len(picks) == cohort.particles_by_class["motor"] and set(picks["particle"]) == {"motor"}
+    from_picks = read_version_file(cohort.truth_path, tomograms=cohort.tomograms_path)
+    from_canonical = read_version_file(cohort.truth_canonical_path)
+    assert from_picks.tomo_ids == from_canonical.tomo_ids
+    pd.testing.assert_frame_equal(from_picks.picks.reset_index(drop=True)[["tomo_id", "particle", "z", "y", "x"]],
+                                  from_canonical.picks.reset_index(drop=True)[["tomo_id", "particle", "z", "y", "x"]],
+                                  check_dtype=False)
+    noisy = read_version_file(cohort.noisy_path, tomograms=cohort.tomograms_path)
+    assert len(noisy.picks) == tables["noisy"].num_motors.sum()
+    assert cohort.decoys_by_class == {"motor": len(tables["decoys"])}
+    assert cohort.error_kinds == ("missed", "false", "shifted") and cohort.seconds > 0
+
+
+def test_options_of_other_worlds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="count_range"):  # a multi-class option
+        make_cohort(tmp_path / "a", n=1, count_range=(1, 2))
+    for kw in ({"species": 10}, {"snr": 0.1}, {"crowding": 0.2}):
+        with pytest.raises(ValueError, match="crowded world"):
+            make_cohort(tmp_path / "b", n=1, **kw)
+    with pytest.raises(ValueError, match="world"):
+        make_cohort(tmp_path / "c", n=1, world="dense")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 def test_shape_ranges_too_small_for_the_motors(tmp_path: Path) -> None:

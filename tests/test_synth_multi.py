@@ -1,5 +1,6 @@
-"""The synthetic multi-class cohort: files and columns, determinism, planted errors per class, the frame mapping,
-and that every class looks like itself (and not like its decoys)."""
+"""The synthetic multi-class cohort (``make_cohort`` with classes other than ``["motor"]``): files and columns,
+determinism, planted errors per class, the frame mapping, and that every class looks like itself (and not like its
+decoys)."""
 
 from __future__ import annotations
 
@@ -15,35 +16,27 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from byu.labels.classes import BUILTIN_CLASSES, ParticleClass
 from byu.labels.formats import read_picks
-from byu.synth_multi import (
-    CLASS_SHAPES,
-    DECOY_COLUMNS,
-    DECOY_SHAPES,
-    ERROR_COLUMNS,
-    ERROR_KINDS,
-    PICK_COLUMNS,
-    TOMOGRAM_COLUMNS,
-    MultiCohortResult,
-    make_multiclass_cohort,
-    render_template,
-)
+from byu.synth import Cohort, error_kinds, make_cohort, render_template
+from byu.synth.shapes import CLASS_SHAPES, DECOY_SHAPES
+from byu.synth.writers import DECOY_COLUMNS, ERROR_COLUMNS, PICK_COLUMNS, TOMOGRAM_COLUMNS
 from byu.tomo import grid
 from byu.tomo.io import iter_tomograms, read_meta, read_volume
 
 LUMP = ParticleClass(name="lump", radius=90.0)  # a user class: a solid ellipsoid
 CLASSES = [BUILTIN_CLASSES["motor"], BUILTIN_CLASSES["ribosome"], BUILTIN_CLASSES["apo-ferritin"], LUMP]
 N = 12
+ERROR_KINDS = error_kinds("default")  # missed, false, shifted
 TINY = {"z_range": (40, 48), "yx_range": (64, 80), "count_range": (1, 2), "n_beads": (1, 2)}
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> MultiCohortResult:
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     """12 tomograms at the default sizes (every error kind of every class is planted at n >= 12)."""
-    return make_multiclass_cohort(tmp_path_factory.mktemp("synth_multi") / "data", classes=CLASSES, n=N, seed=3)
+    return make_cohort(tmp_path_factory.mktemp("synth_multi") / "data", classes=CLASSES, n=N, seed=3)
 
 
 @pytest.fixture(scope="module")
-def tables(cohort: MultiCohortResult) -> dict[str, pd.DataFrame]:
+def tables(cohort: Cohort) -> dict[str, pd.DataFrame]:
     return {
         "truth": pd.read_csv(cohort.truth_path),
         "noisy": pd.read_csv(cohort.noisy_path),
@@ -54,7 +47,7 @@ def tables(cohort: MultiCohortResult) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def volumes(cohort: MultiCohortResult) -> dict[str, tuple[np.ndarray, object]]:
+def volumes(cohort: Cohort) -> dict[str, tuple[np.ndarray, object]]:
     return {t: (read_volume(d).astype(np.float32), read_meta(d)) for t, d in iter_tomograms(cohort.root / "tomograms")}
 
 
@@ -77,7 +70,7 @@ def _with_spacing(df: pd.DataFrame, tomograms: pd.DataFrame) -> pd.DataFrame:
 # files
 
 
-def test_files_and_columns(cohort: MultiCohortResult, tables: dict[str, pd.DataFrame]) -> None:
+def test_files_and_columns(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     synth = cohort.root / "synth"
     assert sorted(p.name for p in synth.iterdir()) == sorted([
         "truth_picks.csv", "labels_noisy_picks.csv", "tomograms.csv", "planted_errors.csv", "decoys.csv",
@@ -110,7 +103,7 @@ def test_files_and_columns(cohort: MultiCohortResult, tables: dict[str, pd.DataF
 
     for name in ("truth", "noisy"):
         df = tables[name]
-        key = list(zip(df["tomo_id"], df["particle"]))
+        key = list(zip(df["tomo_id"], df["particle"], strict=True))
         assert key == sorted(key), f"{name} is not sorted by tomo_id, particle"
         assert set(df["particle"]) <= {c.name for c in CLASSES}
         merged = df.merge(tables["tomograms"], on="tomo_id", suffixes=("", "_t"))
@@ -127,7 +120,7 @@ def test_files_and_columns(cohort: MultiCohortResult, tables: dict[str, pd.DataF
     assert set(tables["decoys"].loc[~gold, "mimics"]) <= {c.name for c in CLASSES}
 
 
-def test_counts_in_result(cohort: MultiCohortResult, tables: dict[str, pd.DataFrame]) -> None:
+def test_counts_in_result(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     truth, errors = tables["truth"], tables["errors"]
     assert cohort.n_tomograms == N and cohort.class_names == [c.name for c in CLASSES]
     assert cohort.particles_by_class == truth["particle"].value_counts().reindex(cohort.class_names,
@@ -137,25 +130,29 @@ def test_counts_in_result(cohort: MultiCohortResult, tables: dict[str, pd.DataFr
                                              for k in ERROR_KINDS}
         assert cohort.decoys_by_class[c] == int((tables["decoys"]["mimics"] == c).sum())
     assert cohort.n_errors == len(errors) and cohort.seconds > 0
+    assert cohort.world == "default" and cohort.truth_canonical_path is None  # the picks form only
+    assert cohort.errors_by_kind == {k: int((errors.kind == k).sum()) for k in ERROR_KINDS}
+    assert cohort.extra["n_beads"] == int((tables["decoys"]["kind"] == "gold").sum())
+    assert set(cohort.extra["unplaced_by_class"]) == set(cohort.class_names)
 
 
 def test_deterministic(tmp_path: Path) -> None:
     args = dict(classes=[BUILTIN_CLASSES["apo-ferritin"], BUILTIN_CLASSES["ribosome"]], n=2, seed=11, **TINY)
-    a = make_multiclass_cohort(tmp_path / "a", **args)
-    b = make_multiclass_cohort(tmp_path / "b", **args)
+    a = make_cohort(tmp_path / "a", **args)
+    b = make_cohort(tmp_path / "b", **args)
     da, db = _tree_digest(a.root), _tree_digest(b.root)
     assert da == db and len(da) > 10
-    c = make_multiclass_cohort(tmp_path / "c", **{**args, "seed": 12})
+    c = make_cohort(tmp_path / "c", **{**args, "seed": 12})
     assert _tree_digest(c.root)["synth/truth_picks.csv"] != da["synth/truth_picks.csv"]
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        make_multiclass_cohort(tmp_path / "a", classes=[], n=1)
+        make_cohort(tmp_path / "a", classes=[], n=1)
     with pytest.raises(ValueError):
-        make_multiclass_cohort(tmp_path / "b", classes=[LUMP, LUMP], n=1)
+        make_cohort(tmp_path / "b", classes=[LUMP, LUMP], n=1)
     with pytest.raises(ValueError):
-        make_multiclass_cohort(tmp_path / "c", classes=[LUMP], n=0)
+        make_cohort(tmp_path / "c", classes=[LUMP], n=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,7 +179,7 @@ def test_noisy_labels_are_truth_plus_planted_errors(tables: dict[str, pd.DataFra
     assert not errors.duplicated(["tomo_id", "particle"]).any(), "more than one error per (tomogram, class)"
 
 
-def test_every_class_gets_every_error_kind(cohort: MultiCohortResult, tables: dict[str, pd.DataFrame]) -> None:
+def test_every_class_gets_every_error_kind(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     errors = tables["errors"]
     for c in CLASSES:
         got = errors[errors.particle == c.name]
@@ -199,7 +196,9 @@ def test_planted_errors_are_what_they_say(tables: dict[str, pd.DataFrame]) -> No
     for e in errors.itertuples(index=False):
         c = next(c for c in CLASSES if c.name == e.particle)
         m = c.match_radius_A
-        sel = lambda df: df[(df.tomo_id == e.tomo_id) & (df.particle == e.particle)]  # noqa: E731
+        def sel(df: pd.DataFrame, e=e) -> pd.DataFrame:
+            return df[(df.tomo_id == e.tomo_id) & (df.particle == e.particle)]
+
         t_a, n_a = _angstrom(sel(truth)), _angstrom(sel(noisy))
         true_a = np.array([e.true_z, e.true_y, e.true_x]) * e.voxel_spacing
         label_a = np.array([e.label_z, e.label_y, e.label_x]) * e.voxel_spacing
@@ -278,7 +277,7 @@ def test_frame_mapping_is_subvoxel_exact(tmp_path: Path) -> None:
     """Noise-free solid ellipsoids (centrally symmetric, so wedge and blur keep their centre): the density centroid
     sits on original_to_stored(label) to a few hundredths of a voxel. At 8-9 Å original spacing the 'Å / spacing'
     shortcut (no half-voxel terms) would be off by about 0.23 stored voxels on every axis."""
-    res = make_multiclass_cohort(tmp_path / "d", classes=[ParticleClass(name="ball", radius=70.0)], n=4, seed=1,
+    res = make_cohort(tmp_path / "d", classes=[ParticleClass(name="ball", radius=70.0)], n=4, seed=1,
                                  noise=0.0, spacing_range=(8.0, 9.0), z_range=(48, 64), yx_range=(96, 128),
                                  count_range=(6, 8), decoy_range=(0, 0), n_beads=(0, 0))
     truth = pd.read_csv(res.truth_path)

@@ -16,6 +16,7 @@ from byu.cli.model import app as model_app
 from byu.cli.portal import app as portal_app
 from byu.cli.review import app as review_app
 from byu.cli.synth import synth_command
+from byu.cli.tomo import app as tomo_app
 from byu.cli.util import OS_ERRORS, explain, fail, make_app
 from byu.errors import ByuError
 
@@ -26,6 +27,7 @@ app.add_typer(portal_app, name="portal")
 app.add_typer(model_app)  # train, predict, score at top level
 app.add_typer(review_app, name="review")
 app.add_typer(copick_app, name="copick")
+app.add_typer(tomo_app, name="tomo")
 app.command("synth")(synth_command)
 
 

@@ -16,10 +16,9 @@ from byu.portal.convert import (
     external_points_A,
     labels_from_points,
     portal_labels,
-    read_external_points,
-    read_ndjson_points,
     store_portal_labels,
 )
+from byu.portal.points import read_external_points, read_ndjson_points
 from byu.portal.query import PointFile, PortalTomogram, Selection
 
 
@@ -142,3 +141,42 @@ def test_portal_labels_and_store_manifest(tmp_path):
                                             "voxel_spacing": 10.0}
     assert m.extra["annotation_files"] == [1000, 1001] and m.class_counts == {"motor": 1, "ribosome": 1}
     assert store.get("external_gt_v0").equals(labels)
+
+
+APO = BUILTIN_CLASSES["apo-ferritin"]
+
+
+def test_merge_distance_is_half_of_each_class_radius_and_reported(tmp_path):
+    frames = {"t": TomoFrame("t", (60, 60, 60), 10.0)}
+    pts = {"t": [("apo-ferritin", np.array([[100.0, 100.0, 100.0], [100.0, 100.0, 140.0]]), "portal:annotation 1"),
+                 ("motor", np.array([[300.0, 300.0, 300.0], [300.0, 300.0, 340.0]]), "portal:annotation 2")]}
+    notes = ConversionNotes()
+    labels = labels_from_points(frames, pts, [APO, MOTOR], notes=notes)
+    # apo-ferritin: radius 60 Å → merged within 30 Å: 40 Å apart are two particles; motor: 250 Å → 125 Å
+    assert labels.class_counts() == {"apo-ferritin": 2, "motor": 1}
+    assert [(m.tomo_id, m.particle, m.merged, m.distance_A) for m in notes.merges] == [("t", "motor", 1, 125.0)]
+    assert notes.merged == {"t": 1}
+    # one distance for every class, or another fraction of each radius
+    same = labels_from_points(frames, pts, [APO, MOTOR], merge_distance_A=50.0)
+    assert same.class_counts() == {"apo-ferritin": 1, "motor": 1}
+    tight = ConversionNotes()
+    assert labels_from_points(frames, pts, [APO, MOTOR], merge_fraction=0.1, notes=tight).class_counts() == \
+        {"apo-ferritin": 2, "motor": 2} and tight.merges == []
+    with pytest.raises(InputError, match="merge"):
+        labels_from_points(frames, pts, [APO, MOTOR], merge_fraction=-1.0)
+    with pytest.raises(InputError, match="merge"):
+        labels_from_points(frames, pts, [APO, MOTOR], merge_distance_A=float("nan"))
+    sel = Selection(portal_url="http://x", target_spacing=16.0, classes=[APO, MOTOR], tomograms=[
+        PortalTomogram(tomo_id="t", dataset_id=1, run_id=1, run_name="t", tomogram_id=1, voxel_spacing=10.0,
+                       shape=(60, 60, 60))])
+    m = store_portal_labels(LabelStore(tmp_path / "labels"), "v", labels, selection=sel, notes=notes)
+    assert m.extra["merged_points"] == [{"tomo_id": "t", "particle": "motor", "merged": 1, "distance_A": 125.0}]
+
+
+def test_dedupe_keeps_the_first_of_close_points_at_scale():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 20000, (3000, 3))
+    pts = np.concatenate([pts, pts[:500] + 1.0])  # 500 repeats, 1.7 Å off
+    kept = dedupe_points(pts, 30.0)
+    assert len(kept) <= 3000 and len(kept) >= 2990
+    np.testing.assert_array_equal(kept[:10], pts[:10])

@@ -27,7 +27,7 @@ from byu.errors import ByuError
 from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
-from byu.portal.convert import ConversionNotes, portal_labels, read_external_points, store_portal_labels
+from byu.portal.convert import ConversionNotes, portal_labels, store_portal_labels
 from byu.portal.download import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -41,6 +41,7 @@ from byu.portal.download import (
     download_tomograms,
     read_record,
 )
+from byu.portal.points import read_external_points
 from byu.portal.query import DEFAULT_OBJECT_NAME, DEFAULT_PREFER, Selection, select
 from byu.tomo.io import TomoMeta, read_meta, tomo_dir
 from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, preprocess_tomogram

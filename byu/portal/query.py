@@ -37,6 +37,7 @@ from byu.atomic import write_json
 from byu.errors import ByuError, InputError, NotFoundError
 from byu.labels.classes import MOTOR, ClassRegistry, ParticleClass
 from byu.paths import check_id
+from byu.portal.points import read_external_points
 
 DEFAULT_PORTAL_URL = "https://graphql.cryoetdataportal.czscience.com/graphql"
 DEFAULT_OBJECT_NAME = "%flagell%motor%"
@@ -384,7 +385,6 @@ def select(client: Any, *, dataset_ids: Iterable[int] = (), run_names: Iterable[
     """
     specs = list(objects) if objects else ([object_name] if object_name else [])
     classes = resolve_objects(specs, registry) if specs else []
-    from byu.portal.convert import read_external_points
 
     client = _client(client)
     pairs: list[tuple[int, str]] = []

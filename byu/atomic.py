@@ -17,9 +17,34 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 STALE_TEMP_S = 3600.0
+
+
+def current_umask() -> int:
+    """The process's umask now (not at import: a test or a service may set it later).
+
+    Read from ``/proc/self/status`` where there is one: setting the umask to read it back would, for that instant,
+    apply the probe value to files other threads create."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)  # no /proc: the restrictive probe value, if another thread creates a file meanwhile
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 & ~umask (what a stored file must end with)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir()`` gives a new folder: 0777 & ~umask (``tempfile.mkdtemp`` gives 0700 instead)."""
+    return 0o777 & ~current_umask()
 
 
 def remove_stale_temps(directory: Path, name: str, *, older_than_s: float = STALE_TEMP_S) -> int:
@@ -53,7 +78,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared data root needs what open() would give
+    os.fchmod(fd, file_mode())  # mkstemp makes 0600; a shared data root needs what open() would give
     os.close(fd)
     try:
         with open(tmp, mode, **kwargs) as fh:

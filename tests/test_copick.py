@@ -21,6 +21,7 @@ from byu.errors import InputError, VersionExistsError  # noqa: E402
 from byu.labels.classes import BUILTIN_CLASSES  # noqa: E402
 from byu.labels.store import LabelStore  # noqa: E402
 from byu.paths import DataRoot  # noqa: E402
+from byu.review.settings import MiningSettings  # noqa: E402
 from byu.tomo.io import read_meta, read_volume  # noqa: E402
 
 runner = CliRunner()
@@ -450,7 +451,8 @@ def test_a_copick_project_goes_through_a_review_round_and_back(project, tmp_path
     preds.to_csv(data.predictions / "oof.csv", index=False)
 
     rnd = ReviewRound(data, "round1")
-    cases = rnd.mine(labels_version="cp_noisy", predictions=data.predictions / "oof.csv", confirm_threshold="auto")
+    cases = rnd.mine(labels_version="cp_noisy", predictions=data.predictions / "oof.csv",
+                     settings=MiningSettings(galleries=False, verify=False, fp_threshold=None)).cases
     assert sorted((c.tomo_id, c.kind, c.particle) for c in cases) == [("TS_1", "FP", "my-complex"),
                                                                      ("TS_2", "FN", "my-complex")]
     assert len(rnd.render()) == 2  # the review images, rendered from the ingested tomograms
@@ -471,3 +473,272 @@ def test_a_copick_project_goes_through_a_review_round_and_back(project, tmp_path
             # carry candidate positions to 0.01 voxel)
             added = 1 if (name, obj) == ("TS_1", "my-complex") else 0
             assert (err < 1e-3).sum() == len(want) - added and err.max() < 0.01 * RUNS[name]["spacing"]
+
+
+# ------------------------------------------------------------------------------------------------ issue #27
+def _transform(deg: float, axis: str = "z", shift=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """A copick 4x4 transform (x, y, z order): a rotation about one axis and a shift in Å."""
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
+    t = np.eye(4)
+    t[i, i], t[i, j], t[j, i], t[j, j] = c, -s, s, c
+    t[:3, 3] = shift
+    return t
+
+
+def _pick_file(cfg: Path, run: str, name: str) -> dict:
+    return json.loads((cfg.parent / "overlay/ExperimentRuns" / run / "Picks" / f"{name}.json").read_text())
+
+
+def test_orientations_go_through_ingest_the_version_and_export(project, tmp_path):
+    cfg, _ = project
+    loc = np.array([[100.0, 150.0, 80.0], [300.0, 200.0, 120.0], [400.0, 100.0, 60.0]])
+    rot = np.stack([_transform(30, "z", shift=(5.0, -3.0, 2.0)), _transform(90, "x"), _transform(-45, "y")])
+    copick.from_file(str(cfg)).get_run("TS_1").new_picks("ribosome", session_id="rot", user_id="carol") \
+        .from_numpy(loc, rot)
+    data = DataRoot(tmp_path / "data")
+    store = LabelStore(data.labels)
+    ingest_copick(cfg, data, version="rot", user_id="carol")
+    labels = store.get("rot")  # read back from the stored files
+    assert store.picks_path("rot").read_text().splitlines()[0] == \
+        "tomo_id,particle,z,y,x,source,user_id,session_id,transform"
+    np.testing.assert_allclose(labels.picks_angstrom()[:, ::-1], loc + rot[:, :3, 3], atol=1e-9)
+
+    out = export_copick(labels, cfg, version_name="rot", data_root=data)
+    assert [w.status for w in out.written] == ["written"]
+    back = copick.from_file(str(cfg)).get_run("TS_1").get_picks(object_name="ribosome", user_id="byu",
+                                                                 session_id="rot")[0]
+    pts, transforms = back.numpy()
+    np.testing.assert_allclose(transforms, rot, atol=1e-12)  # the rotations and shifts copick had
+    np.testing.assert_allclose(pts, loc, atol=1e-9)
+    assert back.trust_orientation is True
+    assert {w.status for w in export_copick(labels, cfg, version_name="rot", data_root=data).written} == \
+        {"unchanged"}
+
+    # a review moved pick 0 (no transform: a new pick) and relabelled pick 1 (provenance review:): neither has
+    # a known orientation, so the set says so; pick 2 keeps its rotation
+    picks = labels.picks.copy()
+    picks.loc[0, ["z", "source", "user_id", "session_id", "transform"]] = [picks.loc[0, "z"] + 1.0,
+                                                                           "review:round1", "rev", "round1", ""]
+    picks.loc[1, ["source", "user_id", "session_id"]] = ["review:round1", "rev", "round1"]
+    reviewed = labels.replace(picks=picks)
+    export_copick(reviewed, cfg, version_name="rot_r", data_root=data)
+    meta = _pick_file(cfg, "TS_1", "byu_rot-r_ribosome")
+    assert meta["trust_orientation"] is False
+    got = np.array([p["transformation_"] for p in meta["points"]])
+    np.testing.assert_allclose(got[:2], np.stack([np.eye(4)] * 2))
+    np.testing.assert_allclose(got[2], rot[2], atol=1e-12)
+    full = np.array([[p["location"][a] for a in "xyz"] for p in meta["points"]]) + got[:, :3, 3]
+    np.testing.assert_allclose(full, reviewed.picks_angstrom()[:, ::-1], atol=1e-9)
+
+
+def test_picks_without_orientation_are_exported_as_untrusted_and_stored_as_before(project, tmp_path):
+    cfg, _ = project
+    data = DataRoot(tmp_path / "data")
+    store = LabelStore(data.labels)
+    ingest_copick(cfg, data, version="plain", user_id="alice")  # copick's identity transforms: nothing known
+    assert store.picks_path("plain").read_text().splitlines()[0] == "tomo_id,particle,z,y,x,source,user_id,session_id"
+    export_copick(store.get("plain"), cfg, version_name="plain", data_root=data)
+    meta = _pick_file(cfg, "TS_1", "byu_plain_ribosome")
+    assert meta["trust_orientation"] is False and len(meta["points"]) == 6
+    assert all(p["transformation_"] == np.eye(4).tolist() for p in meta["points"])
+
+
+def test_the_projects_object_radius_wins_and_is_reported(project, tmp_path):
+    cfg, _ = project
+    conf = json.loads(cfg.read_text())
+    conf["pickable_objects"][0]["radius"] = 120.0  # ribosome: byu's built-in says 150 Å
+    cfg.write_text(json.dumps(conf))
+    data = DataRoot(tmp_path / "data")
+    report = ingest_copick(cfg, data, version="r120")
+    rib = report.labels.cls("ribosome")
+    builtin = BUILTIN_CLASSES["ribosome"]
+    assert (rib.radius, rib.match_radius_A) == (120.0, 120.0)
+    assert (rib.go_id, rib.weight, rib.portal_object) == (builtin.go_id, builtin.weight, builtin.portal_object)
+    assert LabelStore(data.labels).manifest("r120").classes[0].radius == 120.0
+    assert [(n.object, n.project_radius, n.byu_radius) for n in report.radii] == [("ribosome", 120.0, 150.0)]
+    r = runner.invoke(app, ["ingest", str(cfg), "--version", "r120b", "--data-dir", str(data.root)],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "ribosome: radius 120 Å from the project (byu's built-in: 150 Å)" in r.output
+
+
+def test_a_by_reviewer_export_ingested_again_gives_the_same_picks(project, tmp_path):
+    cfg, _ = project
+    spec = RUNS["TS_1"]
+    curator = _points(spec["shape"], spec["spacing"], 25, 40)
+    copick.from_file(str(cfg)).get_run("TS_1").new_picks("ribosome", session_id="manual-1", user_id="curator") \
+        .from_numpy(curator)
+    data = tmp_path / "data"
+
+    def ingest(version, *args):
+        r = runner.invoke(app, ["ingest", str(cfg), "--version", version, "--data-dir", str(data), *args],
+                          catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return LabelStore(DataRoot(data).labels).get(version), r.output
+
+    first, _ = ingest("cp_v1", "--user-id", "curator")
+    assert len(first.picks) == 25
+    r = runner.invoke(app, ["export", "cp_v1", str(cfg), "--by-reviewer", "--data-dir", str(data)],
+                      catch_exceptions=False)
+    assert r.exit_code == 0 and "users curator, session cp-v1" in r.output, r.output
+    back, out = ingest("cp_back", "--user-id", "curator")
+    assert len(back.picks) == 25  # not 50: the exported set carries curator/manual-1's picks
+    np.testing.assert_allclose(np.sort(back.picks_angstrom(), axis=0), np.sort(first.picks_angstrom(), axis=0),
+                               atol=1e-9)
+    assert set(back.picks["session_id"]) == {"cp-v1"}
+    assert "curator/manual-1" in out and "curator/cp-v1" in out  # said what was left out, and why
+
+    # a review removed two of the curator's picks: the export carries the version's 23
+    fewer = first.replace(picks=first.picks.iloc[2:])
+    export_copick(fewer, cfg, version_name="cp_v2", by_reviewer=True, data_root=DataRoot(data))
+    again, _ = ingest("cp_back2", "--user-id", "curator", "--session-id", "manual-1,cp-v2")
+    assert len(again.picks) == 23
+    # two exports both carrying curator/manual-1: which one is meant is not known, so it is asked
+    r = runner.invoke(app, ["ingest", str(cfg), "--version", "x", "--user-id", "curator", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "curator/cp-v1" in r.output and "curator/cp-v2" in r.output, r.output
+    assert "--session-id" in r.output and "Traceback" not in r.output
+
+
+def _export_in_child(args):
+    """One exporter process: opens the project itself; the listing of existing pick sets is slowed so that both
+    processes look before either writes (the window the race needs)."""
+    import time as _time
+
+    from copick.impl.filesystem import CopickRunFSSpec
+
+    cfg, labels, version, queue = args
+    listing = CopickRunFSSpec.get_picks
+
+    def slow(self, *a, **kw):
+        out = listing(self, *a, **kw)
+        _time.sleep(0.4)
+        return out
+
+    CopickRunFSSpec.get_picks = slow
+    try:
+        rep = export_copick(labels, cfg, user_id="lab", session_id="shared", version_name=version)
+        queue.put((version, "ok", [w.status for w in rep.written]))
+    except InputError as exc:
+        queue.put((version, "refused", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - the parent reports what went wrong
+        queue.put((version, "crashed", f"{type(exc).__name__}: {exc}"))
+
+
+def test_parallel_exports_into_one_session_one_wins_the_other_is_refused(project, tmp_path):
+    import multiprocessing as mp
+
+    cfg, _ = project
+    labels = ingest_copick(cfg, tmp_path / "data", version="cp_v1", objects="ribosome").labels
+    other = labels.replace(picks=labels.picks.iloc[1:])
+    ctx = mp.get_context("fork")
+    picks_file = cfg.parent / "overlay/ExperimentRuns/TS_1/Picks/lab_shared_ribosome.json"
+    for trial in range(3):
+        for f in picks_file.parent.parent.parent.glob("*/Picks/lab_shared_*.json"):
+            f.unlink()
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_export_in_child, args=((cfg, lb, name, queue),))
+                 for lb, name in ((labels, "a"), (other, "b"))]
+        for p in procs:
+            p.start()
+        results = {}
+        for _ in procs:
+            version, outcome, detail = queue.get(timeout=120)
+            results[version] = (outcome, detail)
+        for p in procs:
+            p.join(timeout=60)
+        outcomes = sorted(o for o, _ in results.values())
+        assert outcomes == ["ok", "refused"], (trial, results)
+        winner = next(v for v, (o, _) in results.items() if o == "ok")
+        loser = next(v for v, (o, _) in results.items() if o == "refused")
+        assert "lab_shared_ribosome" in results[loser][1] and "Traceback" not in results[loser][1]
+        want = (labels if winner == "a" else other).select(["TS_1"])
+        got = read_back(cfg, "TS_1", "ribosome", "lab", "shared")  # whole, valid JSON
+        assert len(got) == len(want.picks[want.picks["particle"] == "ribosome"])
+
+
+def test_an_unreadable_existing_pick_set_is_a_clear_error_on_export(project, tmp_path):
+    cfg, _ = project
+    data = DataRoot(tmp_path / "data")
+    labels = ingest_copick(cfg, data, version="cp_v1").labels
+    export_copick(labels, cfg, version_name="cp_v1", data_root=data)
+    half = cfg.parent / "overlay/ExperimentRuns/TS_1/Picks/byu_cp-v1_ribosome.json"
+    half.write_text(half.read_text()[:100])  # a half-written file
+    with pytest.raises(InputError, match="not valid JSON") as e:
+        export_copick(labels, cfg, version_name="cp_v1", data_root=data)
+    assert e.value.file == str(half)
+    fixed = export_copick(labels, cfg, version_name="cp_v1", data_root=data, overwrite=True)
+    assert {(w.run, w.object): w.status for w in fixed.written}[("TS_1", "ribosome")] == "replaced"
+    assert len(read_back(cfg, "TS_1", "ribosome", "byu", "cp-v1")) == 9
+
+
+def test_a_symlinked_run_folder_leading_outside_the_overlay_is_refused(project, tmp_path):
+    cfg, _ = project
+    data = DataRoot(tmp_path / "data")
+    labels = ingest_copick(cfg, data, version="cp_v1").labels
+    runs = cfg.parent / "overlay/ExperimentRuns"
+    outside = tmp_path / "elsewhere" / "TS_2"
+    outside.parent.mkdir()
+    shutil.move(str(runs / "TS_2"), str(outside))
+    (runs / "TS_2").symlink_to(outside, target_is_directory=True)
+    before = sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+    with pytest.raises(InputError, match="symlink") as e:
+        export_copick(labels, cfg, version_name="cp_v1", data_root=data)
+    assert str(runs / "TS_2") in str(e.value) and str(outside) in str(e.value)
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == before  # nothing written there
+    assert not list(runs.glob("TS_1/Picks/byu_*"))  # nor anywhere else: all or nothing
+    r = runner.invoke(app, ["export", "cp_v1", str(cfg), "--data-dir", str(data.root)])
+    assert r.exit_code == 2 and "symlink" in r.output and "Traceback" not in r.output
+    # a link that stays inside the overlay is followed as before
+    (runs / "TS_2").unlink()
+    shutil.move(str(outside), str(runs / "real_TS_2"))
+    (runs / "TS_2").symlink_to(runs / "real_TS_2", target_is_directory=True)
+    ok = export_copick(labels, cfg, version_name="cp_v1", data_root=data)
+    assert {w.run for w in ok.written} == {"TS_1", "TS_2"}
+    assert (runs / "real_TS_2/Picks/byu_cp-v1_ribosome.json").is_file()
+
+
+def test_unreadable_pick_files_are_clear_errors_naming_file_and_point(project, tmp_path):
+    cfg, _ = project
+    data = tmp_path / "data"
+    picks = cfg.parent / "overlay/ExperimentRuns/TS_1/Picks"
+    nulled = picks / "alice_manual-1_ribosome.json"
+    d = json.loads(nulled.read_text())
+    d["points"][2]["location"]["y"] = None
+    nulled.write_text(json.dumps(d))
+    broken = picks / "bob_7_ribosome.json"
+    broken.write_text('{"pickable_object_name": "ribosome",\n "points": [')
+    with pytest.raises(InputError) as e:
+        ingest_copick(cfg, data, version="v")
+    errors = {(x.file, x.field) for x in getattr(e.value, "errors", [e.value])}
+    assert (str(nulled), "points[2].location.y") in errors and str(broken) in {f for f, _ in errors}
+    assert "not a number: None" in str(e.value) and "not valid JSON" in str(e.value)
+    r = runner.invoke(app, ["ingest", str(cfg), "--version", "v", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "alice_manual-1_ribosome.json" in r.output and "points[2].location.y" in r.output
+    assert not (data / "tomograms").exists() and not (data / "labels").exists()  # nothing stored
+    d["points"][2]["location"]["y"] = float("nan")  # JSON NaN: read, but not a position
+    nulled.write_text(json.dumps(d))
+    broken.unlink()
+    with pytest.raises(InputError, match="not a finite number") as e:
+        ingest_copick(cfg, data, version="v")
+    assert e.value.file == str(nulled) and e.value.field == "points[2].location"
+
+
+@pytest.mark.parametrize("option", ["--spacing", "--voxel-spacing"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-16", "1e-9"])
+def test_spacing_options_must_be_finite_and_at_least_a_tenth_of_an_angstrom(project, tmp_path, option, value):
+    cfg, _ = project
+    data = tmp_path / "data"
+    r = runner.invoke(app, ["ingest", str(cfg), "--version", "v", option, value, "--data-dir", str(data)])
+    assert r.exit_code == 2 and option in r.output and "0.1 Å" in r.output and "Traceback" not in r.output, r.output
+    assert not (data / "tomograms").exists() and not (data / "labels").exists()
+    if option == "--spacing" and value == "0":  # a valid spacing finer than the tomograms': kept, and said
+        r = runner.invoke(app, ["ingest", str(cfg), "--version", "v", option, "5", "--data-dir", str(data)])
+        assert r.exit_code == 0 and "kept at their own spacing (coarser than --spacing 5 Å" in r.output, r.output
+        assert "TS_1 (10 Å), TS_2 (12.5 Å)" in r.output and read_meta(data / "tomograms/TS_1").voxel_spacing == 10.0
+    with pytest.raises(InputError, match="0.1 Å"):
+        if option == "--spacing":
+            ingest_copick(cfg, data, version="v", target_spacing=float(value))
+        else:
+            ingest_copick(cfg, data, version="v", voxel_spacing=float(value))

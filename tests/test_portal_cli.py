@@ -152,3 +152,31 @@ def test_help_lists_the_verbs():
     for verb in ("find", "download", "preprocess", "labels", "ingest"):
         assert verb in r.output
     assert Path(__file__).exists()
+
+
+def test_merged_points_are_per_class_and_reported(tmp_path):
+    seed = build_seed(tmp_path / "files", [
+        SeedRun(dataset_id=3, run_name="close", motors_A=[(200.0, 300.0, 300.0), (200.0, 300.0, 340.0)],
+                other_objects={"ferritin complex": [(100.0, 100.0, 100.0), (100.0, 100.0, 140.0)]},
+                tomograms=[SeedTomogram(voxel_spacing=10.0, shape=(24, 48, 48))])])
+    with start_fake_portal(seed) as portal:
+        env = {"BYU_DATA": str(tmp_path / "data"), "BYU_PORTAL_URL": portal.graphql_url}
+        r = invoke("ingest", "--dataset", "3", "--objects", "motor,apo-ferritin", "--label-version", "v", env=env)
+        assert r.exit_code == 0, r.output
+        store = LabelStore(tmp_path / "data" / "labels")
+        assert store.get("v").class_counts() == {"motor": 1, "apo-ferritin": 2}
+        out = " ".join(r.output.split())
+        assert "merged 1 motor point(s) in 3_close (closer than 125 Å to another)" in out, out
+        assert "apo-ferritin point(s)" not in out
+        assert store.manifest("v").extra["merged_points"] == [
+            {"tomo_id": "3_close", "particle": "motor", "merged": 1, "distance_A": 125.0}]
+        r = invoke("labels", "--label-version", "v20", "--merge-distance", "20", env=env)
+        assert r.exit_code == 0, r.output
+        assert store.get("v20").class_counts() == {"motor": 2, "apo-ferritin": 2} and "closer than" not in r.output
+        r = invoke("labels", "--label-version", "vf", "--merge-fraction", "0.8", env=env)
+        assert r.exit_code == 0 and store.get("vf").class_counts() == {"motor": 1, "apo-ferritin": 1}, r.output
+        assert "merged 1 apo-ferritin point(s) in 3_close (closer than 48 Å to another)" in " ".join(r.output.split())
+        r = runner.invoke(app, ["labels", "--merge-fraction", "-1"], env=env)
+        assert r.exit_code == 2 and "--merge-fraction" in r.output and "Traceback" not in r.output
+        r = runner.invoke(app, ["labels", "--merge-distance", "5", "--merge-fraction", "0.2"], env=env)
+        assert r.exit_code == 2 and "--merge-distance" in r.output

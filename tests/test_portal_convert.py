@@ -72,7 +72,8 @@ def test_scaling_dedupe_clamp_and_drop():
         "b": [("motor", np.zeros((0, 3)), "portal:annotation 2")],
     }
     notes = ConversionNotes()
-    labels = labels_from_points(frames, pts, [MOTOR], notes=notes)
+    # 100 Å (the old fixed distance): the last two points, 108 Å apart, stay two (a motor's own, 125 Å, merges them)
+    labels = labels_from_points(frames, pts, [MOTOR], notes=notes, merge_distance_A=100.0)
     assert labels.tomo_ids == ["a", "b"]  # c has no annotation: no row
     table = to_canonical(labels)
     a = table.iloc[0]

@@ -61,9 +61,12 @@ def ingest_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Preprocess every run's tomogram into tomograms/ and store the picks as label version --version."""
-    from byu.copick.ingest import ingest_copick
+    from byu.copick.ingest import check_spacing, ingest_copick
     from byu.labels.classes import ClassRegistry
 
+    spacing = check_spacing(spacing, what="--spacing")  # refused before anything is read or written
+    if voxel_spacing is not None:
+        voxel_spacing = check_spacing(voxel_spacing, what="--voxel-spacing")
     data = DataRoot.from_env(data_dir)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -86,6 +89,10 @@ def ingest_cmd(
                                target_spacing=spacing, registry=ClassRegistry.from_file(classes_file),
                                progress=on_progress, runs=_list(runs), include_empty=include_empty, force=force,
                                keep_raw=keep_raw)
+    for note in report.radii:
+        _mark("class", "yellow", str(note))
+    for left in report.superseded:
+        _mark("left out:", "yellow", str(left))
     for t in report.tomograms:
         if t.status == "failed":
             _mark("failed", "red", f"{t.tomo_id} (run {t.run}): {t.error}")
@@ -98,6 +105,11 @@ def ingest_cmd(
               + (f" ... ({len(report.without_picks)})" if len(report.without_picks) > 20 else ""))
     if report.without_tomogram:
         _mark("runs without a tomogram (no picks either):", "yellow", ", ".join(report.without_tomogram[:20]))
+    coarser = [t for t in report.tomograms if t.voxel_spacing > spacing + 1e-6]
+    if coarser:
+        _mark(f"kept at their own spacing (coarser than --spacing {spacing:g} Å; byu does not upsample):", "yellow",
+              ", ".join(f"{t.tomo_id} ({t.voxel_spacing:g} Å)" for t in coarser[:20])
+              + (f" ... ({len(coarser)})" if len(coarser) > 20 else ""))
     stored = report.stored
     per = report.seconds_per_tomogram
     say(f"tomograms: {len(stored)} stored, {sum(t.status == 'skipped' for t in report.tomograms)} up to date, "
@@ -155,11 +167,15 @@ def export_cmd(
         _mark("created run", "yellow", run)
     if report.skipped_runs:
         _mark("not in the project (skipped):", "yellow", ", ".join(report.skipped_runs[:20]))
-    for status in ("written", "replaced", "unchanged"):
+    for status in ("written", "replaced", "updated", "unchanged"):
         sets = [w for w in report.written if w.status == status]
         if sets:
             users = sorted({w.user_id for w in sets})
             say(f"{status}: {len(sets)} pick set(s), {sum(w.n for w in sets)} picks (users {', '.join(users)}, "
                 f"session {report.session_id})")
+    untrusted = [w for w in report.written if not w.trust_orientation]
+    if untrusted:
+        say(f"orientations: {len(untrusted)} of {len(report.written)} pick set(s) hold picks of unknown orientation "
+            "(identity, trust_orientation false)")
     say(f"exported version {version!r} → {config} ({report.picks} picks in {len({w.run for w in report.written})} "
         "run(s))")

@@ -15,7 +15,7 @@ from byu.labels.diff import changes_by_class, diff_labels, diff_summary, diff_ve
 from byu.labels.formats import FORMS, write_export
 from byu.labels.splits import carry_split, class_balance, fresh_split, read_split, write_split, write_split_new
 from byu.labels.store import LabelStore
-from byu.paths import DataRoot
+from byu.paths import DataRoot, guard_output, managed_folder
 
 app = make_app(help="Label versions: list, show, diff, compare, CV splits, conversions, exports.",
                   no_args_is_help=True)
@@ -26,23 +26,37 @@ def _store(data_dir: Path | None) -> LabelStore:
 
 
 def _resolve(store: LabelStore, ref: str, data_dir: Path | None, classes_file: Path | None = None,
-             tomograms: Path | None = None):
-    return store.resolve(ref, data_root=DataRoot.from_env(data_dir), tomograms=tomograms,
-                         registry=ClassRegistry.from_file(classes_file))
+             tomograms: Path | None = None, strict_counts: bool = False):
+    """A version or label file; a file's warnings (e.g. a competition table's counts) are printed to stderr."""
+    notes: list[str] = []
+    found = store.resolve(ref, data_root=DataRoot.from_env(data_dir), tomograms=tomograms,
+                          registry=ClassRegistry.from_file(classes_file), notes=notes, strict_counts=strict_counts)
+    for note in notes:
+        say(f"warning: {note}", style="yellow", err=True)
+    return found
 
 
 @app.command("list")
 def list_cmd(data_dir: DataDir = None) -> None:
     """List stored label versions with their parents, classes and counts."""
     store = _store(data_dir)
-    rows = []
-    for name in store.names():
-        m = store.manifest(name)
-        rows.append({"version": name, "parents": ",".join(m.parents), "tomograms": m.counts["tomograms"],
+    rows: list[dict[str, object]] = []
+    unreadable = []
+    for entry in store.versions():
+        m = entry.manifest
+        if m is None:  # one unreadable version never hides the others
+            unreadable.append(entry)
+            rows.append({"version": entry.name, "parents": "", "tomograms": "", "picks": "",
+                         "created_at": "", "producer": "UNREADABLE (see below)"})
+            continue
+        rows.append({"version": entry.name, "parents": ",".join(m.parents), "tomograms": m.counts.get("tomograms", ""),
                      "picks": ", ".join(f"{n} {c}" for c, n in m.class_counts.items()) or m.counts.get("motors", 0),
                      "created_at": m.created_at, "producer": m.producer})
     print_frame(pd.DataFrame(rows, columns=["version", "parents", "tomograms", "picks", "created_at", "producer"]),
                 title=f"label versions in {store.dir}")
+    for entry in unreadable:
+        say(f"version {entry.name} is unreadable: {entry.problem} ({store.manifest_path(entry.name)})",
+            style="yellow")
 
 
 @app.command("show")
@@ -70,6 +84,8 @@ def diff_cmd(
     When B descends from A, this is B's audit trail (the same add/remove/move/relabel as its changes file).
     """
     store = _store(data_dir)
+    if plot is not None:
+        guard_output(plot, DataRoot.from_env(data_dir).root, option="--plot")
     if store.exists(a) if "/" not in a and not a.endswith(".csv") else False:
         stored_b = "/" not in b and not b.endswith(".csv") and store.exists(b)
     else:
@@ -83,7 +99,6 @@ def diff_cmd(
     if plot is not None:
         from byu.plots import plot_label_diff
 
-        store.check_output(plot, option="--plot")
         plot_label_diff(changes, title=f"{a} → {b}", out=plot)
     if csv:
         typer.echo(changes.to_csv(index=False, lineterminator="\n"), nl=False)
@@ -103,6 +118,8 @@ def compare_cmd(
     from byu.metrics import compare_versions, scores_table
 
     store = _store(data_dir)
+    if plot is not None:
+        guard_output(plot, DataRoot.from_env(data_dir).root, option="--plot")
     cand, _ = _resolve(store, candidate, data_dir)
     ref, _ = _resolve(store, reference, data_dir)
     scores = compare_versions(cand, ref)
@@ -110,7 +127,6 @@ def compare_cmd(
     if plot is not None:
         from byu.plots import plot_class_scores
 
-        store.check_output(plot, option="--plot")
         plot_class_scores(scores_table(scores), title=f"{candidate} vs {reference}", out=plot)
 
 
@@ -140,9 +156,11 @@ def split_cmd(
 ) -> None:
     """Write a fresh (--folds K --seed S) or carried-forward (--carry PREV.json) CV split."""
     store = _store(data_dir)
-    store.check_output(out)
+    root = DataRoot.from_env(data_dir).root
+    # a NEW split into cv/ is this command's job (write_split_new refuses a different one there); never a replace
+    guard_output(out, root, exclusive=not replace and managed_folder(out, root) == "cv")
     if plot is not None:
-        store.check_output(plot, option="--plot")
+        guard_output(plot, root, option="--plot")
     df, _ = _resolve(store, labels, data_dir)
     if carry is not None:
         split = carry_split(df, read_split(carry), max_val_motors=max_val_motors, assign_new=assign_new)
@@ -172,12 +190,15 @@ def convert_cmd(
                                                 "motors, picks otherwise)")] = None,
     tomograms: Annotated[Path | None, typer.Option(help="picks form: tomograms table tomo_id,Z,Y,X,voxel_spacing "
                                                       "(default: the stored tomograms' original frames)")] = None,
+    strict_counts: Annotated[bool, typer.Option("--strict-counts", help="competition form: refuse a 'Number of "
+                                                "motors' that disagrees with the tomogram's motor rows (default: "
+                                                "the rows are the truth, with a warning)")] = False,
     classes_file: ClassesFile = None,
     data_dir: DataDir = None,
 ) -> None:
     """Convert any readable label form (canonical, wide, competition, picks) and/or store it as a version."""
     store = _store(data_dir)
-    labels, _ = _resolve(store, str(inp), data_dir, classes_file, tomograms)
+    labels, _ = _resolve(store, str(inp), data_dir, classes_file, tomograms, strict_counts=strict_counts)
     say(store_or_write(labels, out=out, version=version, store=store, inputs=[inp], producer="byu labels convert",
                        form=form))
 
@@ -204,7 +225,7 @@ def export_cmd(
 ) -> None:
     """Write a stored version in one of the forms (the picks form: tomo_id,particle,z,y,x,voxel_spacing)."""
     store = _store(data_dir)
-    store.check_output(out)
+    guard_output(out, DataRoot.from_env(data_dir).root)
     labels = store.get(version)
     write_export(labels, form, out)
     say(f"wrote {out}: version {version} in the {form} form ({len(labels.picks)} picks, "

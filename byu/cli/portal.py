@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from byu.cli.util import ClassesFile, DataDir, console, make_app, say
-from byu.paths import DataRoot
+from byu.paths import DataRoot, guard_output
+from byu.portal.convert import DEFAULT_MERGE_FRACTION
 from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
 from byu.portal.ingest import (
     DEFAULT_LABEL_VERSION,
@@ -73,6 +74,12 @@ Version = Annotated[str, typer.Option("--label-version", help="label version to 
 IncludeEmpty = Annotated[bool, typer.Option("--include-empty",
                                             help="rows (no motors) for tomograms without annotation")]
 Force = Annotated[bool, typer.Option("--force", help="redo even when already complete")]
+MergeDistance = Annotated[float | None, typer.Option(
+    "--merge-distance", help="keep once the points of a class closer than this many Å (every class; 0: merge "
+    "nothing); default: --merge-fraction of each class's radius")]
+MergeFraction = Annotated[float | None, typer.Option(
+    "--merge-fraction", help=f"keep once the points of a class closer than this fraction of its radius (default "
+    f"{DEFAULT_MERGE_FRACTION:g}: two particles' centres are about two radii apart)")]
 
 
 def _load(selection: Path | None, data: DataRoot) -> Selection:
@@ -170,12 +177,31 @@ def _preprocess(sel: Selection, data: DataRoot, *, spacing: float | None, clip: 
     return report
 
 
+def _merge(distance: float | None, fraction: float | None) -> dict[str, Any]:
+    """The merge options for :func:`labels_step`, each checked and named when wrong (before any work)."""
+    import math
+
+    from byu.errors import InputError
+
+    if distance is not None and fraction is not None:
+        raise InputError("give --merge-distance (Å, every class) or --merge-fraction (of each class's radius), not "
+                         "both", field="--merge-distance")
+    for what, v in (("--merge-distance", distance), ("--merge-fraction", fraction)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise InputError(f"must be a finite number >= 0 (0: merge nothing), got {v!r}", field=what)
+    return {"merge_distance_A": distance,
+            "merge_fraction": DEFAULT_MERGE_FRACTION if fraction is None else fraction}
+
+
 def _labels(sel: Selection, data: DataRoot, *, version: str, points: Path | None, include_empty: bool,
-            allow_partial: bool, workers: int, retries: int) -> LabelsReport:
+            allow_partial: bool, workers: int, retries: int, merge: dict[str, Any] | None = None) -> LabelsReport:
     report = labels_step(sel, data, name=version, points_csv=points, include_empty=include_empty,
-                         allow_partial=allow_partial, workers=workers, retries=retries)
+                         allow_partial=allow_partial, workers=workers, retries=retries, **(merge or {}))
     for f in report.failures:
         _print_failure(f)
+    for mg in report.notes.merges:
+        _mark("merged", "yellow", f"{mg.merged} {mg.particle} point(s) in {mg.tomo_id} (closer than "
+              f"{mg.distance_A:g} Å to another)")
     for tid, pts in report.notes.dropped.items():
         _mark("dropped", "yellow", f"{len(pts)} point(s) outside {tid}: {pts}")
     if report.notes.unmatched_rows:
@@ -221,6 +247,8 @@ def find_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None,
     from byu.labels.classes import ClassRegistry
 
     data = DataRoot.from_env(data_dir)
+    if out is not None and out.resolve() != selection_path(data).resolve():  # the default is find's own file
+        guard_output(out, data.root)
     objs, pattern = _objects(objects, object_name)
     sel, path = find_step(url, data, out=out, dataset_ids=dataset or [], run_names=run or [], points_csv=points,
                           target_spacing=spacing, side=side, prefer=_prefer(prefer), fmt=fmt, object_name=pattern,
@@ -260,11 +288,13 @@ AllowPartial = Annotated[bool, typer.Option("--allow-partial", help="store the l
 def labels_cmd(selection: SelectionOpt = None, version: Version = DEFAULT_LABEL_VERSION, points: Points = None,
                include_empty: IncludeEmpty = False, allow_partial: AllowPartial = False,
                workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES,
+               merge_distance: MergeDistance = None, merge_fraction: MergeFraction = None,
                data_dir: DataDir = None) -> None:
     """Convert the portal point annotations (and/or an external CSV) of the stored tomograms into a label version."""
+    merge = _merge(merge_distance, merge_fraction)
     data = DataRoot.from_env(data_dir)
     report = _labels(_load(selection, data), data, version=version, points=points, include_empty=include_empty,
-                     allow_partial=allow_partial, workers=workers, retries=retries)
+                     allow_partial=allow_partial, workers=workers, retries=retries, merge=merge)
     _exit(bool(report.failures or report.withheld))
 
 
@@ -283,10 +313,12 @@ def ingest_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None
                = False,
                workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES, timeout: Timeout = 60.0,
                clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
+               merge_distance: MergeDistance = None, merge_fraction: MergeFraction = None,
                url: Url = DEFAULT_PORTAL_URL, classes_file: ClassesFile = None, data_dir: DataDir = None) -> None:
     """find + (download → preprocess → delete raw, per tomogram) + labels in one go (rerun to resume)."""
     from byu.labels.classes import ClassRegistry
 
+    merge = _merge(merge_distance, merge_fraction)
     data = DataRoot.from_env(data_dir)
     objs, pattern = _objects(objects, object_name)
     sel, path = find_step(url, data, dataset_ids=dataset or [], run_names=run or [], points_csv=points,
@@ -309,6 +341,6 @@ def ingest_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None
     bad = bool(failed)
     if not no_labels:
         labels = _labels(sel, data, version=version, points=None, include_empty=include_empty,
-                         allow_partial=allow_partial, workers=workers, retries=retries)
+                         allow_partial=allow_partial, workers=workers, retries=retries, merge=merge)
         bad = bad or bool(labels.failures or labels.withheld)
     _exit(bad)

@@ -1,13 +1,23 @@
 """A label version into a copick project, as copick picks (written to the project's overlay).
 
 - **Pick sets**: one per run, object and copick user: ``<user>_<session>_<object>`` with the version's picks of
-  that class in that run, positions in Å, ``x, y, z`` (``voxel x the tomogram's spacing``; identity transforms).
-  Only (run, object) pairs holding picks get a set. Writing is all or nothing as far as checks go: every problem
-  (unknown object, missing run, an existing different pick set) is found before the first file is written.
+  that class in that run, positions in Å, ``x, y, z`` (``voxel x the tomogram's spacing``). Only (run, object) pairs
+  holding picks get a set. Writing is all or nothing as far as checks go: every problem (unknown object, missing
+  run, an existing different pick set, a symlink out of the overlay) is found before the first file is written.
+- **Orientations**: a pick's kept ``transform`` (copick's 4x4 matrix from ingest) is written back as it was (its
+  location = the centre minus the transform's shift, so copick's ``full_positions`` is the version's position).
+  A pick without one, or whose provenance says a review changed it (``source`` ``review:...``: moved, added or
+  relabelled), has no known orientation: the identity; a pick set with any such pick says
+  ``trust_orientation: false``, one whose every pick has its transform ``true``.
 - **Ids**: ``user_id`` (default ``byu``) and ``session_id`` (default: the version name) made valid the way copick
   requires (``sanitize_name``: ``_`` and other characters it refuses become ``-``). With ``by_reviewer`` every pick
   goes under its own ``user_id`` provenance (the copick user it came from, or the reviewer who added or moved it),
   picks without one under ``user_id``.
+- **byu's note** in each written set (:mod:`byu.copick.picks`): the version, and the project's pick sets of the same
+  run and object whose picks it carries (the sets the picks' provenance names, when those picks are still in them),
+  with a fingerprint of their positions. :func:`byu.copick.ingest_copick` then leaves those out when it takes the
+  export too, so ingesting the project again gives each pick once (an export of curator/manual-1's 25 picks under
+  curator/cp-v2, ingested with ``user_id=curator``: 25 picks, not 50).
 - **Objects**: a class maps to the project's pickable object of the same name, else to the one particle object
   with the class's identifier (``go_id``). A class with neither is an error naming it, unless ``add_objects``:
   then it is added to the config (name, radius, identifier; next free label) and the config file is saved.
@@ -15,7 +25,15 @@
   (``data_root``; tomograms from :func:`byu.copick.ingest_copick`), else the tomo_id itself. A run that is not in
   the project is an error (``runs_missing="error"``), created (``"create"``) or left out (``"skip"``).
 - **Existing pick sets** of the same run, object, user and session: identical positions are left as they are
-  (``unchanged``: exporting twice is a no-op); different ones are an error unless ``overwrite``.
+  (``unchanged``: exporting twice is a no-op; a set byu wrote whose positions and orientations are the same but
+  whose trust flag or note differ is rewritten, ``updated``; any other set with those positions is rewritten only
+  with ``overwrite``, e.g. one an older byu wrote without its note); different ones are an error unless
+  ``overwrite``, as is an unreadable one.
+- **Concurrency**: each pick set file is written under its own lock (``Picks/.<name>.json.lock``) through a temp
+  file renamed over it. Exporters racing for one pick set: the first writes it; the other, once it holds the lock,
+  reads what is there and, unless that is what it would write, refuses naming the pick set (nothing written).
+- **Symlinks**: a run folder, ``Picks/`` folder or pick file that is a symlink resolving outside the overlay root
+  is refused, naming it (a link inside the overlay is followed).
 """
 
 from __future__ import annotations
@@ -26,15 +44,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from byu.copick.ingest import copick_id, open_project
+from byu.copick.picks import (
+    LOCK_TIMEOUT_S,
+    PickSetData,
+    check_inside,
+    is_local,
+    load_pick_set,
+    locked,
+    pick_file_bytes,
+    read_pick_file,
+    same_positions,
+    write_pick_file,
+)
 from byu.errors import ByuError, InputError, InputErrors
 from byu.labels.classes import ParticleClass
-from byu.labels.model import LabelSet
+from byu.labels.model import TRANSFORM_COLUMN, LabelSet, parse_transform
 from byu.paths import DataRoot
 from byu.tomo.io import read_meta, tomo_dir
 
 RunsMissing = Literal["error", "create", "skip"]
+REVIEW_SOURCE = "review:"  # provenance of picks a review moved, added or relabelled
+CARRY_TOLERANCE_A = 1e-3  # a version's pick is the project's pick when its centre is this close
 
 
 @dataclass
@@ -45,7 +78,9 @@ class PickSetWrite:
     user_id: str
     session_id: str
     n: int
-    status: str  # written | replaced | unchanged
+    status: str  # written | replaced | updated | unchanged
+    trust_orientation: bool = False
+    carries: list[str] = field(default_factory=list)  # user/session of the project's sets whose picks it carries
 
 
 @dataclass
@@ -118,9 +153,61 @@ def _run_name(tomo_id: str, run_names: Mapping[str, str] | None, data: DataRoot 
     return tomo_id
 
 
-def _same(existing: Any, xyz: np.ndarray) -> bool:
-    old = np.asarray(existing.full_positions(), dtype=float).reshape(-1, 3)
-    return old.shape == xyz.shape and bool(np.allclose(old, xyz, rtol=0.0, atol=1e-6))
+@dataclass
+class _Group:
+    tomo_id: str
+    run: str
+    object: str
+    user: str
+    rows: np.ndarray  # the picks' rows
+    centres: np.ndarray  # (n, 3) Å, x, y, z
+    transforms: np.ndarray  # (n, 4, 4): kept, else the identity
+    trust: bool
+    note: dict[str, Any]
+    path: str = ""
+    status: str = ""
+
+
+def _transforms(picks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every pick's transform to write (kept, else the identity) and whether it is known."""
+    text = picks[TRANSFORM_COLUMN].astype(str).to_numpy() if TRANSFORM_COLUMN in picks.columns \
+        else np.full(len(picks), "", dtype=object)
+    reviewed = picks["source"].astype(str).str.startswith(REVIEW_SOURCE).to_numpy()
+    known = (text != "") & ~reviewed
+    out = np.repeat(np.eye(4)[None], len(picks), axis=0)
+    for i in np.flatnonzero(known):
+        out[i] = parse_transform(text[i])
+    return out, known
+
+
+def _status(existing: PickSetData | None, g: _Group, *, overwrite: bool) -> str | None:
+    """written / unchanged / updated / replaced, or ``None``: a different set is there (refused)."""
+    if existing is None:
+        return "written"
+    same_centres = same_positions(existing.centres, g.centres)
+    locations = g.centres - g.transforms[:, :3, 3]
+    same_rest = (same_centres and existing.trust_orientation == g.trust and existing.note == g.note
+                 and same_positions(existing.locations, locations)
+                 and same_positions(existing.transforms, g.transforms, atol=1e-9))
+    if existing.note is None:  # not byu's (the project's own, or an older byu's): the same positions are left alone
+        if same_centres and (same_rest or not overwrite):
+            return "unchanged"
+        return "replaced" if overwrite else None
+    if not (same_centres and same_positions(existing.transforms[:, :3, :3], g.transforms[:, :3, :3], atol=1e-9)):
+        return "replaced" if overwrite else None
+    return "unchanged" if same_rest else "updated"
+
+
+def _carried(centres: np.ndarray, there: np.ndarray) -> bool:
+    """Whether every centre is one of ``there`` (the project's pick set)."""
+    if not len(centres):
+        return True
+    if not len(there):
+        return False
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(there).query(centres, distance_upper_bound=CARRY_TOLERANCE_A)
+    return bool(np.isfinite(d).all())
 
 
 def export_copick(
@@ -136,6 +223,7 @@ def export_copick(
     run_names: Mapping[str, str] | None = None,
     overwrite: bool = False,
     add_objects: bool = False,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> CopickExportReport:
     """Write every pick of ``labels`` into the copick project of ``config_path`` (see the module docstring)."""
     config = Path(config_path)
@@ -172,6 +260,7 @@ def export_copick(
 
     spacing = picks["tomo_id"].map(labels.spacing_of()).to_numpy(dtype=float)
     xyz_all = (picks[["x", "y", "z"]].to_numpy(dtype=float) * spacing[:, None]) if len(picks) else np.zeros((0, 3))
+    transforms_all, known_all = _transforms(picks)
 
     if by_reviewer:
         users = picks["user_id"].map(lambda u: copick_id(u, what="user_id") if str(u).strip() else default_user)
@@ -179,32 +268,89 @@ def export_copick(
         users = picks["particle"].map(lambda _: default_user)
     picks = picks.assign(_user=users.to_numpy(dtype=object))
 
-    groups: list[tuple[str, str, str, str, np.ndarray]] = []  # (tomo_id, run, object, user, xyz)
+    version = version_name or session
+    source_tag = f"copick:{config.name}"
+    cache: dict[tuple[str, str, str, str], PickSetData | None] = {}
+
+    def project_set(run_name: str, obj: str, user: str, sess: str) -> PickSetData | None:
+        """The project's (readable) pick set of these ids, if there is exactly one."""
+        key = (run_name, obj, user, sess)
+        if key not in cache:
+            run = runs.get(run_name)
+            try:
+                found = run.get_picks(object_name=obj, user_id=user, session_id=sess) if run is not None else []
+                cache[key] = load_pick_set(found[0]) if len(found) == 1 else None
+            except (InputError, IndexError, ValueError):
+                cache[key] = None
+        return cache[key]
+
+    groups: list[_Group] = []
     for (tid, particle, user), part in picks.groupby(["tomo_id", "particle", "_user"], sort=False):
-        groups.append((tid, run_of[tid], object_of[particle], user, xyz_all[part.index.to_numpy()]))
+        rows = part.index.to_numpy()
+        run_name, obj = run_of[tid], object_of[particle]
+        carries = []
+        prov = part[(part["source"] == source_tag) & (part["user_id"] != "") & (part["session_id"] != "")]
+        for (u, sess), sub in prov.groupby(["user_id", "session_id"], sort=True):
+            if (u, sess) == (user, session):
+                continue
+            there = project_set(run_name, obj, str(u), str(sess))
+            if there is not None and _carried(xyz_all[sub.index.to_numpy()], there.centres):
+                carries.append({"user_id": str(u), "session_id": str(sess), "picks": len(there.centres),
+                                "fingerprint": there.fingerprint()})
+        groups.append(_Group(tomo_id=tid, run=run_name, object=obj, user=user, rows=rows, centres=xyz_all[rows],
+                             transforms=transforms_all[rows], trust=bool(len(rows)) and bool(known_all[rows].all()),
+                             note={"version": version, "supersedes": carries}))
 
     conflicts: list[InputError] = []
     first: dict[tuple[str, str, str], str] = {}
-    for tid, run_name, obj, user, _ in groups:
-        other = first.setdefault((run_name, obj, user), tid)
-        if other != tid:
-            conflicts.append(InputError(f"tomograms {other!r} and {tid!r} of the version both go to run "
-                                        f"{run_name!r}", file=config, field="runs"))
-    status: list[str] = []
-    for _tid, run_name, obj, user, xyz in groups:
-        run = runs.get(run_name)
-        existing = run.get_picks(object_name=obj, user_id=user, session_id=session) if run is not None else []
-        if not existing:
-            status.append("written")
-        elif _same(existing[0], xyz):
-            status.append("unchanged")
-        elif overwrite:
-            status.append("replaced")
-        else:
+    for g in groups:
+        other = first.setdefault((g.run, g.object, g.user), g.tomo_id)
+        if other != g.tomo_id:
+            conflicts.append(InputError(f"tomograms {other!r} and {g.tomo_id!r} of the version both go to run "
+                                        f"{g.run!r}", file=config, field="runs"))
+
+    fs = root.fs_overlay
+    local = is_local(fs)
+    overlay_root = getattr(root, "root_overlay", None)
+    for g in groups:
+        run = runs.get(g.run)
+        run_dir = run.overlay_path if run is not None else f"{overlay_root}/ExperimentRuns/{g.run}"
+        g.path = f"{run_dir}/Picks/{g.user}_{session}_{g.object}.json"
+        if local and overlay_root:
+            try:
+                check_inside(g.path, overlay_root)
+            except InputError as exc:
+                conflicts.append(exc)
+                continue
+        try:
+            existing = read_pick_file(fs, g.path)
+            if existing is None and run is not None:  # a read-only (static) set of the same ids
+                static = [s for s in run.get_picks(object_name=g.object, user_id=g.user, session_id=session)
+                          if getattr(s, "read_only", False)]
+                if static:
+                    existing = load_pick_set(static[0])
+                    if not same_positions(existing.centres, g.centres):
+                        conflicts.append(InputError(
+                            f"run {g.run!r} has a different read-only pick set {g.user}_{session}_{g.object} (in "
+                            "the project's static root: it cannot be replaced); use another --session-id",
+                            file=existing.where, field="session_id"))
+                        continue
+                    g.status = "unchanged"
+                    continue
+        except InputError as exc:
+            if overwrite:  # an unreadable (damaged, half-written) set: --overwrite replaces it
+                g.status = "replaced"
+                continue
+            conflicts.extend(exc.errors if isinstance(exc, InputErrors) else [exc])
+            continue
+        status = _status(existing, g, overwrite=overwrite)
+        if status is None:
             conflicts.append(InputError(
-                f"run {run_name!r} already has a different pick set {user}_{session}_{obj} "
-                f"({len(existing[0].points)} picks, the version has {len(xyz)}); use another --session-id, or "
-                "--overwrite", file=config, field="session_id"))
+                f"run {g.run!r} already has a different pick set {g.user}_{session}_{g.object} "
+                f"({len(existing.centres) if existing is not None else 0} picks, the version has {len(g.rows)}); "
+                "use another --session-id, or --overwrite", file=config, field="session_id"))
+            continue
+        g.status = status
     if conflicts:
         raise conflicts[0] if len(conflicts) == 1 else InputErrors(conflicts)
 
@@ -215,19 +361,61 @@ def export_copick(
         report.added_objects.append(cls.name)
     if to_add:
         root.save_config(str(config))
+    for g in groups:
+        if g.status != "unchanged" and g.run not in runs:
+            runs[g.run] = root.new_run(g.run)
+            report.created_runs.append(g.run)
 
-    for (tid, run_name, obj, user, xyz), st in zip(groups, status, strict=True):
-        if st != "unchanged":
-            run = runs.get(run_name)
-            if run is None:
-                run = root.new_run(run_name)
-                runs[run_name] = run
-                report.created_runs.append(run_name)
-            pick_set = run.new_picks(obj, session_id=session, user_id=user, exist_ok=True)
-            pick_set.from_numpy(xyz)  # stores
-        report.written.append(PickSetWrite(run=run_name, tomo_id=tid, object=obj, user_id=user, session_id=session,
-                                           n=len(xyz), status=st))
+    todo = [g for g in groups if g.status != "unchanged"]
+    if local and todo:
+        for g in todo:
+            Path(g.path).parent.mkdir(parents=True, exist_ok=True)
+            if overlay_root:
+                check_inside(g.path, overlay_root)  # again, now that the folders exist
+        with locked([g.path for g in todo], timeout_s=lock_timeout_s):
+            _recheck(todo, fs, session=session, overwrite=overwrite)
+            _write(todo, fs, session=session)
+    else:
+        _write(todo, fs, session=session)
+    for g in groups:
+        report.written.append(PickSetWrite(
+            run=g.run, tomo_id=g.tomo_id, object=g.object, user_id=g.user, session_id=session, n=len(g.rows),
+            status=g.status, trust_orientation=g.trust,
+            carries=[f"{c['user_id']}/{c['session_id']}" for c in g.note["supersedes"]]))
     return report
+
+
+def _recheck(todo: list[_Group], fs: Any, *, session: str, overwrite: bool) -> None:
+    """Under the locks: what another exporter wrote meanwhile decides again (all or nothing)."""
+    refused: list[InputError] = []
+    for g in todo:
+        try:
+            existing = read_pick_file(fs, g.path)
+        except InputError:
+            if overwrite:
+                g.status = "replaced"
+                continue
+            raise
+        status = _status(existing, g, overwrite=overwrite)
+        if status is None:
+            refused.append(InputError(
+                f"run {g.run!r}: pick set {g.user}_{session}_{g.object} was written by another export meanwhile "
+                f"({len(existing.centres) if existing is not None else 0} picks, this version has {len(g.rows)}); "
+                "nothing was written: use another --session-id, or --overwrite", file=g.path, field="session_id"))
+        else:
+            g.status = status
+    if refused:
+        raise refused[0] if len(refused) == 1 else InputErrors(refused)
+
+
+def _write(todo: list[_Group], fs: Any, *, session: str) -> None:
+    for g in todo:
+        if g.status == "unchanged":
+            continue
+        data = pick_file_bytes(object_name=g.object, user_id=g.user, session_id=session, run_name=g.run,
+                               locations=g.centres - g.transforms[:, :3, 3], transforms=g.transforms,
+                               trust_orientation=g.trust, note=g.note)
+        write_pick_file(fs, g.path, data)
 
 
 __all__ = ["CopickExportReport", "PickSetWrite", "RunsMissing", "export_copick"]

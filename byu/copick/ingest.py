@@ -20,8 +20,20 @@ For every run of the project (or of ``runs``):
    chunks are too deep to read in place, is first copied (its full-resolution array, chunks as they are) to
    ``raw/<tomo_id>.copick.zarr`` and read from there, so nothing is ever written into the project.
 5. **Classes**: one per object: the registry's class when the object's name is one (the built-ins, plus a classes
-   file's), else a new class from the object (name, radius in Å, identifier as ``go_id``).
-6. **Provenance** per pick: ``source = copick:<config file name>``, ``user_id`` and ``session_id`` of its pick set.
+   file's), else a new class from the object (name, radius in Å, identifier as ``go_id``). The project's radius
+   wins: a registry class whose radius the object gives otherwise takes the object's (and so does its match
+   radius when that was the radius), and the report says so (``radii``).
+6. **Provenance** per pick: ``source = copick:<config file name>``, ``user_id`` and ``session_id`` of its pick set,
+   and ``transform`` (copick's 4x4 matrix) when its pick set trusts its orientations and the matrix is not the
+   identity (copick's default, written whether or not anyone knew the orientation: read as not known).
+7. **byu's own exports** (:mod:`byu.copick.export`): a pick set byu exported names the pick sets whose picks it
+   carries; when both are selected and those are unchanged since, they are left out (``superseded``), so a project
+   ingested again after an export gives each pick once. Two selected exports carrying the same pick set are an
+   error asking which one (``session_id``).
+
+Pick files that cannot be read (malformed JSON, a missing or non-number coordinate, a non-finite value) are
+errors naming the file and the point. Spacings (``target_spacing``, ``voxel_spacing``) must be finite, at least
+``MIN_SPACING_A`` (0.1 Å: finer than any tomogram's voxel; less is a typo or another unit) and at most 10⁶ Å.
 
 Runs with none of the selected picks are left out of the version unless ``include_empty`` (a run nobody picked
 is not known to be empty). A run with picks but no tomogram is an error, as is an unknown object; every problem is
@@ -48,10 +60,11 @@ import numpy as np
 import pandas as pd
 
 from byu.atomic import sha256_bytes
+from byu.copick.picks import IDENTITY, PickSetData, load_pick_set
 from byu.errors import ByuError, InputError, InputErrors, VersionExistsError
-from byu.labels.classes import ClassRegistry, ParticleClass
+from byu.labels.classes import BUILTIN_CLASSES, ClassRegistry, ParticleClass
 from byu.labels.formats import picks_bytes, tomograms_bytes
-from byu.labels.model import LabelSet, empty_picks
+from byu.labels.model import MAX_SPACING, LabelSet, empty_picks, format_transform
 from byu.labels.store import LabelStore, Manifest, check_version_name
 from byu.paths import DataRoot, check_id
 from byu.tomo.grid import working_spacing
@@ -62,6 +75,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOMO_TYPES: tuple[str, ...] = ("wbp", "denoised", "ctfdeconvolved", "isonetcorrected", "raw", "filtered")
 SPACING_TOLERANCE = 1e-3  # Å: copick names spacing folders with 3 decimals
+MIN_SPACING_A = 0.1  # Å: finer than any tomogram's voxel (atoms are ~1 Å apart); less is a typo or another unit
 PRODUCER = "byu copick ingest"
 
 ProgressFn = Callable[[str, int, int, str], None]  # (tomo_id, done, total, status)
@@ -84,6 +98,35 @@ class TomogramResult:
     meta: TomoMeta | None = None
 
 
+@dataclass(frozen=True)
+class RadiusNote:
+    """A class whose radius the project gives otherwise than byu's registry: the project's was taken."""
+
+    object: str
+    project_radius: float
+    byu_radius: float
+    byu_source: str  # "built-in" | "classes file"
+
+    def __str__(self) -> str:
+        theirs = "byu's built-in" if self.byu_source == "built-in" else "the classes file's"
+        return f"{self.object}: radius {self.project_radius:g} Å from the project ({theirs}: {self.byu_radius:g} Å)"
+
+
+@dataclass(frozen=True)
+class SupersededSet:
+    """A selected pick set left out because a selected byu export carries its picks (unchanged since)."""
+
+    run: str
+    object: str
+    pick_set: str  # user/session
+    by: str  # the export's user/session
+    version: str  # the version byu exported there
+
+    def __str__(self) -> str:
+        return (f"{self.pick_set} (run {self.run}, {self.object}): its picks are in byu's export {self.by} (version "
+                f"{self.version}), also taken; to take {self.pick_set} instead, leave {self.by} out with --session-id")
+
+
 @dataclass
 class CopickIngestReport:
     config: Path
@@ -97,6 +140,8 @@ class CopickIngestReport:
     without_tomogram: list[str] = field(default_factory=list)  # runs without picks and without a tomogram
     dropped: dict[str, list[tuple[str, float, float, float]]] = field(default_factory=dict)  # tomo_id -> outside
     withheld: list[str] = field(default_factory=list)  # failed tomograms: the version was not stored
+    radii: list[RadiusNote] = field(default_factory=list)  # the project's radius taken over byu's
+    superseded: list[SupersededSet] = field(default_factory=list)  # selected, but carried by a selected export
 
     @property
     def ok(self) -> bool:
@@ -161,9 +206,40 @@ def copick_tomo_id(run_name: str) -> str:
     return check_id(safe[:200])
 
 
+def check_spacing(value: float, *, what: str) -> float:
+    """A spacing option in Å: finite, from ``MIN_SPACING_A`` to ``MAX_SPACING``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"must be a number of Å, got {value!r}", field=what) from None
+    if not (math.isfinite(v) and MIN_SPACING_A <= v <= MAX_SPACING):
+        raise InputError(f"must be a finite number of Å from {MIN_SPACING_A:g} Å to {MAX_SPACING:,.0f} Å, got "
+                         f"{value!r}", field=what)
+    return v
+
+
+def _project_radius(o: Any, cls: ParticleClass, notes: list[RadiusNote] | None) -> ParticleClass:
+    """``cls`` with the object's radius when the project gives another valid one (its match radius too when that
+    was the radius)."""
+    try:
+        r = float(o.radius) if o.radius is not None else math.nan
+    except (TypeError, ValueError):
+        r = math.nan
+    if not (math.isfinite(r) and r > 0) or r == cls.radius:
+        return cls
+    update: dict[str, Any] = {"radius": r}
+    if cls.match_radius_A == cls.radius:
+        update["match_radius"] = r
+    if notes is not None:
+        notes.append(RadiusNote(o.name, r, cls.radius,
+                                "built-in" if BUILTIN_CLASSES.get(o.name) == cls else "classes file"))
+    return ParticleClass(**{**cls.model_dump(), **update})
+
+
 def project_classes(root: Any, objects: str | Sequence[str] | None, registry: ClassRegistry, *,
-                    config: Path) -> list[tuple[Any, ParticleClass]]:
-    """``(copick object, class)`` for the chosen objects (default: every particle object), in config order."""
+                    config: Path, notes: list[RadiusNote] | None = None) -> list[tuple[Any, ParticleClass]]:
+    """``(copick object, class)`` for the chosen objects (default: every particle object), in config order; the
+    project's radius of a registry class is taken (and noted in ``notes``)."""
     all_objects = list(root.pickable_objects)
     by_name = {o.name: o for o in all_objects}
     if objects is None:
@@ -190,7 +266,7 @@ def project_classes(root: Any, objects: str | Sequence[str] | None, registry: Cl
     known = set(registry)  # (``in registry`` would raise: the registry's lookup error is not a KeyError)
     for o in chosen:
         if o.name in known:
-            out.append((o, registry[o.name]))
+            out.append((o, _project_radius(o, registry[o.name], notes)))
             continue
         where = f"pickable_objects[{index[o.name]}]"
         if not o.radius or not math.isfinite(float(o.radius)) or float(o.radius) <= 0:
@@ -383,13 +459,14 @@ def ingest_copick(
     store = LabelStore(data.labels)
     if not store.exists(version):
         check_version_name(version)
-    if voxel_spacing is not None and not (math.isfinite(voxel_spacing) and voxel_spacing > 0):
-        raise InputError(f"voxel spacing must be a positive number of Å, got {voxel_spacing!r}",
-                         field="voxel_spacing")
+    if voxel_spacing is not None:
+        voxel_spacing = check_spacing(voxel_spacing, what="voxel_spacing")
+    target_spacing = check_spacing(target_spacing, what="target_spacing")
     root = open_project(config)
     tomo_type = copick_id(tomo_type, what="tomo_type") if tomo_type is not None else None
     users, sessions = _ids(user_id, "user_id"), _ids(session_id, "session_id")
-    pairs = project_classes(root, objects, registry, config=config)
+    radii: list[RadiusNote] = []
+    pairs = project_classes(root, objects, registry, config=config, notes=radii)
     object_names = [o.name for o, _ in pairs]
     class_of = {o.name: c.name for o, c in pairs}
     source = f"copick:{config.name}"
@@ -409,8 +486,10 @@ def ingest_copick(
     problems: list[InputError] = []
     planned: list[_Planned] = []
     seen_ids: dict[str, str] = {}
+    superseded: list[SupersededSet] = []
     for run in all_runs:
-        picks = _run_picks(run, object_names, users, sessions, class_of, source)
+        picks = _run_picks(run, object_names, users, sessions, class_of, source, problems=problems,
+                           superseded=superseded)
         if not picks and not include_empty:
             report_without_picks.append(run.name)
             continue
@@ -462,13 +541,16 @@ def ingest_copick(
         "runs": {p.tomo_id: {"run": p.run.name, "voxel_spacing": p.spacing, "tomo_type": p.tomogram.tomo_type}
                  for p in planned},
     }}
+    if superseded:  # only then: versions stored before this existed keep their details
+        extra["copick"]["superseded"] = [{"run": x.run, "object": x.object, "pick_set": x.pick_set, "by": x.by}
+                                         for x in superseded]
     if store.exists(version):
         _same_version_or_refuse(store, version, labels, extra)
 
     report = CopickIngestReport(config=config, project=project, version=version,
                                 labels=labels, manifest=None, objects=object_names,
                                 without_picks=report_without_picks, without_tomogram=report_without_tomo,
-                                dropped=dropped)
+                                dropped=dropped, radii=radii, superseded=superseded)
     total = len(planned)
     for i, p in enumerate(planned):
         result = _ingest_tomogram(p, data, config=config, target_spacing=target_spacing,
@@ -508,18 +590,89 @@ def _pick_sets(runs: Sequence[Any], object_names: list[str], limit: int = 20) ->
 
 
 def _run_picks(run: Any, object_names: list[str], users: list[str] | None, sessions: list[str] | None,
-               class_of: dict[str, str], source: str) -> list[dict[str, Any]]:
-    """The selected picks of a run, Å ``x, y, z`` with provenance; pick sets in (object, user, session) order."""
-    sets = run.get_picks(object_name=object_names, user_id=users, session_id=sessions)
+               class_of: dict[str, str], source: str, *, problems: list[InputError],
+               superseded: list[SupersededSet]) -> list[dict[str, Any]]:
+    """The selected picks of a run, Å ``x, y, z`` with provenance; pick sets in (object, user, session) order.
+    Unreadable pick files go to ``problems``; sets a selected byu export carries are left out (``superseded``)."""
+    try:
+        sets = run.get_picks(object_name=object_names, user_id=users, session_id=sessions)
+    except (IndexError, ValueError, AssertionError) as exc:  # copick splits every Picks/*.json name at '_'
+        problems.append(InputError(f"run {run.name!r}: its pick sets cannot be listed ({type(exc).__name__}: "
+                                   f"{exc}); is a file in Picks/ not named <user>_<session>_<object>.json?",
+                                   file=getattr(run, "overlay_path", None), field="picks"))
+        return []
     order = {n: i for i, n in enumerate(object_names)}
     sets = sorted(sets, key=lambda s: (order[s.pickable_object_name], s.user_id, s.session_id))
-    out = []
+    loaded: list[tuple[Any, PickSetData]] = []
     for s in sets:
-        xyz = np.asarray(s.full_positions(), dtype=float).reshape(-1, 3)
-        for x, y, z in xyz:
+        try:
+            loaded.append((s, load_pick_set(s)))
+        except InputErrors as exc:
+            problems.extend(exc.errors)
+        except InputError as exc:
+            problems.append(exc)
+    left_out = _superseded(run.name, loaded, superseded, problems)
+    out = []
+    for s, d in loaded:
+        if (s.pickable_object_name, s.user_id, s.session_id) in left_out:
+            continue
+        for (x, y, z), t in zip(d.centres, d.transforms, strict=True):
+            known = d.trust_orientation and not np.array_equal(t, IDENTITY)
             out.append({"particle": class_of[s.pickable_object_name], "x": x, "y": y, "z": z, "source": source,
-                        "user_id": s.user_id, "session_id": s.session_id})
+                        "user_id": s.user_id, "session_id": s.session_id,
+                        "transform": format_transform(t) if known else ""})
     return out
+
+
+_Key = tuple[str, str, str]  # (object, user, session)
+
+
+def _superseded(run: str, loaded: list[tuple[Any, PickSetData]], report: list[SupersededSet],
+                problems: list[InputError]) -> set[_Key]:
+    """The selected pick sets that a selected byu export carries (its note names them with the fingerprint they
+    had, and they still have it): left out, recorded in ``report``. A set carried by two exports is a problem."""
+    data = {(s.pickable_object_name, s.user_id, s.session_id): d for s, d in loaded}
+    carried_by: dict[_Key, list[_Key]] = {}
+    for key, d in data.items():
+        for entry in (d.note or {}).get("supersedes") or []:
+            if not isinstance(entry, dict):
+                continue
+            target = (key[0], str(entry.get("user_id")), str(entry.get("session_id")))
+            if target != key and target in data and entry.get("fingerprint") == data[target].fingerprint():
+                carried_by.setdefault(target, []).append(key)
+
+    def holders(key: _Key) -> set[_Key]:
+        """The sets taken (carried by none) that carry ``key``'s picks, through chains of exports."""
+        found: set[_Key] = set()
+        todo, seen = list(carried_by.get(key, [])), {key}
+        while todo:
+            k = todo.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            if k in carried_by:
+                todo.extend(carried_by[k])
+            else:
+                found.add(k)
+        return found
+
+    left_out: set[_Key] = set()
+    for key in sorted(carried_by):
+        by = sorted(holders(key))
+        if not by:
+            continue  # a cycle of exports: taken, rather than lose picks
+        name = lambda k: f"{k[1]}/{k[2]}"  # noqa: E731
+        version = lambda k: str((data[k].note or {}).get("version") or "?")  # noqa: E731
+        if len(by) > 1:
+            problems.append(InputError(
+                f"run {run!r}, {key[0]}: pick sets {', '.join(name(k) for k in by)} are byu exports (of versions "
+                f"{', '.join(version(k) for k in by)}) that all carry the picks of {name(key)}; taken together "
+                "those picks would count twice: choose one with --session-id (or --user-id)", field="session_id"))
+            continue
+        left_out.add(key)
+        report.append(SupersededSet(run=run, object=key[0], pick_set=name(key), by=name(by[0]),
+                                    version=version(by[0])))
+    return left_out
 
 
 def _labelset(planned: list[_Planned], classes: list[ParticleClass], *,
@@ -539,7 +692,8 @@ def _labelset(planned: list[_Planned], classes: list[ParticleClass], *,
                 dropped.setdefault(p.tomo_id, []).append((pk["particle"], pk["x"], pk["y"], pk["z"]))
                 continue
             rows.append({"tomo_id": p.tomo_id, "particle": pk["particle"], "z": zyx[0], "y": zyx[1], "x": zyx[2],
-                         "source": pk["source"], "user_id": pk["user_id"], "session_id": pk["session_id"]})
+                         "source": pk["source"], "user_id": pk["user_id"], "session_id": pk["session_id"],
+                         "transform": pk["transform"]})
     picks = pd.DataFrame(rows, columns=list(empty_picks().columns)) if rows else empty_picks()
     return LabelSet.build(tomos, picks, classes, source=source), dropped
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from byu.errors import InputError, InputErrors, NotFoundError
 
-CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CLASS_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z, not $ (no trailing newline)
 MOTOR_MATCH_RADIUS_A = 1000.0
 MAX_CLASSES_FILE_BYTES = 1 << 20
 
@@ -38,10 +38,11 @@ class ParticleClass(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="class name: letters, digits, '.', '_' or '-' (e.g. apo-ferritin)")
-    radius: float = Field(gt=0, description="particle radius in Å")
-    match_radius: float | None = Field(default=None, gt=0, description="review/diff match radius in Å "
-                                       "(default: the particle radius)")
-    weight: float = Field(default=1.0, ge=0, description="metric weight (CZII F-beta)")
+    # finite: a manifest stores classes as JSON, where inf/nan become null and the version could not be read again
+    radius: float = Field(gt=0, allow_inf_nan=False, description="particle radius in Å")
+    match_radius: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="review/diff match "
+                                       "radius in Å (default: the particle radius)")
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="metric weight (CZII F-beta)")
     portal_object: str | None = Field(default=None, description="CryoET Data Portal annotation object name, or an "
                                       "SQL ILIKE pattern of it ('%' any text, '_' one character)")
     go_id: str | None = Field(default=None, description="GO or UniProtKB identifier of the object")
@@ -49,7 +50,7 @@ class ParticleClass(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not CLASS_NAME.match(v):
+        if not CLASS_NAME.fullmatch(v):
             raise ValueError(f"class name {v!r} must be 1-64 letters, digits, '.', '_' or '-' "
                              "(starting with a letter or digit)")
         return v
@@ -195,9 +196,14 @@ def parse_classes(entries: Sequence[Any], *, source: str | Path | None = None) -
         try:
             c = ParticleClass.model_validate(entry)
         except ValidationError as exc:
+            name = entry.get("name") if isinstance(entry, Mapping) else None
+            which = f"class {name!r}" if isinstance(name, str) else f"class {i + 1}"
             for e in exc.errors():
                 loc = ".".join(str(p) for p in e.get("loc", ())) or "entry"
-                errors.append(InputError(e.get("msg", "invalid"), file=source, field=f"classes[{i}].{loc}"))
+                value = e.get("input")
+                shown = f" {loc} {value!r}:" if loc not in ("entry", "name") and not isinstance(value, Mapping) else ""
+                errors.append(InputError(f"{which}:{shown} {e.get('msg', 'invalid')}", file=source,
+                                         field=f"classes[{i}].{loc}"))
             continue
         if c.name in seen:
             errors.append(InputError(f"class {c.name!r} is listed twice", file=source, field=f"classes[{i}].name"))

@@ -31,6 +31,7 @@ from byu.atomic import write_bytes
 from byu.errors import InputError, InputErrors
 from byu.labels.classes import ClassRegistry, ParticleClass
 from byu.labels.model import (
+    OPTIONAL_PICK_COLUMNS,
     PROVENANCE_COLUMNS,
     STORED_PICK_COLUMNS,
     TOMOGRAM_COLUMNS,
@@ -138,7 +139,19 @@ def _from_canonical(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
     return validate_labels(df, source=path, line_of=lines)
 
 
-def _from_competition(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _said(counts: list[tuple[int, float, str]]) -> str:
+    """``'1' (line 3), '0' (line 4)``: each distinct count of a tomogram's rows as written, with its first line."""
+    first: dict[float, tuple[int, str]] = {}
+    for line, c, text in counts:
+        first.setdefault(c, (line, text))
+    return ", ".join(f"{text!r} (line {line})" for line, text in first.values())
+
+
+def _from_competition(raw: pd.DataFrame, path: Path, *, notes: list[str] | None = None,
+                      strict_counts: bool = False) -> pd.DataFrame:
+    """The competition point form. Its rows are the truth: a ``Number of motors`` that disagrees with a tomogram's
+    motor rows (the reference's ``train_labels_v2.csv`` gives its pseudo-label rows 0 beside the tomogram's first
+    row's 1) becomes a note in ``notes`` naming the tomograms, or with ``strict_counts`` an error naming the line."""
     errs: list[InputError] = []
     order: list[str] = []
     info: dict[str, dict[str, Any]] = {}
@@ -167,16 +180,13 @@ def _from_competition(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
         if tid not in info:
             order.append(tid)
             info[tid] = {"shape": shape_t, "spacing": spacing, "motors": [], "line": line, "empty_line": None,
-                         "count": count, "count_line": line}
+                         "counts": []}
         elif (info[tid]["shape"], info[tid]["spacing"]) != (shape_t, spacing):
             errs.append(InputError(f"shape/spacing differ from line {info[tid]['line']} of the same tomogram",
                                    file=path, row=line, field="Array shape (axis 0)"))
-        elif count is not None and count != info[tid]["count"] \
-                and not (math.isnan(count) and math.isnan(info[tid]["count"])):
-            errs.append(InputError(f"'Number of motors' is {r['Number of motors']!r} here but "
-                                   f"{info[tid]['count']:g} on line {info[tid]['count_line']} of the same tomogram",
-                                   file=path, row=line, field="Number of motors"))
         t = info[tid]
+        if count is not None and math.isfinite(count):
+            t["counts"].append((line, count, r["Number of motors"]))
         if all(v == NO_MOTOR for v in zyx):
             if t["motors"] or t["empty_line"] is not None:
                 errs.append(InputError("a -1 (no motor) row for a tomogram that has other rows (lines "
@@ -197,26 +207,36 @@ def _from_competition(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
                                    field="Motor axis 0"))
             continue
         t["motors"].append((zyx, line))
-    if has_count:
-        for tid in order:
-            t = info[tid]
-            c = t["count"]
-            if c is not None and math.isfinite(c) and int(c) != len(t["motors"]) and not errs:
-                errs.append(InputError(f"'Number of motors' says {c:g} but the file lists {len(t['motors'])} "
-                                       f"motor row(s) for {tid!r}", file=path, row=t["count_line"],
-                                       field="Number of motors"))
+    disagree = [] if errs else [tid for tid in order
+                                if any(c != len(info[tid]["motors"]) for _, c, _ in info[tid]["counts"])]
+    if disagree and strict_counts:
+        for tid in disagree:
+            counts = info[tid]["counts"]  # the line named: the first whose count differs from the tomogram's first
+            line = next((ln for ln, c, _ in counts if c != counts[0][1]), counts[0][0])
+            errs.append(InputError(f"'Number of motors' says {_said(counts)} but the file lists "
+                                   f"{len(info[tid]['motors'])} motor row(s) for {tid!r} (--strict-counts; without "
+                                   "it the rows are taken as the truth)", file=path, row=line,
+                                   field="Number of motors"))
     if errs:
         raise InputErrors(errs)
+    if disagree and notes is not None:
+        shown = "; ".join(f"{tid}: {len(info[tid]['motors'])} motor row(s), the count says {_said(info[tid]['counts'])}"
+                          for tid in disagree[:20])
+        more = f"; and {len(disagree) - 20} more" if len(disagree) > 20 else ""
+        notes.append(f"{path}: 'Number of motors' disagrees with the motor rows of {len(disagree)} tomogram(s) "
+                     f"({shown}{more}); the rows are taken as the truth (--strict-counts refuses such a file)")
     rows = [make_row(t, [int(v) for v in info[t]["shape"]], info[t]["spacing"], [m for m, _ in info[t]["motors"]])
             for t in order]
     df = pd.DataFrame(rows, columns=CANONICAL_COLUMNS)
     return validate_labels(df, source=path, line_of=[info[t]["line"] for t in order])
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
+def read_labels(path: str | Path, *, notes: list[str] | None = None, strict_counts: bool = False) -> pd.DataFrame:
     """Read a label table in any accepted form; return the validated canonical table.
 
-    Raises ``InputError`` (or ``InputErrors`` listing every problem) naming file, line and field.
+    Raises ``InputError`` (or ``InputErrors`` listing every problem) naming file, line and field. Warnings (a
+    competition table's ``Number of motors`` that disagrees with its motor rows) are appended to ``notes``;
+    ``strict_counts`` makes them errors.
     """
     path = Path(path)
     _check_form_size(path, "canonical")
@@ -225,7 +245,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     if form in ("canonical", "wide"):
         return _from_canonical(raw, path)
     if form == "competition":
-        return _from_competition(raw, path)
+        return _from_competition(raw, path, notes=notes, strict_counts=strict_counts)
     if form == "picks":
         raise InputError("this is a picks table (tomo_id,particle,z,y,x): it holds classes other than motors "
                          "or no tomogram shapes; import it as a version (byu labels convert), not as a "
@@ -370,10 +390,15 @@ def labelset_view_bytes(labels: LabelSet) -> tuple[bytes, str]:
 
 
 def picks_bytes(labels: LabelSet) -> bytes:
-    """``NAME.picks.csv``: the picks with their provenance (spreadsheet-safe text)."""
+    """``NAME.picks.csv``: the picks with their provenance (spreadsheet-safe text); an optional column
+    (``OPTIONAL_PICK_COLUMNS``: ``transform``) only when some pick has a value, so versions without one are stored
+    byte for byte as before it existed."""
     from byu.textsafe import safe_columns
 
-    return _frame_bytes(safe_columns(labels.picks.loc[:, STORED_PICK_COLUMNS], PROVENANCE_COLUMNS))
+    picks = labels.picks
+    columns = [c for c in STORED_PICK_COLUMNS if c not in OPTIONAL_PICK_COLUMNS
+               or (c in picks.columns and bool((picks[c].astype(str) != "").any()))]
+    return _frame_bytes(safe_columns(picks.loc[:, columns], PROVENANCE_COLUMNS))
 
 
 def tomograms_bytes(labels: LabelSet) -> bytes:
@@ -384,7 +409,8 @@ def tomograms_bytes(labels: LabelSet) -> bytes:
 def read_stored_labelset(tomograms_path: Path, picks_path: Path, classes: list[ParticleClass]) -> LabelSet:
     """A stored version's content from its own files (already verified against the manifest)."""
     tomos = pd.read_csv(tomograms_path, dtype={"tomo_id": str}, keep_default_na=False)
-    picks = pd.read_csv(picks_path, dtype={c: str for c in ("tomo_id", "particle", *PROVENANCE_COLUMNS)},
+    picks = pd.read_csv(picks_path, dtype={c: str for c in ("tomo_id", "particle", *PROVENANCE_COLUMNS,
+                                                            *OPTIONAL_PICK_COLUMNS)},
                         keep_default_na=False)
     return LabelSet.build(tomos, picks, classes, source=picks_path)
 
@@ -425,20 +451,22 @@ def _frames_from(tomograms: pd.DataFrame | str | Path | None, data_root: Any, to
 
 def read_version_file(path: str | Path, *, tomograms: pd.DataFrame | str | Path | None = None,
                       data_root: Any = None, registry: ClassRegistry | None = None,
-                      classes: list[ParticleClass] | None = None) -> LabelSet:
+                      classes: list[ParticleClass] | None = None, notes: list[str] | None = None,
+                      strict_counts: bool = False) -> LabelSet:
     """A label version from a file in any form (canonical, wide, competition or picks).
 
     The picks form carries no tomogram shapes: they come from ``tomograms`` (a table or a CSV
     ``tomo_id,Z,Y,X,voxel_spacing``), else from the data root's stored tomograms (their original frames). Picks are
     converted into those frames through Å (a ``voxel_spacing`` column gives their own spacing; without it they are
     Å). Classes come from ``classes``, else the picks' class names looked up in ``registry`` (built-ins by default).
+    ``notes`` and ``strict_counts``: as :func:`read_labels` (the competition form's counts).
     """
     path = Path(path)
     _check_form_size(path, "picks")
     raw = _read_raw(path)
     form = detect_form([c for c in raw.columns if c != LINE])
     if form != "picks":
-        return LabelSet.from_canonical(read_labels(path), source=path)
+        return LabelSet.from_canonical(read_labels(path, notes=notes, strict_counts=strict_counts), source=path)
     return labels_from_picks(raw, source=path, lines=raw[LINE].to_numpy(), tomograms=tomograms, data_root=data_root,
                              registry=registry, classes=classes)
 

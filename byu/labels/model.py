@@ -4,7 +4,11 @@
   given in (Å = voxel x spacing); tomograms without picks are listed too (a tomogram known to hold nothing).
 - **picks** (``STORED_PICK_COLUMNS``): ``tomo_id, particle, z, y, x`` in the tomogram's frame, plus optional
   provenance per pick: ``source`` (where the pick came from: ``portal:…``, ``copick:…``, ``review:round1``),
-  ``user_id`` and ``session_id`` (copick's). Empty strings where unknown.
+  ``user_id`` and ``session_id`` (copick's). Empty strings where unknown. Optionally (``OPTIONAL_PICK_COLUMNS``)
+  ``transform``: the pick's orientation as copick gives it, a 4x4 object-to-tomogram matrix in copick's ``x, y, z``
+  order whose translation is a shift in Å already counted in the position (``location + shift``), as JSON
+  ``[[r00, r01, r02, tx], ..., [0, 0, 0, 1]]``; empty where no orientation is known. A version's picks file has
+  that column only when some pick has one, so versions without orientations are stored as before.
 - **classes**: the :class:`~byu.labels.classes.ParticleClass` es the version covers (every pick's class is one).
 
 Row order is meaningful and kept: tomograms in table order, picks in order within a tomogram (the canonical motor
@@ -14,6 +18,7 @@ Validation is vectorised and lists every problem at once, naming file, line and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,9 @@ from byu.paths import SAFE_ID
 TOMOGRAM_COLUMNS = ["tomo_id", "Z", "Y", "X", "voxel_spacing"]
 PICK_COLUMNS = ["tomo_id", "particle", "z", "y", "x"]
 PROVENANCE_COLUMNS = ["source", "user_id", "session_id"]
-STORED_PICK_COLUMNS = PICK_COLUMNS + PROVENANCE_COLUMNS
+TRANSFORM_COLUMN = "transform"
+OPTIONAL_PICK_COLUMNS = [TRANSFORM_COLUMN]  # stored only when some pick has a value
+STORED_PICK_COLUMNS = PICK_COLUMNS + PROVENANCE_COLUMNS + OPTIONAL_PICK_COLUMNS
 MAX_SHAPE = 1_000_000  # voxels along one axis: anything larger is a corrupt header, not a tomogram
 MAX_SPACING = 1_000_000.0  # Å per voxel
 MAX_ERRORS = 50  # listed per problem kind, so a million bad rows don't make a million messages
@@ -43,8 +50,43 @@ def empty_tomograms() -> pd.DataFrame:
 def empty_picks() -> pd.DataFrame:
     out = {c: pd.Series(dtype=object) for c in ("tomo_id", "particle")}
     out.update({c: pd.Series(dtype="float64") for c in ("z", "y", "x")})
-    out.update({c: pd.Series(dtype=object) for c in PROVENANCE_COLUMNS})
+    out.update({c: pd.Series(dtype=object) for c in PROVENANCE_COLUMNS + OPTIONAL_PICK_COLUMNS})
     return pd.DataFrame(out)
+
+
+def format_transform(matrix: np.ndarray | Sequence[Sequence[float]]) -> str:
+    """The ``transform`` cell of a 4x4 matrix (JSON, every float exactly as Python writes it)."""
+    return json.dumps([[float(v) for v in row] for row in np.asarray(matrix, dtype=float).reshape(4, 4)])
+
+
+def parse_transform(text: str) -> np.ndarray:
+    """The 4x4 matrix of a ``transform`` cell (``ValueError`` naming what is wrong)."""
+    try:
+        value = json.loads(text)
+        arr = np.asarray(value, dtype=float)
+    except (ValueError, TypeError):
+        raise ValueError(f"not a 4x4 matrix as JSON: {text[:80]!r}") from None
+    if arr.shape != (4, 4):
+        raise ValueError(f"not a 4x4 matrix as JSON: {text[:80]!r}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"not finite numbers: {text[:80]!r}")
+    if not np.allclose(arr[3], [0.0, 0.0, 0.0, 1.0], rtol=0.0, atol=1e-9):
+        raise ValueError(f"the last row must be [0, 0, 0, 1]: {text[:80]!r}")
+    return arr
+
+
+def _transforms(df: pd.DataFrame, line: np.ndarray, problems: _Problems) -> np.ndarray:
+    """The normalized ``transform`` column ('' where none; every bad cell reported)."""
+    if TRANSFORM_COLUMN not in df.columns:
+        return np.full(len(df), "", dtype=object)
+    text = _text(df[TRANSFORM_COLUMN]).str.strip().to_numpy(dtype=object)
+    out = np.full(len(df), "", dtype=object)
+    for i in np.flatnonzero(text != ""):
+        try:
+            out[i] = format_transform(parse_transform(text[i]))
+        except ValueError as exc:
+            problems.add(str(exc), line=int(line[i]), field=TRANSFORM_COLUMN, kind="bad transform")
+    return out
 
 
 def _lines(n: int, lines: Sequence[int] | np.ndarray | None) -> np.ndarray:
@@ -94,7 +136,7 @@ def check_tomograms(df: pd.DataFrame, *, source: str | Path | None = None,
     ids = _text(df["tomo_id"])
     seen: dict[str, int] = {}
     for i, tid in enumerate(ids):
-        if not tid or tid in {".", ".."} or not SAFE_ID.match(tid) or len(tid) > 200:
+        if not tid or tid in {".", ".."} or not SAFE_ID.fullmatch(tid) or len(tid) > 200:
             problems.add(f"tomo_id {tid!r} is not allowed: use 1-200 letters, digits, '.', '_' or '-' "
                          "(no '/', not '.' or '..')", line=int(line[i]), field="tomo_id", kind="bad tomo_id")
         elif tid in seen:
@@ -168,6 +210,9 @@ def check_picks(df: pd.DataFrame, tomograms: pd.DataFrame, class_names: Iterable
     for c in PROVENANCE_COLUMNS:
         out[c] = (_text(df[c]).to_numpy(dtype=object) if c in df.columns
                   else np.full(len(out), "", dtype=object))
+    out[TRANSFORM_COLUMN] = _transforms(df, line, problems)
+    if own:
+        problems.raise_if_any()
     return out
 
 
@@ -309,6 +354,7 @@ def merge_classes(*groups: Iterable[ParticleClass]) -> tuple[ParticleClass, ...]
 
 
 __all__ = [
-    "LabelSet", "PICK_COLUMNS", "PROVENANCE_COLUMNS", "STORED_PICK_COLUMNS", "TOMOGRAM_COLUMNS", "check_picks",
-    "check_tomograms", "empty_picks", "empty_tomograms", "merge_classes",
+    "LabelSet", "OPTIONAL_PICK_COLUMNS", "PICK_COLUMNS", "PROVENANCE_COLUMNS", "STORED_PICK_COLUMNS",
+    "TOMOGRAM_COLUMNS", "TRANSFORM_COLUMN", "check_picks", "check_tomograms", "empty_picks", "empty_tomograms",
+    "format_transform", "merge_classes", "parse_transform",
 ]

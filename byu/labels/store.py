@@ -30,29 +30,30 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from byu import __version__
-from byu.atomic import _fsync_dir, remove_stale_temps, sha256_bytes, sha256_file, write_bytes
+from byu.atomic import _fsync_dir, file_mode, remove_stale_temps, sha256_bytes, sha256_file, write_bytes
 from byu.errors import InputError, NotFoundError, VersionExistsError
 from byu.labels.classes import MOTOR, ParticleClass
 from byu.labels.diff import CHANGE_COLUMNS, changes_csv_bytes, diff_labels, read_changes
 from byu.labels.formats import labelset_view_bytes, picks_bytes, read_stored_labelset, tomograms_bytes
 from byu.labels.model import LabelSet
-from byu.paths import check_id
+from byu.paths import check_id, guard_output
 
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z")  # \Z, not $ (no trailing newline)
 SUFFIXES = (".csv", ".picks.csv", ".tomograms.csv", ".changes.csv", ".manifest.json")
 
 
 def check_version_name(name: object) -> str:
     """A name for a NEW version: 1-100 letters, digits, ``_`` or ``-``, starting with a letter or digit."""
-    if not isinstance(name, str) or not VERSION_NAME.match(name):
+    if not isinstance(name, str) or not VERSION_NAME.fullmatch(name):
         shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
         raise InputError(f"version name {shown!r} is not allowed: use 1-100 letters, digits, '_' or '-' "
                          "(starting with a letter or digit; no '.', no '/')", field="version")
@@ -85,6 +86,15 @@ class Manifest(BaseModel):
     def identity(self) -> dict[str, Any]:
         """Everything but the timestamp and byu's version: equal identities mean the same version."""
         return self.model_dump(mode="json", exclude={"created_at", "byu_version"})
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """One line of a store's listing: a version's manifest, or why it cannot be read (``problem``)."""
+
+    name: str
+    manifest: Manifest | None
+    problem: str | None
 
 
 class LabelStore:
@@ -126,14 +136,10 @@ class LabelStore:
         return True
 
     def check_output(self, path: str | Path, *, option: str = "--out") -> None:
-        """InputError when an output file path points into the store (its files belong to versions) or names an
-        existing directory."""
-        if self.contains(path):
-            raise InputError(f"{option} points inside the label store {self.dir}; its files belong to stored "
-                             "versions and are never overwritten: write somewhere else (or store a version "
-                             "with --version)", file=path, field=option)
-        if Path(path).is_dir():
-            raise InputError(f"{option} is a directory; give a file path", file=path, field=option)
+        """InputError when an output file path points into the store (its files belong to versions), names an
+        existing directory or would replace a file stored in the data root around the store
+        (:func:`byu.paths.guard_output`; the store is ``<data root>/labels``)."""
+        guard_output(path, self.dir.parent, option=option, labels_dir=self.dir)
 
     # ------------------------------------------------------------------------------------------ queries
     def exists(self, name: str) -> bool:
@@ -155,8 +161,24 @@ class LabelStore:
         path = self.manifest_path(name)
         try:
             return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError) as exc:
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise InputError(f"not a valid version manifest: {where}: {first.get('msg', 'invalid')}{more}",
+                             file=path) from None
+        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
             raise InputError(f"not a valid version manifest: {type(exc).__name__}", file=path) from None
+
+    def versions(self) -> list[VersionEntry]:
+        """Every version with its manifest, or, for one that cannot be read, why (the others are still listed)."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(VersionEntry(name, self.manifest(name), None))
+            except (InputError, NotFoundError, OSError) as exc:  # NotFoundError: removed while listing
+                out.append(VersionEntry(name, None, getattr(exc, "reason", None) or str(exc)))
+        return out
 
     def _verify(self, path: Path, want: str | None, name: str) -> None:
         if want is None:
@@ -296,7 +318,7 @@ def _link_exclusive(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` only if ``path`` does not exist (temp file + fsync + link). False if it did."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; the committed manifest follows the umask
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -322,10 +344,4 @@ def _link_exclusive(path: Path, data: bytes) -> bool:
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    from byu.atomic import _UMASK
-
-    return _UMASK
-
-
-__all__ = ["LabelStore", "Manifest", "check_version_name", "SUFFIXES"]
+__all__ = ["LabelStore", "Manifest", "VersionEntry", "check_version_name", "SUFFIXES"]

@@ -8,8 +8,14 @@ label version records for that tomogram (Å = voxel × spacing, as the portal an
 One tomogram row per stored tomogram that has an annotation of a chosen object (annotated, possibly with no point)
 or, with ``include_empty=True``, every stored tomogram. Each point becomes a pick of its annotation's class, with
 provenance ``source = portal:annotation <id>`` (``external:<csv name>`` for CSV points). Points an annotation
-repeats (closer than ``dedupe_radius_A``, same class) are kept once; points just outside the volume (less than one
-voxel) are clamped inside, farther ones are dropped and reported.
+repeats are kept once: of points of one class closer than that class's **merge distance** the first is kept. The
+merge distance is ``merge_fraction`` (default 0.5) times the class radius, or one ``merge_distance_A`` for every
+class: half a radius because two particles of a class cannot have centres closer than about two radii (they would
+overlap), so points within half a radius are one particle clicked twice, while real neighbours, even packed tight or
+marked a little off-centre, stay apart (apo-ferritin, 60 Å: 30 Å; ribosome, 150 Å: 75 Å; motor, 250 Å: 125 Å). What
+was merged is reported per tomogram and class with the distance used (``ConversionNotes.merges``, the CLI, the
+version manifest's ``merged_points``). Points just outside the volume (less than one voxel) are clamped inside,
+farther ones are dropped and reported.
 
 External CSV: columns ``dataset_id`` and ``tomo_id`` (the portal run name; ``run_name`` is accepted too), the
 coordinates as ``z,y,x`` or ``Motor axis 0,Motor axis 1,Motor axis 2`` (voxels; ``-1`` in all three means "no
@@ -37,7 +43,7 @@ from byu.portal.query import PortalTomogram, Selection
 from byu.tomo.io import META_NAME, read_meta
 from byu.tomo.preprocess import DEFAULT_TARGET_SPACING, resampled_shape, working_spacing
 
-DEFAULT_DEDUPE_RADIUS_A = 100.0
+DEFAULT_MERGE_FRACTION = 0.5  # of the class radius: see the module docstring
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,27 @@ class TomoFrame:
     voxel_spacing: float
 
 
+@dataclass(frozen=True)
+class MergeNote:
+    """Points of one class in one tomogram merged away: closer than ``distance_A`` to a kept one."""
+
+    tomo_id: str
+    particle: str
+    merged: int
+    distance_A: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tomo_id": self.tomo_id, "particle": self.particle, "merged": self.merged,
+                "distance_A": self.distance_A}
+
+
 @dataclass
 class ConversionNotes:
     """What conversion dropped or merged, per tomogram (for the CLI report and the manifest)."""
 
     dropped: dict[str, list[list[float]]] = field(default_factory=dict)  # Å points outside the volume
     merged: dict[str, int] = field(default_factory=dict)  # duplicates removed
+    merges: list[MergeNote] = field(default_factory=list)  # the same, per tomogram and class, with the distance
     unmatched_rows: list[int] = field(default_factory=list)  # CSV rows whose run was not selected
 
 
@@ -131,22 +152,47 @@ def external_points_A(points: pd.DataFrame, selection: Selection, *, source: str
 
 
 def dedupe_points(points_A: np.ndarray, radius_A: float) -> np.ndarray:
-    """Keep the first of any points closer than ``radius_A`` to an already kept one."""
+    """Keep the first of any points closer than ``radius_A`` to an already kept one (in order)."""
     pts = np.asarray(points_A, dtype=float).reshape(-1, 3)
     if radius_A <= 0 or len(pts) < 2:
         return pts
-    kept: list[np.ndarray] = []
-    for p in pts:
-        if all(np.linalg.norm(p - q) >= radius_A for q in kept):
-            kept.append(p)
-    return np.asarray(kept).reshape(-1, 3)
+    from scipy.spatial import cKDTree
+
+    near = cKDTree(pts).query_ball_point(pts, r=radius_A)
+    keep = np.ones(len(pts), dtype=bool)
+    for i in range(len(pts)):  # in order: a point dropped here was closer than radius_A to an earlier kept one
+        if not keep[i]:
+            continue
+        for j in near[i]:
+            if j > i and keep[j] and np.linalg.norm(pts[j] - pts[i]) < radius_A:
+                keep[j] = False
+    return pts[keep]
+
+
+def merge_distance(cls: ParticleClass, *, merge_distance_A: float | None = None,
+                   merge_fraction: float = DEFAULT_MERGE_FRACTION) -> float:
+    """The merge distance of a class in Å: ``merge_distance_A`` when given, else ``merge_fraction`` x its radius."""
+    if merge_distance_A is not None:
+        return float(merge_distance_A)
+    return float(merge_fraction) * float(cls.radius)
+
+
+def check_merge(merge_distance_A: float | None, merge_fraction: float) -> None:
+    """Both finite and >= 0 (0: nothing is merged)."""
+    for what, v in (("merge_distance_A", merge_distance_A), ("merge_fraction", merge_fraction)):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise InputError(f"the merge distance must be a finite number >= 0 (0: merge nothing), got {v!r}",
+                             field=what)
 
 
 def labels_from_points(frames: Mapping[str, TomoFrame], points: Points, classes: list[ParticleClass], *,
-                       include_empty: bool = False, dedupe_radius_A: float = DEFAULT_DEDUPE_RADIUS_A,
+                       include_empty: bool = False, merge_distance_A: float | None = None,
+                       merge_fraction: float = DEFAULT_MERGE_FRACTION,
                        notes: ConversionNotes | None = None) -> LabelSet:
     """A LabelSet (tomograms sorted by tomo_id) in each tomogram's label frame; see the module docstring."""
+    check_merge(merge_distance_A, merge_fraction)
     notes = notes if notes is not None else ConversionNotes()
+    by_name = {c.name: c for c in classes}
     tomos, picks = [], []
     for tomo_id in sorted(frames):
         if tomo_id not in points and not include_empty:
@@ -155,11 +201,15 @@ def labels_from_points(frames: Mapping[str, TomoFrame], points: Points, classes:
         tomos.append({"tomo_id": tomo_id, "Z": frame.shape[0], "Y": frame.shape[1], "X": frame.shape[2],
                       "voxel_spacing": frame.voxel_spacing})
         shape = np.asarray(frame.shape, dtype=float)
+        merged: dict[str, tuple[int, float]] = {}  # class -> (merged, distance), in order of appearance
         for particle, pts_A, source in points.get(tomo_id, []):
             pts = np.asarray(pts_A, dtype=float).reshape(-1, 3)
-            unique = dedupe_points(pts, dedupe_radius_A)
+            distance = merge_distance(by_name[particle], merge_distance_A=merge_distance_A,
+                                      merge_fraction=merge_fraction) if particle in by_name else 0.0
+            unique = dedupe_points(pts, distance)
             if len(unique) < len(pts):
                 notes.merged[tomo_id] = notes.merged.get(tomo_id, 0) + len(pts) - len(unique)
+                merged[particle] = (merged.get(particle, (0, distance))[0] + len(pts) - len(unique), distance)
             vox = unique / frame.voxel_spacing
             inside = np.all((vox > -1.0) & (vox < shape + 1.0), axis=1) if len(vox) else np.zeros(0, bool)
             if (~inside).any():
@@ -167,6 +217,7 @@ def labels_from_points(frames: Mapping[str, TomoFrame], points: Points, classes:
             for z, y, x in np.clip(vox[inside], 0.0, shape - 1e-3):  # strictly below the shape
                 picks.append({"tomo_id": tomo_id, "particle": particle, "z": float(z), "y": float(y), "x": float(x),
                               "source": source, "user_id": "", "session_id": ""})
+        notes.merges.extend(MergeNote(tomo_id, c, n, d) for c, (n, d) in merged.items())
     return LabelSet.build(pd.DataFrame(tomos, columns=TOMOGRAM_COLUMNS),
                           pd.DataFrame(picks, columns=STORED_PICK_COLUMNS), classes)
 
@@ -174,7 +225,8 @@ def labels_from_points(frames: Mapping[str, TomoFrame], points: Points, classes:
 def portal_labels(selection: Selection, tomograms_dir: str | Path, *,
                   point_paths: Mapping[int, str | Path] | None = None, external: pd.DataFrame | None = None,
                   external_source: str = "external", include_empty: bool = False, require_stored: bool = True,
-                  dedupe_radius_A: float = DEFAULT_DEDUPE_RADIUS_A) -> tuple[LabelSet, ConversionNotes]:
+                  merge_distance_A: float | None = None,
+                  merge_fraction: float = DEFAULT_MERGE_FRACTION) -> tuple[LabelSet, ConversionNotes]:
     """The labels of a selection from portal point files and/or external points (merged per tomogram)."""
     notes = ConversionNotes()
     frames = label_frames(selection, tomograms_dir, require_stored=require_stored)
@@ -186,7 +238,7 @@ def portal_labels(selection: Selection, tomograms_dir: str | Path, *,
         for k, v in external_points_A(external, selection, source=external_source, notes=notes).items():
             points.setdefault(k, []).extend(v)
     labels = labels_from_points(frames, points, selection.label_classes, include_empty=include_empty,
-                                dedupe_radius_A=dedupe_radius_A, notes=notes)
+                                merge_distance_A=merge_distance_A, merge_fraction=merge_fraction, notes=notes)
     return labels, notes
 
 
@@ -209,4 +261,6 @@ def store_portal_labels(store: LabelStore, name: str, labels: LabelSet, *, selec
     if notes is not None:
         info["dropped_points_A"] = notes.dropped
         info["merged_duplicates"] = notes.merged
+        if notes.merges:  # only then: versions stored before this existed keep their manifests
+            info["merged_points"] = [m.as_dict() for m in notes.merges]
     return store.put(name, labels, parents=list(parents), producer=producer, extra=info)

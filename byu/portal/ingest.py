@@ -27,7 +27,7 @@ from byu.errors import ByuError
 from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
-from byu.portal.convert import ConversionNotes, portal_labels, store_portal_labels
+from byu.portal.convert import DEFAULT_MERGE_FRACTION, ConversionNotes, check_merge, portal_labels, store_portal_labels
 from byu.portal.download import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -248,14 +248,18 @@ def labels_step(selection: Selection, data: DataRoot, *, name: str | None = DEFA
                 include_empty: bool = False, require_stored: bool = True, parents: Sequence[str] = (),
                 producer: str = "byu portal labels", allow_partial: bool = False, workers: int = DEFAULT_WORKERS,
                 retries: int = DEFAULT_RETRIES, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                backoff: float = 0.5) -> LabelsReport:
+                backoff: float = 0.5, merge_distance_A: float | None = None,
+                merge_fraction: float = DEFAULT_MERGE_FRACTION) -> LabelsReport:
     """Build the labels (portal point files of the selection's objects and/or an external CSV, default the
-    selection's) of the stored tomograms and store them as version ``name`` (``None``: build only).
+    selection's) of the stored tomograms and store them as version ``name`` (``None``: build only). Points of a
+    class closer than ``merge_fraction`` x its radius (or ``merge_distance_A``) are kept once
+    (:mod:`byu.portal.convert`); ``notes.merges`` says what was merged.
 
     The version is stored only when every selected tomogram is stored (``withheld`` lists the others); with
     ``allow_partial`` the labels of what is there go to ``NAME-partial`` instead, and once everything is stored
     ``NAME`` itself is stored with the partial version as its parent.
     """
+    check_merge(merge_distance_A, merge_fraction)  # before any download
     failures: list[DownloadFailure] = []
     paths = None
     sources = []
@@ -269,7 +273,8 @@ def labels_step(selection: Selection, data: DataRoot, *, name: str | None = DEFA
         sources.append(f"external points {Path(csv).name}")
     labels, notes = portal_labels(selection, data.tomograms, point_paths=paths, external=external,
                                   external_source=str(csv) if csv else "external", include_empty=include_empty,
-                                  require_stored=require_stored)
+                                  require_stored=require_stored, merge_distance_A=merge_distance_A,
+                                  merge_fraction=merge_fraction)
     without = missing_tomograms(selection, data)
     report = LabelsReport(manifest=None, labels=labels, notes=notes, failures=failures, without_tomogram=without)
     if name is None:
@@ -300,9 +305,12 @@ def ingest(portal: Any, data: DataRoot, *, dataset_ids: Iterable[int] = (), run_
            timeout: tuple[float, float] = DEFAULT_TIMEOUT, backoff: float = 0.5,
            clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, s3_endpoint_url: str | None = None,
            selection_out: str | Path | None = None, progress: ProgressFn | None = None,
-           on_tomogram: Callable[[TomogramResult], None] | None = None) -> IngestReport:
+           on_tomogram: Callable[[TomogramResult], None] | None = None, merge_distance_A: float | None = None,
+           merge_fraction: float = DEFAULT_MERGE_FRACTION) -> IngestReport:
     """All steps: find, stream the tomograms (download → preprocess → delete raw, ``max_inflight`` at once),
-    labels (``label_version=None`` skips them; see :func:`labels_step` for the partial-version gate)."""
+    labels (``label_version=None`` skips them; see :func:`labels_step` for the partial-version gate and the merge
+    distance)."""
+    check_merge(merge_distance_A, merge_fraction)
     selection, _ = find_step(portal, data, out=selection_out, dataset_ids=dataset_ids, run_names=run_names,
                              points_csv=points_csv, target_spacing=target_spacing, side=side, prefer=prefer,
                              fmt=fmt, object_name=object_name, objects=objects, registry=registry)
@@ -313,7 +321,7 @@ def ingest(portal: Any, data: DataRoot, *, dataset_ids: Iterable[int] = (), run_
     if label_version is not None:
         labels = labels_step(selection, data, name=label_version, include_empty=include_empty,
                              allow_partial=allow_partial, workers=workers, retries=retries, timeout=timeout,
-                             backoff=backoff)
+                             backoff=backoff, merge_distance_A=merge_distance_A, merge_fraction=merge_fraction)
     return IngestReport(selection=selection, tomograms=results, labels=labels)
 
 

@@ -11,6 +11,7 @@ stack on disk lives in ``meta.shape``/``meta.voxel_spacing``. Physical position 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from byu import __version__
-from byu.atomic import write_json
+from byu.atomic import dir_mode, write_json
 from byu.errors import InputError, NotFoundError
 
 SLICE_PATTERN = "slice_{:04d}.jpg"
@@ -103,6 +104,7 @@ class TomogramWriter:
         self.final = Path(directory)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".part", dir=self.final.parent))
+        os.chmod(self.tmp, dir_mode())  # mkdtemp makes 0700; the stored folder must be what mkdir gives (umask)
         self.n = 0
 
     def write_slice(self, image: np.ndarray) -> None:

@@ -80,7 +80,7 @@ def ingest_flow():
     from prefect import flow
 
     from byu.portal.query import Selection
-    from flows.common import data_root
+    from flows.base import data_root
     from flows.external import find_task, ingest_streamed, labels_task
     from flows.task_runners import task_runner_from_env
 

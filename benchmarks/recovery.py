@@ -3,17 +3,21 @@
     python benchmarks/recovery.py                               # 3 motor cohorts of 40 tomograms, seeds 11, 12, 13
     python benchmarks/recovery.py --seeds 21 22 23 24 --n 48
     python benchmarks/recovery.py --classes motor,ribosome,apo-ferritin --n 24 --seeds 1 2 3
+    python benchmarks/recovery.py --world crowded --n 8 --seeds 1 2 3 --snr 0.1   # the crowded world
     python benchmarks/recovery.py --json results.json           # also write every report
     python benchmarks/recovery.py --seeds 11 12 13 --work runs --keep
     python benchmarks/recovery.py --replay runs/seed11 runs/seed12 runs/seed13 --work replay \
-        --review '{"verify_labels": false}'                       # round 1 again, other review settings
+        --mining '{"galleries": false}'                           # round 1 again, other mining settings
 
 Each cohort runs the demo loop (synthetic cohort with planted errors → fold models → round1 under Prefect → the
 scripted reviewer → gt_v2) in its own data root (``--work``, default a temporary folder) and is scored against
-its truth. Prints, per seed and overall: planted errors by kind (missed, false, shifted) and by class, fixed by
-kind, cases reviewed, label changes, cases reviewed per label change, changes without a decision, wall time; and
-whether the targets hold: every cohort ≥ 95 % of planted errors fixed, ≤ 3 cases reviewed per label change, 0
-changes without a decision.
+its truth. Prints, per seed, per class and overall: planted errors by kind (missed, false, shifted; and background
+where a cohort has them: the crowded world), fixed by kind, review images (counted from the round's image files),
+items shown (crops and candidates), label changes, images per change, the estimated annotator time
+(:mod:`byu.review.load`), changes without a decision and wall time; and whether the targets hold: every cohort
+≥ 95 % of its planted errors fixed and ≥ 85 % of each class's, ≤ 3 review images per label change, 0 changes without
+a decision. ``--world crowded`` (with ``--species``, ``--snr``, ``--crowding``) runs the crowded world of
+``byu.synth``; ``--mining`` changes the mining settings (:class:`byu.review.settings.MiningSettings`) as JSON.
 
 ``--replay`` reruns only the review round of kept cohorts (their labels and out-of-fold predictions as they are),
 with the review settings of today's code changed by ``--review``: a change to mining is measured in minutes, on
@@ -36,24 +40,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-KINDS = ("missed", "false", "shifted")
-TARGET_FIXED, TARGET_LOAD = 0.95, 3.0
+KINDS = ("missed", "false", "shifted", "background")
+DEFAULT_KINDS = KINDS[:3]  # the default world's; a column for another kind only where some cohort planted it
+TARGET_FIXED, TARGET_CLASS, TARGET_LOAD = 0.95, 0.85, 3.0
+
+
+def _mining(overrides: dict | None):
+    from byu.review.settings import MiningSettings
+
+    return MiningSettings(**(overrides or {}))
 
 
 def run_cohort(work: Path, *, seed: int, n: int, classes: list[str], config: str | None,
-               confirm: float | str | None = "auto") -> dict:
+               mining: dict | None = None, cohort: dict | None = None) -> dict:
+    """One full demo loop; ``cohort``: the synthetic world's arguments (world, species, snr, crowding);
+    ``mining``: mining settings to change."""
     from flows.demo import run_demo
 
     root = work / f"seed{seed}"
     t0 = time.monotonic()
-    report = run_demo(root, n=n, seed=seed, classes=classes, config=config, confirm_threshold=confirm,
-                      log=lambda *_: None)
+    report = run_demo(root, n=n, seed=seed, classes=classes, config=config, mining=_mining(mining),
+                      log=lambda *_: None, **(cohort or {}))
     report["seed"] = seed
     report["wall_time_s"] = round(time.monotonic() - t0, 1)
     return report
 
 
-def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None) -> dict:
+def replay_cohort(kept: Path, work: Path, *, mining: dict | None = None) -> dict:
     """Rerun only round 1's review on a cohort that ``--keep`` left (same labels, same out-of-fold predictions),
     with today's mining settings: a copy of its labels, truth and predictions in ``work/<name>`` (tomograms linked,
     not copied) → mine → scripted review → ``gt_v2``; scored like a full run. Measures a review change without
@@ -62,7 +75,8 @@ def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None
     from byu.labels.store import LabelStore
     from byu.paths import DataRoot
     from byu.review.round import ReviewRound
-    from flows.common import make_reviewer, tomograms_to_review
+    from flows.base import make_reviewer
+    from flows.common import tomograms_to_review
     from flows.demo import make_demo_cohort, recovery_report, scripted_review
 
     t0 = time.monotonic()
@@ -84,14 +98,16 @@ def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None
                 shutil.copy2(f, root / "review" / "round1" / f.name)
     data = DataRoot(root)
     classes = cohort["classes"]
-    files = make_demo_cohort(data, classes=classes, n=cohort["n"], seed=cohort["seed"], log=lambda *_: None)
-    review = scripted_review(LabelStore(data.labels), files, classes, **(review_settings or {}))
+    files = make_demo_cohort(data, classes=classes, n=cohort["n"], seed=cohort["seed"],
+                             **{k: cohort[k] for k in ("world", "species", "snr", "crowding") if k in cohort},
+                             log=lambda *_: None)
+    review = scripted_review(LabelStore(data.labels), files, classes, mining=_mining(mining))
     predictions = data.predictions / "round1_oof.csv"
     # the tomograms round1 reviews (a motor round: those with at most one labeled motor), as the flow lists them
     tomo_ids = tomograms_to_review.fn(str(root), "gt", 1 if classes == ["motor"] else None)
     rnd = ReviewRound(data, "round1")
-    rnd.mine(labels_version="gt", predictions=predictions, threshold=0.05, tomo_ids=tomo_ids,
-             **review.mining_kwargs())
+    rnd.mine(labels_version="gt", predictions=predictions, settings=review.mining, tomo_ids=tomo_ids)
+    rnd.render(settings=review.render)  # the images are what the load is counted from
     make_reviewer(str(root), "round1", review).collect(rnd)
     rnd.apply(from_version="gt", to_version="gt_v2", producer="benchmark replay")
     report = recovery_report(data, files)
@@ -101,49 +117,61 @@ def replay_cohort(kept: Path, work: Path, *, review_settings: dict | None = None
     return report
 
 
+def _row(label: str, planted: dict, fixed: dict, kinds: list[str], load: dict, nodec: str, time_s: str,
+         note: str = "") -> str:
+    p, f = sum(planted.values()), sum(fixed.get(k, 0) for k in planted)
+    cols = " ".join(f"{f'{int(fixed.get(k, 0))}/{int(planted.get(k, 0))}':>10}" for k in kinds)
+    ipc = load.get("images_per_change")
+    return (f"{label:<22} {p:>7} {cols} {(f / p if p else 1.0):>7.1%} {load.get('images', 0):>6} "
+            f"{load.get('items', 0):>6} {load.get('label_changes', 0):>7} "
+            f"{(ipc if ipc is not None else float('nan')):>7.2f} {load.get('minutes', 0.0):>6.0f} {nodec:>6} "
+            f"{time_s:>7}{note}")
+
+
 def summarize(reports: list[dict]) -> tuple[list[str], bool]:
-    lines = []
-    header = (f"{'seed':>5} {'planted':>7} {'missed':>9} {'false':>9} {'shifted':>9} {'fixed':>8} {'cases':>6} "
-              f"{'changes':>7} {'cases/chg':>9} {'no-dec':>6} {'time s':>7}")
-    lines.append(header)
+    """The table: one row per cohort and, below it, one per class (planted and fixed by kind, review images,
+    items shown, label changes, images per change, estimated minutes, changes without a decision, wall time)."""
+    kinds = [k for k in KINDS if k in DEFAULT_KINDS or any(r["planted_errors_by_kind"].get(k) for r in reports)]
+    lines = [f"{'cohort / class':<22} {'planted':>7} " + " ".join(f"{k:>10}" for k in kinds)
+             + f" {'fixed':>7} {'images':>6} {'items':>6} {'changes':>7} {'img/chg':>7} {'min':>6} {'no-dec':>6}"
+             f" {'time s':>7}"]
     ok = True
-    tot = {"planted": 0, "fixed": 0, "cases": 0, "changes": 0, "nodec": 0, "time": 0.0}
-    by_kind_tot = {k: [0, 0] for k in KINDS}
+    totals: dict = {"planted": {}, "fixed": {}, "images": 0, "items": 0, "label_changes": 0, "minutes": 0.0,
+                    "nodec": 0, "time": 0.0}
     for r in reports:
-        planted = r["planted_errors_by_kind"]
-        fixed = r.get("errors_fixed_by_kind", {})
-        cols = []
-        for k in KINDS:
-            p, f = int(planted.get(k, 0)), int(fixed.get(k, 0))
-            by_kind_tot[k][0] += p
-            by_kind_tot[k][1] += f
-            cols.append(f"{f}/{p}")
-        frac = r["errors_fixed_fraction"] or 0.0
-        load = r["cases_reviewed_per_label_change"]
-        good = frac >= TARGET_FIXED and load is not None and load <= TARGET_LOAD and r["changes_without_decision"] == 0
+        load = r["review_load"]["total"]
+        per_class = r.get("errors_by_class", {})
+        class_ok = all((v["fraction"] or 0) >= TARGET_CLASS for v in per_class.values())
+        ipc = load.get("images_per_change")
+        good = (r["errors_fixed_fraction"] or 0) >= TARGET_FIXED and class_ok and ipc is not None \
+            and ipc <= TARGET_LOAD and r["changes_without_decision"] == 0
         ok &= good
-        lines.append(f"{r['seed']:>5} {r['planted_errors']:>7} {cols[0]:>9} {cols[1]:>9} {cols[2]:>9} "
-                     f"{frac:>8.1%} {r['cases_reviewed']:>6} {r['label_changes']:>7} "
-                     f"{(load if load is not None else float('nan')):>9.2f} {r['changes_without_decision']:>6} "
-                     f"{r['wall_time_s']:>7.0f}{'' if good else '  <- below target'}")
-        for c, v in r.get("errors_by_class", {}).items():
-            if len(r.get("errors_by_class", {})) > 1:
-                lines.append(f"{'':>5}   {c}: {v['fixed']}/{v['planted']}")
-        tot["planted"] += r["planted_errors"]
-        tot["fixed"] += r["errors_fixed"]
-        tot["cases"] += r["cases_reviewed"]
-        tot["changes"] += r["label_changes"]
-        tot["nodec"] += r["changes_without_decision"]
-        tot["time"] += r["wall_time_s"]
-    kinds = [f"{f}/{p}" for p, f in by_kind_tot.values()]
-    lines.append(f"{'all':>5} {tot['planted']:>7} {kinds[0]:>9} {kinds[1]:>9} {kinds[2]:>9} "
-                 f"{(tot['fixed'] / max(1, tot['planted'])):>8.1%} {tot['cases']:>6} {tot['changes']:>7} "
-                 f"{(tot['cases'] / max(1, tot['changes'])):>9.2f} {tot['nodec']:>6} {tot['time']:>7.0f}")
+        lines.append(_row(f"seed {r['seed']}", r["planted_errors_by_kind"], r.get("errors_fixed_by_kind", {}), kinds,
+                          load, str(r["changes_without_decision"]), f"{r['wall_time_s']:.0f}",
+                          "" if good else "  <- below target"))
+        if len(per_class) > 1:
+            for name, v in per_class.items():
+                lines.append(_row(f"  {name}", v.get("planted_by_kind", {}), v.get("fixed_by_kind", {}), kinds,
+                                  r["review_load"]["by_class"].get(name, {}), "", ""))
+        for k, v in r["planted_errors_by_kind"].items():
+            totals["planted"][k] = totals["planted"].get(k, 0) + int(v)
+        for k, v in r.get("errors_fixed_by_kind", {}).items():
+            totals["fixed"][k] = totals["fixed"].get(k, 0) + int(v)
+        for key in ("images", "items", "label_changes", "minutes"):
+            totals[key] += load.get(key, 0)
+        totals["nodec"] += r["changes_without_decision"]
+        totals["time"] += r["wall_time_s"]
+    all_load = {k: totals[k] for k in ("images", "items", "label_changes", "minutes")}
+    all_load["images_per_change"] = round(totals["images"] / totals["label_changes"], 3) \
+        if totals["label_changes"] else None
+    lines.append(_row("all", totals["planted"], totals["fixed"], kinds, all_load, str(totals["nodec"]),
+                      f"{totals['time']:.0f}"))
     for r in reports:
         for e in r.get("errors_not_fixed", []):
             lines.append(f"  not fixed (seed {r['seed']}): {e['tomo_id']} {e.get('particle', 'motor')} {e['kind']}")
-    lines.append(f"targets (every cohort: ≥ {TARGET_FIXED:.0%} fixed, ≤ {TARGET_LOAD:g} cases per change, 0 changes "
-                 f"without a decision): {'met' if ok else 'NOT met'}")
+    lines.append(f"targets (every cohort: ≥ {TARGET_FIXED:.0%} fixed and ≥ {TARGET_CLASS:.0%} of each class, "
+                 f"≤ {TARGET_LOAD:g} review images per label change, 0 changes without a decision): "
+                 f"{'met' if ok else 'NOT met'}")
     return lines, ok
 
 
@@ -153,36 +181,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=40, help="tomograms per cohort")
     ap.add_argument("--classes", default="motor", help="particle classes of the cohorts (comma-separated)")
     ap.add_argument("--config", default=None, help="model config (default: tiny for motors, small otherwise)")
-    ap.add_argument("--confirm", default="auto", help="confirm threshold of the review: auto (per class, calibrated) "
-                    "or a number (0.6: the fixed threshold of earlier rounds)")
+    ap.add_argument("--world", default="default", choices=["default", "crowded"],
+                    help="synthetic world: default (motor or multi-class cohorts) or crowded")
+    ap.add_argument("--species", type=int, default=None, help="crowded world: number of species (default 12)")
+    ap.add_argument("--snr", type=float, default=None, help="crowded world: target SNR (default 0.1)")
+    ap.add_argument("--crowding", type=float, default=None, help="crowded world: volume fraction (default 0.30)")
+    ap.add_argument("--mining", default="{}", help="mining settings to change, as JSON (e.g. "
+                    "'{\"galleries\": false, \"budget\": 64}')")
     ap.add_argument("--work", type=Path, default=None, help="where the cohorts' data roots go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data roots")
     ap.add_argument("--json", type=Path, default=None, help="write every report to this JSON file")
     ap.add_argument("--replay", type=Path, nargs="+", default=None, metavar="KEPT",
                     help="instead: rerun only the review round on these kept cohorts (data roots of an earlier "
                     "--keep run), with today's review settings, in --work")
-    ap.add_argument("--review", default="{}", help="with --replay: review settings to change, as JSON (e.g. "
-                    "'{\"verify_labels\": false, \"fp_threshold\": null}')")
     args = ap.parse_args(argv)
+    try:
+        mining = json.loads(args.mining)
+        _mining(mining)
+    except (json.JSONDecodeError, ValueError) as exc:
+        ap.error(f"--mining: {exc}")
     if args.replay:
-        try:
-            settings = json.loads(args.review)
-        except json.JSONDecodeError as exc:
-            ap.error(f"--review is not JSON: {exc}")
         work = args.work or Path(tempfile.mkdtemp(prefix="byu-replay-"))
         return run_reports(args, work, [(f"replaying round 1 of {kept} …",
-                                         lambda kept=kept: replay_cohort(kept, work, review_settings=settings))
+                                         lambda kept=kept: replay_cohort(kept, work, mining=mining))
                                         for kept in args.replay])
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    cohort = {"world": args.world, "species": args.species, "snr": args.snr, "crowding": args.crowding}
+    if args.world == "default" and any(v is not None for v in (args.species, args.snr, args.crowding)):
+        ap.error("--species, --snr and --crowding are options of the crowded world (--world crowded)")
     work = args.work or Path(tempfile.mkdtemp(prefix="byu-recovery-"))
-    confirm = args.confirm if args.confirm == "auto" else float(args.confirm)
     from flows.local_api import temporary_api
 
     with temporary_api():
         return run_reports(args, work, [
-            (f"cohort seed {seed}: {args.n} tomograms, {', '.join(classes)} …",
+            (f"cohort seed {seed}: {args.n} tomograms, {args.world} world, {', '.join(classes)} …",
              lambda seed=seed: run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
-                                          confirm=confirm))
+                                          mining=mining, cohort=cohort))
             for seed in args.seeds])
 
 
@@ -195,7 +229,7 @@ def run_reports(args: argparse.Namespace, work: Path, jobs: list) -> int:
             print(title, flush=True)
             r = job()
             reports.append(r)
-            print(f"  {r['errors_fixed']}/{r['planted_errors']} fixed, {r['cases_reviewed']} cases, "
+            print(f"  {r['errors_fixed']}/{r['planted_errors']} fixed, {r['review_images']} images, "
                   f"{r['label_changes']} changes, {r['wall_time_s']:.0f} s", flush=True)
     finally:
         if args.work is None and not args.keep:

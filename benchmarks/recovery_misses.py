@@ -99,8 +99,9 @@ class Cohort:
         if "particle" not in self.errors.columns:
             self.errors["particle"] = self.labels.class_names[0]
         mining = json.loads((root / "review" / "round1" / "mining.json").read_text())
-        self.confirm = mining.get("confirm_per_class") or {}
-        self.verify_bar = mining.get("verify_per_class") or {}
+        bars = mining.get("classes") or {}
+        self.confirm = {k: v["confirm"] for k, v in bars.items() if v.get("confirm") is not None}
+        self.verify_bar = {k: v["verify"] for k, v in bars.items() if v.get("verify") is not None}
         self.supports = label_supports(self.labels, self.preds, self.predicted)
         verification = root / "review" / "round1" / "verification.csv"
         self.verification = pd.read_csv(verification).query("source == 'label'") if verification.exists() else None
@@ -141,7 +142,7 @@ class Cohort:
     def misses(self) -> list[dict]:
         """Each planted error the round did not fix, with what the round saw of it."""
         out = []
-        cases, changes = self.report["cases_reviewed"], self.report["label_changes"]
+        cases, changes = self.report["review_images"], self.report["label_changes"]
         for e, err in self.unfixed():
             name = e["particle"]
             item = {"tomo_id": e["tomo_id"], "particle": name, "kind": e["kind"], "support": None,

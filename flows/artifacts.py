@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from byu.labels.store import LabelStore
 from byu.review.round import ReviewRound
-from flows.common import ReviewSettings, data_root
+from flows.base import ReviewSettings, data_root, make_reviewer
 
 
 def artifact_key(*parts: str) -> str:
@@ -57,14 +57,13 @@ def handoff_markdown(data_dir: str, round_name: str, review: ReviewSettings) -> 
         lines += ["", "**Next:** tag every image in CVAT (0 = keep, k = candidate k is real, none = not real, "
                   "unsure = second review) and mark each job *completed*."]
     else:
-        from flows.common import make_reviewer
 
         csv = make_reviewer(data_dir, round_name, review).csv
         lines += [f"**Next:** write the decisions to `{csv}` — columns `case_id` (or `image`), `tags` "
                   "(0, 1..K, none, unsure; `;`-separated), optional `reviewer`."]
-    if review.wait == "poll":
+    if review.wait.mode == "poll":
         lines.append("The run checks by itself every "
-                     f"{review.poll_interval_s:g} s and continues when the review is done"
+                     f"{review.wait.poll_interval_s:g} s and continues when the review is done"
                      + (f" (or sooner: `byu review resume {round_name}`)." if review.reviewer == "cvat" else "."))
     else:
         lines.append("When the review is done, **resume this run**: the *Resume* button at the top of the run "
@@ -76,7 +75,7 @@ def handoff_artifact(data_dir: str, round_name: str, review: ReviewSettings) -> 
     text = handoff_markdown(data_dir, round_name, review)
     create_markdown_artifact(text, key=artifact_key("review", round_name),
                              description=f"what to do for round {round_name}")
-    how = "resume the run in the Prefect UI" if review.wait != "poll" else "the run continues by itself"
+    how = "resume the run in the Prefect UI" if review.wait.mode != "poll" else "the run continues by itself"
     get_run_logger().info("round %s waits for review (%s reviewer): see the 'review-%s' artifact; when done, %s",
                           round_name, review.reviewer, artifact_key(round_name), how)
     return text
@@ -94,6 +93,40 @@ def _under_root(path: str | Path, root: Path) -> str:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def _load_lines(root, round_name: str, changes) -> list[str]:
+    """The round's review load per class (:func:`byu.review.load.review_load`) and what mining chose."""
+    from byu.review.load import review_load
+
+    if not round_name:
+        return []
+    rnd = ReviewRound(root, round_name)
+    if not rnd.paths.cases.exists():
+        return []
+    load = review_load(rnd.cases(), changes)
+    lines = ["**Review load** (estimated time: "
+             f"{load['seconds_per_image']:g} s per image + {load['seconds_per_item']:g} s per item shown):", "",
+             "| class | images | items shown | label changes | images per change | minutes |",
+             "|---|---|---|---|---|---|"]
+    for name, e in [*load["by_class"].items(), ("all", load["total"])]:
+        lines.append(f"| {_md_escape(name)} | {e['images']} | {e['items']} | {e['label_changes']} | "
+                     f"{e['images_per_change'] if e['images_per_change'] is not None else '–'} | {e['minutes']} |")
+    lines.append("")
+    if rnd.paths.mining.exists():
+        mined = json.loads(rnd.paths.mining.read_text()).get("classes") or {}
+        if mined:
+            lines += ["**What was reviewed** (labels by reason; unlabeled predictions offered and left beyond the "
+                      "budget; the label verifier's own out-of-fold separation):", "",
+                      "| class | labels reviewed | predictions offered | beyond budget | verifier AUC |",
+                      "|---|---|---|---|---|"]
+            for name, info in mined.items():
+                reasons = ", ".join(f"{n} {r}" for r, n in (info.get("labels_reviewed") or {}).items()) or "–"
+                auc = info.get("verifier_auc")
+                lines.append(f"| {_md_escape(name)} | {reasons} | {info.get('offered', 0)} | {info.get('hidden', 0)}"
+                             f" | {f'{auc:.2f}' if isinstance(auc, (int, float)) else '–'} |")
+            lines.append("")
+    return lines
 
 
 def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
@@ -121,6 +154,7 @@ def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
             lines += [f"| {_md_escape(r['particle'])} | {r.get('add', 0)} | {r.get('remove', 0)} | "
                       f"{r.get('move', 0)} | {r.get('relabel', 0)} |" for r in by_class]
             lines.append("")
+        lines += _load_lines(root, str(result.get("round") or ""), store.changes(version))
         fig = plot_label_diff(store.changes(version), title=f"{m.parents[0] if m.parents else ''} → {version}")
         if figures_dir is not None:
             save_figure(fig, figures_dir / f"{version}_changes.png")

@@ -7,7 +7,10 @@ runs it offline on a CPU. The scripted reviewer answers from the cohort's truth;
 
 A motor cohort is the BYU setting: tiny model at 32 Å, round 1 reviews tomograms with at most one labeled motor.
 Any other set of classes gets the multi-class cohort, the ``small`` model at 16 Å (one heatmap channel per class)
-and a round over every tomogram.
+and a round over every tomogram. ``world="crowded"`` (with ``species``, ``snr``, ``crowding``) gets the crowded
+world of :mod:`byu.synth` (classes ribosome, apo-ferritin, thyroglobulin unless others are given), read like a
+multi-class cohort (picks form), with the ``small`` model and a round over every tomogram; the cohort's arguments
+are recorded in ``gt``'s manifest (``extra.cohort``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 from byu.atomic import write_json
+from byu.errors import InputError
 from byu.labels.diff import label_changes
 from byu.labels.formats import read_version_file
 from byu.labels.splits import fresh_split, write_split_new
@@ -27,34 +32,80 @@ from byu.plots import plot_label_diff
 from byu.report import changes_without_decision, planted_errors_fixed, safe_ratio
 from byu.review.cases import read_cases
 from byu.review.decisions import read_decisions
+from byu.review.load import review_load
 from byu.review.paths import round_paths
-from flows.common import ReviewSettings
+from byu.review.settings import MiningSettings, WaitSettings
+from flows.base import ReviewSettings
 from flows.round1 import Round1Params, round1
 from flows.train import TrainParams, train
 
 DEMO_MODEL_RUN = "round1"
+DEMO_FOLDS = 4  # the cohort's split (cv/v1): the fold models round 1 predicts out of fold with
+DEMO_ROUND1_FOLDS = (4, 5)  # round 1's fresh splits of gt_v2 (cv/v2)
 
 
-def make_demo_cohort(root: DataRoot, *, classes: Sequence[str], n: int, seed: int, log=print) -> dict[str, Path]:
-    """The synthetic cohort (once): paths of its truth, noisy labels (+ tomograms table) and planted errors."""
-    synth = root.root / "synth"
-    motor_only = list(classes) == ["motor"]
-    files = {"truth": synth / ("truth.csv" if motor_only else "truth_picks.csv"),
-             "noisy": synth / ("labels_noisy.csv" if motor_only else "labels_noisy_picks.csv"),
-             "tomograms": synth / "tomograms.csv", "errors": synth / "planted_errors.csv"}
+class DemoFolds(NamedTuple):
+    """The demo's fold counts for a cohort size, and what was reduced (``None``: the defaults)."""
+
+    first: int
+    round1: list[int]
+    note: str | None
+
+
+def _fold_cap(n: int, classes: Sequence[str], world: str) -> int:
+    """The most folds every split the demo makes of a cohort of ``n`` tomograms can be stratified into.
+
+    Motor cohort: a split needs a motor-count stratum of at least K tomograms. The cohort has a fixed share of
+    tomograms with at most one motor (:func:`byu.synth.placement.motor_counts`); a planted error (at most one per
+    tomogram) and the review keep such a tomogram at 0 or 1 labeled motors, so in the noisy labels and in gt_v2 one
+    of those two strata holds at least half of them. Other cohorts: a class must be in K tomograms; non-motor
+    classes are in every tomogram, a motor in about two of three (half the cohort leaves a margin)."""
+    from byu.synth import is_motor_cohort
+
+    if is_motor_cohort(list(classes), world):
+        import numpy as np
+
+        from byu.synth.placement import motor_counts
+
+        return (int((motor_counts(n, np.random.default_rng(0)) <= 1).sum()) + 1) // 2
+    return n // 2 if "motor" in classes else n
+
+
+def demo_folds(n: int, *, classes: Sequence[str] = ("motor",), world: str = "default") -> DemoFolds:
+    """The demo's fold counts for ``n`` tomograms (InputError when even 2 folds cannot be stratified); checked
+    before any work, so a cohort too small is refused at once, not after training."""
+    cap = _fold_cap(n, classes, world) if n >= 1 else 0
+    if cap < 2:
+        least = next(m for m in range(max(n, 1), 10_000) if _fold_cap(m, classes, world) >= 2)
+        raise InputError(f"--n {n}: the demo needs at least {least} tomograms for this cohort (its CV splits are "
+                         "stratified into at least 2 folds)", field="n")
+    first, round1 = min(DEMO_FOLDS, cap), sorted({min(k, cap) for k in DEMO_ROUND1_FOLDS})
+    if (first, tuple(round1)) == (DEMO_FOLDS, DEMO_ROUND1_FOLDS):
+        return DemoFolds(first, round1, None)
+    return DemoFolds(first, round1, f"{n} tomograms: the cohort's split has {first} folds (not {DEMO_FOLDS}) and "
+                     f"round 1's splits {' and '.join(map(str, round1))} (not "
+                     f"{' and '.join(map(str, DEMO_ROUND1_FOLDS))}): too few tomograms per motor count or class "
+                     "for more")
+
+
+def make_demo_cohort(root: DataRoot, *, classes: Sequence[str], n: int, seed: int, world: str = "default",
+                     species: int | None = None, snr: float | None = None, crowding: float | None = None,
+                     log=print) -> dict[str, Path]:
+    """The synthetic cohort (once): paths of its truth, noisy labels (+ tomograms table) and planted errors. The
+    truth is the canonical ``truth.csv`` for the motor cohort (what its scripted reviewer reads), else the picks."""
+    from byu.labels.classes import ClassRegistry
+    from byu.synth import cohort_paths, make_cohort
+
+    paths = cohort_paths(root.root, classes=classes, world=world)
+    files = {"truth": paths.truth_canonical or paths.truth, "noisy": paths.noisy, "tomograms": paths.tomograms,
+             "errors": paths.errors}
     if files["truth"].exists():
         log(f"[1/5] synthetic cohort already in {root.root}")
         return files
-    log(f"[1/5] synthetic cohort: {n} tomograms, classes {', '.join(classes)} (seed {seed}) → {root.root}")
-    if motor_only:
-        from byu.synth import make_cohort
-
-        make_cohort(root.root, n=n, seed=seed)
-    else:
-        from byu.labels.classes import ClassRegistry
-        from byu.synth_multi import make_multiclass_cohort
-
-        make_multiclass_cohort(root.root, classes=ClassRegistry().resolve(list(classes)), n=n, seed=seed)
+    log(f"[1/5] synthetic cohort: {n} tomograms, {world} world, classes {', '.join(classes)} (seed {seed}) → "
+        f"{root.root}")
+    make_cohort(root.root, classes=ClassRegistry().resolve(list(classes)), n=n, seed=seed, world=world,
+                species=species, snr=snr, crowding=crowding)
     return files
 
 
@@ -63,9 +114,11 @@ def _labels(files: dict[str, Path], key: str):
     return read_version_file(files[key], tomograms=files["tomograms"] if files["tomograms"].exists() else None)
 
 
-def scripted_review(store: LabelStore, files: dict[str, Path], classes: Sequence[str], **settings) -> ReviewSettings:
-    """Review settings for the scripted reviewer answering from the cohort's truth (``settings`` as given). A
-    multi-class truth is read with its tomograms, so it is stored as the version ``synth_truth`` first."""
+def scripted_review(store: LabelStore, files: dict[str, Path], classes: Sequence[str],
+                    **settings: Any) -> ReviewSettings:
+    """Review settings for the scripted reviewer answering from the cohort's truth (``settings``: other fields of
+    :class:`ReviewSettings`). A multi-class truth is read with its tomograms, so it is stored as the version
+    ``synth_truth`` first."""
     if list(classes) == ["motor"]:
         return ReviewSettings(reviewer="scripted", truth=str(files["truth"]), **settings)
     store.put("synth_truth", _labels(files, "truth"), producer="byu demo: the synthetic truth (for the scripted "
@@ -89,7 +142,11 @@ def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "g
     cases = read_cases(paths.cases)
     decisions = read_decisions(paths.decisions)
     by_class = {c: {"planted": int(len(g)), "fixed": int(g["fixed"].sum()),
-                    "fraction": safe_ratio(g["fixed"].sum(), len(g))} for c, g in fixed.groupby("particle")}
+                    "fraction": safe_ratio(g["fixed"].sum(), len(g)),
+                    "planted_by_kind": g["kind"].value_counts().to_dict(),
+                    "fixed_by_kind": g.groupby("kind")["fixed"].sum().astype(int).to_dict()}
+                for c, g in fixed.groupby("particle")}
+    load = review_load(cases, changes)
     return {
         "planted_errors": int(len(errors)),
         "planted_errors_by_kind": errors["kind"].value_counts().to_dict(),
@@ -103,43 +160,61 @@ def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "g
         "label_changes": n_changes,
         "label_changes_by_action": changes["action"].value_counts().to_dict(),
         "cases_reviewed_per_label_change": safe_ratio(len(decisions), n_changes),
+        "review_images": load["total"]["images"],
+        "review_image_files": len(list(paths.images.glob("*.jpg"))),
+        "review_items": load["total"]["items"],
+        "images_per_label_change": load["total"]["images_per_change"],
+        "annotator_minutes": load["total"]["minutes"],
+        "review_load": load,
         "changes_without_decision": changes_without_decision(changes),
     }
 
 
 def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, seed: int = 0,
              classes: Sequence[str] = ("motor",), config: str | None = None, train_overrides: dict | None = None,
-             wait: str = "poll", confirm_threshold: float | str | None = "auto", log=print) -> dict:
-    """Run the whole loop on a synthetic cohort in ``data_dir``; return (and write) the report."""
+             wait: Literal["auto", "poll", "pause", "suspend"] = "poll", mining: MiningSettings | None = None,
+             world: str = "default", species: int | None = None, snr: float | None = None,
+             crowding: float | None = None, log=print) -> dict:
+    """Run the whole loop on a synthetic cohort in ``data_dir``; return (and write) the report. ``world``,
+    ``species``, ``snr`` and ``crowding`` choose the cohort (:func:`byu.synth.make_cohort`)."""
+    from byu.synth import is_motor_cohort, resolve_classes
+
     t0 = time.monotonic()
     classes = list(dict.fromkeys(classes))
-    motor_only = classes == ["motor"]
+    if world != "default":  # the crowded world's default classes stand in for the default ("motor",)
+        classes = [c.name for c in resolve_classes(classes, world)]
+    motor_only = is_motor_cohort(classes, world)
+    folds = demo_folds(n, classes=classes, world=world)  # before any work: a cohort too small is refused here
+    if folds.note:
+        log(folds.note)
     config = config or ("tiny" if motor_only else "small")
     root = DataRoot(Path(data_dir).resolve())
     store = LabelStore(root.labels)
-    files = make_demo_cohort(root, classes=classes, n=n, seed=seed, log=log)
+    files = make_demo_cohort(root, classes=classes, n=n, seed=seed, world=world, species=species, snr=snr,
+                             crowding=crowding, log=log)
     noisy = _labels(files, "noisy")
     store.put("gt", noisy, producer="byu demo: synthetic cohort with planted errors",
-              extra={"cohort": {"n": n, "seed": seed, "classes": classes}})
-    split_path = root.cv / "v1" / "skf4_rd42.json"
-    write_split_new(fresh_split(noisy, folds=4, seed=42), split_path)
+              extra={"cohort": {"n": n, "seed": seed, "classes": classes, "world": world, "species": species,
+                                "snr": snr, "crowding": crowding}})
+    split_path = root.cv / "v1" / f"skf{folds.first}_rd42.json"
+    write_split_new(fresh_split(noisy, folds=folds.first, seed=42), split_path)
 
     log(f"[2/5] training {config} fold models (Prefect flow 'train')")
     train(TrainParams(data_dir=str(root.root), labels="gt", split=str(split_path), folds="all", config=config,
                       run_name=DEMO_MODEL_RUN, seed=seed, overrides=train_overrides or {}))
 
     log(f"[3/5] round1 under Prefect: OOF predictions at 0.05 → cases → {reviewer} review → gt_v2")
-    review = scripted_review(store, files, classes, confirm_threshold=confirm_threshold) \
-        if reviewer == "scripted" else ReviewSettings(reviewer="cvat", wait=wait, poll_interval_s=30,
-                                                      confirm_threshold=confirm_threshold)
+    mining = mining or MiningSettings()
+    review = scripted_review(store, files, classes, mining=mining) if reviewer == "scripted" else \
+        ReviewSettings(reviewer="cvat", mining=mining, wait=WaitSettings(mode=wait, poll_interval_s=30))
     summary = round1(Round1Params(data_dir=str(root.root), model_dirs=[DEMO_MODEL_RUN], review=review,
-                                  max_labeled_motors=1 if motor_only else None))
+                                  max_labeled_motors=1 if motor_only else None, split_folds=folds.round1))
 
     log("[4/5] scoring the refined labels against the synthetic truth")
     report = {**recovery_report(root, files),
-              "classes": classes, "config": config, "versions": store.names(),
+              "classes": classes, "world": world, "config": config, "versions": store.names(),
               "splits": summary.get("splits", []), "predictions": summary.get("predictions"),
-              "review_images": str(round_paths(root, "round1").images),
+              "review_images_dir": str(round_paths(root, "round1").images),
               "wall_time_s": round(time.monotonic() - t0, 1)}
     log("[5/5] pictures and report")
     plot_label_diff(store.changes("gt_v2"), out=root.root / "demo_label_changes.png")

@@ -14,19 +14,18 @@ from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 
 from flows.artifacts import result_artifacts
-from flows.common import (
+from flows.base import (
     CACHE,
     RETRY_DELAYS,
     ReviewSettings,
-    combine_if_present,
     data_path,
     data_root,
     fingerprint,
-    predict_review_apply,
     refuse_existing_version,
-    tomograms_to_review,
     transient,
 )
+from flows.common import tomograms_to_review
+from flows.rounds import combine_if_present, predict_review_apply
 from flows.task_runners import task_runner_from_env
 
 

@@ -6,16 +6,9 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.artifacts import result_artifacts
-from flows.common import (
-    ReviewSettings,
-    combine_if_present,
-    data_root,
-    fingerprint,
-    predict_review_apply,
-    refuse_existing_version,
-    splits_task,
-    tomograms_to_review,
-)
+from flows.base import ReviewSettings, data_root, fingerprint, refuse_existing_version
+from flows.common import splits_task, tomograms_to_review
+from flows.rounds import combine_if_present, predict_review_apply
 from flows.task_runners import task_runner_from_env
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from byu.errors import InputError
 from byu.labels.store import LabelStore
-from flows.common import data_path, data_root, fingerprint
+from flows.base import data_path, data_root, fingerprint, required_path
 from flows.model_tasks import train_task
 from flows.task_runners import refresh_unless, submit_in_order, task_runner_from_env
 
@@ -53,7 +53,7 @@ def train(params: TrainParams = TrainParams()) -> list[str]:
     p = params
     root = data_root(p.data_dir)
     data_dir = str(root.root)
-    split = data_path(data_dir, p.split, field="split")
+    split = required_path(data_dir, p.split, field="split")
     if not split.exists():
         split = root.cv / p.split
     if not split.exists():

@@ -23,7 +23,8 @@ from prefect import flow
 from byu.errors import InputError
 from byu.model.infer import merge_predictions, plan_predictions, predict, predict_shard
 from byu.paths import DataRoot
-from flows.common import ReviewSettings
+from byu.review.settings import MiningSettings
+from flows.base import ReviewSettings
 from flows.model_tasks import predict_with_fingerprint
 from flows.task_runners import ENV_DASK_ADDRESS, ENV_GPU_RESOURCE, ENV_RUNNER, task_runner_from_env
 from tests.flow_support import SPLIT, copy_root
@@ -140,7 +141,7 @@ def test_round1_on_the_cluster_writes_what_threads_write(micro_root: Path, tmp_p
     def params(root: Path) -> Round1Params:
         return Round1Params(data_dir=str(root), model_dirs=[str(root / "models" / "round1")], split_folds=[2],
                             review=ReviewSettings(reviewer="scripted", truth=str(root / "synth" / "truth.csv"),
-                                                  fp_threshold=None))  # the faint micro model: every FP case
+                                                  mining=MiningSettings(fp_threshold=None)))  # the faint micro model
 
     monkeypatch.setenv("BYU_PREDICT_BATCH", "2")
     monkeypatch.setenv("BYU_RENDER_BATCH", "2")

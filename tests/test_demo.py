@@ -31,8 +31,11 @@ def test_demo_layout_report_and_notebook(tmp_path: Path, monkeypatch):
     on_disk = json.loads((data / "demo_report.json").read_text())
     assert on_disk == report
     for key in ("planted_errors", "errors_fixed", "cases_reviewed", "label_changes", "changes_without_decision",
-                "wall_time_s"):
+                "wall_time_s", "review_images", "review_items", "images_per_label_change", "annotator_minutes"):
         assert key in report
+    # the review load is counted from the round's image files
+    assert report["review_images"] == report["review_image_files"] == report["cases"]
+    assert report["review_load"]["total"]["images"] == report["review_images"]
     assert report["planted_errors"] >= 2
     assert report["changes_without_decision"] == 0
     assert report["label_changes"] == sum(
@@ -60,7 +63,7 @@ def test_demo_layout_report_and_notebook(tmp_path: Path, monkeypatch):
 
     again = replay_cohort(data, tmp_path / "replay")
     for key in ("errors_fixed", "errors_not_fixed", "cases", "cases_reviewed", "label_changes",
-                "changes_without_decision"):
+                "changes_without_decision", "review_load"):
         assert again[key] == report[key], key
     replayed = tmp_path / "replay" / data.name
     assert (replayed / "review" / "round1" / "cases.csv").read_bytes() == \
@@ -79,16 +82,15 @@ def check_recovery_misses(data: Path, report: dict, png: Path) -> None:
     cohort = Cohort(data)
     thr = cohort.confirm["motor"]
     sup = cohort.supports
-    # mining's FN cases are exactly the labels with no prediction (support 0) or a weaker one than the threshold
-    fn = [c for c in read_cases(data / "review" / "round1" / "cases.csv") if c.kind == "FN"]
-    assert {(c.tomo_id, c.reason) for c in fn if c.reason != "unverified"} == {
-        (r.tomo_id, "unmatched" if r.support == 0 else "weak") for r in sup.itertuples() if r.support < thr}
-    # ... and the other FN cases are the well-supported labels the verifier believes least
-    bar = cohort.verify_bar.get("motor", float("-inf"))  # none: too few labels to verify
+    # the labels mining reviews (alone with their candidates, or in galleries) are exactly those with no
+    # prediction (support 0), a weaker one than the threshold, or the verifier believes least
+    cases = read_cases(data / "review" / "round1" / "cases.csv")
+    reviewed = {(c.frame_of(k).tomo_id, round(k.z, 2), round(k.y, 2), round(k.x, 2)) for c in cases
+                if c.kind in ("FN", "GL") for k in c.candidates if k.source == "label"}
+    bar = cohort.verify_bar.get("motor", float("-inf"))  # none: too few labels, or a verifier that cannot separate
     verified = {r.Index: cohort.verified("motor", r.tomo_id, (r.z, r.y, r.x)) for r in sup.itertuples()}
-    assert {c.tomo_id for c in fn if c.reason == "unverified"} == {
-        r.tomo_id for r in sup.itertuples() if r.support >= thr and verified[r.Index] is not None
-        and verified[r.Index] < bar}
+    assert reviewed == {(r.tomo_id, round(r.z, 2), round(r.y, 2), round(r.x, 2)) for r in sup.itertuples()
+                        if r.support < thr or (verified[r.Index] is not None and verified[r.Index] < bar)}
     assert len(sup) == sum(t in cohort.predicted for t in cohort.labels.picks["tomo_id"])
     misses = cohort.misses()
     assert [(m["tomo_id"], m["kind"]) for m in misses] == [(e["tomo_id"], e["kind"])

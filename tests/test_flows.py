@@ -20,18 +20,22 @@ from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.review.cases import read_cases
 from byu.review.scripted import scripted_decisions
+from byu.review.settings import MiningSettings, WaitSettings
 from byu.review.tags import split_tags
-from flows.common import ReviewSettings
+from flows.base import ReviewSettings
 from flows.round1 import Round1Params, round1
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
-def round1_params(root: Path, **review) -> Round1Params:
-    # every FP case shown: the micro model's predictions are faint, and these tests are about the flow's steps
-    review = {"reviewer": "scripted", "truth": str(root / "synth" / "truth.csv"), "fp_threshold": None, **review}
+#: every unlabeled prediction shown: the micro model's predictions are faint, and these tests are about the flow
+FAINT = MiningSettings(fp_threshold=None)
+
+
+def round1_params(root: Path, wait: WaitSettings | None = None, **review) -> Round1Params:
+    review = {"reviewer": "scripted", "truth": str(root / "synth" / "truth.csv"), "mining": FAINT, **review}
     return Round1Params(data_dir=str(root), model_dirs=[str(root / "models" / "round1")], split_folds=[2, 3],
-                        review=ReviewSettings(**review))
+                        review=ReviewSettings(**review, wait=wait or WaitSettings()))
 
 
 def test_round1_scripted_writes_gt_v2_splits_and_is_rerunnable(micro_root: Path):
@@ -49,7 +53,7 @@ def test_round1_scripted_writes_gt_v2_splits_and_is_rerunnable(micro_root: Path)
     assert len(list((root.review / "round1" / "images").glob("*.jpg"))) == len(cases) == summary["cases"]
     # only tomograms with at most one labeled motor were reviewed
     counts = store.get("gt").motor_counts()
-    assert {c.tomo_id for c in cases} <= {t for t, n in counts.items() if n <= 1}
+    assert {t for c in cases for t in c.tomo_ids} <= {t for t, n in counts.items() if n <= 1}
     before = store.path("gt_v2").read_bytes()
     round1(round1_params(micro_root))  # rerun: cached, same version, nothing rewritten
     assert store.path("gt_v2").read_bytes() == before
@@ -92,7 +96,7 @@ def test_round1_through_cvat_polls_then_pulls(micro_root: Path, monkeypatch):
         stop, done = threading.Event(), []
         worker = threading.Thread(target=_annotate_when_pushed, args=(url, micro_root, stop, done), daemon=True)
         worker.start()
-        params = round1_params(micro_root, reviewer="cvat", wait="poll", poll_interval_s=0.5, timeout_s=120,
+        params = round1_params(micro_root, reviewer="cvat", wait=WaitSettings(mode="poll", poll_interval_s=0.5),
                                cvat_url=url, batch_size=2)
         try:
             round1(params)
@@ -115,11 +119,12 @@ def test_round1_through_cvat_polls_then_pulls(micro_root: Path, monkeypatch):
 KILL_SCRIPT = """
 import sys
 from flows.round1 import Round1Params, round1
-from flows.common import ReviewSettings
+from byu.review.settings import MiningSettings
+from flows.base import ReviewSettings
 root = sys.argv[1]
 round1(Round1Params(data_dir=root, model_dirs=[root + "/models/round1"], split_folds=[2, 3],
                     review=ReviewSettings(reviewer="scripted", truth=root + "/synth/truth.csv",
-                                          fp_threshold=None)))
+                                          mining=MiningSettings(fp_threshold=None))))
 """
 
 

@@ -302,8 +302,8 @@ def test_full_cycle_push_tag_status_pull_decisions(fake, config, annotator, roun
         assert server.frame_names(e["id"]) == e["images"]  # frames keep names and cases.csv order
 
     rec = record(round_dir)
-    assert rec["labels"] == ["0", "1", "2", "3", "none", "unsure"]
-    assert rec["project"]["name"] == "r1" and rec["batch_size"] == 2
+    assert rec["labels"] == ["0", "1", "2", "3", "none", "unsure", "ok"]
+    assert rec["project"]["name"] == f"r1-{data_root_id(round_dir)}" and rec["batch_size"] == 2
     with server.state.lock:
         labels = {lab["name"]: lab["type"] for lab in server.state.labels.values()}
     assert labels == {name: "tag" for name in rec["labels"]}
@@ -410,6 +410,7 @@ def test_failed_processing_then_rerun_completes_the_round(fake, config, round_di
     assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
 
 
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
 def test_crash_between_task_creation_and_upload(fake, round_dir):
     url, server = fake
     server.faults.hang_upload_start = True
@@ -477,14 +478,16 @@ def test_missing_image_fails_before_contacting_the_server(fake, config, round_di
 
 
 def test_existing_project_gets_missing_labels(fake, config, round_dir):
+    """A project of this data root (the id in its name) that lacks some of the round's labels gets them."""
     url, server = fake
+    name = rc.default_project_name(round_dir)  # makes the data root's id (<data root>/.byu-id)
     with rc.cvat_client(config) as client:
         client.projects.create(models.ProjectWriteRequest(
-            name="r1", labels=[models.PatchedLabelRequest(name=n, type="tag") for n in ("0", "none", "unsure")]))
+            name=name, labels=[models.PatchedLabelRequest(name=n, type="tag") for n in ("0", "none", "unsure")]))
     push_round(round_dir, config=config)
     with server.state.lock:
         names = sorted(lab["name"] for lab in server.state.labels.values())
-    assert names == ["0", "1", "2", "3", "none", "unsure"]
+    assert names == ["0", "1", "2", "3", "none", "ok", "unsure"]
     assert server.count("POST", r"/api/projects/?") == 1
 
 
@@ -612,30 +615,35 @@ def test_cli_push_status_pull_import(fake, annotator, round_dir, tmp_path):
 
 @pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
 def test_a_multiclass_round_through_cvat(fake, config, annotator, tmp_path):
-    """Ribosomes and apo-ferritin: mined per class, pushed with the class tags, tagged by a person (as:<class> where a
-    candidate has another class), pulled, applied: the new version is the truth, the relabel recorded."""
+    """Ribosomes and apo-ferritin: mined per class into single cases and galleries, pushed with the per-candidate
+    class tags and the gallery tags, tagged by a person (``0:apo-ferritin`` where the label has another class,
+    ``x<k>`` on a gallery crop that is no particle), pulled, applied: the new version is the truth, the relabel
+    recorded."""
     from byu.labels.store import LabelStore
     from byu.review.round import CvatReviewer, ReviewRound
     from byu.review.scripted import scripted_decisions
+    from byu.review.settings import MiningSettings
     from byu.review.tags import split_tags
 
     url, server = fake
     truth, noisy, preds = multiclass_world()
     root, _ = round_root(tmp_path, noisy, preds)
     rnd = ReviewRound(root, "mc1")
-    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv",
+                     settings=MiningSettings(verify=False)).cases
+    assert {c.kind for c in cases} == {"FN", "GL", "GP"}
     write_images(rnd.paths.images, [c.image for c in cases])
     reviewer = CvatReviewer(config=config, batch_size=2)
     assert "CVAT task(s)" in rnd.start_review(reviewer)
     rec = record(rnd.paths.dir)
-    assert set(rec["labels"]) >= {"as:ribosome", "as:apo-ferritin", "0", "none", "unsure"}
+    assert set(rec["labels"]) >= {"0:apo-ferritin", "1:ribosome", "x1", "0", "none", "unsure", "ok"}
     with server.state.lock:
         assert {lab["name"] for lab in server.state.labels.values()} == set(rec["labels"])
 
     # the person tags what is true (the scripted reviewer's answers, clicked through the SDK)
-    answers = scripted_decisions(cases, truth)
-    tagged = {c.image: split_tags(t) for c, t in zip(cases, answers.tags)}
-    assert any("as:apo-ferritin" in t for t in tagged.values())
+    answers = scripted_decisions(cases, truth, labeled=noisy)
+    tagged = {c.image: split_tags(t) for c, t in zip(cases, answers.tags, strict=True)}
+    assert ["0:apo-ferritin"] in tagged.values() and ["x1"] in tagged.values()
     for e in rec["tasks"]:
         tag_images_as_annotator(annotator, e["id"], {k: v for k, v in tagged.items() if k in e["images"]},
                                 assignee="alice")
@@ -648,3 +656,268 @@ def test_a_multiclass_round_through_cvat(fake, config, annotator, tmp_path):
     changes = LabelStore(root.labels).changes("gt_v2")
     assert sorted(changes[changes.action != "keep"].action) == ["add", "move", "relabel", "remove"]
     assert set(changes.reviewer) == {"alice"}
+
+
+# ----------------------------------------------------------------------------------------------
+# What a real CVAT 2.23.1 server showed (issue #27, item 16)
+
+
+def data_root_id(rd: Path) -> str:
+    """The short id of the data root holding round ``rd`` (``<root>/.byu-id``, made by the first push)."""
+    import uuid
+
+    return uuid.UUID((rd.parents[1] / ".byu-id").read_text(encoding="utf-8").strip()).hex[:8]
+
+
+def project_labels(server, project_id: int) -> list[str]:
+    with server.state.lock:
+        return sorted(lab["name"] for lab in server.state.labels.values() if lab["project_id"] == project_id)
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_fake_negotiates_content_like_cvat(fake):
+    """CVAT's only renderer is application/vnd.cvat+json: ``Accept: application/json`` alone is a 406, on about as
+    on every API endpoint, and before authentication."""
+    import urllib3
+
+    url, server = fake
+    with urllib3.PoolManager(retries=False) as http:
+        for path in ("/api/server/about", "/api/tasks", "/api/auth/login"):
+            resp = http.request("GET" if "login" not in path else "POST", url + path,
+                                headers={"Accept": "application/json"})
+            assert resp.status == 406, path
+            assert json.loads(resp.data) == {"detail": "Could not satisfy the request Accept header."}
+        for accept in ("application/vnd.cvat+json", "*/*", "application/*",
+                       "text/html, application/vnd.cvat+json; version=2.0", None):
+            resp = http.request("GET", url + "/api/server/about", headers={"Accept": accept} if accept else {})
+            assert resp.status == 200, accept
+            assert resp.headers["Content-Type"] == "application/vnd.cvat+json"
+            assert json.loads(resp.data)["version"] == server.version
+        assert http.request("GET", url + "/api/tasks", headers={"Accept": "*/*"}).status == 401
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_own_version_read_sends_an_accept_cvat_renders(fake):
+    url, server = fake
+    assert rc._raw_about(make_config(url))["version"] == server.version
+    rc.connect(make_config(url)).close()  # the default path: version check on
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_wrong_credentials_are_named_not_hidden_by_a_406(fake, round_dir):
+    from byu.cli.review import app
+
+    url, server = fake
+    with pytest.raises(CvatError) as info:
+        rc.connect(make_config(url, password="wrong-secret-pw"))
+    text = str(info.value)
+    assert "refused the credentials of user 'operator' (HTTP 400" in text, text
+    assert "Unable to log in with provided credentials" in text
+    assert "406" not in text and "does not look like" not in text and "wrong-secret-pw" not in text
+    with pytest.raises(CvatError, match=r"refused the access token \(HTTP 401: Invalid token"):
+        rc.connect(CvatConfig(url=url, token="not-the-token", max_attempts=2))
+
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": "wrong-secret-pw"}
+    res = CliRunner().invoke(app, ["push", "r1", "--data-dir", str(round_dir.parents[1])], env=env)
+    assert res.exit_code == 2 and "refused the credentials" in res.output, res.output
+    assert "Traceback" not in res.output and "wrong-secret-pw" not in res.output
+    assert not (round_dir / "cvat").exists()  # nothing stored
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_repush_completes_a_task_created_without_data(fake, config, round_dir):
+    """A push that died between creating a task and uploading its data: on CVAT 2.23 such a task has no ``size``
+    and no ``data`` (the SDK raised ApiAttributeError on ``task.size``); status and a re-push handle it."""
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    url, server = fake
+    server.faults.upload_start_500 = 1
+    with pytest.raises(ApiException):
+        push_round(round_dir, config=make_config(url, max_attempts=1), batch_size=2)
+    (created,) = server.task_by_name("r1-001")
+    assert created["data"] is None
+    with rc.cvat_client(config) as client:
+        _, resp = client.api_client.tasks_api.retrieve(created["id"], _parse_response=False)
+        raw = json.loads(resp.data)
+    if server.legacy:
+        assert "size" not in raw and "data" not in raw
+    else:
+        assert (raw["size"], raw["data"]) == (0, None)
+    assert round_status(round_dir, config=config)[["task", "remote"]].values.tolist() == [["r1-001", "no data"]]
+
+    entries = push_round(round_dir, config=config, batch_size=2)
+    assert entries[0]["id"] == created["id"]  # the existing task got its data
+    assert server.count("POST", r"/api/tasks/?") == 3 and server.count("DELETE", r"/api/tasks/\d+/?") == 0
+    assert [e["state"] for e in entries] == ["uploaded"] * 3
+    assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
+
+
+def _reopen(client, task_id: int, state: str = "in progress") -> None:
+    for job in client.tasks.retrieve(task_id).get_jobs():
+        job.update(models.PatchedJobWriteRequest(state=state))
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_a_pull_never_silently_drops_decisions(fake, config, annotator, round_dir):
+    """A pull while jobs are in progress again (reopened) kept nothing: decisions.csv went from 5 rows to 0. Now a
+    decision whose job is not completed now is kept from the previous pull (and reported); a decision a person
+    took back in a completed job (the image untagged) is dropped, and reported."""
+    from byu.cli.review import app
+
+    url, server = fake
+    imgs = images_of(round_dir)
+    entries = push_round(round_dir, config=config, batch_size=2)
+    tagged = {imgs[0]: ["1"], imgs[1]: ["0"], imgs[2]: ["none"], imgs[3]: ["1"], imgs[4]: ["0"]}
+    for e in entries:
+        tag_images_as_annotator(annotator, e["id"], {k: v for k, v in tagged.items() if k in e["images"]},
+                                assignee="alice")
+    first = pull_round(round_dir, config=config)
+    assert len(first.result.decisions) == 5
+    before = (round_dir / "decisions.csv").read_bytes()
+    case_ids = read_decisions(round_dir / "decisions.csv")["case_id"].tolist()
+
+    for e in entries:  # every job reopened: the pull collects nothing
+        _reopen(annotator, e["id"])
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    res = CliRunner().invoke(app, ["pull", "r1", "--status-check-period", "0.01", "--data-dir",
+                                   str(round_dir.parents[1])], env=env)
+    assert res.exit_code == 0, res.output
+    assert (round_dir / "decisions.csv").read_bytes() == before  # was: the header alone
+    assert first.changed and first.kept == [] and first.withdrawn == []
+    assert "kept 5 decision(s) from the previous decisions.csv" in res.output and "decisions.csv unchanged" in res.output
+    report = pull_round(round_dir, config=config)
+    assert report.written and not report.changed and report.kept == case_ids
+    assert report.result.decisions["case_id"].tolist() == case_ids
+
+    # r1-001: imgs[0] re-tagged and completed; r1-002 still in progress; r1-003: the tag taken back, completed
+    job1 = annotator.tasks.retrieve(entries[0]["id"]).get_jobs()[0]
+    job1.remove_annotations(ids=[t.id for t in job1.get_annotations().tags if t.frame == 0])
+    tag_images_as_annotator(annotator, entries[0]["id"], {imgs[0]: ["2"]})
+    job3 = annotator.tasks.retrieve(entries[2]["id"]).get_jobs()[0]
+    job3.remove_annotations(ids=[t.id for t in job3.get_annotations().tags])
+    _reopen(annotator, entries[2]["id"], "completed")
+    report = pull_round(round_dir, config=config)
+    assert report.changed and report.kept == case_ids[2:4] and report.withdrawn == [case_ids[4]]
+    d = read_decisions(round_dir / "decisions.csv")
+    assert d[["case_id", "tags", "job_state"]].values.tolist() == [
+        [case_ids[0], "2", "completed"], [case_ids[1], "0", "completed"],
+        [case_ids[2], "none", "completed"], [case_ids[3], "1", "completed"]]  # the kept two as pulled before
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_a_first_pull_of_jobs_in_progress_keeps_decisions_made_elsewhere(fake, config, annotator, round_dir):
+    """decisions.csv imported by hand (or from an earlier pull with --include-incomplete) is not emptied by a pull
+    that collects nothing."""
+    imgs = images_of(round_dir)
+    (entry,) = push_round(round_dir, config=config)
+    tag_images_as_annotator(annotator, entry["id"], {imgs[0]: ["1"], imgs[1]: ["2"]}, complete=False)
+    assert len(pull_round(round_dir, config=config, include_incomplete=True).result.decisions) == 2
+    before = (round_dir / "decisions.csv").read_bytes()
+    report = pull_round(round_dir, config=config)
+    assert (round_dir / "decisions.csv").read_bytes() == before
+    assert report.kept == ["FN-0001", "FP-0002"] and not report.changed
+
+
+def test_a_reopened_second_review_keeps_its_decision(fake, config, annotator, round_dir):
+    """A second-review job reopened: its decision stands over the first review's 'unsure' until it is completed
+    again (the pull took 'unsure' back)."""
+    imgs = images_of(round_dir)
+    (first,) = push_round(round_dir, config=config)
+    tag_images_as_annotator(annotator, first["id"], {imgs[0]: ["unsure"], imgs[1]: ["1"]})
+    pull_round(round_dir, config=config)
+    (review2,) = push_second_review(round_dir, config=config)
+    tag_images_as_annotator(annotator, review2["id"], {imgs[0]: ["2"]})
+    pull_round(round_dir, config=config)
+    decided = read_decisions(round_dir / "decisions.csv")[["case_id", "tags", "source"]].values.tolist()
+    assert decided == [["FN-0001", "2", "cvat:r1-review2-001.xml"], ["FP-0002", "1", "cvat:r1-001.xml"]]
+    _reopen(annotator, review2["id"])
+    report = pull_round(round_dir, config=config)
+    assert read_decisions(round_dir / "decisions.csv")[["case_id", "tags", "source"]].values.tolist() == decided
+    assert report.kept == ["FN-0001"] and not report.changed
+    _reopen(annotator, review2["id"], "completed")
+    assert pull_round(round_dir, config=config).kept == []
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_rounds_of_two_data_roots_never_meet_on_one_server(fake, config, tmp_path):
+    url, server = fake
+    a = make_round(tmp_path / "a" / "review", "round1", [3, 2, 0, 1, 1])
+    b = make_round(tmp_path / "b" / "review", "round1", [5, 1], seed=1)  # other cases, tags 0..5
+    ea = push_round(a, config=config, batch_size=2)
+    a_labels = project_labels(server, record(a)["project"]["id"])
+    eb = push_round(b, config=config, batch_size=2)  # was: found a's project 'round1', added labels, then refused
+    ra, rb = record(a), record(b)
+    assert ra["project"]["id"] != rb["project"]["id"]
+    assert project_labels(server, ra["project"]["id"]) == a_labels == sorted(ra["labels"])  # no "4"/"5" from b
+    assert project_labels(server, rb["project"]["id"]) == sorted(rb["labels"])
+    assert data_root_id(a) != data_root_id(b)
+    assert ra["project"]["name"] == f"round1-{data_root_id(a)}" and rb["project"]["name"] == f"round1-{data_root_id(b)}"
+    for entries, rec in ((ea, ra), (eb, rb)):
+        with server.state.lock:
+            assert {server.state.tasks[e["id"]]["project_id"] for e in entries} == {rec["project"]["id"]}
+        assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
+    ids = (a.parents[1] / ".byu-id").read_text()
+    assert [e["id"] for e in push_round(a, config=config, batch_size=2)] == [e["id"] for e in ea]
+    (a / "cvat" / "tasks.json").unlink()  # a lost record: found again by the name, which holds the id
+    assert [e["id"] for e in push_round(a, config=config, batch_size=2)] == [e["id"] for e in ea]
+    assert (a.parents[1] / ".byu-id").read_text() == ids and server.count("POST", r"/api/projects/?") == 2
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_a_project_of_another_data_root_is_refused_before_any_change(fake, config, tmp_path):
+    url, server = fake
+    a = make_round(tmp_path / "a" / "review", "round1", [3, 2])
+    b = make_round(tmp_path / "b" / "review", "round1", [5, 1], seed=1)
+    push_round(a, config=config)
+    a_project = record(a)["project"]
+    a2 = make_round(tmp_path / "a" / "review", "round2", [1])
+    push_round(a2, config=config, project_name="lab-round2")  # a name without the data root's id
+    labels = {p: project_labels(server, p) for p in (1, 2)}
+    calls = len(server.calls)
+    for name, pid in ((a_project["name"], a_project["id"]), ("lab-round2", 2)):
+        with pytest.raises(CvatError) as info:
+            push_round(b, config=config, project_name=name)
+        text = str(info.value)
+        assert f"CVAT project {name!r} (id {pid})" in text and "not made by this data root" in text, text
+        assert not (b / "cvat").exists()  # no tasks.json pointing there
+    from byu.cli.review import app
+
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    res = CliRunner().invoke(app, ["push", "round1", "--project-name", "lab-round2", "--data-dir",
+                                   str(b.parents[1])], env=env)
+    assert res.exit_code == 2 and "not made by this data root" in res.output and "Traceback" not in res.output
+    assert not (b / "cvat").exists()
+    assert {p: project_labels(server, p) for p in (1, 2)} == labels
+    assert not [c for c in server.calls[calls:] if c[0] != "GET" and "/auth/" not in c[1]]  # only reads
+    # the data root that made it goes on using it (its record says so)
+    assert push_round(a2, config=config)[0]["id"] == record(a2)["tasks"][0]["id"]
+    assert record(a2)["project"] == {"id": 2, "name": "lab-round2"}
+
+
+@pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
+def test_a_task_deleted_on_the_server_is_named(fake, config, round_dir):
+    from byu.cli.review import app
+
+    url, server = fake
+    entries = push_round(round_dir, config=config, batch_size=3)
+    pull_round(round_dir, config=config)
+    kept = {p.name: p.read_bytes() for p in (round_dir / "cvat").iterdir() if p.is_file()}
+    kept["decisions.csv"] = (round_dir / "decisions.csv").read_bytes()
+    with rc.cvat_client(config) as client:
+        client.tasks.retrieve(entries[1]["id"]).remove()
+    with pytest.raises(CvatError) as info:
+        pull_round(round_dir, config=config)
+    text = str(info.value)
+    assert f"CVAT task 'r1-002' (id {entries[1]['id']}) is gone from the server" in text, text
+    assert "push again" in text and "annotations" in text
+    env = {"BYU_CVAT_URL": url, "BYU_CVAT_USER": "operator", "BYU_CVAT_PASSWORD": USERS["operator"]}
+    res = CliRunner().invoke(app, ["pull", "r1", "--status-check-period", "0.01", "--data-dir",
+                                   str(round_dir.parents[1])], env=env)
+    assert res.exit_code == 2 and "'r1-002'" in res.output and "after retries" not in res.output, res.output
+    assert "Traceback" not in res.output
+    now = {p.name: p.read_bytes() for p in (round_dir / "cvat").iterdir() if p.is_file()}
+    now["decisions.csv"] = (round_dir / "decisions.csv").read_bytes()
+    assert now == kept  # nothing stored changed
+    again = push_round(round_dir, config=config, batch_size=3)
+    assert again[0]["id"] == entries[0]["id"] and again[1]["id"] != entries[1]["id"]
+    assert pull_round(round_dir, config=config).written

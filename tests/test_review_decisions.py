@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -158,10 +157,8 @@ def test_billion_laughs_is_rejected_fast(tmp_path, cases):
     ents = '<!ENTITY l0 "lol">' + "".join(
         f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
     doc = f'<?xml version="1.0"?><!DOCTYPE annotations [{ents}]><annotations><version>&l9;</version></annotations>'
-    t0 = time.monotonic()
-    with pytest.raises(InputError, match="entit"):
+    with pytest.raises(InputError, match="entit"):  # refused, not expanded (its time: benchmarks/timeouts.py)
         parse_cvat_xml(write(tmp_path, doc), cases)
-    assert time.monotonic() - t0 < 2.0
 
 
 def test_bare_doctype_without_entities_is_accepted(tmp_path, cases):
@@ -173,10 +170,8 @@ def test_a_1_gb_file_is_refused_before_parsing(tmp_path, cases):
     big = tmp_path / "huge.xml"
     with open(big, "wb") as fh:  # sparse: claims 1 GiB, uses no disk
         fh.truncate(2**30)
-    t0 = time.monotonic()
-    with pytest.raises(InputError, match="more than the 67108864-byte limit"):
+    with pytest.raises(InputError, match="more than the 67108864-byte limit"):  # from its size, before parsing
         parse_cvat_xml(big, cases)
-    assert time.monotonic() - t0 < 1.0
     small = write(tmp_path, cvat_xml({img(cases, 0): ["1"]}))
     with pytest.raises(InputError, match="100-byte limit"):
         parse_cvat_xml(small, cases, max_bytes=100)

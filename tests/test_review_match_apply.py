@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from byu.errors import InputError, NotFoundError
 from byu.labels.formats import to_canonical
@@ -19,6 +20,8 @@ from byu.review.decisions import write_decisions
 from byu.review.match import find_cases
 from byu.review.round import ReviewRound
 from byu.review.scripted import scripted_decisions
+from byu.review.settings import MiningSettings
+from byu.review.verify import Verification
 from tests.cvat_support import multiclass_world, prediction_row, round_root
 
 SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise the frame conversion
@@ -26,9 +29,30 @@ SHAPE = (300, 300, 300)  # 3000 Å a side at 10 Å; predictions at 5 Å exercise
 
 pred = prediction_row
 
+#: single-particle cases only, no label verifier, no thresholds: the mining rules one at a time
+SINGLE = MiningSettings(galleries=False, verify=False, confirm_threshold=None, fp_threshold=None)
+
+
+def single(**settings) -> MiningSettings:
+    return MiningSettings(**{**SINGLE.model_dump(), **settings})
+
+
+def mine(labels, preds, *, verification=None, tomo_ids=None, label_version="", prediction_run="", **settings):
+    """The cases of ``SINGLE`` mining with ``settings`` changed."""
+    return find_cases(labels, preds, settings=single(**settings), verification=verification, tomo_ids=tomo_ids,
+                      label_version=label_version, prediction_run=prediction_run).cases
+
+
+def verified(labels=None, predictions=None, separation=1.0) -> Verification:
+    """A verifier's scores of labels and/or predictions, with the given out-of-fold separation (AUC)."""
+    empty = pd.Series(dtype=float)
+    lab = labels if labels is not None else empty
+    return Verification(labels=lab, predictions=predictions if predictions is not None else empty,
+                        separation={"motor": separation})
+
 
 def motors(table) -> dict:
-    return dict(zip(table.tomo_id, table.motor_zyx))
+    return dict(zip(table.tomo_id, table.motor_zyx, strict=True))
 
 
 @pytest.fixture
@@ -59,7 +83,7 @@ def world():
 
 def test_find_cases_kinds_candidates_and_frames(world):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds, label_version="gt", prediction_run="oof", threshold=0.05, max_candidates=5)
+    cases = mine(noisy, preds, label_version="gt", prediction_run="oof", threshold=0.05, max_candidates=5)
     by = {c.tomo_id: c for c in cases}
     assert set(by) == {"missed", "false", "shifted", "deep"}
     assert (by["missed"].kind, by["false"].kind, by["shifted"].kind, by["deep"].kind) == ("FP", "FN", "FN", "FN")
@@ -67,7 +91,7 @@ def test_find_cases_kinds_candidates_and_frames(world):
     assert [c.k for c in cands] == [1, 2] and cands[0].conf == 0.9
     assert cands[0].zyx == [50.0, 50.0, 50.0]  # converted to the label frame
     shifted = by["shifted"].candidates
-    assert shifted[0].model_dump() == {"k": 0, "particle": "motor", "z": 10.0, "y": 10.0, "x": 200.0, "conf": None,
+    assert shifted[0].model_dump(exclude={"tomo_id", "Z", "Y", "X", "voxel_spacing"}) == {"k": 0, "particle": "motor", "z": 10.0, "y": 10.0, "x": 200.0, "conf": None,
                                        "source": "label"}
     assert [c.conf for c in shifted[1:]] == [0.7, 0.06]
     assert by["shifted"].reason == "unmatched" and by["missed"].reason == "unlabeled"
@@ -76,15 +100,15 @@ def test_find_cases_kinds_candidates_and_frames(world):
     assert [c.score for c in cases] == sorted((c.score for c in cases), reverse=True)
     assert by["missed"].image == f"FP-{by['missed'].index}-missed-300x300x300-spacing10.jpg"
     assert by["deep"].score == 1.0 and by["shifted"].score == pytest.approx(1 - 0.7)
-    strict = find_cases(noisy, preds, threshold=0.5, max_candidates=1)
+    strict = mine(noisy, preds, threshold=0.5, max_candidates=1)
     assert all(len(c.candidates) <= 2 for c in strict)
     with pytest.raises(NotFoundError):
-        find_cases(noisy, preds, tomo_ids=["nope"])
+        mine(noisy, preds, tomo_ids=["nope"])
 
 
 def test_cases_csv_round_trip(world, tmp_path):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds, label_version="gt")
+    cases = mine(noisy, preds, label_version="gt")
     path = write_cases(cases, tmp_path / "cases.csv")
     assert read_cases(path) == cases
     assert list(cases_frame(cases).columns)[:4] == ["case_id", "kind", "index", "tomo_id"]
@@ -104,7 +128,7 @@ def test_cases_from_before_multiclass_rounds_are_read_as_motor_cases(tmp_path):
 
 def test_bad_case_rows_name_line_and_field(tmp_path, world):
     truth, noisy, preds = world
-    frame = cases_frame(find_cases(noisy, preds))
+    frame = cases_frame(mine(noisy, preds))
     frame.loc[1, "candidates"] = "[{not json"
     frame.loc[2, "tomo_id"] = "../evil"
     frame.to_csv(tmp_path / "cases.csv", index=False)
@@ -115,15 +139,15 @@ def test_bad_case_rows_name_line_and_field(tmp_path, world):
 
 def test_scripted_review_fixes_exactly_the_planted_errors(world):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds, label_version="gt")
+    cases = mine(noisy, preds, label_version="gt")
     dec = scripted_decisions(cases, truth)
-    tags = {c.tomo_id: t for c, t in zip(cases, dec.tags)}
+    tags = {c.tomo_id: t for c, t in zip(cases, dec.tags, strict=True)}
     assert tags == {"missed": "1", "false": "none", "shifted": "1", "deep": "0"}
     res = apply_decisions(noisy, cases, dec, round_name="r1")
     assert motors(to_canonical(res.labels)) == {"missed": [[50.0, 50.0, 50.0]], "ok": [[20.0, 20.0, 20.0]],
                                                 "false": [], "shifted": [[10.0, 10.0, 10.0]],
                                                 "deep": [[90.0, 90.0, 90.0]]}
-    actions = dict(zip(res.changes.tomo_id, res.changes.action))
+    actions = dict(zip(res.changes.tomo_id, res.changes.action, strict=True))
     assert actions == {"missed": "add", "false": "remove", "shifted": "move", "deep": "keep"}
     assert res.label_changes == 3
     assert set(res.changes.case_id) == {c.case_id for c in cases} and (res.changes.reviewer == "scripted").all()
@@ -137,7 +161,7 @@ def test_scripted_reviewer_keeps_a_weak_label_and_adds_the_missed_neighbour_show
     truth = LabelSet.from_canonical(make_table([("two", SHAPE, 10.0, [[50, 50, 50], [50, 50, 200]])]))
     noisy = LabelSet.from_canonical(make_table([("two", SHAPE, 10.0, [[50, 50, 50]])]))
     preds = pd.DataFrame([pred("two", 100, 100, 100, 0.4), pred("two", 100, 100, 400, 0.5)])
-    cases = find_cases(noisy, preds, confirm_threshold=0.6)
+    cases = mine(noisy, preds, confirm_threshold=0.6)
     assert [(c.kind, c.reason) for c in cases] == [("FN", "weak")]
     dec = scripted_decisions(cases, truth)
     assert dec.tags.tolist() == ["0;1"] and cases[0].candidate(1).zyx == [50.0, 50.0, 200.0]
@@ -148,7 +172,7 @@ def test_scripted_reviewer_keeps_a_weak_label_and_adds_the_missed_neighbour_show
 
 def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     fn = next(c.case_id for c in cases if c.tomo_id == "false")
     fp = next(c.case_id for c in cases if c.tomo_id == "missed")
     dec = pd.DataFrame([{"case_id": fn, "tags": "unsure", "reviewer": "ann"}, {"case_id": fp, "tags": "",
@@ -168,7 +192,7 @@ def test_unreviewed_and_unsure_change_nothing_and_bad_tags_are_rejected(world):
 
 def test_a_candidate_tagged_twice_is_added_once(world):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     fp = next(c.case_id for c in cases if c.tomo_id == "missed")
     res = apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fp, "tags": "1;1", "reviewer": "a"}]),
                           round_name="r")
@@ -177,7 +201,7 @@ def test_a_candidate_tagged_twice_is_added_once(world):
 
 def test_fn_keep_and_add_and_overrides(world):
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     shifted = next(c.case_id for c in cases if c.tomo_id == "shifted")
     dec = pd.DataFrame([{"case_id": shifted, "tags": "0;1", "reviewer": "ann"}])
     overrides = pd.DataFrame([{"tomo_id": "ok", "action": "clear", "z": None, "y": None, "x": None, "note": "bad tomo"},
@@ -198,10 +222,10 @@ def test_round_on_disk_is_rerunnable_and_versions_immutable(tmp_path, world):
     root, _ = round_root(tmp_path, noisy, preds)
     store = LabelStore(root.labels)
     rnd = ReviewRound(root, "round1")
-    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
-    assert rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv") == cases
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", settings=SINGLE).cases
+    assert rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", settings=SINGLE).cases == cases
     with pytest.raises(InputError, match="already has other cases"):
-        rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", threshold=0.5)
+        rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", settings=single(threshold=0.5))
     with pytest.raises(InputError, match="no decisions"):
         rnd.apply(from_version="gt", to_version="gt_v2")
     write_decisions(scripted_decisions(cases, truth), rnd.paths.decisions)
@@ -221,7 +245,7 @@ def test_reapplying_other_decisions_is_refused(tmp_path, world):
     truth, noisy, preds = world
     root, _ = round_root(tmp_path, noisy, preds)
     rnd = ReviewRound(root, "r")
-    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv")
+    cases = rnd.mine(labels_version="gt", predictions=root.predictions / "oof.csv", settings=SINGLE).cases
     write_decisions(scripted_decisions(cases, truth, reviewer="ann"), rnd.paths.decisions)
     rnd.apply(from_version="gt", to_version="gt_v2")
     before = LabelStore(root.labels).changes_path("gt_v2").read_bytes()
@@ -245,9 +269,9 @@ def test_predictions_csv_validation(tmp_path):
 def test_weakly_supported_labels_are_reviewed_when_asked(world):
     truth, noisy, preds = world
     weak = pd.concat([preds, pd.DataFrame([pred("false", 140, 140, 141, 0.3)])], ignore_index=True)
-    plain = find_cases(noisy, weak)
+    plain = mine(noisy, weak)
     assert "false" not in {c.tomo_id for c in plain}  # the weak prediction matches the false label: no case
-    cases = find_cases(noisy, weak, confirm_threshold=0.5)
+    cases = mine(noisy, weak, confirm_threshold=0.5)
     case = next(c for c in cases if c.tomo_id == "false")
     assert case.kind == "FN" and case.reason == "weak" and case.score == pytest.approx(0.7)
     assert [c.source for c in case.candidates] == ["label"]  # the weak match is not a candidate
@@ -260,7 +284,7 @@ def test_override_errors_name_line_and_field_and_remove_needs_a_nearby_motor(wor
     from byu.review.apply import read_overrides
 
     truth, noisy, preds = world
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     none = pd.DataFrame(columns=["case_id", "tags", "reviewer"])
     p = tmp_path / "ov.csv"
     p.write_text("tomo_id,action,z,y,x,note\nok,add,abc,5,5,typo\nok,remove,200,200,200,far away\n")
@@ -274,7 +298,7 @@ def test_override_errors_name_line_and_field_and_remove_needs_a_nearby_motor(wor
 def test_mining_without_spacing_is_a_clear_error(world):
     truth, noisy, preds = world
     with pytest.raises(InputError, match="voxel_spacing"):
-        find_cases(noisy, preds.drop(columns=["voxel_spacing"]), prediction_run="oof.csv")
+        mine(noisy, preds.drop(columns=["voxel_spacing"]), prediction_run="oof.csv")
 
 
 def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
@@ -282,19 +306,20 @@ def test_mining_defaults_to_the_tomograms_the_run_predicted(tmp_path, world):
     root, _ = round_root(tmp_path, noisy, preds, run="run.csv")
     # the run covered only two tomograms: the others were never predicted and must not become FN cases
     (root.predictions / "run.json").write_text(json.dumps({"tomo_ids": ["missed", "deep"]}))
-    cases = ReviewRound(root, "r").mine(labels_version="gt", predictions=root.predictions / "run.csv")
+    cases = ReviewRound(root, "r").mine(labels_version="gt", predictions=root.predictions / "run.csv",
+                                        settings=SINGLE).cases
     assert {c.tomo_id for c in cases} == {"missed", "deep"}
 
 
 def test_extra_candidates_go_to_fp_cases(world):
     truth, noisy, preds = world
     many = pd.DataFrame([pred("false", 20 + 40 * i, 500, 500, 0.9 - 0.05 * i) for i in range(7)])
-    cases = find_cases(noisy, many, max_candidates=3, max_fp_cases=None)
+    cases = mine(noisy, many, max_candidates=3, max_fp_cases=None)
     shown = [c for case in cases if case.tomo_id == "false" for c in case.candidates if c.k > 0]
     assert len(shown) == 7  # 3 on the FN case of the false label, the other 4 in FP cases of 3 and 1
     kinds = sorted((c.kind, len(c.candidates)) for c in cases if c.tomo_id == "false")
     assert kinds == [("FN", 4), ("FP", 1), ("FP", 3)]
-    capped = find_cases(noisy, many, max_candidates=3)  # by default one FP case per tomogram and class
+    capped = mine(noisy, many, max_candidates=3)  # by default one FP case per tomogram and class
     confs = [c.conf for case in capped if case.kind == "FP" for c in case.candidates]
     assert confs == [0.75, 0.7, 0.65]  # the strongest of the leftovers
 
@@ -310,7 +335,7 @@ def multi():
 
 def test_multiclass_mining_per_class_radius_and_relabel(multi):
     truth, noisy, preds = multi
-    cases = find_cases(noisy, preds, label_version="gt")
+    cases = mine(noisy, preds, label_version="gt")
     by = {(c.tomo_id, c.kind, c.particle): c for c in cases}
     mislabeled = by[("a", "FN", "ribosome")] if ("a", "FN", "ribosome") in by else None
     fn_a = [c for c in cases if c.tomo_id == "a" and c.kind == "FN"]
@@ -319,8 +344,8 @@ def test_multiclass_mining_per_class_radius_and_relabel(multi):
     assert [(k.particle, k.zyx) for k in wrong_class.candidates[1:]] == [("apo-ferritin", [50.0, 100.0, 100.0])]
     assert mislabeled is not None and ("b", "FP", "ribosome") in by and ("b", "FN", "apo-ferritin") in by
     dec = scripted_decisions(cases, truth)
-    tags = {(c.tomo_id, tuple(c.label.zyx) if c.label else None): t for c, t in zip(cases, dec.tags)}
-    assert tags[("a", (50.0, 100.0, 100.0))] == "0;as:apo-ferritin"  # same place, other class: a relabel
+    tags = {(c.tomo_id, tuple(c.label.zyx) if c.label else None): t for c, t in zip(cases, dec.tags, strict=True)}
+    assert tags[("a", (50.0, 100.0, 100.0))] == "0:apo-ferritin"  # same place, other class: a relabel
     res = apply_decisions(noisy, cases, dec, round_name="r1")
     got = {(r.tomo_id, r.particle, r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
     want = {(r.tomo_id, r.particle, float(r.z), float(r.y), float(r.x)) for r in truth.picks.itertuples()}
@@ -332,24 +357,32 @@ def test_multiclass_mining_per_class_radius_and_relabel(multi):
 
 def test_class_tags_are_checked(multi):
     truth, noisy, preds = multi
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     fn = next(c for c in cases if c.kind == "FN" and c.tomo_id == "b")
     for tags, words in [("0;as:ribosome;as:apo-ferritin", "more than one class"), ("none;as:ribosome",
                                                                                   "contradictory"),
-                        ("as:ribosome", "no candidate"), ("0;as:virus", "not a class of this round")]:
+                        ("as:ribosome", "no candidate"), ("0;as:virus", "not a class of this round"),
+                        ("0:ribosome;0:apo-ferritin", "two classes"), ("none;0:ribosome", "contradictory"),
+                        ("0:virus", "not a class of this round"), ("0:ribosome;as:ribosome", "per-candidate"),
+                        ("x1", "for gallery images"), ("ok", "for gallery images")]:
         with pytest.raises(InputError, match=words):
             apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fn.case_id, "tags": tags, "reviewer": ""}]),
                             round_name="r")
-    res = apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fn.case_id, "tags": "0;as:ribosome",
-                                                       "reviewer": "x"}]), round_name="r")
-    assert list(res.changes.action) == ["relabel"]
+    for tags in ("0;as:ribosome", "0:ribosome"):  # an earlier round's class tag and today's say the same
+        res = apply_decisions(noisy, cases, pd.DataFrame([{"case_id": fn.case_id, "tags": tags, "reviewer": "x"}]),
+                              round_name="r")
+        assert list(res.changes.action) == ["relabel"]
 
 
 def test_motor_rounds_have_no_class_tags():
     from byu.review.tags import tag_labels
 
-    assert tag_labels(3, ["motor"]) == ["0", "1", "2", "3", "none", "unsure"]
-    assert tag_labels(2, ["ribosome", "apo-ferritin"])[-2:] == ["as:ribosome", "as:apo-ferritin"]
+    assert tag_labels(3, ["motor"]) == ["0", "1", "2", "3", "none", "unsure", "ok"]
+    assert tag_labels(3, ["motor"], gallery_size=4) == ["0", "1", "2", "3", "4", "x1", "x2", "x3", "x4", "none",
+                                                        "unsure", "ok"]
+    multi = tag_labels(2, ["ribosome", "apo-ferritin"])
+    assert multi[-2:] == ["2:ribosome", "2:apo-ferritin"] and "0:apo-ferritin" in multi
+    assert not [t for t in multi if t.startswith("as:")]  # per-candidate class tags replace one class per image
 
 
 def test_calibrated_confirm_thresholds_follow_each_class():
@@ -372,11 +405,11 @@ def test_auto_confirm_reviews_the_half_believed_label(world):
     labels = LabelSet.from_canonical(make_table(rows))
     p = pd.DataFrame([pred("false", 140, 140, 140, 0.65)] + [pred(f"t{i}", 100, 100, 100, 0.9 + 0.01 * i)
                                                              for i in range(9)])
-    fixed = find_cases(labels, p, confirm_threshold=0.6)
+    fixed = mine(labels, p, confirm_threshold=0.6)
     assert not fixed  # 0.65 passes a fixed 0.6
-    used: dict = {}
-    auto = find_cases(labels, p, confirm_threshold="auto", thresholds_out=used)
-    assert [(c.tomo_id, c.reason) for c in auto] == [("false", "weak")] and used["motor"] > 0.65
+    result = find_cases(labels, p, settings=single(confirm_threshold="auto"))
+    assert [(c.tomo_id, c.reason) for c in result.cases] == [("false", "weak")]
+    assert result.scores.classes["motor"].confirm > 0.65
 
 
 def _nine_believed_motors(extra_conf: float = 0.95):
@@ -389,43 +422,51 @@ def _nine_believed_motors(extra_conf: float = 0.95):
 
 
 def test_fp_threshold_hides_unlabeled_predictions_weaker_than_half_the_confirm_threshold():
-    from byu.review.match import FP_FRACTION
+    from byu.review.settings import FP_FRACTION
 
     labels, p = _nine_believed_motors()
-    every = find_cases(labels, p, confirm_threshold="auto")
+    every = mine(labels, p, confirm_threshold="auto")
     assert sorted(c.tomo_id for c in every) == [f"t{i}" for i in range(10)] and {c.kind for c in every} == {"FP"}
-    used: dict = {}
-    bars: dict = {}
-    auto = find_cases(labels, p, confirm_threshold="auto", fp_threshold="auto", thresholds_out=used, bars_out=bars)
-    assert bars["fp"]["motor"] == pytest.approx(FP_FRACTION * used["motor"])
-    assert all(c.candidates[0].conf >= bars["fp"]["motor"] for c in auto)
-    assert {c.tomo_id for c in auto} == {f"t{i}" for i in range(10) if 0.05 + 0.05 * i >= bars["fp"]["motor"]}
+    result = find_cases(labels, p, settings=single(confirm_threshold="auto", fp_threshold="auto"))
+    bars, auto = result.scores.classes["motor"], result.cases
+    assert bars.fp == pytest.approx(FP_FRACTION * bars.confirm)
+    assert all(c.candidates[0].conf >= bars.fp for c in auto)
+    assert {c.tomo_id for c in auto} == {f"t{i}" for i in range(10) if 0.05 + 0.05 * i >= bars.fp}
     assert len(auto) < len(every)
-    fixed = find_cases(labels, p, fp_threshold=0.3)
+    fixed = mine(labels, p, fp_threshold=0.3)
     assert {c.tomo_id for c in fixed} == {"t5", "t6", "t7", "t8", "t9"}
-    assert len(find_cases(labels, p, fp_threshold="auto")) == len(every)  # no confirm threshold: nothing to scale
-    with pytest.raises(InputError, match="fp_threshold"):
-        find_cases(labels, p, fp_threshold="half")
+    assert len(mine(labels, p, fp_threshold="auto")) == len(every)  # no confirm threshold: nothing to scale
+    with pytest.raises(ValidationError, match="fp_threshold"):
+        mine(labels, p, fp_threshold="half")
 
 
 def test_the_least_verified_labels_are_reviewed_unless_already_cases():
     labels, p = _nine_believed_motors(extra_conf=0.2)  # t9's label is weakly supported
     p = p[p["conf"] >= 0.9 - 1e-9].pipe(lambda d: pd.concat([d, p[p["tomo_id"] == "t9"].head(1)]))
     verification = pd.Series([0.9, 0.8, 0.1, 0.95, 0.7, 0.85, 0.99, 0.2, 0.75, 0.05], index=labels.picks.index)
-    bars: dict = {}
-    cases = find_cases(labels, p, confirm_threshold="auto", verification=verification, verify_quantile=0.3,
-                       bars_out=bars)
-    assert bars["verify"]["motor"] == pytest.approx(float(verification.quantile(0.3)))
+    result = find_cases(labels, p, settings=single(confirm_threshold="auto", verify=True, verify_quantile=0.3),
+                        verification=verified(verification))
+    cases = result.cases
+    assert result.scores.classes["motor"].verify == pytest.approx(float(verification.quantile(0.3)))
     reasons = {c.tomo_id: c.reason for c in cases}
     assert reasons == {"t9": "weak", "t2": "unverified", "t7": "unverified"}  # t9 stays 'weak', not counted twice
     t2 = next(c for c in cases if c.tomo_id == "t2")
     assert t2.kind == "FN" and t2.score == pytest.approx(0.9) and t2.candidates[0].source == "label"
-    assert not find_cases(labels, p, verification=verification.where(verification > 1))  # none verified: no rule
+    assert not mine(labels, p, verify=True,
+                    verification=verified(verification.where(verification > 1)))  # none verified: no rule
     few = labels.select([f"t{i}" for i in range(5)])
-    assert not [c for c in find_cases(few, p[p.tomo_id.isin(few.tomo_ids)], verification=verification)
+    assert not [c for c in mine(few, p[p.tomo_id.isin(few.tomo_ids)], verify=True,
+                                verification=verified(verification))
                 if c.reason == "unverified"]  # fewer labels than calibrating needs
-    with pytest.raises(InputError, match="verify_quantile"):
-        find_cases(labels, p, verification=verification, verify_quantile=1.5)
+    with pytest.raises(ValidationError, match="verify_quantile"):
+        mine(labels, p, verify=True, verification=verified(verification), verify_quantile=1.5)
+    # a verifier that cannot tell labels from unlabeled predictions (its own out-of-fold AUC) reviews none
+    blind = mine(labels, p, confirm_threshold="auto", verify=True, verify_quantile=0.3,
+                 verification=verified(verification, separation=0.55))
+    assert {c.tomo_id: c.reason for c in blind} == {"t9": "weak"}
+    half = find_cases(labels, p, settings=single(verify=True, verify_quantile=0.6),
+                      verification=verified(verification, separation=0.75)).scores.classes["motor"]
+    assert half.verify_quantile == pytest.approx(0.3) and half.verifier_auc == 0.75
 
 
 def test_unlabeled_predictions_are_offered_most_verified_first():
@@ -437,20 +478,21 @@ def test_unlabeled_predictions_are_offered_most_verified_first():
     p = pd.DataFrame([pred(f"t{i}", 100, 100, 100, 0.95) for i in range(10)] + beads
                      + [pred("t0", 500, 100, 500, 0.4), pred("t0", 100, 500, 500, 0.06)])
     missed, faint = len(p) - 2, len(p) - 1
-    plain = [c for c in find_cases(labels, p) if c.kind == "FP"]
+    plain = [c for c in mine(labels, p) if c.kind == "FP"]
     assert len(plain) == 1 and 0.4 not in [c.conf for c in plain[0].candidates]  # five beads, strongest first
-    verified = pd.Series(0.05, index=p.index).where(p.index < 10, 0.1)
-    verified[missed], verified[faint] = 0.8, 0.9
-    cases = [c for c in find_cases(labels, p, candidate_verification=verified) if c.kind == "FP"]
+    scored = pd.Series(0.05, index=p.index).where(p.index < 10, 0.1)
+    scored[missed], scored[faint] = 0.8, 0.9
+    cases = [c for c in mine(labels, p, verification=verified(predictions=scored)) if c.kind == "FP"]
     assert [c.conf for c in cases[0].candidates][:2] == [0.06, 0.4] and cases[0].score == pytest.approx(0.9)
-    barred = [c for c in find_cases(labels, p, candidate_verification=verified, fp_threshold=0.3) if c.kind == "FP"]
+    barred = [c for c in mine(labels, p, verification=verified(predictions=scored), fp_threshold=0.3)
+              if c.kind == "FP"]
     assert [c.conf for c in barred[0].candidates][0] == 0.4 and 0.06 not in [c.conf for c in barred[0].candidates]
 
 
-def test_scripted_reviewer_tags_the_candidate_shown_as_its_own_class_before_another_class():
-    """A shifted ribosome's case shows the ribosome where it really is and a ribosome prediction that fell on an
-    apo-ferritin: one class per image, so the reviewer moves the ribosome (not ``2;as:apo-ferritin``) and the
-    apo-ferritin is added from its own FP case."""
+def test_a_shifted_label_owns_only_the_predictions_near_it_and_class_tags_name_each_candidate():
+    """A shifted ribosome's case shows the ribosome where it really is (within OWN_RADII match radii); a ribosome
+    prediction that fell on an apo-ferritin 1166 Å away goes to its own FP case, where it can be named an
+    apo-ferritin unless the apo-ferritin's own case already added it. Every label ends where the truth is."""
     tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [200], "X": [200], "voxel_spacing": [10.0]})
     cols = ["tomo_id", "particle", "z", "y", "x"]
     truth = LabelSet.build(tomos, pd.DataFrame([("a", "ribosome", 50, 50, 50), ("a", "apo-ferritin", 50, 150, 150)],
@@ -460,11 +502,17 @@ def test_scripted_reviewer_tags_the_candidate_shown_as_its_own_class_before_anot
     preds = pd.DataFrame([pred("a", 100, 300, 300, 0.6, particle="ribosome"),  # on the apo-ferritin, wrong class
                           pred("a", 100, 100, 100, 0.5, particle="ribosome"),  # the ribosome's true position
                           pred("a", 100, 300, 300, 0.9, particle="apo-ferritin")])
-    cases = find_cases(noisy, preds)
+    cases = mine(noisy, preds)
     fn = next(c for c in cases if c.kind == "FN")
-    assert [c.particle for c in fn.candidates[1:]] == ["ribosome", "ribosome"]
+    assert [(c.particle, c.zyx) for c in fn.candidates[1:]] == [("ribosome", [50.0, 50.0, 50.0])]
     dec = scripted_decisions(cases, truth)
-    assert dict(zip(dec.case_id, dec.tags))[fn.case_id] == "2"
+    tags = dict(zip(dec.case_id, dec.tags, strict=True))
+    assert tags[fn.case_id] == "1"
     res = apply_decisions(noisy, cases, dec, round_name="r1")
     got = {(r.particle, r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
     assert got == {("ribosome", 50.0, 50.0, 50.0), ("apo-ferritin", 50.0, 150.0, 150.0)}
+    wrong_class = next(c for c in cases if c.kind == "FP" and c.particle == "ribosome")
+    alone = scripted_decisions([wrong_class], truth)  # seen on its own, the reviewer names its class
+    assert alone.tags.tolist() == ["1:apo-ferritin"]
+    res = apply_decisions(noisy, [wrong_class], alone, round_name="r1")
+    assert res.changes[["action", "particle"]].values.tolist() == [["add", "apo-ferritin"]]

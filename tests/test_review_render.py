@@ -11,9 +11,15 @@ import pytest
 from PIL import Image
 
 from byu.errors import InputError, NotFoundError
+from byu.labels.classes import ParticleClass
+from byu.labels.model import LabelSet
+from byu.labels.table import make_table
+from byu.review.cases import Candidate, image_name, read_cases, write_cases
+from byu.review.match import find_cases
 from byu.review.render import (
     FOCUS_COLOUR,
     LABEL_COLOUR,
+    MARK_PX,
     OTHER_COLOUR,
     PAD_COLOUR,
     Layout,
@@ -22,11 +28,7 @@ from byu.review.render import (
     render_cases,
     row_label,
 )
-from byu.labels.classes import ParticleClass
-from byu.labels.model import LabelSet
-from byu.labels.table import make_table
-from byu.review.cases import Candidate, image_name, read_cases, write_cases
-from byu.review.match import find_cases
+from byu.review.settings import MiningSettings
 from byu.tomo.grid import stored_to_frame
 from byu.tomo.io import TomoMeta, write_tomogram
 
@@ -123,7 +125,7 @@ def test_names_sizes_and_progress(root: Path, tmp_path: Path) -> None:
         f"FN-1-tomo_a-{LABEL_SHAPE[0]}x{LABEL_SHAPE[1]}x{LABEL_SHAPE[2]}-spacing10.jpg",
         f"FP-2-tomo_b-{LABEL_SHAPE[0]}x{LABEL_SHAPE[1]}x{LABEL_SHAPE[2]}-spacing10.jpg",
     ]
-    for path, n_rows in zip(paths, (2, 3)):
+    for path, n_rows in zip(paths, (2, 3), strict=True):
         assert path.parent == out
         with Image.open(path) as im:
             assert im.format == "JPEG"
@@ -142,14 +144,16 @@ def test_deterministic_and_workers_agree(root: Path, tmp_path: Path) -> None:
     a = render_cases(df, root, tmp_path / "a", workers=1, heatmaps={"t0": heat}, **OPTS)
     b = render_cases(df, root, tmp_path / "b", workers=3, heatmaps=lambda t: heat if t == "t0" else None, **OPTS)
     c = render_cases(df, root, tmp_path / "a", workers=2, heatmaps={"t0": heat}, **OPTS)  # re-render in place
-    for pa, pb, pc in zip(a, b, c):
+    assert len(a) == len(b) == len(c) == len(df) == 3  # one image per case: an empty result must not pass
+    assert all(p.is_file() and p.stat().st_size > 0 for p in (*a, *b, *c))
+    for pa, pb, pc in zip(a, b, c, strict=True):
         assert pa.read_bytes() == pb.read_bytes() == pc.read_bytes()
 
 
 def test_rings_where_the_candidates_are(root: Path, tmp_path: Path) -> None:
     _make_tomo(root, "tomo_a")
     focus, other = (24, 40, 36), (24, 52, 48)  # same z, 12 voxels away in y and x: both in row 0's crop
-    far_label = (24, 30, 26)  # a labeled motor that is not a candidate: context ring
+    far_label = (24, 30, 26)  # a labeled motor that is not a candidate: a context mark
     row = _row("FN", 1, "tomo_a", [_cand(0, focus, None), _cand(1, other, 0.6)],
                labels=[_label(focus), _label(far_label)])
     out = render_case(row, root / "tomo_a", tmp_path / "x.jpg", **OPTS)
@@ -165,9 +169,10 @@ def test_rings_where_the_candidates_are(root: Path, tmp_path: Path) -> None:
     assert _near(img, x - r_px + 1.5, y, OTHER_COLOUR)
     assert not _near(img, x - r_px + 1.5, y, FOCUS_COLOUR)
     assert not _near(img, x + r_px - 1.5, y, OTHER_COLOUR)  # that edge is beyond the panel: clipped
-    # the context label ring, (dy, dx) = (-10, -10)
+    # the context label: a small green mark at its centre, (dy, dx) = (-10, -10), no ring around it
     x, y = _panel_point(layout, 0, 1, half - 10, half - 10)
-    assert _near(img, x - r_px + 1.5, y, LABEL_COLOUR)
+    assert _near(img, x + MARK_PX / 2, y, LABEL_COLOUR, win=1)
+    assert not _near(img, x - r_px + 1.5, y, LABEL_COLOUR)
     # row 1 is centred on candidate 1: cyan ring at the centre, the focus ring at (-12, -12)
     x, y = _panel_point(layout, 1, 1, half, half)
     assert _near(img, x + r_px - 1.5, y, OTHER_COLOUR)
@@ -240,13 +245,15 @@ def test_heatmap_overlay_and_shape_check(root: Path, tmp_path: Path) -> None:
     heat = np.zeros(SHAPE, dtype=np.float32)
     heat[22:27, 38:43, 34:39] = 1.0
     hot = _rgb(render_case(row, root / "tomo_a", tmp_path / "h.jpg", heatmap=heat, **OPTS))
-    layout = Layout(n_rows=1, panel_px=PANEL)
-    x, y = (int(v) for v in _panel_point(layout, 0, 1, CROP // 2, CROP // 2))
-    assert np.ptp(plain[y, x]) < 30  # grey without the overlay
-    assert np.ptp(hot[y, x]) > 60  # coloured with it
-    corner = _panel_point(layout, 0, 1, 2, 2)
-    cx, cy = (int(v) for v in corner)
-    assert np.abs(plain[cy, cx] - hot[cy, cx]).max() < 20  # zero heat leaves pixels alone
+    layout, model = Layout(n_rows=1, panel_px=PANEL), Layout(n_rows=1, panel_px=PANEL, n_cols=6)
+    assert plain.shape[1] == layout.width and hot.shape[1] == model.width  # the model panel is a sixth column
+    x, y = (int(v) for v in _panel_point(model, 0, 5, CROP // 2, CROP // 2))
+    raw_x, raw_y = (int(v) for v in _panel_point(model, 0, 1, CROP // 2, CROP // 2))
+    assert np.ptp(hot[raw_y, raw_x]) < 30  # the raw z panel stays grey beside it
+    assert np.ptp(hot[y, x]) > 60  # the model panel is coloured where the heat is
+    cx, cy = (int(v) for v in _panel_point(model, 0, 5, 2, 2))
+    rx, ry = (int(v) for v in _panel_point(model, 0, 1, 2, 2))
+    assert np.abs(hot[cy, cx] - hot[ry, rx]).max() < 20  # zero heat: the model panel shows the raw slice
     with pytest.raises(InputError, match="heatmap"):
         render_case(row, root / "tomo_a", tmp_path / "bad.jpg", heatmap=np.zeros((4, 4, 4)), **OPTS)
     assert not (tmp_path / "bad.jpg").exists()
@@ -306,11 +313,13 @@ def test_cases_from_find_cases_render(root: Path, tmp_path: Path) -> None:
     ]))
     preds = pd.DataFrame([  # predictions in the original (here: label) frame
         {"tomo_id": "tomo_a", "particle": "motor", "conf": 0.6, "models": "r1/fold0", "voxel_spacing": LABEL,
-         **dict(zip("zyx", _label((10, 80, 60))))},
+         **dict(zip("zyx", _label((10, 80, 60)), strict=True))},
         {"tomo_id": "tomo_b", "particle": "motor", "conf": 0.9, "models": "r1/fold0", "voxel_spacing": LABEL,
-         **dict(zip("zyx", _label((30, 50, 40))))},
+         **dict(zip("zyx", _label((30, 50, 40)), strict=True))},
     ])
-    cases = find_cases(labels, preds, label_version="gt", prediction_run="r1", radius_A=300.0)
+    settings = MiningSettings(radius_A=300.0, verify=False, galleries=False, confirm_threshold=None,
+                              fp_threshold=None)
+    cases = find_cases(labels, preds, settings=settings, label_version="gt", prediction_run="r1").cases
     assert sorted(c.kind for c in cases) == ["FN", "FP"]
     csv = write_cases(cases, tmp_path / "cases.csv")
     paths = render_cases(read_cases(csv), root, tmp_path / "images", **OPTS)

@@ -17,8 +17,15 @@ from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.review.round import ReviewRound
-from byu.review.verify import (Examples, VerifierSettings, collect_examples, hard_negatives, label_verification,
-                               second_stage)
+from byu.review.settings import MiningSettings
+from byu.review.verify import (
+    Examples,
+    VerifierSettings,
+    collect_examples,
+    hard_negatives,
+    label_verification,
+    second_stage,
+)
 from byu.tomo.io import TomoMeta, tomo_dir, write_tomogram
 
 N, SPACING, R_VOX = 40, 16.0, 4
@@ -137,7 +144,11 @@ def _data_root(cohort, path: Path, preds: pd.DataFrame | None = None) -> tuple[D
 def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(cohort, tmp_path):
     data, csv = _data_root(cohort, tmp_path / "data")
     rnd = ReviewRound(data, "r1")
-    cases = rnd.mine(labels_version="gt", predictions=csv, verify=FAST, verify_quantile=0.05)
+    settings = MiningSettings(verifier=FAST, verify_quantile=0.05, galleries=False, confirm_threshold=None,
+                              fp_threshold=None)
+    result = rnd.mine(labels_version="gt", predictions=csv, settings=settings)
+    cases = result.cases
+    assert result.scores.classes["blob"].verifier_auc > 0.9  # it separates its labels: it is given its quantile
     unverified = [c for c in cases if c.reason == "unverified"]
     assert [(c.tomo_id, c.candidates[0].z) for c in unverified] == [("t0", 56.0)]
     table = pd.read_csv(rnd.paths.verification)
@@ -145,10 +156,12 @@ def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(co
     assert table["source"].tolist() == ["label"] * 17 + ["prediction"] * 32  # every prediction was verified
     assert table[table.source == "label"]["row"].tolist() == list(range(17))
     stamp = rnd.paths.verification.stat().st_mtime_ns
-    assert rnd.mine(labels_version="gt", predictions=csv, verify=FAST, verify_quantile=0.05) == cases
+    again = rnd.mine(labels_version="gt", predictions=csv, settings=settings)
+    assert again.cases == cases and again.scores.classes == result.scores.classes  # the separation is kept too
     assert rnd.paths.verification.stat().st_mtime_ns == stamp  # same inputs: reused, not retrained
     mining = json.loads(rnd.paths.mining.read_text())
-    assert mining["verify"]["crop"] == 16 and mining["verify_per_class"]["blob"] > 0
+    assert mining["settings"]["verifier"]["crop"] == 16 and mining["classes"]["blob"]["verify"] > 0
+    assert mining["classes"]["blob"]["verifier_auc"] == result.scores.classes["blob"].verifier_auc
 
 
 def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
@@ -165,7 +178,9 @@ def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rnd = ReviewRound(data, "r1")
     mining = json.loads(rnd.paths.mining.read_text())
-    assert mining["verify"] is not None and mining["verify_per_class"] == {} and mining["fp_per_class"]["blob"] == 0.5
+    blob = mining["classes"]["blob"]
+    assert mining["settings"]["verify"] and blob["verify"] is None and blob["verifier_auc"] is None
+    assert blob["fp"] == 0.5
     assert pd.read_csv(rnd.paths.verification)["verification"].isna().all()
     # t0's unlabeled decoy at 0.2 is below 0.5: no FP case, and its three labels are matched
     assert [c.kind for c in rnd.cases() if c.tomo_id == "t0"] == []

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
 import urllib3
 from rich.progress import Progress
 
-from byu.cli.util import make_app, DataDir, console, fail, print_frame, problems, say
+from byu.cli.util import DataDir, console, fail, make_app, print_frame, problems, say
 from byu.errors import ByuError
 from byu.paths import DataRoot
-from byu.review.match import VERIFY_QUANTILE
 from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound
-from byu.review.verify import VerifierSettings
+from byu.review.settings import MiningSettings
 
 app = make_app(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
                   no_args_is_help=True)
 
 Round = Annotated[str, typer.Argument(metavar="ROUND")]
-Url = Annotated[Optional[str], typer.Option("--url", help="CVAT URL (default $BYU_CVAT_URL)")]
-User = Annotated[Optional[str], typer.Option("--user", help="CVAT user (default $BYU_CVAT_USER)")]
-Period = Annotated[Optional[float], typer.Option("--status-check-period", help="seconds between polls")]
+Url = Annotated[str | None, typer.Option("--url", help="CVAT URL (default $BYU_CVAT_URL)")]
+User = Annotated[str | None, typer.Option("--user", help="CVAT user (default $BYU_CVAT_USER)")]
+Period = Annotated[float | None, typer.Option("--status-check-period", help="seconds between polls")]
 
 
 def _round(data_dir: Path | None, name: str) -> ReviewRound:
@@ -54,7 +53,10 @@ def _remote(fn):
     try:
         return fn()
     except ApiException as exc:  # its text carries response headers: keep it short
-        fail(f"CVAT answered HTTP {exc.status} {exc.reason or ''} (after retries)")
+        status = exc.status or 0
+        reason = f" {exc.reason}" if exc.reason else ""
+        retried = " (after retries)" if status == 429 or status >= 500 else ""  # only those are retried
+        fail(f"CVAT answered HTTP {status}{reason}{retried}")
     except BackgroundRequestException as exc:
         fail(f"CVAT could not process the request: {exc}")
     except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
@@ -63,13 +65,11 @@ def _remote(fn):
         fail(str(exc))
 
 
-def _number_or_auto(value: str | None, option: str) -> float | str | None:
-    if value in (None, "auto"):
-        return value
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise typer.BadParameter("a number or 'auto'", param_hint=option) from None
+MINING = MiningSettings()
+
+
+def _help(field: str) -> str:
+    return MiningSettings.model_fields[field].description or ""
 
 
 @app.command("mine")
@@ -77,35 +77,42 @@ def mine_cmd(
     round_name: Round,
     labels: Annotated[str, typer.Option(help="label version the predictions are compared with")],
     predictions: Annotated[Path, typer.Option(help="predictions CSV (data/predictions/<run>.csv)")],
-    threshold: Annotated[float, typer.Option(help="keep predictions with conf ≥ this")] = 0.05,
-    radius: Annotated[Optional[float], typer.Option(help="match radius in Å for every class (default: each "
-                                                    "class's own; motor 1000 Å)")] = None,
-    max_candidates: Annotated[int, typer.Option(min=1, help="candidates per case image")] = 5,
-    max_fp_cases: Annotated[Optional[int], typer.Option(min=1, help="FP cases per tomogram and class (default 1: "
-                                                        "the strongest unmatched predictions)")] = 1,
-    confirm_threshold: Annotated[Optional[str], typer.Option(
-        help="also review labels whose matching prediction is weaker than this: a number, or 'auto' (per class, "
-        "below 3/4 of the class's median support)")] = None,
-    fp_threshold: Annotated[Optional[str], typer.Option(
-        help="show unlabeled predictions as FP cases only when at least this confident: a number, or 'auto' (per "
-        "class, half the confirm threshold)")] = None,
-    verify: Annotated[bool, typer.Option(help="also review the labels a crop classifier trained on this round's "
-                                         "labels and unlabeled predictions believes least (review/ROUND/"
-                                         "verification.csv)")] = False,
-    verify_quantile: Annotated[float, typer.Option(min=0, max=1, help="with --verify: review labels below this "
-                                                   "quantile of their class's verification")] = VERIFY_QUANTILE,
-    max_labeled_motors: Annotated[Optional[int], typer.Option(help="only tomograms with ≤ this many motors")] = None,
+    threshold: Annotated[float, typer.Option(help=_help("threshold"))] = MINING.threshold,
+    radius: Annotated[float | None, typer.Option(help=_help("radius_A"))] = MINING.radius_A,
+    max_candidates: Annotated[int, typer.Option(help=_help("max_candidates"))] = MINING.max_candidates,
+    confirm_threshold: Annotated[str, typer.Option(help=_help("confirm_threshold") + " ('none' to switch off)")]
+    = str(MINING.confirm_threshold),
+    fp_threshold: Annotated[str, typer.Option(help=_help("fp_threshold") + " ('none' to switch off)")]
+    = str(MINING.fp_threshold),
+    verify: Annotated[bool, typer.Option(help=_help("verify") + " (review/ROUND/verification.csv; a few minutes "
+                                         "on a CPU)")] = MINING.verify,
+    verify_quantile: Annotated[float, typer.Option(help=_help("verify_quantile"))] = MINING.verify_quantile,
+    galleries: Annotated[bool, typer.Option(help=_help("galleries"))] = MINING.galleries,
+    gallery_size: Annotated[int, typer.Option(help=_help("gallery_size"))] = MINING.gallery_size,
+    budget: Annotated[str, typer.Option(help=_help("budget"))] = str(MINING.budget),
+    max_fp_cases: Annotated[int | None, typer.Option(help=_help("max_fp_cases"))] = MINING.max_fp_cases,
+    max_labeled_motors: Annotated[int | None, typer.Option(help="only tomograms with ≤ this many motors")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
     data_dir: DataDir = None,
 ) -> None:
-    """Mine FN/FP cases of a round (review/ROUND/cases.csv) and render their images."""
+    """Mine a round's review cases (review/ROUND/cases.csv, mining.json) and render their images."""
+    from pydantic import ValidationError
+
     rnd = _round(data_dir, round_name)
     tomo_ids = None
     if max_labeled_motors is not None:
         counts = rnd.store.get(labels).motor_counts()
         tomo_ids = sorted(t for t, n in counts.items() if n <= max_labeled_motors)
-    confirm = _number_or_auto(confirm_threshold, "--confirm-threshold")
-    fp = _number_or_auto(fp_threshold, "--fp-threshold")
+    try:
+        settings = MiningSettings.model_validate({
+            "threshold": threshold, "radius_A": radius, "max_candidates": max_candidates,
+            "confirm_threshold": confirm_threshold, "fp_threshold": fp_threshold, "verify": verify,
+            "verify_quantile": verify_quantile, "galleries": galleries, "gallery_size": gallery_size,
+            "budget": budget, "max_fp_cases": max_fp_cases})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + str(err["loc"][0]).replace("_A", "").replace("_", "-") if err.get("loc") else "options"
+        raise typer.BadParameter(str(err["msg"]).removeprefix("Value error, "), param_hint=option) from None
     with Progress(console=console) as progress:
         bars: dict[str, Any] = {}
 
@@ -114,13 +121,15 @@ def mine_cmd(
                 bars[particle] = progress.add_task(f"verifying {particle} labels", total=total)
             progress.update(bars[particle], completed=done)
 
-        cases = rnd.mine(labels_version=labels, predictions=predictions, threshold=threshold, radius_A=radius,
-                         max_candidates=max_candidates, tomo_ids=tomo_ids, confirm_threshold=confirm,
-                         max_fp_cases=max_fp_cases, fp_threshold=fp,
-                         verify=VerifierSettings() if verify else None, verify_quantile=verify_quantile,
-                         progress=step)
-    kinds = pd.Series([c.kind for c in cases], dtype=object).value_counts().to_dict()
-    say(f"{len(cases)} case(s) in {rnd.paths.cases}: {kinds}")
+        result = rnd.mine(labels_version=labels, predictions=predictions, settings=settings, tomo_ids=tomo_ids,
+                          progress=step)
+    kinds = pd.Series([c.kind for c in result.cases], dtype=object).value_counts().to_dict()
+    say(f"{len(result.cases)} case(s) in {rnd.paths.cases}: {kinds}")
+    for name, info in result.summary().items():
+        auc = info.get("verifier_auc")
+        say(f"  {name}: labels reviewed {info.get('labels_reviewed') or {}}, predictions offered "
+            f"{info.get('offered', 0)} (beyond the budget: {info.get('hidden', 0)})"
+            + (f", verifier separation AUC {auc:.2f}" if isinstance(auc, float) else ""))
     if render:
         render_cmd(round_name, data_dir=data_dir)
 
@@ -142,12 +151,18 @@ def push_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="images per CVAT task")] = 100,
     second_review: Annotated[bool, typer.Option("--second-review", help="push the 'unsure' cases of decisions.csv "
                                                                         "as <round>-review2-<batch> tasks")] = False,
+    project_name: Annotated[str | None, typer.Option(
+        "--project-name", help="CVAT project (default: ROUND-<id of the data root>, so that rounds of two data "
+                               "roots never share a project; a project by this name that this data root did not "
+                               "make is refused)")] = None,
     data_dir: DataDir = None, url: Url = None, user: User = None, status_check_period: Period = None,
 ) -> None:
     """Push a round's case images to CVAT (safe to rerun: completes, never duplicates)."""
     from byu.review.cvat import push_second_review
 
-    reviewer = _cvat(url, user, status_check_period, batch_size=batch_size)
+    if project_name is not None and not project_name.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--project-name")
+    reviewer = _cvat(url, user, status_check_period, batch_size=batch_size, project_name=project_name)
     rnd = _round(data_dir, round_name)
     if second_review:
         entries = _remote(lambda: push_second_review(rnd.paths.dir, config=reviewer.config, batch_size=batch_size))
@@ -194,9 +209,23 @@ def pull_cmd(
             f"fetched is in {report.rejected_dir}", err=True)
         raise typer.Exit(1)
     say(f"exported {len(report.exports)} task(s) to {rnd.paths.cvat}")
+
+    def _some(ids: list[str], n: int = 10) -> str:
+        return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
     if report.result.left_out:
         say(f"{len(report.result.left_out)} tagged case(s) left out: their CVAT job is not completed "
             "(--include-incomplete takes them)", err=True)
+    if report.kept:
+        say(f"kept {len(report.kept)} decision(s) from the previous decisions.csv that this pull did not collect "
+            f"(their CVAT job is not completed now): {_some(report.kept)}", err=True)
+    if report.withdrawn:
+        say(f"dropped {len(report.withdrawn)} decision(s) taken back in CVAT (untagged in a completed job): "
+            f"{_some(report.withdrawn)}", err=True)
+    if not report.changed:
+        say(f"decisions.csv unchanged: the pull collected nothing new ({len(report.result.decisions)} reviewed "
+            f"case(s) in {rnd.paths.decisions})")
+        return
     say(f"{len(report.result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
 
 
@@ -225,7 +254,7 @@ def apply_cmd(
     round_name: Round,
     from_version: Annotated[str, typer.Option("--from", help="parent label version")],
     to_version: Annotated[str, typer.Option("--to", help="new label version")],
-    overrides: Annotated[Optional[Path], typer.Option(
+    overrides: Annotated[Path | None, typer.Option(
         help="CSV tomo_id,action(add|remove|clear),z,y,x[,particle],note")] = None,
     data_dir: DataDir = None,
 ) -> None:

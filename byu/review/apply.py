@@ -5,8 +5,11 @@ Meaning of the tags (:mod:`byu.review.tags`):
 - FN case (candidate 0 is the labeled pick): ``0`` keep it; ``none`` remove it; ``k`` move it to candidate k (the
   first k; further k's are added); ``0`` + ``k`` keep it and add k; ``none`` + ``k`` remove it and add k (= move).
 - FP case: ``k`` add candidate k; ``0`` or ``none`` change nothing.
-- ``as:<class>``: the tagged candidates (or the kept label) take that class: a kept label changes class
-  (``relabel``), moved and added picks get it.
+- ``k:<class>``: candidate k is of that class (``0:<class>``: the kept label changes class, a ``relabel``; a
+  moved or added pick gets it); ``as:<class>`` (earlier rounds' files) names the class of every tagged candidate.
+- ``GL`` gallery (labels): ``x<k>`` removes crop k's label, ``k:<class>`` relabels it, every other crop is kept
+  (a ``keep`` row each: the label was looked at); ``none`` removes every crop's label.
+- ``GP`` gallery (unlabeled predictions): ``k`` / ``k:<class>`` add crop k; the others change nothing.
 - ``unsure``, an empty tag cell, or no decision: nothing changes.
 
 Every change is a row of the version's changes table with its class, case, reviewer and the candidate's
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -29,12 +32,24 @@ from byu.errors import InputError, InputErrors
 from byu.labels.diff import change_row, changes_frame, label_changes
 from byu.labels.model import STORED_PICK_COLUMNS, LabelSet
 from byu.review.cases import Case, round_classes
-from byu.review.tags import KEEP, NONE, UNSURE, check_tags, is_candidate, split_tags, tag_class
+from byu.review.tags import NONE, UNSURE, check_tags, classed, is_candidate, rejected, split_tags, tag_class
 from byu.textsafe import safe_cell
 
 OVERRIDE_ACTIONS = ("add", "remove", "clear")
 REMOVE_TOLERANCE_A = 1000.0  # an override "remove z,y,x" takes the nearest pick only within this distance
 MAX_OVERRIDES_BYTES = 16 << 20
+
+
+class _ChangeMeta(TypedDict):
+    source: str
+    case_id: str
+    reviewer: str
+
+
+class _PickMeta(TypedDict):
+    source: str
+    user_id: str
+    session_id: str
 
 
 @dataclass
@@ -62,7 +77,7 @@ def _nearest(picks: list[dict], particle: str, zyx, tol: float = 1e-3) -> int | 
 
 
 def _in_bounds(zyx, shape) -> list[float]:
-    return [float(min(max(v, 0.0), s - 1e-3)) for v, s in zip(zyx, shape)]
+    return [float(min(max(v, 0.0), s - 1e-3)) for v, s in zip(zyx, shape, strict=True)]
 
 
 def _pick(particle: str, zyx, *, source: str, user_id: str = "", session_id: str = "") -> dict[str, Any]:
@@ -83,13 +98,47 @@ def _rebuild(labels: LabelSet, picks: Mapping[str, list[dict[str, Any]]]) -> Lab
     return labels.replace(picks=frame)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What one decided image says, item by item (from its validated tags)."""
+
+    keep: bool  # FN: the labeled pick is real (``0`` or ``0:<class>``)
+    label_class: str | None  # FN: the class the labeled pick really is (``0:<class>``, or ``0`` + ``as:<class>``)
+    real: list[tuple[int, str]]  # candidates / crops that are real particles, with their class, by k
+    wrong: set[int]  # gallery crops that are not particles (``x<k>``, or every crop with ``none``)
+    none: bool
+    relabel: dict[int, str]  # gallery crops given another class (``k:<class>``)
+
+
+def read_tags(tags: list[str], case: Case) -> Reading:
+    """The meaning of a validated tag list (:func:`byu.review.tags.check_tags`) on ``case``."""
+    legacy = next((tag_class(t) for t in tags if tag_class(t) is not None), None)
+    named = {kc[0]: kc[1] for t in tags if (kc := classed(t)) is not None}
+    plain = {int(t) for t in tags if is_candidate(t)}
+    none = NONE in tags
+    wrong = {k for t in tags if (k := rejected(t)) is not None}
+    if case.is_gallery:
+        if none and case.kind == "GL":
+            wrong |= set(case.ks) - set(named)
+        real = sorted(plain | set(named)) if case.kind == "GP" else []
+        relabel = {k: c for k, c in named.items() if c != case.candidate(k).particle} if case.kind == "GL" else {}
+        return Reading(keep=False, label_class=None, real=[(k, named.get(k, case.particle)) for k in real],
+                       wrong=wrong, none=none, relabel=relabel)
+    keep = 0 in plain or 0 in named
+    label_class = named.get(0) or (legacy if keep else None)
+    real = sorted((plain | set(named)) - {0})
+    return Reading(keep=keep, label_class=label_class,
+                   real=[(k, named.get(k) or legacy or case.candidate(k).particle) for k in real],
+                   wrong=wrong, none=none, relabel={})
+
+
 def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataFrame, *,
                     round_name: str, overrides: pd.DataFrame | None = None,
                     overrides_source: str = "overrides", decisions_source: str = "decisions.csv") -> ApplyResult:
     """Apply ``decisions`` (``case_id,tags,reviewer``) about ``cases`` to ``parent``; nothing else changes."""
     cases = list(cases)
     by_case = {c.case_id: c for c in cases}
-    classes = round_classes(cases)
+    classes = list(dict.fromkeys([*round_classes(cases), *parent.class_names]))  # any class of the version
     known_classes = set(parent.class_names)
     frames = {r.tomo_id: ((int(r.Z), int(r.Y), int(r.X)), float(r.voxel_spacing))
               for r in parent.tomograms.itertuples(index=False)}
@@ -104,7 +153,7 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
         case_id = str(d.get("case_id", ""))
         case = by_case.get(case_id)
 
-        def err(msg: str, fld: str = "case_id") -> None:
+        def err(msg: str, fld: str = "case_id", line: int = line) -> None:
             errors.append(InputError(msg, file=decisions_source, row=line, field=fld))
 
         if case is None:
@@ -120,59 +169,64 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
             continue
         tags, problems = check_tags(raw, case, classes)
         if problems:
-            errors += [InputError(p, file=decisions_source, row=line, field="tags") for p in problems]
+            errors.extend(InputError(p, file=decisions_source, row=line, field="tags") for p in problems)
             continue
         if UNSURE in tags:
             unsure.append(case_id)
             continue
-        tid = case.tomo_id
-        if tid not in picks:
-            err(f"case {case_id}: tomogram {tid!r} is not in the parent version")
+        missing = [t for t in case.tomo_ids if t not in picks]
+        if missing:
+            err(f"case {case_id}: tomogram(s) {missing} are not in the parent version")
             continue
-        named = next((tag_class(t) for t in tags if tag_class(t) is not None), None)
-        if named is not None and named not in known_classes:
-            err(f"case {case_id}: class {named!r} is not a class of the parent version {sorted(known_classes)}",
+        said = read_tags(tags, case)
+        named = {c for _, c in said.real} | set(said.relabel.values()) | \
+            ({said.label_class} if said.label_class else set())
+        unknown = sorted(c for c in named if c not in known_classes)
+        if unknown:
+            err(f"case {case_id}: class(es) {unknown} are not classes of the parent version {sorted(known_classes)}",
                 "tags")
             continue
-        reviewer = safe_cell("" if pd.isna(d.get("reviewer")) else str(d.get("reviewer", "")))
-        chosen = [case.candidate(int(t)) for t in tags if is_candidate(t) and t != KEEP]
-        bad_cls = sorted({c.particle for c in chosen if named is None and c.particle not in known_classes})
-        if bad_cls:
-            err(f"case {case_id}: candidate class(es) {bad_cls} are not classes of the parent version", "tags")
+        reviewer = str(safe_cell("" if pd.isna(d.get("reviewer")) else str(d.get("reviewer", ""))))
+        meta: _ChangeMeta = {"source": source, "case_id": case_id, "reviewer": reviewer}
+        new_meta: _PickMeta = {"source": source, "user_id": reviewer, "session_id": round_name}
+        if case.is_gallery:
+            problem = _apply_gallery(case, said, picks, frames, rows, meta, new_meta)
+            if problem:
+                err(problem)
+                continue
+            applied.append(case_id)
             continue
-        meta = {"source": source, "case_id": case_id, "reviewer": reviewer}
-        new_meta = {"source": source, "user_id": reviewer, "session_id": round_name}
+        tid = case.tomo_id
         shape = frames[tid][0]
         current = picks[tid]
-        if case.kind == "FN":
-            label = case.label
+        chosen = [(case.candidate(k), cls) for k, cls in said.real]
+        label = case.label
+        if case.kind == "FN" and label is not None:  # an FN case always shows its label (k = 0)
             i = _nearest(current, label.particle, label.zyx)
             if i is None:
                 err(f"case {case_id}: the labeled {label.particle} {label.zyx} is not in the parent version "
                     "(were the cases mined against another version?)")
                 continue
-            if KEEP in tags:
-                if named is not None and named != label.particle:
-                    current[i] = {**current[i], "particle": named, **new_meta}
-                    rows.append(change_row(tid, "relabel", old=label.zyx, new=label.zyx, particle=named,
+            if said.keep:
+                if said.label_class is not None and said.label_class != label.particle:
+                    current[i] = {**current[i], "particle": said.label_class, **new_meta}
+                    rows.append(change_row(tid, "relabel", old=label.zyx, new=label.zyx, particle=said.label_class,
                                            old_particle=label.particle, **meta))
                 else:
                     rows.append(change_row(tid, "keep", old=label.zyx, new=label.zyx, particle=label.particle,
                                            **meta))
             elif chosen:
-                first = chosen.pop(0)
-                cls = named or first.particle
+                first, cls = chosen.pop(0)
                 new = _in_bounds(first.zyx, shape)
                 current[i] = _pick(cls, new, **new_meta)
                 action = "move" if cls == label.particle else "relabel"
                 rows.append(change_row(tid, action, old=label.zyx, new=new, particle=cls,
                                        old_particle="" if action == "move" else label.particle,
                                        confidence=first.conf, **meta))
-            elif NONE in tags:
+            elif said.none:
                 current.pop(i)
                 rows.append(change_row(tid, "remove", old=label.zyx, particle=label.particle, **meta))
-        for c in chosen:
-            cls = named or c.particle
+        for c, cls in chosen:
             new = _in_bounds(c.zyx, shape)
             current.append(_pick(cls, new, **new_meta))
             rows.append(change_row(tid, "add", new=new, particle=cls, confidence=c.conf, **meta))
@@ -185,6 +239,44 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
                        unsure_cases=unsure, unreviewed_cases=[c.case_id for c in cases if c.case_id not in decided])
 
 
+def _apply_gallery(case: Case, said: Reading, picks: dict[str, list[dict[str, Any]]], frames: dict,
+                   rows: list[dict], meta: _ChangeMeta, new_meta: _PickMeta) -> str | None:
+    """Apply a decided gallery: every crop of a ``GL`` gallery is kept, relabeled or removed; the real crops of a
+    ``GP`` gallery are added. Returns a problem (nothing applied) or None."""
+    if case.kind == "GL":
+        found = []
+        for c in case.candidates:
+            tid = case.frame_of(c).tomo_id
+            i = _nearest(picks[tid], c.particle, c.zyx)
+            if i is None:
+                return (f"case {case.case_id}: the labeled {c.particle} {c.zyx} of {tid} (crop {c.k}) is not in the "
+                        "parent version (were the cases mined against another version?)")
+            found.append((c, tid, i))
+        gone: dict[str, list[int]] = {}
+        for c, tid, i in found:
+            if c.k in said.wrong:
+                gone.setdefault(tid, []).append(i)
+                rows.append(change_row(tid, "remove", old=c.zyx, particle=c.particle, **meta))
+            elif c.k in said.relabel:
+                cls = said.relabel[c.k]
+                picks[tid][i] = {**picks[tid][i], "particle": cls, **new_meta}
+                rows.append(change_row(tid, "relabel", old=c.zyx, new=c.zyx, particle=cls,
+                                       old_particle=c.particle, **meta))
+            else:
+                rows.append(change_row(tid, "keep", old=c.zyx, new=c.zyx, particle=c.particle, **meta))
+        for tid, idx in gone.items():
+            for i in sorted(idx, reverse=True):
+                picks[tid].pop(i)
+        return None
+    for k, cls in said.real:
+        c = case.candidate(k)
+        tid = case.frame_of(c).tomo_id
+        new = _in_bounds(c.zyx, frames[tid][0])
+        picks[tid].append(_pick(cls, new, **new_meta))
+        rows.append(change_row(tid, "add", new=new, particle=cls, confidence=c.conf, **meta))
+    return None
+
+
 def _apply_overrides(overrides: pd.DataFrame, picks: dict[str, list[dict]], frames: dict, class_names: list[str],
                      *, source: str) -> list[dict]:
     rows, errors = [], []
@@ -192,7 +284,7 @@ def _apply_overrides(overrides: pd.DataFrame, picks: dict[str, list[dict]], fram
     for line, o in enumerate(overrides.to_dict("records"), start=2):
         tid, action = str(o.get("tomo_id", "")), str(o.get("action", "")).strip().lower()
 
-        def err(msg: str, fld: str) -> None:
+        def err(msg: str, fld: str, line: int = line) -> None:
             errors.append(InputError(msg, file=source, row=line, field=fld))
 
         if tid not in picks:
@@ -206,8 +298,8 @@ def _apply_overrides(overrides: pd.DataFrame, picks: dict[str, list[dict]], fram
         if particle is not None and particle not in class_names:
             err(f"class {particle!r} is not one of the version's classes {class_names}", "particle")
             continue
-        note = safe_cell("" if pd.isna(o.get("note", "")) else str(o.get("note", "")))
-        meta = {"source": f"override:{Path(source).name}", "case_id": "", "reviewer": note}
+        note = str(safe_cell("" if pd.isna(o.get("note", "")) else str(o.get("note", ""))))
+        meta: _ChangeMeta = {"source": f"override:{Path(source).name}", "case_id": "", "reviewer": note}
         if action == "clear":
             gone = [p for p in picks[tid] if particle is None or p["particle"] == particle]
             rows += [change_row(tid, "remove", old=[p["z"], p["y"], p["x"]], particle=p["particle"], **meta)
@@ -222,7 +314,7 @@ def _apply_overrides(overrides: pd.DataFrame, picks: dict[str, list[dict]], fram
             continue
         zyx = [float(values[c]) for c in ("z", "y", "x")]
         shape, spacing = frames[tid]
-        if any(not 0 <= v < s for v, s in zip(zyx, shape)):
+        if any(not 0 <= v < s for v, s in zip(zyx, shape, strict=True)):
             err(f"coordinates {zyx} outside the volume {shape}", "z")
             continue
         if action == "add":

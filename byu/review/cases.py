@@ -1,13 +1,20 @@
 """Review cases: the one :class:`Case` model and the one reader and writer of ``review/<round>/cases.csv``.
 
-A case is one image for a reviewer, about one tomogram:
+A case is one image for a reviewer. Single-particle cases are about one tomogram, with its context:
 
-- ``FN``: a labeled pick (candidate ``k = 0``) the model does not confirm: no prediction of its class matched it
-  (``reason`` ``unmatched``) or only one weaker than the confirm threshold (``weak``);
-- ``FP``: predictions that match no label (``reason`` ``unlabeled``).
+- ``FN``: a labeled pick (candidate ``k = 0``) the model does not confirm (``reason`` ``unmatched``: no prediction
+  of its class matched it; ``weak``: only one weaker than the confirm threshold; ``unverified``: the label verifier
+  believes it least), with the predictions near it as candidates ``k = 1..K`` (a shift, a missed neighbour);
+- ``FP``: predictions of one class that match no label (``reason`` ``unlabeled``), candidates ``k = 1..K``.
 
-Candidates ``k = 1..K`` are predictions (any class) shown with it; ``labels`` are the tomogram's other labeled
-picks, drawn for context. Coordinates are in the label frame of the case (``Z, Y, X, voxel_spacing``).
+Gallery cases show many items of one class, each from its own tomogram, as small crops numbered ``k = 1..N``:
+
+- ``GL``: labels to confirm (``source`` ``label``); the reviewer tags only the wrong ones;
+- ``GP``: unlabeled predictions to look at (``source`` ``prediction``); the reviewer tags only the real ones.
+
+Every candidate of a gallery carries its own frame (``tomo_id, Z, Y, X, voxel_spacing``); a single-particle
+case's candidates share the case's. ``labels`` are a single-particle case's other labeled picks, drawn for
+context. Coordinates are in the label frame of the item's tomogram.
 
 ``cases.csv`` columns: ``CASE_COLUMNS``; ``candidates`` and ``labels`` are JSON lists. Files written before
 multi-class rounds (no ``reason``/``particle`` columns, ``labels`` as ``[[z, y, x], ...]``, candidates without a
@@ -36,10 +43,30 @@ CASE_COLUMNS = [
 MAX_CASES_BYTES = 256 << 20
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+CaseKind = Literal["FN", "FP", "GL", "GP"]
+SINGLE_KINDS: tuple[CaseKind, ...] = ("FN", "FP")
+GALLERY_KINDS: tuple[CaseKind, ...] = ("GL", "GP")
+
+
+class Frame(BaseModel):
+    """A tomogram's label frame: its id, shape and voxel spacing (Å)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tomo_id: str
+    Z: int = Field(gt=0)
+    Y: int = Field(gt=0)
+    X: int = Field(gt=0)
+    voxel_spacing: Finite = Field(gt=0)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.Z, self.Y, self.X)
 
 
 class Candidate(BaseModel):
-    """One candidate of a case: ``k = 0`` the labeled pick of an FN case, ``k >= 1`` a prediction."""
+    """One item of a case: ``k = 0`` the labeled pick of an FN case, ``k >= 1`` a prediction or (in a ``GL``
+    gallery) a label. Gallery items carry their own frame (``tomo_id, Z, Y, X, voxel_spacing``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -50,10 +77,36 @@ class Candidate(BaseModel):
     x: Finite
     conf: Finite | None = None
     source: Literal["label", "prediction"] = "prediction"
+    tomo_id: str | None = None
+    Z: int | None = Field(default=None, gt=0)
+    Y: int | None = Field(default=None, gt=0)
+    X: int | None = Field(default=None, gt=0)
+    voxel_spacing: Finite | None = Field(default=None, gt=0)
+
+    @field_validator("tomo_id")
+    @classmethod
+    def _safe_tomo(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_id(v, what="tomo_id")
+        return v
+
+    @model_validator(mode="after")
+    def _whole_frame(self) -> Candidate:
+        given = [v is not None for v in (self.tomo_id, self.Z, self.Y, self.X, self.voxel_spacing)]
+        if any(given) and not all(given):
+            raise ValueError("candidates: a candidate's own frame needs tomo_id, Z, Y, X and voxel_spacing")
+        return self
 
     @property
     def zyx(self) -> list[float]:
         return [self.z, self.y, self.x]
+
+    @property
+    def frame(self) -> Frame | None:
+        """The candidate's own frame (gallery items), else None (it shares its case's)."""
+        if self.tomo_id is None or self.Z is None or self.Y is None or self.X is None or self.voxel_spacing is None:
+            return None
+        return Frame(tomo_id=self.tomo_id, Z=self.Z, Y=self.Y, X=self.X, voxel_spacing=self.voxel_spacing)
 
 
 class LabelPoint(BaseModel):
@@ -80,28 +133,35 @@ class Case(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     case_id: str
-    kind: Literal["FN", "FP"]
+    kind: CaseKind
     index: int = Field(ge=1)
-    tomo_id: str
+    tomo_id: str = ""
     image: str
     score: Finite = 0.0
     reason: str = ""
     particle: str = "motor"
     label_version: str = ""
     prediction_run: str = ""
-    Z: int = Field(gt=0)
-    Y: int = Field(gt=0)
-    X: int = Field(gt=0)
-    voxel_spacing: Finite = Field(gt=0)
+    Z: int | None = Field(default=None, gt=0)
+    Y: int | None = Field(default=None, gt=0)
+    X: int | None = Field(default=None, gt=0)
+    voxel_spacing: Finite | None = Field(default=None, gt=0)
     radius_A: Finite = Field(default=1000.0, gt=0)
     focus_k: int = Field(ge=0)
     candidates: tuple[Candidate, ...]
     labels: tuple[LabelPoint, ...] = ()
 
-    @field_validator("case_id", "tomo_id", "image")
+    @field_validator("case_id", "image")
     @classmethod
     def _safe(cls, v: str, info) -> str:
         check_id(v, what=info.field_name)
+        return v
+
+    @field_validator("tomo_id")
+    @classmethod
+    def _safe_tomo(cls, v: str) -> str:
+        if v:
+            check_id(v, what="tomo_id")
         return v
 
     @field_validator("image")
@@ -112,7 +172,7 @@ class Case(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _candidates(self) -> "Case":
+    def _candidates(self) -> Case:
         if not self.candidates:
             raise ValueError("candidates: no candidates to show")
         ks = [c.k for c in self.candidates]
@@ -122,11 +182,44 @@ class Case(BaseModel):
             raise ValueError(f"focus_k: {self.focus_k} is not among the candidates' k {ks}")
         if self.kind == "FN" and not any(c.k == 0 and c.source == "label" for c in self.candidates):
             raise ValueError("candidates: an FN case needs its labeled pick as candidate k=0")
+        if self.kind in SINGLE_KINDS:
+            if not self.tomo_id or None in (self.Z, self.Y, self.X, self.voxel_spacing):
+                raise ValueError(f"tomo_id: a {self.kind} case needs its tomogram's id, Z, Y, X and voxel_spacing")
+        else:
+            wanted = "label" if self.kind == "GL" else "prediction"
+            if any(c.frame is None for c in self.candidates):
+                raise ValueError(f"candidates: every item of a {self.kind} gallery needs its own frame")
+            if any(c.k == 0 or c.source != wanted for c in self.candidates):
+                raise ValueError(f"candidates: a {self.kind} gallery shows {wanted}s numbered from 1")
+            if any(c.particle != self.particle for c in self.candidates):
+                raise ValueError(f"candidates: a gallery shows one class ({self.particle})")
         return self
 
     @property
+    def is_gallery(self) -> bool:
+        return self.kind in GALLERY_KINDS
+
+    @property
     def shape(self) -> tuple[int, int, int]:
+        """The shape of a single-particle case's tomogram (label frame)."""
+        if self.Z is None or self.Y is None or self.X is None:
+            raise ValueError(f"{self.case_id} is a gallery: its items have their own frames")
         return (self.Z, self.Y, self.X)
+
+    def frame_of(self, c: Candidate) -> Frame:
+        """The frame candidate ``c`` is in: its own (gallery items) or the case's."""
+        own = c.frame
+        if own is not None:
+            return own
+        if self.voxel_spacing is None:
+            raise ValueError(f"{self.case_id}: candidate {c.k} has no frame")
+        Z, Y, X = self.shape
+        return Frame(tomo_id=self.tomo_id, Z=Z, Y=Y, X=X, voxel_spacing=self.voxel_spacing)
+
+    @property
+    def tomo_ids(self) -> list[str]:
+        """Every tomogram the case shows, in first-shown order."""
+        return list(dict.fromkeys(self.frame_of(c).tomo_id for c in self.candidates))
 
     @property
     def ks(self) -> frozenset[int]:
@@ -153,7 +246,9 @@ class Case(BaseModel):
     def row(self) -> dict[str, Any]:
         """The ``cases.csv`` row (JSON text for the lists)."""
         out = self.model_dump(mode="json")
-        out["candidates"] = json.dumps(out["candidates"])
+        frame_keys = ("tomo_id", "Z", "Y", "X", "voxel_spacing")  # only gallery items carry their own frame
+        out["candidates"] = json.dumps([{k: v for k, v in c.items() if not (k in frame_keys and v is None)}
+                                        for c in out["candidates"]])
         out["labels"] = json.dumps(out["labels"])
         return {c: out[c] for c in CASE_COLUMNS}
 
@@ -161,6 +256,12 @@ class Case(BaseModel):
 def image_name(kind: str, index: int, tomo_id: str, shape: Sequence[int], spacing: float) -> str:
     z, y, x = shape
     return f"{kind}-{index}-{tomo_id}-{z}x{y}x{x}-spacing{spacing:g}.jpg"
+
+
+def gallery_image_name(kind: str, index: int, particle: str) -> str:
+    """``GL-7-ribosome.jpg``: a gallery's image (the class made file-safe)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in particle)
+    return f"{kind}-{index}-{safe}.jpg"
 
 
 def cases_frame(cases: Iterable[Case]) -> pd.DataFrame:
@@ -280,6 +381,7 @@ def round_classes(cases: Iterable[Case]) -> list[str]:
 
 
 __all__ = [
-    "CASE_COLUMNS", "Candidate", "Case", "LabelPoint", "by_case_id", "by_image", "case_from_row", "cases_csv_bytes",
-    "cases_frame", "image_name", "load_case_rows", "read_cases", "round_classes", "write_cases",
+    "CASE_COLUMNS", "GALLERY_KINDS", "SINGLE_KINDS", "Candidate", "Case", "CaseKind", "Frame", "LabelPoint",
+    "by_case_id", "by_image", "case_from_row", "cases_csv_bytes", "cases_frame", "gallery_image_name", "image_name",
+    "load_case_rows", "read_cases", "round_classes", "write_cases",
 ]

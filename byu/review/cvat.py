@@ -4,10 +4,18 @@ Targets cvat-sdk 2.80 and CVAT servers 2.80.x / 2.81.x (a warning, and carry on,
 versions unless ``check_server_version=False``). Older servers (e.g. 2.23) answer
 ``/api/server/about`` without fields this SDK requires; :func:`connect` then reads the version
 from the raw answer, logs one warning that the check was skipped, and carries on (a whole round
-works on CVAT 2.23.1). ``BYU_CVAT_CHECK_VERSION=0`` skips the check. A URL that does not answer
-``/api/server/about`` like CVAT is a :class:`CvatError`.
+works on CVAT 2.23.1). That read asks for ``application/vnd.cvat+json`` first (CVAT's only
+renderer: 2.23 answers ``Accept: application/json`` alone with 406), then plain JSON or anything.
+``BYU_CVAT_CHECK_VERSION=0`` skips the check. A URL that does not answer ``/api/server/about``
+like CVAT is a :class:`CvatError`; so are refused credentials ("refused the credentials of user
+'u' (HTTP 400: Unable to log in ...)"; an access token is checked at connect, too).
 
-One CVAT **project per round** (named after the round unless told otherwise) with tag labels
+One CVAT **project per round**, named ``<round>-<data root id>`` (``round1-3f2a9c1e``: the first 8
+hex digits of the random UUID in ``<data root>/.byu-id``, made once by the first push) unless told
+otherwise (``project_name``), so that rounds of two data roots never share a project on a shared
+server. A project found by name is used only if this data root made it (the id in its name, or
+the round's ``tasks.json`` records pushing to it); any other is refused before anything changes
+on the server and before ``tasks.json`` is written. The project has tag labels
 ``0``..``K``, ``none`` and ``unsure`` (label type ``tag``; K = the most candidates any case
 shows). Case images (``review/<round>/images/``, in ``cases.csv`` order) go into **tasks of at
 most N images** (default 100) named ``<round>-<batch>`` with the batch 1-based and zero-padded
@@ -27,21 +35,31 @@ clean slate; tasks are found by name in the round's project:
   CVAT appends a second upload to the files of the first one (duplicates) and cannot detach
   data; nothing is lost, as such a task has no frames to annotate;
 - extra empty tasks of the same name are deleted; extra tasks *with* data are left alone (they
-  may hold annotations) and reported in the log.
+  may hold annotations) and reported in the log;
+- a task deleted on the server is created again (its annotations are gone with it).
+
+On CVAT 2.23 a task that never got data has no ``size`` and no ``data`` at all; it is read as size
+0 without data.
 
 Pushes of the same round must not run concurrently. If ``cvat/tasks.json`` is lost, rerun
-``push``: it finds the tasks by name and writes the record again.
+``push``: it finds the project and tasks by name and writes the record again (for a project
+named without the data root's id, restore ``tasks.json`` instead: such a name does not show
+whose project it is, and is refused).
 
 **Record.** ``review/<round>/cvat/tasks.json`` (written atomically after every change) holds the
 server URL, the project, the labels, the batch size and one entry per task: ``name``, ``id``,
 ``kind`` (``review`` or ``review2``), ``batch``, ``images`` (the batch's image names),
 ``state`` (``created`` / ``uploaded``), ``size``, and after a pull ``job_assignee``,
-``exported_at``, ``export_sha256``.
+``exported_at``, ``export_sha256``; ``data_root`` is the short id of the data root that pushed.
 
 **Pull.** Each task is exported as "CVAT for images 1.1" without images; ``annotations.xml`` is
 taken out of the zip (size-capped, by name only) and written atomically to
 ``cvat/<task name>.xml``. Turning those into ``decisions.csv`` is
-:func:`byu.review.decisions.decisions_from_round`.
+:func:`byu.review.decisions.decisions_from_round`. A pull never loses a person's decision
+silently: a decision of the previous ``decisions.csv`` that the pull does not collect again (its
+job was reopened or is in progress, or it was made outside CVAT) is kept and reported; only a CVAT
+decision whose image a person untagged in a completed job is dropped, and reported. A task
+deleted on the server is an error that names it (push again to create it anew).
 
 **Retries.** Connection errors, 429 and 5xx answers are retried with exponential backoff and
 jitter (tenacity, bounded by ``CvatConfig.max_attempts``) around whole steps that are safe to
@@ -62,10 +80,11 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,13 +99,15 @@ from cvat_sdk.core.proxies.tasks import ResourceType, Task
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from byu.atomic import sha256_bytes, write_bytes, write_json
+from byu.atomic import file_mode, sha256_bytes, write_bytes, write_json
 from byu.errors import ByuError, InputError, InputErrors
 from byu.paths import check_id
 from byu.review.cases import Case
 from byu.review.decisions import (
     DEFAULT_MAX_XML_BYTES,
     DecisionsResult,
+    combine_results,
+    decisions_bytes,
     decisions_from_round,
     load_cases,
     read_decisions,
@@ -102,6 +123,9 @@ _sdk_log = logging.getLogger(__name__ + ".sdk")
 ENV_URL, ENV_USER, ENV_PASSWORD, ENV_TOKEN = "BYU_CVAT_URL", "BYU_CVAT_USER", "BYU_CVAT_PASSWORD", "BYU_CVAT_TOKEN"
 ENV_CHECK_VERSION = "BYU_CVAT_CHECK_VERSION"
 ABOUT_PATH = "/api/server/about"
+# CVAT's REST framework renders only application/vnd.cvat+json and answers 406 to ``Accept: application/json``
+# alone (CVAT 2.23.1); plain JSON and anything else stay acceptable for other servers
+ABOUT_ACCEPT = "application/vnd.cvat+json, application/json;q=0.9, */*;q=0.5"
 EXPORT_FORMAT = "CVAT for images 1.1"
 DEFAULT_BATCH_SIZE = 100
 KIND_REVIEW, KIND_REVIEW2 = "review", "review2"
@@ -110,7 +134,7 @@ T = TypeVar("T")
 
 __all__ = [
     "CvatConfig", "CvatError", "PullReport", "connect", "cvat_client", "push_round", "push_second_review",
-    "round_status", "pull_round", "task_name", "load_record", "EXPORT_FORMAT",
+    "round_status", "pull_round", "task_name", "load_record", "EXPORT_FORMAT", "data_root_id", "default_project_name",
 ]
 
 
@@ -147,13 +171,13 @@ class CvatConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _credentials(self) -> "CvatConfig":
+    def _credentials(self) -> CvatConfig:
         if self.token is None and not (self.user and self.password is not None):
             raise ValueError(f"CVAT credentials missing: set {ENV_TOKEN}, or {ENV_USER} and {ENV_PASSWORD}")
         return self
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "CvatConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CvatConfig:
         """Build from ``BYU_CVAT_*`` variables; keyword overrides (non-None) win.
 
         ``BYU_CVAT_CHECK_VERSION`` = ``0``/``false``/``no``/``off`` skips the server version check
@@ -247,13 +271,17 @@ def _raw_about(config: CvatConfig) -> dict[str, Any]:
     """
     url = config.url + ABOUT_PATH
     with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=10, read=30)) as http:
-        resp = http.request("GET", url, headers={"Accept": "application/json"}, preload_content=False)
-        try:
-            status = resp.status
-            kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0].strip()[:60]
-            body = resp.read(64 * 1024 + 1)
-        finally:
-            resp.release_conn()
+        # the Accept CVAT renders first; a 406 anyway (a server that negotiates otherwise): once without Accept
+        for headers in ({"Accept": ABOUT_ACCEPT}, {}):
+            resp = http.request("GET", url, headers=headers, preload_content=False)
+            try:
+                status = resp.status
+                kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0].strip()[:60]
+                body = resp.read(64 * 1024 + 1)
+            finally:
+                resp.release_conn()
+            if status != 406:
+                break
     if status == 429 or status >= 500:
         raise ApiException(status=status, reason=f"{ABOUT_PATH} answered HTTP {status}")
     if status in (401, 403):  # CVAT answers about without login: something in front of it wants some
@@ -269,6 +297,23 @@ def _raw_about(config: CvatConfig) -> dict[str, Any]:
     if not isinstance(version, str) or not version.strip():
         raise _not_cvat(config, "answered JSON without a version")
     return about
+
+
+def _server_detail(exc: ApiException) -> str:
+    """The server's own short reason in an error answer (``detail`` or the first ``non_field_errors`` entry of
+    its JSON body), never headers; '' when there is none."""
+    body = exc.body
+    try:
+        data = json.loads(body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or ""))
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    detail = data.get("detail")
+    if not isinstance(detail, str):
+        errors = data.get("non_field_errors")
+        detail = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], str) else ""
+    return " ".join(detail.split())[:200]
 
 
 def _sdk_cannot_read(exc: BaseException) -> bool:
@@ -347,6 +392,7 @@ def connect(config: CvatConfig) -> Client:
                 _check_server(client, config)
             if config.token is not None:
                 client.login(AccessTokenCredentials(config.token.get_secret_value()))
+                client.users.retrieve_current_user()  # a token is only sent, never checked, by login()
             else:
                 assert config.user and config.password is not None
                 client.login((config.user, config.password.get_secret_value()))
@@ -354,7 +400,7 @@ def connect(config: CvatConfig) -> Client:
             client.close()
             if _transient(exc):
                 raise
-            status = exc.status
+            status, detail = exc.status, _server_detail(exc)
         except BaseException:
             client.close()
             raise
@@ -365,8 +411,12 @@ def connect(config: CvatConfig) -> Client:
         # outside the except block, so that no SDK exception (it carries headers) rides along
         if status not in (400, 401, 403):
             _raw_about(config)  # a CvatError if this is not CVAT at all
-        who = f"user {config.user!r}" if config.token is None else "the access token"
-        raise CvatError(f"CVAT at {config.url} refused {who} (HTTP {status})")
+        if config.token is None:
+            who, check = f"the credentials of user {config.user!r}", f"{ENV_USER} and {ENV_PASSWORD}"
+        else:
+            who, check = "the access token", ENV_TOKEN
+        why = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+        raise CvatError(f"CVAT at {config.url} refused {who} ({why}); check {check}")
 
     return _retry(config, _open, what=f"connect to {config.url}")
 
@@ -440,14 +490,84 @@ def _image_paths(round_dir: Path, images: Sequence[str]) -> list[Path]:
         if not p.is_file():
             errors.append(InputError("image file not found", file=p))
         elif p.resolve().name != name:  # the SDK uploads resolved paths; a renaming symlink would change the frame name
-            errors.append(InputError(f"image is a link to {p.resolve().name!r}; frame names must equal case images", file=p))
+            errors.append(InputError(f"image is a link to {p.resolve().name!r}; frame names must equal case images",
+                                     file=p))
         paths.append(p)
     if errors:
         raise InputErrors(errors)
     return paths
 
 
-def _ensure_project(client: Client, name: str, labels: Sequence[str], record: dict[str, Any]) -> Project:
+# ----------------------------------------------------------------------------------------------
+# Whose project: the data root's id
+
+
+ROOT_ID_FILE = ".byu-id"
+
+
+def data_root_of(round_dir: str | Path) -> Path:
+    """The data root of a round directory (``<data root>/review/<round>``)."""
+    return Path(round_dir).absolute().parent.parent
+
+
+def data_root_id(root: str | Path) -> str:
+    """The data root's stable id: a random UUID in ``<root>/.byu-id``, made once, on first use.
+
+    It tells this data root's CVAT projects from those of every other data root on a shared server (see
+    :func:`default_project_name`). Keep the file with the data root (a copy of the data root is the same root to
+    CVAT); a data root that lost it gets a new id, and its next push makes new projects.
+    """
+    path = Path(root) / ROOT_ID_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{ROOT_ID_FILE}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600: follow the umask like every stored file
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(f"{uuid.uuid4()}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs wins
+                os.link(tmp, path)  # creates, never replaces
+        finally:
+            os.unlink(tmp)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        return str(uuid.UUID(text))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("not a data root id (one UUID); restore the file, or delete it if this data root never "
+                         "pushed to CVAT", file=path) from None
+
+
+def short_root_id(root: str | Path) -> str:
+    """The first 8 hex digits of :func:`data_root_id` (what project names carry)."""
+    return uuid.UUID(data_root_id(root)).hex[:8]
+
+
+def default_project_name(round_dir: str | Path) -> str:
+    """``<round>-<short data root id>`` (``round1-3f2a9c1e``): two data roots' rounds never share a project."""
+    return f"{Path(round_dir).name}-{short_root_id(data_root_of(round_dir))}"
+
+
+def _made_here(name: str, record: Mapping[str, Any], project_id: int, root_id: str) -> bool:
+    """Whether this data root made the project: its name carries the data root's id, or the round's record says
+    this data root pushed tasks into it (a record made before the id existed: tasks with ids, no ``data_root``)."""
+    if name.endswith(f"-{root_id}"):
+        return True
+    recorded = record.get("project") or {}
+    if recorded.get("id") != project_id or recorded.get("name") != name:
+        return False
+    if record.get("data_root"):
+        return record["data_root"] == root_id
+    return any(t.get("id") for t in record.get("tasks", []))
+
+
+def _ensure_project(client: Client, name: str, labels: Sequence[str], record: dict[str, Any], *,
+                    root_id: str, root: Path, own_name: str) -> Project:
+    """Find (or create) the round's project, check that this data root made it, then add missing labels.
+
+    Everything is checked before anything on the server changes: a project of another data root is refused
+    before a label is added (and before the caller writes the record)."""
     project = None
     pid = (record.get("project") or {}).get("id")
     if pid:
@@ -469,6 +589,14 @@ def _ensure_project(client: Client, name: str, labels: Sequence[str], record: di
             project = client.projects.create(models.ProjectWriteRequest(
                 name=name, labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in labels]))
             log.info("created CVAT project %s (id %s)", name, project.id)
+            return project
+    if not _made_here(name, record, project.id, root_id):
+        raise CvatError(
+            f"CVAT project {name!r} (id {project.id}) was not made by this data root ({root}, id {root_id}): its "
+            "name does not carry that id and the round's tasks.json does not record pushing to it. A CVAT server "
+            "is shared by many people: push with another project name (--project-name; this data root's own is "
+            f"{own_name!r}); if the project is this data root's and {root / ROOT_ID_FILE} was replaced, restore "
+            "that file. Nothing was changed on the server.")
     have = {lab.name for lab in project.get_labels()}
     missing = [lab for lab in labels if lab not in have]
     if missing:
@@ -476,6 +604,17 @@ def _ensure_project(client: Client, name: str, labels: Sequence[str], record: di
             labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in missing]))
         log.info("added tag labels %s to CVAT project %s", missing, name)
     return project
+
+
+def _task_size(task: Task) -> int:
+    """Frames of a task; 0 for a task without data (CVAT 2.23 then leaves ``size`` out of the task)."""
+    size = getattr(task, "size", None)  # the SDK's ApiAttributeError is an AttributeError
+    return int(size) if size is not None else 0
+
+
+def _has_data(task: Task) -> bool:
+    """Whether a data upload was ever started into the task (CVAT 2.23 leaves ``data`` out while there is none)."""
+    return getattr(task, "data", None) is not None
 
 
 def _frame_names(task: Task) -> list[str]:
@@ -490,7 +629,7 @@ def _ensure_task(client: Client, round_dir: Path, record: dict[str, Any], *, pro
              "state": "created", "size": 0}
     existing = sorted((t for t in client.tasks.list(project_id=project_id, name=name) if t.name == name),
                       key=lambda t: t.id)
-    with_data = [t for t in existing if t.size > 0]
+    with_data = [t for t in existing if _task_size(t) > 0]
     if with_data:
         keep = with_data[0]
         frames = _frame_names(keep)
@@ -501,16 +640,20 @@ def _ensure_task(client: Client, round_dir: Path, record: dict[str, Any], *, pro
                 "Push it under a new round name, or delete the task in CVAT first.")
         for extra in with_data[1:]:
             log.warning("CVAT task %s has a duplicate with data (id %s); left alone", name, extra.id)
-        for empty in (t for t in existing if t.size == 0):
+        for empty in (t for t in existing if _task_size(t) == 0):
             log.info("deleting empty duplicate CVAT task %s (id %s)", name, empty.id)
             empty.remove()
-        entry.update(id=keep.id, state="uploaded", size=keep.size, images=frames)
+        entry.update(id=keep.id, state="uploaded", size=_task_size(keep), images=frames)
         _put_entry(round_dir, record, entry)
         return entry
 
+    recorded = _entry(record, name)
+    if recorded and recorded.get("id") and recorded["id"] not in {t.id for t in existing}:
+        log.warning("CVAT task %s (id %s in tasks.json) is gone from the server; creating it again (the "
+                    "annotations made in it are gone with it)", name, recorded["id"])
     task = None
     for t in existing:
-        if task is None and t.data is None:
+        if task is None and not _has_data(t):
             task = t  # created, never given data: upload into it
             continue
         log.info("deleting CVAT task %s (id %s): its data upload did not complete", name, t.id)
@@ -528,7 +671,7 @@ def _ensure_task(client: Client, round_dir: Path, record: dict[str, Any], *, pro
     if sorted(frames) != sorted(images):
         raise CvatError(f"CVAT task {name!r} (id {task.id}) ended up with frames {frames[:5]}... "
                         f"instead of the {len(images)} uploaded images")
-    entry.update(state="uploaded", size=task.size, images=frames)
+    entry.update(state="uploaded", size=_task_size(task), images=frames)
     _put_entry(round_dir, record, entry)
     log.info("uploaded %d images to CVAT task %s (id %s)", len(frames), name, task.id)
     return entry
@@ -555,10 +698,13 @@ def _prepare(client: Client, config: CvatConfig, round_dir: Path, cases: Mapping
         raise InputError(f"round was pushed with batch size {record['batch_size']}, not {batch_size}",
                          file=RoundPaths(round_dir).tasks, field="batch_size")
     labels = tag_vocabulary(cases.values())
-    name = project_name or (record.get("project") or {}).get("name") or round_dir.name
-    project = _retry(config, _ensure_project, client, name, labels, record, what=f"ensure project {name}")
+    root = data_root_of(round_dir)
+    root_id = short_root_id(root)
+    name = project_name or (record.get("project") or {}).get("name") or default_project_name(round_dir)
+    project = _retry(config, _ensure_project, client, name, labels, record, root_id=root_id, root=root,
+                     own_name=default_project_name(round_dir), what=f"ensure project {name}")
     record.update(round=round_dir.name, server=config.url, project={"id": project.id, "name": project.name},
-                  labels=labels, batch_size=batch_size)
+                  data_root=root_id, labels=labels, batch_size=batch_size)
     RoundPaths(round_dir).cvat.mkdir(parents=True, exist_ok=True)
     _save_record(round_dir, record)
     return record, project
@@ -657,7 +803,7 @@ def _task_status(client: Client, entry: dict[str, Any]) -> dict[str, Any]:
             row["remote"] = "missing"
             return row
         raise
-    if task.size == 0:
+    if _task_size(task) == 0:
         row["remote"] = "no data"
     jobs = task.get_jobs()
     row["jobs"] = len(jobs)
@@ -722,6 +868,17 @@ def _export_task(client: Client, task_id: int, cvat_dir: Path, max_bytes: int, n
             raise InputError(f"export of CVAT task {name!r} (id {task_id}): {exc.reason}") from None
 
 
+def _task_gone(config: CvatConfig, record: Mapping[str, Any], name: str, task_id: int) -> CvatError:
+    where = ""
+    if record.get("server") and record["server"] != config.url:
+        where = f" (the round was pushed to {record['server']}, not {config.url}: check {ENV_URL})"
+    return CvatError(
+        f"CVAT task {name!r} (id {task_id}) is gone from the server (HTTP 404){where}: it was deleted in CVAT, and "
+        "the annotations made in it are gone with it. Run push again to create it anew (its images are sent "
+        "again, to be tagged again); the exports pulled before (cvat/*.xml) and decisions.csv are kept. "
+        "Nothing was changed.")
+
+
 def _jobs(client: Client, task_id: int) -> list[dict[str, Any]]:
     jobs = client.tasks.retrieve(task_id).get_jobs()
     return [{"id": j.id, "state": str(j.state), "stage": str(getattr(j, "stage", "") or ""),
@@ -731,12 +888,78 @@ def _jobs(client: Client, task_id: int) -> list[dict[str, Any]]:
 
 @dataclass
 class PullReport:
-    """What a pull did: the exports it took, the decisions, and where a rejected export was put aside."""
+    """What a pull did: the exports it took, the decisions, and where a rejected export was put aside.
+
+    ``result`` holds the decisions now in ``decisions.csv``: those the pull collected, plus ``kept``, the cases
+    whose decision in the previous ``decisions.csv`` the pull did not collect again because their CVAT job is not
+    completed now (reopened, in progress; or the decision was made outside CVAT), kept as they were.
+    ``withdrawn``: cases whose earlier CVAT decision a person took back (the image untagged in a job that is
+    completed), dropped. ``changed``: whether ``decisions.csv`` changed.
+    """
 
     exports: list[Path]
     result: DecisionsResult
     written: bool
     rejected_dir: Path | None = None
+    kept: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+    changed: bool = False
+
+
+def _job_states_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Per task name, per image, the state of the job holding it (frame i is ``images[i]``)."""
+    out: dict[str, dict[str, str]] = {}
+    for t in record["tasks"]:
+        jobs = t.get("jobs") or []
+        out[str(t["name"])] = {
+            image: next((str(j.get("state", "")) for j in jobs if int(j["start_frame"]) <= i <= int(j["stop_frame"])),
+                        "")
+            for i, image in enumerate(t.get("images", []))}
+    return out
+
+
+def _source_task(source: Any) -> str | None:
+    """``cvat:<task name>.xml`` -> the task name (None for decisions made outside CVAT)."""
+    text = str(source or "")
+    return text[len("cvat:"):-len(".xml")] if text.startswith("cvat:") and text.endswith(".xml") else None
+
+
+def _with_previous(result: DecisionsResult, previous: pd.DataFrame, record: Mapping[str, Any],
+                   cases: Mapping[str, Case]) -> tuple[DecisionsResult, list[str], list[str]]:
+    """The pull's decisions plus the previous ones it must not lose; returns (merged, kept, withdrawn).
+
+    A previous decision is kept when the pull has none for its case and the decision was made outside CVAT, or
+    some job holding its image is not completed now (reopened, in progress), or the pull has errors; else (a
+    CVAT decision, every job holding the image completed, the image untagged now) a person took it back: it is
+    dropped (withdrawn). A previous second-review decision also stands over the first review's decision while
+    its second-review job is not completed again."""
+    states = _job_states_by_task(record)
+    order = {str(t["name"]): (t.get("kind", KIND_REVIEW) != KIND_REVIEW, t.get("batch", 0)) for t in record["tasks"]}
+    new_source = {str(c): src for c, src in zip(result.decisions.get("case_id", []), result.decisions.get(
+        "source", []), strict=True)}
+    before, over, kept, withdrawn = [], [], [], []
+    for row in previous.to_dict("records"):
+        case_id, image = str(row["case_id"]), str(row["image"])
+        task = _source_task(row.get("source"))
+        if case_id in new_source:
+            newer = _source_task(new_source[case_id])
+            if (task in order and newer in order and order[task] > order[newer]
+                    and states[task].get(image) != "completed"):
+                over.append(row)  # e.g. a second review reopened: its decision stands over the first review's
+                kept.append(case_id)
+            continue
+        held = [by_image[image] for by_image in states.values() if image in by_image]
+        if task is not None and not result.errors and held and all(s == "completed" for s in held):
+            withdrawn.append(case_id)
+            continue
+        before.append(row)
+        kept.append(case_id)
+    if not (before or over):
+        return result, kept, withdrawn
+    merged = combine_results([DecisionsResult(pd.DataFrame(before, columns=previous.columns)), result,
+                              DecisionsResult(pd.DataFrame(over, columns=previous.columns))], cases)
+    order_of = {c.case_id: i for i, c in enumerate(cases.values())}
+    return merged, sorted(kept, key=lambda c: order_of.get(c, len(order_of))), withdrawn
 
 
 def pull_round(
@@ -756,6 +979,13 @@ def pull_round(
     ``cvat/rejected/<time>/`` (with ``problems.txt``) for inspection. Decisions from jobs that are not completed
     are left out (and counted) unless ``include_incomplete``. The record gains per task ``jobs`` (id, state,
     frames, assignee), ``job_assignee``, ``exported_at`` and ``export_sha256``.
+
+    No decision a person made is lost silently: a case of the previous ``decisions.csv`` that this pull does not
+    collect (its job was reopened or is in progress; a decision imported from outside CVAT) keeps its previous
+    row, and is listed in ``PullReport.kept``; a CVAT decision whose image is now untagged in a completed job was
+    taken back by a person and is dropped (``PullReport.withdrawn``). A pull that collects nothing new leaves
+    ``decisions.csv`` as it was (``PullReport.changed`` is false). A task deleted on the server is a
+    :class:`CvatError` naming it (push again to create it anew); nothing is changed then.
     """
     round_dir = Path(round_dir)
     paths = RoundPaths(round_dir)
@@ -764,7 +994,7 @@ def pull_round(
         raise InputError("round has no CVAT tasks yet (push first)", file=paths.tasks)
     cvat_dir = paths.cvat
     staged_record = json.loads(json.dumps(record))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = cvat_dir / f".pull-{stamp}"
     staging.mkdir(parents=True)
     try:
@@ -773,12 +1003,21 @@ def pull_round(
                 name = check_id(str(entry["name"]), what="task name", file=paths.tasks)
                 if not entry.get("id") or entry.get("state") != "uploaded":
                     raise CvatError(f"task {name} has no uploaded data yet; run push again")
-                jobs = _retry(config, _jobs, c, entry["id"], what=f"jobs of {name}")
-                xml = _retry(config, _export_task, c, entry["id"], cvat_dir, max_bytes, name, what=f"export {name}")
+                gone = False
+                try:
+                    jobs = _retry(config, _jobs, c, entry["id"], what=f"jobs of {name}")
+                    xml = _retry(config, _export_task, c, entry["id"], cvat_dir, max_bytes, name,
+                                 what=f"export {name}")
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    gone = True
+                if gone:  # outside the except block: no SDK exception (it carries headers) rides along
+                    raise _task_gone(config, record, name, entry["id"])
                 write_bytes(staging / f"{name}.xml", xml)
                 who = sorted({j["assignee"] for j in jobs if j["assignee"]})
                 entry.update(jobs=jobs, job_assignee=who[0] if len(who) == 1 else "",
-                             exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
                              export_sha256=sha256_bytes(xml))
         staged = RoundPaths(staging)  # the round's layout, so that the round's reader validates it
         shutil.copyfile(paths.cases, staged.cases)
@@ -798,15 +1037,34 @@ def pull_round(
             log.warning("pull of round %s rejected (%d problem(s)); the previous exports and decisions are kept; "
                         "what was fetched is in %s", round_dir.name, len(result.errors), rejected)
             return PullReport(exports=[], result=result, written=False, rejected_dir=rejected)
+        # the previous decisions a person made are merged in before anything is replaced
+        previous = read_decisions(paths.decisions) if paths.decisions.exists() else None
+        kept: list[str] = []
+        withdrawn: list[str] = []
+        if previous is not None:
+            result, kept, withdrawn = _with_previous(result, previous, staged_record, load_cases(paths.cases))
+        changed = previous is None or paths.decisions.read_bytes() != decisions_bytes(result.decisions)
         exports = []
         for entry in staged_record["tasks"]:
             target = paths.export(entry["name"])
             os.replace(staged.export(entry["name"]), target)
             exports.append(target)
         _save_record(round_dir, staged_record)
-        write_decisions(result, paths.decisions, allow_errors=allow_errors)
+        if changed:
+            write_decisions(result, paths.decisions, allow_errors=allow_errors)
         for path in exports:
             log.info("exported CVAT task %s to %s", path.stem, path)
-        return PullReport(exports=exports, result=result, written=True)
+        if kept:
+            log.warning("round %s: kept %d decision(s) from the previous decisions.csv that this pull did not "
+                        "collect (their CVAT job is not completed now): %s", round_dir.name, len(kept),
+                        ", ".join(kept[:20]) + (" ..." if len(kept) > 20 else ""))
+        if withdrawn:
+            log.warning("round %s: dropped %d decision(s) taken back in CVAT (untagged in a completed job): %s",
+                        round_dir.name, len(withdrawn), ", ".join(withdrawn[:20]) + (" ..." if len(withdrawn) > 20
+                                                                                      else ""))
+        if not changed:
+            log.info("round %s: decisions.csv unchanged (%d decision(s))", round_dir.name, len(result.decisions))
+        return PullReport(exports=exports, result=result, written=True, kept=kept, withdrawn=withdrawn,
+                          changed=changed)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -35,9 +35,9 @@ from lxml import etree
 from byu.atomic import atomic_open
 from byu.errors import InputError, InputErrors
 from byu.paths import check_id
-from byu.review.paths import RoundPaths
 from byu.review.cases import Case, load_case_rows, read_cases, round_classes
-from byu.review.tags import UNSURE, check_tags, tag_labels
+from byu.review.paths import RoundPaths
+from byu.review.tags import OK, UNSURE, check_tags, tag_labels
 from byu.textsafe import safe_columns
 
 DEFAULT_MAX_XML_BYTES = 64 * 2**20
@@ -82,10 +82,12 @@ def load_cases(cases: Iterable[Case] | pd.DataFrame | str | Path) -> dict[str, C
 
 
 def tag_vocabulary(cases: Iterable[Case]) -> list[str]:
-    """The CVAT tag labels of a round (``0..K``, ``none``, ``unsure``, and class tags when several classes)."""
+    """The CVAT tag labels of a round (:func:`byu.review.tags.tag_labels`: ``0..K``, ``x1..xN`` with galleries,
+    ``none``, ``unsure``, ``ok``, and ``k:<class>`` when several classes)."""
     cases = list(cases)
-    max_k = max((max(c.ks) for c in cases if c.ks), default=0)
-    return tag_labels(max_k, round_classes(cases))
+    max_k = max((max(c.ks) for c in cases if c.ks and not c.is_gallery), default=0)
+    crops = max((len(c.candidates) for c in cases if c.is_gallery), default=0)
+    return tag_labels(max_k, round_classes(cases), gallery_size=crops)
 
 
 def _frame(rows: list[dict[str, str]], cases: Mapping[str, Case]) -> pd.DataFrame:
@@ -234,6 +236,12 @@ def parse_cvat_xml(
                 why = "not in cases.csv" if case is None else "not sent in this task"
                 errors.append(f"{where}: tags {sorted(set(raw))} on an image we never sent ({why})")
             continue
+        frame = el.get("id")
+        state = ""
+        if job_states is not None and frame is not None and frame.isdigit():
+            state = job_states.get(int(frame), "")
+        if not raw and case.is_gallery and state == COMPLETED:
+            raw = [OK]  # an untagged gallery in a completed job: the reviewer found nothing to change
         if not raw:
             continue  # not reviewed
         tags, problems = check_tags(raw, case, classes)
@@ -242,10 +250,6 @@ def parse_cvat_xml(
             continue
         if not tags:
             continue
-        frame = el.get("id")
-        state = ""
-        if job_states is not None and frame is not None and frame.isdigit():
-            state = job_states.get(int(frame), "")
         rows.append({"case_id": case.case_id, "image": name, "tags": ";".join(tags), "reviewer": "",
                      "source": source, "job_state": state})
     for r in rows:  # the meta block comes first in CVAT exports, but a reordered file must not lose the reviewer
@@ -445,4 +449,5 @@ def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = Fa
 
 def unsure_images(decisions: pd.DataFrame) -> set[str]:
     """Images whose decision includes ``unsure``."""
-    return {img for img, tags in zip(decisions["image"], decisions["tags"]) if UNSURE in str(tags).split(";")}
+    return {img for img, tags in zip(decisions["image"], decisions["tags"], strict=True)
+            if UNSURE in str(tags).split(";")}

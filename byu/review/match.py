@@ -1,43 +1,39 @@
-"""Mine review cases: predictions vs a label version, matched per class in Å.
+"""Mine a round's review cases in three steps: score, choose, assemble.
 
-Per tomogram and class, predictions at or above ``threshold`` are matched one-to-one (nearest first) to the labeled
-picks of the class within the class's match radius (``radius_A`` overrides it for every class). Then:
+1. :func:`score_round` — every label and every prediction at or above the threshold, per tomogram and class:
+   predictions are matched one-to-one (nearest first) to the labels of their class within the class's match
+   radius (``radius_A`` overrides it), in Å. A label's **support** is the confidence of the prediction that matched
+   it (0: unmatched); with a label verifier (:mod:`byu.review.verify`), every label and prediction also has a
+   **verification**. Per class, the bars below are calibrated here: the confirm threshold (``"auto"``:
+   :data:`~byu.review.settings.SUPPORT_FRACTION` of the median support of the class's labels in this round, so a
+   faint small particle is not reviewed wholesale and a half-believed motor is), the threshold an unlabeled
+   prediction needs to be shown (``"auto"``: :data:`~byu.review.settings.FP_FRACTION` of the confirm threshold), and
+   the verification below which a label is doubted (the ``verify_quantile`` of the class's verification, scaled by
+   the verifier's own out-of-fold separation: none at all for a verifier that cannot tell labels from unlabeled
+   predictions).
+2. :func:`choose_review` — from those scores alone: a label is reviewed when no prediction matched it
+   (``unmatched``), only a weak one did (``weak``) or the verifier doubts it (``unverified``); an unmatched
+   prediction near an unmatched label of its class (within :data:`OWN_RADII` match radii; of another class: within
+   both match radii — a pick of the wrong class) is a candidate of that label's case (a shift, a missed neighbour);
+   the other unmatched predictions above their class's bar are offered best first (most verified, else strongest)
+   within a per-class **budget** (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a
+   reviewer-set number), so one crowded tomogram can hold many items and an empty one none.
+3. :func:`assemble_cases` — cases from the choice: an unmatched label with candidates is a single-particle ``FN``
+   case (its context matters); the other labels to review go into ``GL`` galleries and the offered predictions
+   into ``GP`` galleries, ``gallery_size`` crops of one class per image, most doubtful labels and most believed
+   predictions first. Without galleries every reviewed label is an ``FN`` case and the offered predictions fill
+   ``FP`` cases of ``max_candidates`` per tomogram and class (at most ``max_fp_cases`` of them).
 
-- a labeled pick no prediction matched is an **FN** case (``reason`` ``unmatched``); with ``confirm_threshold``
-  set, so is one matched only by a prediction weaker than it (``weak``: the model barely sees a particle there,
-  the way it sees decoys labeled by mistake). ``confirm_threshold="auto"`` calibrates it per class, from how
-  strongly the out-of-fold models support that class's labels in this round (:func:`calibrated_thresholds`:
-  ``SUPPORT_FRACTION`` of the median support of the class's labels), so a class the model sees faintly (a small
-  particle) is not reviewed wholesale and a class it sees sharply has its half-believed labels reviewed;
-- every unmatched prediction is shown as a candidate: of the nearest FN case of its own class in the tomogram, else
-  of the nearest FN case of another class closer than both classes' match radii (a pick that may have the wrong
-  class), else of an **FP** case of its class (``reason`` ``unlabeled``). A case shows at most ``max_candidates``
-  predictions, strongest first (with ``candidate_verification``: the ones that look most like the class's labels
-  first); those beyond an FN case's go to the FP cases of their class. A tomogram gets at most ``max_fp_cases`` FP
-  cases per class (default 1; ``None``: as many as needed, for crowded classes); the ones beyond are counted in
-  the round's summary, not shown.
-
-Three settings keep the load where the errors are:
-
-- ``fp_threshold``: an unlabeled prediction is a candidate of an FP case only when its confidence reaches it;
-  ``"auto"`` is ``FP_FRACTION`` of the class's confirm threshold (an unlabeled prediction the models believe less
-  than half as much as a label they half-believe). The predictions below stay in the predictions run; only their
-  review is skipped. On eight 40-tomogram motor cohorts, none of the 60 FP cases below it held a real motor.
-- ``verification`` (:mod:`byu.review.verify`): labels the round's own crop classifier believes least (below the
-  ``verify_quantile`` of their class) are FN cases too (``reason`` ``unverified``): false labels on decoys the fold
-  models believe as much as real particles, which no support threshold reaches.
-- ``candidate_verification``: the same classifier's score of each prediction orders the unlabeled ones, so a
-  missed particle is shown before gold beads and decoys the fold models believe more (a small particle's class
-  can have ten such predictions in one tomogram, more than two cases show).
-
-Scores rank the cases for review: FN ``1 - confidence`` of the weak match, or ``1 -`` the strongest prediction of
-the class within twice the match radius; FP the strongest candidate's confidence.
+:func:`find_cases` runs the three. Cases are in review order: single-particle cases by how doubtful they are
+(FN ``1 -`` the support, or the strongest prediction of the class within twice the match radius; FP the strongest
+candidate), then galleries of labels, then galleries of predictions.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +42,9 @@ import pandas as pd
 from byu.errors import InputError, NotFoundError
 from byu.labels.model import LabelSet
 from byu.matching import match_points
-from byu.review.cases import Candidate, Case, LabelPoint, image_name
+from byu.review.cases import Candidate, Case, Frame, LabelPoint, gallery_image_name, image_name
+from byu.review.settings import FP_FRACTION, SUPPORT_FRACTION, MiningSettings
+from byu.review.verify import Verification
 
 
 def predicted_tomograms(predictions: str | Path) -> list[str] | None:
@@ -67,10 +65,10 @@ def predicted_tomograms(predictions: str | Path) -> list[str] | None:
 
 MIN_CALIBRATION_LABELS = 8  # fewer matched labels of a class: its fixed fallback threshold applies
 FALLBACK_CONFIRM = 0.6
-SUPPORT_FRACTION = 0.75
 MIN_CONFIRM = 0.05
-FP_FRACTION = 0.5
-VERIFY_QUANTILE = 0.7
+OWN_RADII = 4.0  # an unmatched label's case shows the free predictions of its class within this many match radii
+VERIFIER_USELESS_AUC = 0.6  # a verifier separating labels from unlabeled predictions no better: no label reviewed
+VERIFIER_GOOD_AUC = 0.9  # from here on the full verify_quantile of a class's labels is reviewed
 
 
 def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float = FALLBACK_CONFIRM,
@@ -81,9 +79,7 @@ def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float =
 
     Relative to the class's own median because out-of-fold confidence is on a different scale per class: a motor
     model that sees motors at 0.95 half-believes a label at 0.6, a small-particle model that sees its particles at
-    0.5 does not. Measured over five 40-tomogram motor cohorts and a three-class cohort (benchmarks/recovery.py),
-    it flags the same planted errors as a fixed 0.6 (46 of 52) while sending 30 instead of 56 correct labels to
-    review; a Tukey fence (q25 - 1.5 IQR) collapsed to the floor on wide distributions and flagged 36."""
+    0.5 does not."""
     out = {}
     for name, values in supports.items():
         v = np.asarray(values, dtype=float)
@@ -94,202 +90,395 @@ def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float =
     return out
 
 
-def fp_thresholds(fp_threshold: float | str | None, confirm: dict[str, float | None]) -> dict[str, float]:
-    """Per class, the confidence an unmatched prediction needs to be shown in an FP case: ``fp_threshold`` as a
-    number, or for ``"auto"`` ``FP_FRACTION`` of the class's confirm threshold (nothing without one)."""
-    if fp_threshold is None:
-        return {}
-    if isinstance(fp_threshold, str):
-        if fp_threshold != "auto":
-            raise InputError(f"fp_threshold must be a number, 'auto' or empty, got {fp_threshold!r}",
-                             field="fp_threshold")
-        return {k: FP_FRACTION * v for k, v in confirm.items() if v is not None}
-    return {k: float(fp_threshold) for k in confirm}
+def verifier_weight(auc: float | None) -> float:
+    """The share of ``verify_quantile`` a verifier of out-of-fold separation ``auc`` is given: 0 up to
+    :data:`VERIFIER_USELESS_AUC` (an inverted or useless verifier sends no label to review), rising linearly to 1
+    at :data:`VERIFIER_GOOD_AUC`."""
+    if auc is None or not np.isfinite(auc):
+        return 0.0
+    return float(np.clip((auc - VERIFIER_USELESS_AUC) / (VERIFIER_GOOD_AUC - VERIFIER_USELESS_AUC), 0.0, 1.0))
 
 
-def verification_thresholds(verification: pd.Series | None, labels: LabelSet, tomo_ids: Sequence[str],
-                            quantile: float) -> dict[str, float]:
-    """Per class, the verification below which a label of ``tomo_ids`` is reviewed: the ``quantile`` of the
-    verification of the class's labels there (classes with fewer than ``MIN_CALIBRATION_LABELS`` verified labels:
-    none)."""
-    if verification is None:
-        return {}
-    if not 0.0 <= quantile <= 1.0:
-        raise InputError(f"verify_quantile must be between 0 and 1, got {quantile}", field="verify_quantile")
-    picks = labels.picks[labels.picks["tomo_id"].isin(set(tomo_ids))]
-    v = verification.reindex(picks.index)
+# ----------------------------------------------------------------------------------------------------------------
+# 1. score
+
+
+@dataclass(frozen=True)
+class ClassBars:
+    """What a class's scores were judged against in this round."""
+
+    match_radius_A: float
+    labels: int
+    supported: int  # labels a prediction matched
+    median_support: float | None
+    confirm: float | None  # a matched label below this is "weak"
+    fp: float | None  # an unlabeled prediction below this is not offered
+    verifier_auc: float | None  # the verifier's own out-of-fold separation (labels vs unlabeled predictions)
+    verify_quantile: float | None  # the share of the class's labels the verifier may send to review
+    verify: float | None  # a label verified below this is "unverified"
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class MiningScores:
+    """Every label and prediction of a round's tomograms, scored (see the module docstring).
+
+    ``labels`` (index: rows of the version's picks): ``tomo_id, particle, z, y, x`` (label frame), ``support``
+    (0: unmatched), ``matched`` (the prediction row, -1), ``verification`` (NaN: not verified). ``predictions``
+    (index: rows of the predictions run, those at or above the threshold of the version's classes):
+    ``tomo_id, particle, z, y, x`` (in the label frame of its tomogram), ``conf``, ``verification``, ``label``
+    (the picks row it matched, -1), ``quality`` (how much it looks like the class's labels: its verification, else
+    its confidence)."""
+
+    labels: pd.DataFrame
+    predictions: pd.DataFrame
+    classes: dict[str, ClassBars]
+    frames: dict[str, Frame]
+    tomo_ids: list[str]
+    context: dict[str, tuple[LabelPoint, ...]] = field(default_factory=dict)
+
+
+def _class_bars(settings: MiningSettings, labels: pd.DataFrame, radius: dict[str, float],
+                verification: Verification | None) -> dict[str, ClassBars]:
+    supports = {name: labels.loc[(labels["particle"] == name) & (labels["matched"] >= 0), "support"].tolist()
+                for name in radius}
+    ct = settings.confirm_threshold
+    confirm: dict[str, float | None] = dict(calibrated_thresholds(supports)) if ct == "auto" else \
+        {name: (None if ct is None else float(ct)) for name in radius}
     out = {}
-    for name, values in v.groupby(picks["particle"]):
-        values = values.dropna()
-        if len(values) >= MIN_CALIBRATION_LABELS:
-            out[str(name)] = float(np.quantile(values.to_numpy(float), quantile))
+    for name, r in radius.items():
+        mine = labels[labels["particle"] == name]
+        fp_setting = settings.fp_threshold
+        c = confirm[name]
+        fp = None if fp_setting is None else (FP_FRACTION * c if c is not None else None) \
+            if fp_setting == "auto" else float(fp_setting)
+        auc = verification.separation.get(name) if verification is not None else None
+        q = None
+        bar = None
+        values = mine["verification"].dropna().to_numpy(float)
+        if verification is not None and settings.verify and len(values) >= MIN_CALIBRATION_LABELS:
+            q = settings.verify_quantile * verifier_weight(auc)
+            bar = float(np.quantile(values, q)) if q > 0 else None
+        sup = supports[name]
+        out[name] = ClassBars(match_radius_A=r, labels=int(len(mine)), supported=len(sup),
+                              median_support=float(np.median(sup)) if sup else None, confirm=c, fp=fp,
+                              verifier_auc=auc, verify_quantile=q, verify=bar)
     return out
 
 
-def _cand(k: int, particle: str, zyx, conf: float | None, source: str) -> Candidate:
-    return Candidate(k=k, particle=particle, z=round(float(zyx[0]), 3), y=round(float(zyx[1]), 3),
-                     x=round(float(zyx[2]), 3), conf=None if conf is None else round(float(conf), 6),
-                     source=source)  # type: ignore[arg-type]
-
-
-def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, label_version: str = "", prediction_run: str = "",
-               threshold: float = 0.05, radius_A: float | None = None, max_candidates: int = 5,
-               tomo_ids: Sequence[str] | None = None, confirm_threshold: float | str | None = None,
-               max_fp_cases: int | None = 1, thresholds_out: dict[str, float] | None = None,
-               fp_threshold: float | str | None = None, verification: pd.Series | None = None,
-               verify_quantile: float = VERIFY_QUANTILE,
-               bars_out: dict[str, dict[str, float]] | None = None,
-               candidate_verification: pd.Series | None = None) -> list[Case]:
-    """Review cases for the tomograms ``tomo_ids`` (default: every tomogram of the version), in review order.
+def score_round(labels: LabelSet, predictions: pd.DataFrame, *, settings: MiningSettings | None = None,
+                tomo_ids: Sequence[str] | None = None, verification: Verification | None = None,
+                label_version: str = "", prediction_run: str = "") -> MiningScores:
+    """Score every label and prediction of the tomograms ``tomo_ids`` (default: every tomogram of the version).
 
     Only tomograms that were actually predicted should be passed: one absent from ``predictions`` turns every
-    labeled pick into an FN case. Predictions of classes the version does not cover are ignored. The confirm
-    threshold used per class is written to ``thresholds_out`` when given; the FP threshold and the verification
-    below which a label is reviewed, per class, to ``bars_out`` (keys ``fp`` and ``verify``).
-
-    ``verification`` (index: rows of ``labels.picks``) is how much a label verifier believes each label
-    (:mod:`byu.review.verify`); a label below the ``verify_quantile`` of its class's verification in these
-    tomograms is an FN case too (``reason`` ``unverified``), when it is not one already. ``fp_threshold`` (a
-    number, ``"auto"``: ``FP_FRACTION`` of the class's confirm threshold, or ``None``: every one) is the confidence
-    an FP case's candidate needs. ``candidate_verification`` (index: rows of ``predictions``) orders each class's
-    unlabeled predictions, most verified first (predictions without one follow, strongest first).
-    """
+    labeled pick into an unmatched one. Predictions of classes the version does not cover are ignored."""
+    settings = settings or MiningSettings()
     if "voxel_spacing" not in predictions.columns:
         raise InputError("predictions lack the voxel_spacing column: distances are compared in Å",
                          file=prediction_run or None, field="voxel_spacing")
-    if max_candidates < 1:
-        raise InputError(f"max_candidates must be at least 1, got {max_candidates}", field="max_candidates")
     known = set(labels.tomo_ids)
     ids = labels.tomo_ids if tomo_ids is None else list(dict.fromkeys(tomo_ids))
     unknown = sorted(set(ids) - known)
     if unknown:
         raise NotFoundError(f"tomo_id(s) not in the label version {label_version or ''}: {unknown[:10]}")
     classes = {c.name: c for c in labels.classes}
-
-    def radius(name: str) -> float:
-        return float(radius_A) if radius_A is not None else classes[name].match_radius_A
-
-    preds = predictions[(predictions["conf"] >= threshold) & predictions["particle"].isin(list(classes))
+    radius = {name: float(settings.radius_A) if settings.radius_A is not None else c.match_radius_A
+              for name, c in classes.items()}
+    frames = {str(r.tomo_id): Frame(tomo_id=str(r.tomo_id), Z=int(r.Z), Y=int(r.Y), X=int(r.X),
+                                    voxel_spacing=float(r.voxel_spacing))
+              for r in labels.tomograms.itertuples(index=False) if r.tomo_id in set(ids)}
+    preds = predictions[(predictions["conf"] >= settings.threshold) & predictions["particle"].isin(list(classes))
                         & predictions["tomo_id"].isin(ids)]
-    pred_groups = {t: g for t, g in preds.groupby("tomo_id", sort=False)}
-    label_groups = labels.groups()
-    frames = labels.tomograms.set_index("tomo_id")
-    auto = isinstance(confirm_threshold, str)
-    if auto and confirm_threshold != "auto":
-        raise InputError(f"confirm_threshold must be a number, 'auto' or empty, got {confirm_threshold!r}",
-                         field="confirm_threshold")
-    per_tomo: dict[str, tuple] = {}
-    supports: dict[str, list[float]] = {name: [] for name in classes}
-    for tid in ids:
-        fr = frames.loc[tid]
-        spacing = float(fr.voxel_spacing)
-        lab = label_groups[tid]
-        lab_cls = lab["particle"].to_numpy(dtype=object)
-        lab_vox = lab[["z", "y", "x"]].to_numpy(dtype=float)
-        lab_A = lab_vox * spacing
-        g = pred_groups.get(tid)
-        if g is not None:
-            g = g.sort_values("conf", ascending=False, kind="stable")
-            pred_cls = g["particle"].to_numpy(dtype=object)
-            pred_A = g[["z", "y", "x"]].to_numpy(float) * g["voxel_spacing"].to_numpy(float)[:, None]
-            conf = g["conf"].to_numpy(float)
-            ver = candidate_verification.reindex(g.index).to_numpy(float) if candidate_verification is not None \
-                else np.full(len(g), np.nan)
-        else:
-            pred_cls, pred_A, conf, ver = np.zeros(0, dtype=object), np.zeros((0, 3)), np.zeros(0), np.zeros(0)
-        matches = {}
-        for name in classes:
-            li = np.flatnonzero(lab_cls == name)
-            pj = np.flatnonzero(pred_cls == name)
-            m = match_points(lab_A[li], pred_A[pj], radius(name))
-            matches[name] = (li, pj, m)
-            supports[name] += [float(conf[pj[b]]) for _, b, _ in m.pairs]
-        per_tomo[tid] = (fr, spacing, lab.index.to_numpy(), lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, ver,
-                         matches)
-    if auto:
-        confirm = calibrated_thresholds(supports)
-    else:
-        confirm = {name: confirm_threshold for name in classes}
-    fp_bar = fp_thresholds(fp_threshold, confirm)
-    verify_bar = verification_thresholds(verification, labels, ids, verify_quantile)
-    if thresholds_out is not None:
-        thresholds_out.update({k: v for k, v in confirm.items() if v is not None})
-    if bars_out is not None:
-        bars_out.update({"fp": fp_bar, "verify": verify_bar})
-    raw: list[dict] = []
-    for tid in ids:
-        fr, spacing, rows, lab_cls, lab_vox, lab_A, pred_cls, pred_A, conf, ver, matches = per_tomo[tid]
-        unsupported: dict[int, tuple[str, float | None]] = {}  # label index -> (reason, weak conf)
-        free: list[int] = []
-        for name in classes:
-            li, pj, m = matches[name]
-            for a in m.unmatched_a:
-                unsupported[int(li[a])] = ("unmatched", None)
-            for a, b, _ in m.pairs:
-                c = float(conf[pj[b]])
-                if confirm[name] is not None and c < confirm[name]:
-                    unsupported[int(li[a])] = ("weak", c)
-            if name in verify_bar:
-                v = verification.reindex(rows[li]).to_numpy(float)  # type: ignore[union-attr]
-                for a in np.flatnonzero(v < verify_bar[name]):
-                    unsupported.setdefault(int(li[a]), ("unverified", float(v[a])))
-            free += [int(pj[b]) for b in m.unmatched_b]
-        # most verified first (a class not verified: strongest first, as the predictions are ordered)
-        free.sort(key=lambda j: (bool(np.isnan(ver[j])), -conf[j] if np.isnan(ver[j]) else -ver[j], j))
+    preds = preds.sort_values(["conf"], ascending=False, kind="stable")
+    spacing = preds["tomo_id"].map({t: f.voxel_spacing for t, f in frames.items()}).to_numpy(float)
+    pred_vox = preds[["z", "y", "x"]].to_numpy(float) * (preds["voxel_spacing"].to_numpy(float) / spacing)[:, None]
+    pred_ver = verification.predictions.reindex(preds.index).to_numpy(float) if verification is not None \
+        else np.full(len(preds), np.nan)
+    pred_table = pd.DataFrame({"tomo_id": preds["tomo_id"].astype(str).to_numpy(),
+                               "particle": preds["particle"].astype(str).to_numpy(),
+                               "z": pred_vox[:, 0], "y": pred_vox[:, 1], "x": pred_vox[:, 2],
+                               "conf": preds["conf"].to_numpy(float), "verification": pred_ver,
+                               "label": np.full(len(preds), -1, np.int64)}, index=preds.index)
+    picks = labels.picks[labels.picks["tomo_id"].isin(set(ids))]
+    lab_ver = verification.labels.reindex(picks.index).to_numpy(float) if verification is not None \
+        else np.full(len(picks), np.nan)
+    lab_table = pd.DataFrame({"tomo_id": picks["tomo_id"].astype(str).to_numpy(),
+                              "particle": picks["particle"].astype(str).to_numpy(),
+                              "z": picks["z"].to_numpy(float), "y": picks["y"].to_numpy(float),
+                              "x": picks["x"].to_numpy(float), "support": np.zeros(len(picks)),
+                              "matched": np.full(len(picks), -1, np.int64), "verification": lab_ver},
+                             index=picks.index)
+    pred_groups = {key: g for key, g in pred_table.groupby(["tomo_id", "particle"], sort=False)}
+    support = lab_table["support"].to_numpy(float).copy()
+    matched = lab_table["matched"].to_numpy(np.int64).copy()
+    label_of = pred_table["label"].to_numpy(np.int64).copy()
+    lab_pos = {row: i for i, row in enumerate(lab_table.index)}
+    pred_pos = {row: i for i, row in enumerate(pred_table.index)}
+    for (tid, name), lab in lab_table.groupby(["tomo_id", "particle"], sort=False):
+        g = pred_groups.get((tid, name))
+        if g is None or not len(g):
+            continue
+        s = frames[str(tid)].voxel_spacing
+        m = match_points(lab[["z", "y", "x"]].to_numpy(float) * s, g[["z", "y", "x"]].to_numpy(float) * s,
+                         radius[str(name)])
+        for a, b, _ in m.pairs:
+            la, pb = lab.index[a], g.index[b]
+            support[lab_pos[la]] = float(g["conf"].iloc[b])
+            matched[lab_pos[la]] = int(pb)
+            label_of[pred_pos[pb]] = int(la)
+    lab_table["support"] = support
+    lab_table["matched"] = matched
+    pred_table["label"] = label_of
+    q = pred_table["verification"].to_numpy(float)
+    pred_table["quality"] = np.where(np.isfinite(q), q, pred_table["conf"].to_numpy(float))
+    context = {t: tuple(LabelPoint(particle=str(r.particle), z=float(r.z), y=float(r.y), x=float(r.x))
+                        for r in g.itertuples(index=False)) for t, g in lab_table.groupby("tomo_id", sort=False)}
+    return MiningScores(labels=lab_table, predictions=pred_table, classes=_class_bars(settings, lab_table, radius,
+                                                                                       verification),
+                        frames=frames, tomo_ids=ids, context=context)
 
-        owned: dict[int, list[int]] = {i: [] for i in unsupported}
-        leftover: list[int] = []
-        for j in free:
-            same = [i for i in unsupported if lab_cls[i] == pred_cls[j]]
-            near = [i for i in unsupported if lab_cls[i] != pred_cls[j]
-                    and np.linalg.norm(lab_A[i] - pred_A[j]) <= min(radius(lab_cls[i]), radius(pred_cls[j]))]
-            pool = same or near
-            if pool:
-                owner = min(pool, key=lambda i: (float(np.linalg.norm(lab_A[i] - pred_A[j])), i))
-                if len(owned[owner]) < max_candidates:
-                    owned[owner].append(j)
-                    continue
-            leftover.append(j)
-        to_frame = pred_A / spacing
-        context = tuple(LabelPoint(particle=str(c), z=float(v[0]), y=float(v[1]), x=float(v[2]))
-                        for c, v in zip(lab_cls, lab_vox))
-        base = {"tomo_id": tid, "Z": int(fr.Z), "Y": int(fr.Y), "X": int(fr.X), "voxel_spacing": spacing,
-                "label_version": label_version, "prediction_run": prediction_run, "labels": context}
-        for i in sorted(unsupported):
-            name = str(lab_cls[i])
-            reason, weak = unsupported[i]
-            cands = [_cand(0, name, lab_vox[i], None, "label")]
-            cands += [_cand(n + 1, str(pred_cls[j]), to_frame[j], conf[j], "prediction")
-                      for n, j in enumerate(owned[i])]
-            if weak is not None:  # weak: the matched prediction's confidence; unverified: the verification
-                score = 1.0 - weak
-            else:
-                same = pred_cls == name
-                near = same & (np.linalg.norm(pred_A - lab_A[i], axis=1) <= 2 * radius(name)) if len(pred_A) \
-                    else np.zeros(0, bool)
-                score = 1.0 - (float(conf[near].max()) if np.any(near) else 0.0)
-            raw.append({**base, "kind": "FN", "reason": reason, "particle": name, "score": score, "focus_k": 0,
-                        "radius_A": radius(name), "candidates": tuple(cands), "order": (name, i)})
-        by_class: dict[str, list[int]] = {}
-        for j in leftover:
-            if conf[j] >= fp_bar.get(str(pred_cls[j]), 0.0):
-                by_class.setdefault(str(pred_cls[j]), []).append(j)
-        for name, js in by_class.items():
-            starts = range(0, len(js), max_candidates)
-            for chunk_no, start in enumerate(starts if max_fp_cases is None else list(starts)[:max_fp_cases]):
-                chunk = js[start:start + max_candidates]
-                cands = [_cand(n + 1, name, to_frame[j], conf[j], "prediction") for n, j in enumerate(chunk)]
-                raw.append({**base, "kind": "FP", "reason": "unlabeled", "particle": name,
-                            "score": float(conf[chunk].max()), "focus_k": 1, "radius_A": radius(name),
-                            "candidates": tuple(cands), "order": (name, chunk_no)})
-    raw.sort(key=lambda c: (-c["score"], c["tomo_id"], c["kind"], c["order"]))
-    cases = []
-    for index, c in enumerate(raw, start=1):
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. choose
+
+
+REASON_ORDER = {"unmatched": 0, "weak": 1, "unverified": 2}
+
+
+@dataclass
+class ReviewPlan:
+    """What a round shows: ``labels`` (index: picks rows; ``reason``, ``owned``: the prediction rows shown with it)
+    and ``offered`` (index: prediction rows of unlabeled predictions offered on their own, best first per class;
+    ``rank``); ``budget`` per class: ``offered``, ``hidden`` (above the class's bar but beyond the budget),
+    ``below_bar``."""
+
+    labels: pd.DataFrame
+    offered: pd.DataFrame
+    budget: dict[str, dict[str, int]]
+
+
+def _owners(scores: MiningScores, reviewed: pd.DataFrame, settings: MiningSettings, *,
+            unmatched_only: bool) -> tuple[dict[int, list[int]], list[int]]:
+    """Free predictions owned by a reviewed label's case (label row -> prediction rows, best first), and the rest
+    (prediction rows)."""
+    preds = scores.predictions
+    free = preds[preds["label"] < 0]
+    owners_pool = reviewed[reviewed["reason"] == "unmatched"] if unmatched_only else reviewed
+    radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
+    owned: dict[int, list[int]] = {int(i): [] for i in owners_pool.index}
+    rest: list[int] = []
+    free = free.assign(_v=free["verification"].fillna(-1.0)).sort_values(
+        ["_v", "conf"], ascending=False, kind="stable")
+    by_tomo = {t: g for t, g in owners_pool.groupby("tomo_id", sort=False)}
+    for t, g in free.groupby("tomo_id", sort=False):
+        own = by_tomo.get(str(t))
+        if own is None or not len(own):
+            rest += [int(j) for j in g.index]
+            continue
+        s = scores.frames[str(t)].voxel_spacing
+        own_A = own[["z", "y", "x"]].to_numpy(float) * s
+        own_cls = own["particle"].to_numpy(object)
+        own_r = np.array([radius[str(c)] for c in own_cls])
+        for j, p in zip(g.index, g[["z", "y", "x"]].to_numpy(float) * s, strict=True):
+            cls = str(preds.at[j, "particle"])
+            d = np.linalg.norm(own_A - p, axis=1)
+            same = (own_cls == cls) & (d <= OWN_RADII * own_r)
+            near = (own_cls != cls) & (d <= np.minimum(own_r, radius[cls]))
+            pool = np.flatnonzero(same) if same.any() else np.flatnonzero(near)
+            placed = False
+            for i in sorted(pool, key=lambda i: (float(d[i]), int(own.index[i]))):
+                if len(owned[int(own.index[i])]) < settings.max_candidates:
+                    owned[int(own.index[i])].append(int(j))
+                    placed = True
+                break  # the nearest owner only: a full case does not pass its candidate on
+            if not placed:
+                rest.append(int(j))
+    return owned, rest
+
+
+def choose_review(scores: MiningScores, settings: MiningSettings | None = None) -> ReviewPlan:
+    """Which labels are reviewed, which predictions are shown with them and which are offered on their own."""
+    settings = settings or MiningSettings()
+    lab = scores.labels
+    reasons = pd.Series("", index=lab.index, dtype=object)
+    for name, bars in scores.classes.items():
+        mine = lab["particle"] == name
+        unmatched = mine & (lab["matched"] < 0)
+        weak = mine & (lab["matched"] >= 0) & (bars.confirm is not None) & \
+            (lab["support"] < (bars.confirm if bars.confirm is not None else -1.0))
+        doubted = mine & (bars.verify is not None) & \
+            (lab["verification"] < (bars.verify if bars.verify is not None else -1.0))
+        reasons[doubted] = "unverified"
+        reasons[weak] = "weak"
+        reasons[unmatched] = "unmatched"
+    reviewed = lab[reasons != ""].assign(reason=reasons[reasons != ""])
+    owned, rest = _owners(scores, reviewed, settings, unmatched_only=settings.galleries)
+    reviewed = reviewed.assign(owned=[owned.get(int(i), []) for i in reviewed.index])
+    preds = scores.predictions
+    pool = preds.loc[rest]
+    offered_parts, budget = [], {}
+    for name, bars in scores.classes.items():
+        mine = pool[pool["particle"] == name]
+        above = mine[mine["conf"] >= bars.fp] if bars.fp is not None else mine
+        above = above.sort_values(["quality", "conf"], ascending=False, kind="stable")
+        if settings.budget == "auto":
+            n = max(settings.gallery_size, bars.labels)
+        else:
+            n = int(settings.budget)
+        if not settings.galleries and settings.budget == "auto":
+            n = len(above)  # single FP cases: their count per tomogram (max_fp_cases) is the budget
+        chosen = above.iloc[:n]
+        offered_parts.append(chosen.assign(rank=np.arange(1, len(chosen) + 1)))
+        budget[name] = {"offered": int(len(chosen)), "hidden": int(len(above) - len(chosen)),
+                        "below_bar": int(len(mine) - len(above))}
+    offered = pd.concat(offered_parts) if offered_parts else preds.iloc[0:0].assign(rank=[])
+    return ReviewPlan(labels=reviewed, offered=offered, budget=budget)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. assemble
+
+
+def _cand(k: int, particle: str, zyx, conf: float | None, source: str, frame: Frame | None = None) -> Candidate:
+    own = {} if frame is None else frame.model_dump()
+    zyx = np.asarray(zyx, dtype=float)
+    return Candidate(k=k, particle=particle, z=round(float(zyx[0]), 3), y=round(float(zyx[1]), 3),
+                     x=round(float(zyx[2]), 3), conf=None if conf is None else round(float(conf), 6),
+                     source=source, **own)  # type: ignore[arg-type]
+
+
+def _single_base(scores: MiningScores, tid: str, label_version: str, prediction_run: str) -> dict:
+    f = scores.frames[tid]
+    return {"tomo_id": tid, "Z": f.Z, "Y": f.Y, "X": f.X, "voxel_spacing": f.voxel_spacing,
+            "label_version": label_version, "prediction_run": prediction_run, "labels": scores.context.get(tid, ())}
+
+
+def _fn_score(scores: MiningScores, row: pd.Series, i: int) -> float:
+    if row["reason"] == "weak":
+        return 1.0 - float(row["support"])
+    if row["reason"] == "unverified":
+        return 1.0 - float(row["verification"])
+    preds = scores.predictions
+    same = preds[(preds["tomo_id"] == row["tomo_id"]) & (preds["particle"] == row["particle"])]
+    if not len(same):
+        return 1.0
+    s = scores.frames[str(row["tomo_id"])].voxel_spacing
+    d = np.linalg.norm((same[["z", "y", "x"]].to_numpy(float) - row[["z", "y", "x"]].to_numpy(float)) * s, axis=1)
+    near = d <= 2 * scores.classes[str(row["particle"])].match_radius_A
+    return 1.0 - (float(same["conf"].to_numpy(float)[near].max()) if near.any() else 0.0)
+
+
+def assemble_cases(scores: MiningScores, plan: ReviewPlan, settings: MiningSettings | None = None, *,
+                   label_version: str = "", prediction_run: str = "") -> list[Case]:
+    """The cases of a plan, in review order (see the module docstring)."""
+    settings = settings or MiningSettings()
+    preds = scores.predictions
+    singles: list[dict] = []
+    galleries: dict[str, list[tuple[str, str, list[Candidate], float]]] = {"GL": [], "GP": []}
+    gallery_labels: dict[str, list[int]] = {}
+    for i, row in plan.labels.iterrows():
+        name, tid = str(row["particle"]), str(row["tomo_id"])
+        owned = list(row["owned"])
+        if settings.galleries and not (row["reason"] == "unmatched" and owned):
+            gallery_labels.setdefault(name, []).append(int(i))
+            continue
+        cands = [_cand(0, name, row[["z", "y", "x"]], None, "label")]
+        cands += [_cand(n + 1, str(preds.at[j, "particle"]), preds.loc[j, ["z", "y", "x"]], preds.at[j, "conf"],
+                        "prediction") for n, j in enumerate(owned)]
+        singles.append({**_single_base(scores, tid, label_version, prediction_run), "kind": "FN",
+                        "reason": row["reason"], "particle": name, "score": _fn_score(scores, row, int(i)),
+                        "focus_k": 0, "radius_A": scores.classes[name].match_radius_A, "candidates": tuple(cands),
+                        "order": (name, int(i))})
+    for name, rows in gallery_labels.items():
+        part = plan.labels.loc[rows]
+        key = part["reason"].map(REASON_ORDER).to_numpy(int)
+        doubt = np.where(part["reason"] == "unverified", part["verification"].fillna(1.0), part["support"])
+        order = np.lexsort((np.asarray(rows), doubt, key))
+        part = part.iloc[order]
+        for start in range(0, len(part), settings.gallery_size):
+            chunk = part.iloc[start:start + settings.gallery_size]
+            cands = [_cand(n + 1, name, r[["z", "y", "x"]], r["support"], "label", scores.frames[str(r["tomo_id"])])
+                     for n, (_, r) in enumerate(chunk.iterrows())]
+            reasons = ",".join(dict.fromkeys(chunk["reason"]))
+            score = 1.0 - float(np.min(np.where(chunk["reason"] == "unverified", chunk["verification"].fillna(1.0),
+                                                chunk["support"])))
+            galleries["GL"].append((name, reasons, cands, score))
+    offered = plan.offered
+    if settings.galleries:
+        for name, g in offered.groupby("particle", sort=False):
+            g = g.sort_values("rank", kind="stable")
+            for start in range(0, len(g), settings.gallery_size):
+                chunk = g.iloc[start:start + settings.gallery_size]
+                cands = [_cand(n + 1, str(name), r[["z", "y", "x"]], r["conf"], "prediction",
+                               scores.frames[str(r["tomo_id"])]) for n, (_, r) in enumerate(chunk.iterrows())]
+                galleries["GP"].append((str(name), "unlabeled", cands, float(chunk["quality"].max())))
+    else:
+        for (tid, name), g in offered.groupby(["tomo_id", "particle"], sort=False):
+            g = g.sort_values("rank", kind="stable")
+            starts = list(range(0, len(g), settings.max_candidates))
+            if settings.max_fp_cases is not None:
+                starts = starts[:settings.max_fp_cases]
+            for chunk_no, start in enumerate(starts):
+                chunk = g.iloc[start:start + settings.max_candidates]
+                cands = [_cand(n + 1, str(name), r[["z", "y", "x"]], r["conf"], "prediction")
+                         for n, (_, r) in enumerate(chunk.iterrows())]
+                singles.append({**_single_base(scores, str(tid), label_version, prediction_run), "kind": "FP",
+                                "reason": "unlabeled", "particle": str(name), "score": float(chunk["conf"].max()),
+                                "focus_k": 1, "radius_A": scores.classes[str(name)].match_radius_A,
+                                "candidates": tuple(cands), "order": (str(name), chunk_no)})
+    singles.sort(key=lambda c: (-c["score"], c["tomo_id"], c["kind"], c["order"]))
+    cases: list[Case] = []
+    for c in singles:
         c.pop("order")
+        index = len(cases) + 1
         cases.append(Case(case_id=f"{c['kind']}-{index:04d}", index=index,
                           image=image_name(c["kind"], index, c["tomo_id"], (c["Z"], c["Y"], c["X"]),
                                            c["voxel_spacing"]), **c))
+    for kind in ("GL", "GP"):
+        entries = sorted(galleries[kind], key=lambda e: (-e[3], e[0])) if kind == "GL" else galleries[kind]
+        for name, reason, cands, score in entries:
+            index = len(cases) + 1
+            cases.append(Case(case_id=f"{kind}-{index:04d}", kind=kind, index=index,
+                              image=gallery_image_name(kind, index, name), score=round(score, 6), reason=reason,
+                              particle=name, label_version=label_version, prediction_run=prediction_run,
+                              radius_A=scores.classes[name].match_radius_A, focus_k=1, candidates=tuple(cands)))
     return cases
 
 
-__all__ = ["find_cases", "predicted_tomograms"]
+@dataclass
+class MiningResult:
+    """A round's cases and what they were chosen from."""
+
+    cases: list[Case]
+    scores: MiningScores
+    plan: ReviewPlan
+
+    def summary(self) -> dict:
+        """Per class: the bars, the budget and what was chosen (``mining.json``, the round's artifact)."""
+        chosen = self.plan.labels["reason"].groupby(self.plan.labels["particle"]).value_counts()
+        out = {}
+        for name, bars in self.scores.classes.items():
+            reasons = {str(r): int(n) for (c, r), n in chosen.items() if c == name}
+            out[name] = {**bars.as_dict(), "labels_reviewed": reasons, **self.plan.budget.get(name, {})}
+        return out
+
+
+def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, settings: MiningSettings | None = None,
+               tomo_ids: Sequence[str] | None = None, verification: Verification | None = None,
+               label_version: str = "", prediction_run: str = "") -> MiningResult:
+    """Score, choose and assemble a round's cases (see the module docstring)."""
+    settings = settings or MiningSettings()
+    scores = score_round(labels, predictions, settings=settings, tomo_ids=tomo_ids, verification=verification,
+                         label_version=label_version, prediction_run=prediction_run)
+    plan = choose_review(scores, settings)
+    cases = assemble_cases(scores, plan, settings, label_version=label_version, prediction_run=prediction_run)
+    return MiningResult(cases=cases, scores=scores, plan=plan)
+
+
+__all__ = [
+    "ClassBars", "MiningResult", "MiningScores", "ReviewPlan", "assemble_cases", "calibrated_thresholds",
+    "choose_review", "find_cases", "predicted_tomograms", "score_round", "verifier_weight",
+]

@@ -37,6 +37,11 @@ class RoundPaths:
         return self.dir / "images"
 
     @property
+    def geometry(self) -> Path:
+        """Each image's panel geometry (``<image>.json``): where a point placed on it lies in the tomogram."""
+        return self.dir / "geometry"
+
+    @property
     def cvat(self) -> Path:
         return self.dir / "cvat"
 

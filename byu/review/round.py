@@ -42,10 +42,23 @@ from byu.review.decisions import (
     read_decisions,
     write_decisions,
 )
-from byu.review.match import VERIFY_QUANTILE, find_cases, predicted_tomograms
+from byu.review.match import MiningResult, find_cases, predicted_tomograms
 from byu.review.paths import RoundPaths, round_paths
-from byu.review.verify import (VERIFIER_VERSION, Verification, VerifierSettings, label_verification,
-                               read_verification, verification_from_table, verification_table, write_verification)
+from byu.review.settings import MiningSettings, RenderSettings
+from byu.review.verify import (
+    VERIFIER_VERSION,
+    Verification,
+    VerifierSettings,
+    label_verification,
+    read_verification,
+    verification_from_table,
+    verification_table,
+    write_verification,
+)
+
+
+def _count_kinds(cases: Sequence[Case]) -> dict[str, int]:
+    return {k: n for k in ("FN", "FP", "GL", "GP") if (n := sum(c.kind == k for c in cases))}
 
 
 def write_round_decisions(path: Path, result: DecisionsResult | pd.DataFrame, *, replace: bool,
@@ -76,15 +89,15 @@ class Reviewer(ABC):
     kind: str = "reviewer"
 
     @abstractmethod
-    def start(self, rnd: "ReviewRound") -> str:
+    def start(self, rnd: ReviewRound) -> str:
         """Hand the cases over (idempotent); returns what was done, in words."""
 
     @abstractmethod
-    def finished(self, rnd: "ReviewRound") -> bool:
+    def finished(self, rnd: ReviewRound) -> bool:
         """Whether the decisions can be collected now."""
 
     @abstractmethod
-    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+    def collect(self, rnd: ReviewRound) -> DecisionsResult:
         """Collect the decisions into ``decisions.csv`` (errors if they do not validate)."""
 
     def describe(self) -> str:
@@ -99,16 +112,18 @@ class ScriptedReviewer(Reviewer):
     name: str = "scripted"
     kind: str = "scripted"
 
-    def start(self, rnd: "ReviewRound") -> str:
+    def start(self, rnd: ReviewRound) -> str:
         return "scripted review: answers come from the truth"
 
-    def finished(self, rnd: "ReviewRound") -> bool:
+    def finished(self, rnd: ReviewRound) -> bool:
         return True
 
-    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+    def collect(self, rnd: ReviewRound) -> DecisionsResult:
         from byu.review.scripted import scripted_decisions
 
-        result = DecisionsResult(scripted_decisions(rnd.cases(), self.truth, reviewer=self.name))
+        version = rnd.label_version()
+        labeled = rnd.store.get(version) if version and rnd.store.exists(version) else None
+        result = DecisionsResult(scripted_decisions(rnd.cases(), self.truth, reviewer=self.name, labeled=labeled))
         write_round_decisions(rnd.paths.decisions, result, replace=True)
         return result
 
@@ -121,14 +136,14 @@ class ImportReviewer(Reviewer):
     replace: bool = False
     kind: str = "import"
 
-    def start(self, rnd: "ReviewRound") -> str:
+    def start(self, rnd: ReviewRound) -> str:
         return (f"review outside CVAT: tag the images in {rnd.paths.images} and write {self.csv} "
                 "(case_id or image, tags, reviewer)")
 
-    def finished(self, rnd: "ReviewRound") -> bool:
+    def finished(self, rnd: ReviewRound) -> bool:
         return Path(self.csv).is_file()
 
-    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+    def collect(self, rnd: ReviewRound) -> DecisionsResult:
         if not Path(self.csv).is_file():
             raise InputError("decisions CSV not found (write it, then resume)", file=self.csv)
         result = import_decisions_csv(self.csv, rnd.cases())
@@ -146,28 +161,30 @@ class CvatReviewer(Reviewer):
     batch_size: int = 100
     include_incomplete: bool = False
     allow_errors: bool = False
+    project_name: str | None = None  # default: <round>-<id of the data root> (byu.review.cvat.default_project_name)
     kind: str = "cvat"
     last_pull: Any = field(default=None, repr=False)
 
-    def start(self, rnd: "ReviewRound") -> str:
+    def start(self, rnd: ReviewRound) -> str:
         from byu.review.cvat import push_round
 
-        entries = push_round(rnd.paths.dir, config=self.config, batch_size=self.batch_size)
+        entries = push_round(rnd.paths.dir, config=self.config, batch_size=self.batch_size,
+                             project_name=self.project_name)
         return f"pushed {len(entries)} CVAT task(s) to {self.config.url}: " + ", ".join(
             f"{e['name']} (id {e['id']})" for e in entries)
 
-    def status(self, rnd: "ReviewRound") -> pd.DataFrame:
+    def status(self, rnd: ReviewRound) -> pd.DataFrame:
         from byu.review.cvat import round_status
 
         return round_status(rnd.paths.dir, config=self.config)
 
-    def finished(self, rnd: "ReviewRound") -> bool:
+    def finished(self, rnd: ReviewRound) -> bool:
         if rnd.paths.pull_now.exists():
             return True
         status = self.status(rnd)
         return bool(len(status)) and int(status["jobs"].sum()) == int(status["completed"].sum())
 
-    def collect(self, rnd: "ReviewRound") -> DecisionsResult:
+    def collect(self, rnd: ReviewRound) -> DecisionsResult:
         from byu.review.cvat import pull_round
 
         report = pull_round(rnd.paths.dir, config=self.config, include_incomplete=self.include_incomplete,
@@ -195,50 +212,37 @@ class ReviewRound:
         self.store = LabelStore(self.root.labels)
 
     # ------------------------------------------------------------------------------------------ cases
-    def mine(self, *, labels_version: str, predictions: str | Path, threshold: float = 0.05,
-             radius_A: float | None = None, max_candidates: int = 5, tomo_ids: Sequence[str] | None = None,
-             confirm_threshold: float | str | None = None, max_fp_cases: int | None = 1,
-             fp_threshold: float | str | None = None, verify: VerifierSettings | None = None,
-             verify_quantile: float = VERIFY_QUANTILE,
-             progress: Callable[[str, int, int], None] | None = None) -> list[Case]:
-        """Mine the round's cases and write ``cases.csv`` (see the module docstring) and ``mining.json`` (the
-        settings and the thresholds used per class). With ``verify``, first score every label with the label
-        verifier (``verification.csv``; a rerun with the same inputs reuses it) and review the least verified."""
+    def mine(self, *, labels_version: str, predictions: str | Path, settings: MiningSettings | None = None,
+             tomo_ids: Sequence[str] | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> MiningResult:
+        """Mine the round's cases (:func:`byu.review.match.find_cases`) and write ``cases.csv`` and ``mining.json``
+        (the settings, and per class the bars, the verifier's separation and what was chosen). With
+        ``settings.verify``, first score every label with the label verifier (``verification.csv``; a rerun with
+        the same inputs reuses it)."""
+        settings = settings or MiningSettings()
         labels = self.store.get(labels_version)
         preds = read_predictions(predictions)
         if tomo_ids is None:
             tomo_ids = predicted_tomograms(predictions)
         verification = None
-        if verify is not None:
+        if settings.verify:
             verification = self.verification(labels_version=labels_version, labels=labels, predictions=predictions,
-                                             preds=preds, tomo_ids=tomo_ids, threshold=threshold, settings=verify,
-                                             progress=progress)
-        thresholds: dict[str, float] = {}
-        bars: dict[str, dict[str, float]] = {}
-        cases = find_cases(labels, preds, label_version=labels_version, prediction_run=Path(predictions).stem,
-                           threshold=threshold, radius_A=radius_A, max_candidates=max_candidates,
-                           tomo_ids=tomo_ids, confirm_threshold=confirm_threshold, max_fp_cases=max_fp_cases,
-                           thresholds_out=thresholds, fp_threshold=fp_threshold,
-                           verification=verification.labels if verification is not None else None,
-                           candidate_verification=verification.predictions if verification is not None else None,
-                           verify_quantile=verify_quantile, bars_out=bars)
-        data = cases_csv_bytes(cases)
+                                             preds=preds, tomo_ids=tomo_ids, threshold=settings.threshold,
+                                             settings=settings.verifier, progress=progress)
+        result = find_cases(labels, preds, settings=settings, tomo_ids=tomo_ids, verification=verification,
+                            label_version=labels_version, prediction_run=Path(predictions).stem)
+        data = cases_csv_bytes(result.cases)
         if self.paths.cases.exists():
             if self.paths.cases.read_bytes() != data:
                 raise InputError(f"round {self.name!r} already has other cases (mined from other labels, predictions "
                                  "or settings); they are kept: use a new round name", file=self.paths.cases)
-            return cases
+            return result
         write_json(self.paths.mining, {"labels_version": labels_version, "predictions": str(predictions),
-                                       "threshold": threshold, "radius_A": radius_A,
-                                       "max_candidates": max_candidates, "max_fp_cases": max_fp_cases,
-                                       "confirm_threshold": confirm_threshold, "confirm_per_class": thresholds,
-                                       "fp_threshold": fp_threshold, "fp_per_class": bars.get("fp", {}),
-                                       "verify": verify.model_dump() if verify is not None else None,
-                                       "verify_quantile": verify_quantile if verify is not None else None,
-                                       "verify_per_class": bars.get("verify", {}),
-                                       "cases": len(cases)})
+                                       "settings": settings.model_dump(mode="json"),
+                                       "classes": result.summary(), "cases": len(result.cases),
+                                       "cases_by_kind": _count_kinds(result.cases)})
         write_bytes(self.paths.cases, data)
-        return cases
+        return result
 
     def verification(self, *, labels_version: str, labels: LabelSet, predictions: str | Path, preds: pd.DataFrame,
                      tomo_ids: Sequence[str] | None, threshold: float, settings: VerifierSettings,
@@ -256,8 +260,9 @@ class ReviewRound:
                 return verification_from_table(kept, labels.picks.index, preds.index)
         scores = label_verification(labels, preds, self.root.tomograms, tomo_ids=ids, threshold=threshold,
                                     settings=settings, progress=progress)
-        scores = Verification(labels=scores.labels.round(6), predictions=scores.predictions.round(6))
-        write_verification(path, verification_table(scores, labels, preds), inputs)
+        scores = Verification(labels=scores.labels.round(6), predictions=scores.predictions.round(6),
+                              separation=scores.separation, hard_separation=scores.hard_separation)
+        write_verification(path, verification_table(scores, labels, preds), inputs, scores)
         return scores
 
     def cases(self) -> list[Case]:
@@ -278,13 +283,16 @@ class ReviewRound:
             return {c.name: c for c in self.store.manifest(version).classes}
         return {}
 
-    def render(self, *, progress: Callable[[int, int], None] | None = None, workers: int | None = None,
-               cases: Sequence[Case] | None = None) -> list[Path]:
-        """One JPEG per case (or per given case) into ``images/``."""
+    def render(self, *, settings: RenderSettings | None = None, progress: Callable[[int, int], None] | None = None,
+               workers: int | None = None, cases: Sequence[Case] | None = None) -> list[Path]:
+        """One JPEG per case (or per given case) into ``images/``, each with its panel geometry in ``geometry/``."""
         from byu.review.render import render_cases
 
+        settings = settings or RenderSettings()
         return render_cases(list(cases) if cases is not None else self.cases(), self.root.tomograms,
-                            self.paths.images, progress=progress, workers=workers, classes=self.classes())
+                            self.paths.images, progress=progress, workers=workers, classes=self.classes(),
+                            panel_px=settings.panel_px, thumb_px=settings.thumb_px, quality=settings.quality,
+                            geometry_dir=self.paths.geometry)
 
     # ------------------------------------------------------------------------------------------ review
     def start_review(self, reviewer: Reviewer) -> str:

@@ -34,9 +34,10 @@ class's labels first: a missed particle among gold beads and decoys the fold mod
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,8 @@ from scipy.spatial.distance import cdist
 from byu.labels.model import LabelSet
 from byu.tomo.io import read_meta, read_volume, tomo_dir
 
-
 #: the classifier's architecture and training recipe; a ``verification.csv`` made by another is recomputed
-VERIFIER_VERSION = 4
+VERIFIER_VERSION = 5
 
 
 class VerifierSettings(BaseModel):
@@ -82,7 +82,7 @@ class VerifierSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _hard_crop_inside(self) -> "VerifierSettings":
+    def _hard_crop_inside(self) -> VerifierSettings:
         if self.hard_crop > self.crop:
             raise ValueError(f"hard_crop ({self.hard_crop}) must be at most crop ({self.crop})")
         return self
@@ -103,10 +103,16 @@ class Examples:
 @dataclass
 class Verification:
     """The verification of every label (index: rows of the version's picks) and of every prediction of a verified
-    class (index: rows of the predictions); NaN where not verified."""
+    class (index: rows of the predictions); NaN where not verified. ``separation``: per verified class, the
+    verifier's own out-of-fold ROC AUC of the labels against the unlabeled predictions its first stage learned them
+    from (0.5: it cannot tell them apart; below: inverted; the unlabeled predictions hold the missed particles too,
+    so this is a lower bound); ``hard_separation``: its second stage's out-of-fold AUC of the labels against the
+    confusers it learned them from."""
 
     labels: pd.Series
     predictions: pd.Series
+    separation: dict[str, float] = field(default_factory=dict)
+    hard_separation: dict[str, float] = field(default_factory=dict)
 
 
 def crop_spacing(radius_A: float, stored_spacing: float, settings: VerifierSettings) -> int:
@@ -128,10 +134,12 @@ def _crop(volume: np.ndarray, centre: np.ndarray, half: int, factor: int) -> np.
     part = volume[z0:z1, y0:y1, x0:x1].astype(np.float32)
     if part.size == 0:
         part = np.full((1, 1, 1), 127.5, np.float32)
-    pad = [(max(0, (z0 - lo[0])), max(0, hi[0] - z1)), (max(0, y0 - lo[1]), max(0, hi[1] - y1)),
-           (max(0, x0 - lo[2]), max(0, hi[2] - x1))]
-    mode = "reflect" if all(s > max(p) for s, p in zip(part.shape, pad)) else "edge"
-    part = np.pad(part, pad, mode=mode)
+    pad = [(int(max(0, (z0 - lo[0]))), int(max(0, hi[0] - z1))), (int(max(0, y0 - lo[1])), int(max(0, hi[1] - y1))),
+           (int(max(0, x0 - lo[2])), int(max(0, hi[2] - x1)))]
+    if all(s > max(p) for s, p in zip(part.shape, pad, strict=True)):
+        part = np.pad(part, pad, mode="reflect")
+    else:
+        part = np.pad(part, pad, mode="edge")
     if factor > 1:
         s = 2 * half
         part = part.reshape(s, factor, s, factor, s, factor).mean(axis=(1, 3, 5))
@@ -175,7 +183,7 @@ def collect_examples(labels: LabelSet, predictions: pd.DataFrame, tomograms: Pat
                 (0, True, np.full(int(far.sum()), -1), prow[far], pa[far], pconf[far]),
                 (0, False, np.full(int((~far).sum()), -1), prow[~far], pa[~far], pconf[~far]))
         for label, trained, rows, prows, pts, confs in sets:
-            for row, prow_i, p, c in zip(rows, prows, pts, confs):
+            for row, prow_i, p, c in zip(rows, prows, pts, confs, strict=True):
                 crop = _crop(volume, p / meta.voxel_spacing, half, factor)
                 crops.append((crop - 127.5) / 64.0)  # stored tomograms are clipped and normalised to 0-255
                 target.append(label)
@@ -304,6 +312,8 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
     settings = settings or VerifierSettings()
     out = pd.Series(np.nan, index=labels.picks.index, dtype=float)
     out_pred = pd.Series(np.nan, index=predictions.index, dtype=float)
+    separation: dict[str, float] = {}
+    hard_separation: dict[str, float] = {}
     for name in labels.class_names:
         ex = collect_examples(labels, predictions, Path(tomograms), particle=name, tomo_ids=tomo_ids,
                               threshold=threshold, settings=settings)
@@ -311,21 +321,25 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
         if min(positives, int(ex.train.sum()) - positives) < settings.min_examples:
             continue
         stages = 2 if settings.hard_negatives > 0 else 1
-        total, done = stages * settings.seeds * settings.folds, 0
+        total, done = stages * settings.seeds * settings.folds, itertools.count(1)
 
-        def tick() -> None:
-            nonlocal done
-            done += 1
+        def tick(name: str = name, total: int = total, done: Iterator[int] = done) -> None:
+            step = next(done)
             if progress:
-                progress(name, done, total)
+                progress(name, step, total)
 
         mean = _mean_runs([cross_fitted_scores(ex, settings, seed=s, progress=tick) for s in range(settings.seeds)])
+        labeled = np.flatnonzero(ex.train & (ex.pick >= 0))
+        # the first stage's own separation: labels against every unlabeled prediction it learned them from (those
+        # hold the missed particles too, so it is a lower bound of how well it tells particles from the rest)
+        separation[name] = out_of_fold_auc(mean, labeled, np.flatnonzero(ex.train & (ex.target == 0)))
         if stages == 2:
             hard = hard_negatives(ex, mean, settings)
             if len(hard):
                 second = second_stage(ex, hard, settings)
                 s2 = _mean_runs([cross_fitted_scores(second, settings, seed=1000 + s, progress=tick)
                                  for s in range(settings.seeds)])
+                hard_separation[name] = out_of_fold_auc(s2, labeled, hard)  # labels vs the confusers it learned
                 mean = mean * np.where(np.isfinite(s2), s2, 1.0)  # an example the second stage left unscored: first
             else:
                 for _ in range(settings.seeds * settings.folds):
@@ -333,7 +347,20 @@ def label_verification(labels: LabelSet, predictions: pd.DataFrame, tomograms: s
         pos = ex.pick >= 0
         out.loc[ex.pick[pos]] = mean[pos]
         out_pred.loc[ex.prediction[~pos]] = mean[~pos]
-    return Verification(labels=out, predictions=out_pred)
+    return Verification(labels=out, predictions=out_pred, separation=separation, hard_separation=hard_separation)
+
+
+def out_of_fold_auc(scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> float:
+    """ROC AUC of ``scores[positives]`` against ``scores[negatives]`` (NaN scores left out; NaN when a side is
+    empty): how well out-of-fold scores separate the two."""
+    from sklearn.metrics import roc_auc_score
+
+    p = scores[positives]
+    n = scores[negatives]
+    p, n = p[np.isfinite(p)], n[np.isfinite(n)]
+    if not len(p) or not len(n):
+        return float("nan")
+    return round(float(roc_auc_score(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n])), 6)
 
 
 VERIFICATION_COLUMNS = ["source", "row", "tomo_id", "particle", "z", "y", "x", "verification"]
@@ -349,14 +376,18 @@ def verification_table(verification: Verification, labels: LabelSet, predictions
     return pd.concat([lab[VERIFICATION_COLUMNS], pred[VERIFICATION_COLUMNS]], ignore_index=True)
 
 
-def write_verification(path: Path, table: pd.DataFrame, inputs: dict) -> None:
-    """``verification.csv`` (:func:`verification_table`) and its ``.json`` sidecar (the inputs it was made from),
-    each written atomically; the sidecar last, so a half-written pair is never reused."""
+def write_verification(path: Path, table: pd.DataFrame, inputs: dict,
+                       verification: Verification | None = None) -> None:
+    """``verification.csv`` (:func:`verification_table`) and its ``.json`` sidecar (``inputs``: what it was made
+    from; the verifier's separation per class), each written atomically; the sidecar last, so a half-written pair is
+    never reused."""
     from byu.atomic import write_bytes, write_json
 
     path.with_suffix(".json").unlink(missing_ok=True)
     write_bytes(path, table[VERIFICATION_COLUMNS].to_csv(index=False, lineterminator="\n").encode())
-    write_json(path.with_suffix(".json"), inputs)
+    measured = {} if verification is None else {"separation": verification.separation,
+                                                "hard_separation": verification.hard_separation}
+    write_json(path.with_suffix(".json"), {"inputs": inputs, **measured})
 
 
 def read_verification(path: Path) -> pd.DataFrame:
@@ -366,12 +397,14 @@ def read_verification(path: Path) -> pd.DataFrame:
 
     try:
         table = pd.read_csv(path, dtype={"source": str, "tomo_id": str, "particle": str})
-        inputs = json.loads(path.with_suffix(".json").read_text())
+        sidecar = json.loads(path.with_suffix(".json").read_text())
     except (OSError, ValueError, pd.errors.ParserError):
         return pd.DataFrame(columns=VERIFICATION_COLUMNS)
-    if list(table.columns) != VERIFICATION_COLUMNS:
+    if list(table.columns) != VERIFICATION_COLUMNS or not isinstance(sidecar, dict) or "inputs" not in sidecar:
         return pd.DataFrame(columns=VERIFICATION_COLUMNS)
-    table.attrs["inputs"] = inputs
+    table.attrs["inputs"] = sidecar["inputs"]
+    for key in ("separation", "hard_separation"):
+        table.attrs[key] = {str(k): float(v) for k, v in (sidecar.get(key) or {}).items()}
     return table
 
 
@@ -382,9 +415,12 @@ def verification_from_table(table: pd.DataFrame, labels_index: pd.Index, predict
         return pd.Series(part["verification"].to_numpy(float), index=part["row"].to_numpy(np.int64)) \
             .reindex(index).astype(float)
 
-    return Verification(labels=series("label", labels_index), predictions=series("prediction", predictions_index))
+    return Verification(labels=series("label", labels_index), predictions=series("prediction", predictions_index),
+                        separation=dict(table.attrs.get("separation", {})),
+                        hard_separation=dict(table.attrs.get("hard_separation", {})))
 
 
 __all__ = ["VERIFICATION_COLUMNS", "VERIFIER_VERSION", "Examples", "Verification", "VerifierSettings",
-           "collect_examples", "cross_fitted_scores", "hard_negatives", "label_verification", "read_verification",
-           "second_stage", "verification_from_table", "verification_table", "write_verification"]
+           "collect_examples", "cross_fitted_scores", "hard_negatives", "label_verification", "out_of_fold_auc",
+           "read_verification", "second_stage", "verification_from_table", "verification_table",
+           "write_verification"]

@@ -11,6 +11,7 @@ Usage (context manager; the server listens on 127.0.0.1 on a free port)::
         client.login(("alice", "secret"))          # or AccessTokenCredentials("tok-1")
         ...
         server.faults.upload_500 = 1               # the next Upload-Multiple answers 500
+        server.faults.upload_start_500 = 1         # the next Upload-Start answers 500 (no data attached)
         server.faults.fail_processing = 1          # the next data processing request fails
         server.faults.drop_export_download = 1     # the next export download is cut mid-body
         server.faults.hang_upload_start = True     # Upload-Start blocks (see ``events``)
@@ -35,7 +36,13 @@ implements what the SDK calls for tag-review rounds:
 - ``POST /api/tasks/{id}/dataset/export?format=CVAT+for+images+1.1&save_images=False`` → poll →
   download a zip holding ``annotations.xml`` (CVAT for images 1.1 layout, every frame listed).
 
-In both modes: lists have absolute ``next``/``previous`` URLs; a missing object is 404
+In both modes: content is negotiated as CVAT's Django REST framework does it, before
+authentication, on every ``/api`` endpoint (the real 2.23.1 server showed it on
+``/api/server/about``): the only renderer is ``application/vnd.cvat+json`` (JSON answers carry
+that content type), so a request whose ``Accept`` names no range that matches it (``*/*``,
+``application/*``, ``application/vnd.cvat+json``), e.g. ``Accept: application/json`` alone, is
+answered 406 ``{"detail": "Could not satisfy the request Accept header."}``; no ``Accept`` is
+fine. Lists have absolute ``next``/``previous`` URLs; a missing object is 404
 ``{"detail": "No Task matches the given query."}`` (Job, Project likewise); jobs carry ``state``,
 ``stage`` and the legacy ``status`` with CVAT's transitions (a PATCH of ``state`` alone keeps the
 stage; a PATCH of ``stage`` alone resets ``state`` to ``new``; ``status`` is ``annotation`` in
@@ -47,6 +54,11 @@ a task's ``status`` is derived from its jobs'); a bad choice is 400
 
 - ``/api/server/about`` answers only ``name``, ``description`` and ``version`` (cvat-sdk 2.80's
   default version check then raises ``TypeError``);
+- a task created without data (``data`` is null: a push interrupted between ``POST /api/tasks``
+  and ``Upload-Start``) has no ``size`` and no ``data`` key (seen), nor the other fields its
+  serializer reads from the data (``image_quality``, ``data_chunk_size``, the chunk types,
+  ``data_cloud_storage_id``: DRF skips them the same way); the SDK then raises
+  ``ApiAttributeError`` on ``task.size`` (2.80 mode: ``size`` 0, ``data`` null);
 - request ids are the server's own: ``create:task-N`` and
   ``export:task-N-annotations-in-CVAT_for_images_1@1-format-by-U`` (U: the user id); the SDK
   polls them URL-encoded (``/api/requests/create%3Atask-N``, see ``server.raw_paths``);
@@ -87,6 +99,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 FAKE_CVAT_VERSION = "2.80.0"
+RENDERER = "application/vnd.cvat+json"  # CVAT's only REST framework renderer
+NOT_ACCEPTABLE = {"detail": "Could not satisfy the request Accept header."}
 LEGACY_CVAT_VERSION = "2.23.1"
 CVAT_VERSIONS = (FAKE_CVAT_VERSION, LEGACY_CVAT_VERSION)
 EXPORT_FORMAT = "CVAT for images 1.1"
@@ -108,6 +122,18 @@ def _is_legacy(version: str) -> bool:
     if (major, minor) >= (2, 80):
         return False
     raise ValueError(f"the fake CVAT knows 2.23.x ({LEGACY_CVAT_VERSION}) and 2.80 or later, not {version!r}")
+
+
+def _acceptable(accept: str | None) -> bool:
+    """Whether CVAT's renderer satisfies an ``Accept`` header (DRF's negotiation: any listed range that
+    matches ``application/vnd.cvat+json`` wins, parameters and q-values aside; no header: the renderer)."""
+    if accept is None or not accept.strip():
+        return True
+    for item in accept.split(","):
+        media = item.split(";", 1)[0].strip().lower()
+        if media in ("*/*", "*", "application/*", RENDERER):
+            return True
+    return False
 
 
 def _not_found(model: str) -> HttpError:
@@ -154,6 +180,9 @@ class Faults:
 
     upload_500: int = 0
     """Answer the next N ``Upload-Multiple`` requests with 500 (after ``Upload-Start`` attached data)."""
+    upload_start_500: int = 0
+    """Answer the next N ``Upload-Start`` requests with 500 before any data is attached (the task
+    stays as created: ``data`` null, like a push killed between creating the task and uploading)."""
     fail_processing: int = 0
     """Make the next N data processing requests (after ``Upload-Finish``) end as ``failed``."""
     drop_export_download: int = 0
@@ -314,7 +343,21 @@ def _label_json(lab: dict[str, Any]) -> dict[str, Any]:
             "task_id": lab["task_id"], "parent_id": None, "has_parent": False}
 
 
-def _task_json(state: FakeCvatState, base: str, t: dict[str, Any]) -> dict[str, Any]:
+# what CVAT's TaskReadSerializer reads from the task's data (``source="data.…"``): 2.23 leaves these keys out
+# of a task that has no data at all (seen for ``size`` and ``data``)
+_DATA_FIELDS = ("size", "data", "image_quality", "data_chunk_size", "data_compressed_chunk_type",
+                "data_original_chunk_type", "data_cloud_storage_id")
+
+
+def _task_json(state: FakeCvatState, base: str, t: dict[str, Any], *, legacy: bool = False) -> dict[str, Any]:
+    out = _task_json_full(state, base, t)
+    if legacy and t["data"] is None:
+        for key in _DATA_FIELDS:
+            out.pop(key)
+    return out
+
+
+def _task_json_full(state: FakeCvatState, base: str, t: dict[str, Any]) -> dict[str, Any]:
     jobs = [j for j in state.jobs.values() if j["task_id"] == t["id"]]
     project = state.projects.get(t["project_id"]) if t["project_id"] else None
     return {
@@ -489,7 +532,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes = b"", *, content_type: str = "application/json",
+    def _send(self, status: int, body: bytes = b"", *, content_type: str = RENDERER,
               headers: Mapping[str, str] | None = None, cookies: Sequence[str] = ()) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -518,6 +561,9 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 m = rx.fullmatch(path)
                 if m:
+                    negotiates = not (fn is _Handler.about and self.server.about_reply is not None)
+                    if negotiates and not _acceptable(self.headers.get("Accept")):
+                        raise HttpError(406, dict(NOT_ACCEPTABLE))  # DRF negotiates before it authenticates
                     user = self._auth() if auth else None
                     fn(self, m, query, body, user)
                     return
@@ -697,6 +743,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._page(items, query, "/api/labels")
 
     # tasks ------------------------------------------------------------------------------------
+    def _task_view(self, t: dict[str, Any]) -> dict[str, Any]:
+        return _task_json(self.server.state, self.base, t, legacy=self.server.legacy)
+
     def _task(self, tid: int) -> dict[str, Any]:
         t = self.server.state.tasks.get(tid)
         if t is None:
@@ -727,12 +776,12 @@ class _Handler(BaseHTTPRequestHandler):
                              "assignee": None, "segment_size": int(spec.get("segment_size") or 0),
                              "created": _now(), "updated": _now(), "data": None, "frames": [],
                              "image_quality": 70, "processing": False}
-            self._json(201, _task_json(st, self.base, st.tasks[tid]))
+            self._json(201, self._task_view(st.tasks[tid]))
 
     def tasks_list(self, m, query, body, user) -> None:
         st = self.server.state
         with st.lock:
-            items = [_task_json(st, self.base, t) for t in sorted(st.tasks.values(), key=lambda t: t["id"])
+            items = [self._task_view(t) for t in sorted(st.tasks.values(), key=lambda t: t["id"])
                      if (not query.get("name") or t["name"] == query["name"])
                      and (not query.get("project_id") or t["project_id"] == int(query["project_id"]))]
         self._page(items, query, "/api/tasks")
@@ -740,7 +789,7 @@ class _Handler(BaseHTTPRequestHandler):
     def tasks_get(self, m, query, body, user) -> None:
         st = self.server.state
         with st.lock:
-            self._json(200, _task_json(st, self.base, self._task(int(m["id"]))))
+            self._json(200, self._task_view(self._task(int(m["id"]))))
 
     def tasks_patch(self, m, query, body, user) -> None:
         st = self.server.state
@@ -752,7 +801,7 @@ class _Handler(BaseHTTPRequestHandler):
             if "assignee_id" in spec:
                 t["assignee"] = self._username(spec["assignee_id"])
             t["updated"] = _now()
-            self._json(200, _task_json(st, self.base, t))
+            self._json(200, self._task_view(t))
 
     def _username(self, uid: int | None) -> str | None:
         if uid is None:
@@ -786,6 +835,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(400, "Adding more data is not supported")
         if "Upload-Start" in self.headers:
             self.server.events["upload_start"].set()
+            with st.lock:
+                if self.server.faults.upload_start_500 > 0:
+                    self.server.faults.upload_start_500 -= 1
+                    raise HttpError(500, {"detail": "injected upload start failure"})
             if self.server.faults.hang_upload_start:
                 self.server.events["release"].wait(timeout=10)
                 raise HttpError(500, {"detail": "upload start aborted"})

@@ -1,0 +1,191 @@
+"""What every flow shares below its tasks: the review settings of a round's form, the data root and the paths typed
+into forms, the cache policy, retries and the reviewer a form describes.
+
+Paths given to a flow (model runs, truth tables, decisions CSVs, overrides, splits) are resolved against the data
+root when relative (:func:`data_path`), so a deployment's defaults work wherever ``BYU_DATA`` points.
+
+Caching: tasks that do real work cache on their inputs + source (``CACHE = INPUTS + TASK_SOURCE``), with content
+fingerprints of the files they read among the inputs, and persist their results in Prefect's local storage
+(``$PREFECT_HOME/storage``). A cached result whose output files are gone is recomputed (:func:`cached`). Retries
+(with backoff) are for transient failures only: a ``ByuError`` (bad input, a refused version) fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, cast
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+
+from byu.atomic import sha256_file
+from byu.errors import ByuError, InputError, VersionExistsError
+from byu.labels.store import LabelStore
+from byu.paths import DataRoot
+from byu.review.settings import MiningSettings, RenderSettings, WaitSettings
+
+CACHE = INPUTS + TASK_SOURCE
+RETRY_DELAYS: list[float] = [5.0, 30.0, 120.0]  # backoff for portal and CVAT calls
+DAY_S = 24 * 3600
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+class ReviewSettings(BaseModel):
+    """Who reviews the cases, and the mining, image and waiting settings of the round (the library's own)."""
+
+    reviewer: Literal["cvat", "scripted", "import"] = Field(
+        default="cvat", title="Reviewer",
+        description="cvat: push tasks to CVAT and wait for annotators · scripted: answer from a truth table "
+        "(demo, tests) · import: wait for a decisions CSV made outside CVAT")
+    truth: str | None = Field(default=None, title="Truth labels (scripted)",
+                              description="scripted reviewer: a label version name or a file (relative paths are "
+                              "under the data root)")
+    decisions_csv: str | None = Field(
+        default=None, title="Decisions CSV (import)",
+        description="import reviewer: the CSV people fill outside CVAT (case_id or image, tags, reviewer); "
+        "relative paths are under the data root; default review/ROUND/outside_decisions.csv")
+    batch_size: int = Field(default=100, ge=1, title="Images per CVAT task",
+                            description="case images per CVAT task (one job each)")
+    cvat_url: str | None = Field(default=None, title="CVAT URL", description="default: env BYU_CVAT_URL")
+    cvat_secret_block: str | None = Field(
+        default=None, title="CVAT secret block",
+        description="name of a Prefect Secret block holding the CVAT password or token (default: env "
+        "BYU_CVAT_PASSWORD / BYU_CVAT_TOKEN)")
+    overrides_csv: str | None = Field(default=None, title="Manual overrides CSV",
+                                      description="applied after the review (relative: under the data root)")
+    mining: MiningSettings = Field(default_factory=MiningSettings, title="Mining",
+                                   description="how the round chooses what people review")
+    render: RenderSettings = Field(default_factory=RenderSettings, title="Case images",
+                                   description="how the case images are drawn")
+    wait: WaitSettings = Field(default_factory=WaitSettings, title="Waiting for people",
+                               description="how the run waits while people review")
+
+
+class ReviewFinished(RunInput):
+    """What a person answers in the Prefect UI when the flow waits for review."""
+
+    note: str = Field(default="", title="Note", description="optional note kept in the run's logs")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def data_root(data_dir: str | None) -> DataRoot:
+    return DataRoot(DataRoot.from_env(data_dir).root.resolve())
+
+
+def data_path(data_dir: str, value: str | os.PathLike | None, *, field: str) -> Path | None:
+    """``value`` as a path: absolute as given, relative ones under the data root (``None`` stays None)."""
+    if value is None or str(value) == "":
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else data_root(data_dir).root / p
+
+
+def required_path(data_dir: str, value: str | os.PathLike, *, field: str) -> Path:
+    """:func:`data_path` of a value the flow cannot do without: an empty one is an error naming ``field``."""
+    path = data_path(data_dir, value, field=field)
+    if path is None:
+        raise InputError("a path is needed here", field=field)
+    return path
+
+
+def model_run_dirs(data_dir: str, model_dirs: list[str], *, field: str = "model_dirs") -> list[Path]:
+    """Model run directories (a run name, or a path relative to the data root); errors name every place searched."""
+    root = data_root(data_dir)
+    out, missing = [], []
+    for d in model_dirs:
+        candidates = [data_path(data_dir, d, field=field)]
+        if "/" not in str(d):
+            candidates.append(root.models / str(d))
+        found = next((c for c in candidates if c is not None and any(c.glob("fold*.pt"))), None)
+        if found is None:
+            missing.append(f"{d!r} (looked in {', '.join(str(c) for c in candidates if c is not None)})")
+        else:
+            out.append(found)
+    if missing:
+        raise InputError("no fold checkpoints (fold<k>.pt) for " + "; ".join(missing) + ": train a model run first "
+                         "(the train flow) or fix the model run paths", field=field)
+    return out
+
+
+def cached(task_fn, outputs: list[Path]):
+    """``task_fn``, made to recompute when any of the files its cached result stands for is missing."""
+    return task_fn.with_options(refresh_cache=not all(Path(p).exists() for p in outputs))
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry condition: retry unless the failure is a byu error (bad input, refused version: retrying won't help)."""
+    try:
+        state.result()
+    except ByuError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def refuse_existing_version(root: DataRoot, name: str, round_name: str) -> None:
+    """A flow may complete its own version after a crash, but never overwrite another one."""
+    store = LabelStore(root.labels)
+    if store.exists(name):
+        m = store.manifest(name)
+        if m.extra.get("round") != round_name:
+            raise VersionExistsError(
+                f"label version {name!r} already exists (made by {m.producer!r}); versions are immutable — "
+                "choose another target version name")
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Content fingerprint of input files, so caches refresh when a checkpoint or table changes."""
+    return ";".join(f"{p.name}:{sha256_file(p)[:16]}" for p in sorted(paths))
+
+
+def cvat_config(review: ReviewSettings):
+    from byu.review.cvat import ENV_URL, CvatConfig
+
+    overrides: dict = {"url": review.cvat_url}
+    if review.cvat_secret_block:
+        from prefect.blocks.system import Secret
+
+        block = cast(Secret, Secret.load(review.cvat_secret_block))  # called from sync code: the block itself
+        secret = block.get()
+        key = "token" if os.environ.get("BYU_CVAT_USER") is None else "password"
+        overrides[key] = secret
+    if not (review.cvat_url or os.environ.get(ENV_URL)):
+        raise InputError(f"no CVAT server: fill in 'CVAT URL' (review.cvat_url) or set {ENV_URL}",
+                         field="review.cvat_url")
+    try:
+        return CvatConfig.from_env(**overrides)
+    except ValueError as exc:
+        raise InputError(f"CVAT settings: {exc}", field="review.cvat_secret_block") from None
+
+
+def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings):
+    """The byu reviewer the settings describe (built inside tasks: CVAT secrets never become task inputs)."""
+    from byu.review.round import CvatReviewer, ImportReviewer, ScriptedReviewer, round_paths
+
+    root = data_root(data_dir)
+    if review.reviewer == "scripted":
+        if not review.truth:
+            raise InputError("the scripted reviewer needs a truth table: fill in 'Truth labels' (review.truth)",
+                             field="review.truth")
+        store = LabelStore(root.labels)
+        try:
+            is_version = "/" not in review.truth and not review.truth.lower().endswith(".csv") \
+                and store.exists(review.truth)
+        except InputError:
+            is_version = False
+        ref = review.truth if is_version else required_path(data_dir, review.truth, field="review.truth")
+        labels, _ = store.resolve(ref, data_root=root)
+        return ScriptedReviewer(truth=labels)
+    if review.reviewer == "import":
+        csv = data_path(data_dir, review.decisions_csv, field="review.decisions_csv") or \
+            round_paths(root, round_name).outside_decisions
+        return ImportReviewer(csv=csv)
+    return CvatReviewer(config=cvat_config(review), batch_size=review.batch_size,
+                        include_incomplete=review.wait.include_incomplete)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from byu.cli.util import DataDir, console, err_console, make_app, say
-from byu.paths import DataRoot
+from byu.paths import DataRoot, guard_output
 from byu.predictions import PREDICT_MODES
 
 app = make_app(help="Train models, predict particles, score predictions.", no_args_is_help=True)
@@ -90,14 +90,34 @@ def predict_cmd(
     allow_seen: Annotated[bool, typer.Option("--allow-seen", help="oof: predict tomograms every model saw")] = False,
     out: Annotated[str | None, typer.Option("--out", help="name of predictions/<out>.csv")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 autocast on CUDA GPUs with native bf16, fp16 on other CUDA GPUs, fp32 on "
+        "CPU) | fp32 | bf16 | fp16")] = "auto",
+    batch_tta: Annotated[bool | None, typer.Option(
+        "--batch-tta/--no-batch-tta", help="run every window's TTA flips through the network as one batch (one "
+        "sliding-window pass); default: on a GPU, not on a CPU (where it is faster but rounds differently)",
+        show_default=False)] = None,
+    channels_last: Annotated[str, typer.Option(
+        "--channels-last", help="channels_last_3d memory format: auto (on CUDA) | on | off")] = "auto",
+    compile_net: Annotated[str, typer.Option(
+        "--compile", help="torch.compile the network: auto (on CUDA) | on | off; a failure runs it eager")] = "auto",
+    window_batch: Annotated[int | None, typer.Option(
+        "--window-batch", help="windows x TTA views per network call (default: the config's sw_batch_size x the "
+        "views batched); lower it if the GPU runs out of memory")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Predict particles with one or more model runs; writes predictions/<name>.csv."""
-    from byu.model.infer import predict
+    """Predict particles with one or more model runs; writes predictions/<name>.csv (and the .json sidecar: what
+    was predicted with what, the inference settings included)."""
+    from byu.model.infer import InferenceSettings, predict
 
     if mode not in PREDICT_MODES:
         raise typer.BadParameter(f"choose one of {', '.join(PREDICT_MODES)}", param_hint="--mode")
 
+    fields: dict[str, object] = {"precision": precision, "channels_last": channels_last, "compile": compile_net,
+                                 "window_batch": window_batch}
+    if batch_tta is not None:
+        fields["batch_tta"] = batch_tta
+    inference = InferenceSettings.parse(fields)
     root = DataRoot.from_env(data_dir)
     with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=err_console) as bar:
@@ -108,7 +128,7 @@ def predict_cmd(
 
         path = predict(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=_split_list(tomos),
                        labels=labels, max_motors=max_motors, allow_seen=allow_seen, out_name=out, device=device,
-                       progress=progress)
+                       inference=inference, progress=progress)
     say(str(path))
 
 
@@ -135,6 +155,8 @@ def score_cmd(
     from byu.predictions import read_predictions
 
     root = DataRoot.from_env(data_dir)
+    if plot is not None:
+        guard_output(plot, root.root, option="--plot")
     pred = read_predictions(predictions)
     scope = _split_list(tomos)
     manifest = predictions.with_suffix(".json")

@@ -76,7 +76,8 @@ class ModelConfig(BaseModel):
     roi_size: tuple[int, int, int] = (64, 128, 128)
     overlap: float = Field(default=0.25, ge=0, lt=1)
     sw_batch_size: int = Field(default=1, ge=1)
-    max_peaks: int = Field(default=200, ge=1, description="per tomogram and class, after NMS")
+    max_peaks: int | None = Field(default=None, ge=1, description="per tomogram and class, after NMS (empty: every "
+                                  "peak the NMS keeps; its radius bounds them by how many particles fit)")
     nms_factor: float = Field(default=2.0, gt=0, description="peaks closer than nms_factor x radius (at most the "
                               "class's match radius) are merged")
     peak_window: Literal["inscribed", "enclosing"] = Field(

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.spatial.distance import cdist
+from scipy.spatial import cKDTree
 
 from byu.model.config import ModelConfig
 from byu.model.data import Geometry
@@ -63,11 +63,14 @@ def _refine(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def find_peaks(heatmap: torch.Tensor | np.ndarray, *, threshold: float, nms_radius: Sequence[float],
-               max_peaks: int = 200, refine: bool = True,
+               max_peaks: int | None = None, refine: bool = True,
                window: Literal["inscribed", "enclosing"] = "inscribed") -> list[np.ndarray]:
     """Peaks of a (C, Z, Y, X) probability heatmap, per class: (K, 4) arrays ``z, y, x, conf`` (heatmap voxels).
 
-    ``nms_radius[c]`` is in heatmap voxels; at most ``max_peaks`` per class, strongest first. Candidates are the
+    ``nms_radius[c]`` is in heatmap voxels; at most ``max_peaks`` per class, strongest first (``None``: every peak
+    the NMS keeps, which the radius bounds by how many particles fit: a crowded cytoplasm holds hundreds of small
+    particles per tomogram). Non-maximum suppression is greedy, strongest first, over a k-d tree of the candidates
+    (memory and time grow with the candidates, not their square). Candidates are the
     local maxima over a cube (``window``): ``inscribed`` in the NMS ball (at least the 26 neighbours), so only the
     ball decides which peaks merge; ``enclosing`` the ball, which also drops a weaker peak up to sqrt(3) radii away
     on a diagonal (an apo-ferritin beside a gold bead). Runs on the heatmap's device (a GPU heatmap never comes
@@ -89,22 +92,26 @@ def find_peaks(heatmap: torch.Tensor | np.ndarray, *, threshold: float, nms_radi
             out.append(np.zeros((0, 4)))
             continue
         conf = h[mask]
-        order = torch.argsort(-conf, stable=True)[: max_peaks * 8]
+        order = torch.argsort(-conf, stable=True)
+        if max_peaks is not None:
+            order = order[: max_peaks * 8]
         idx, conf = idx[order], conf[order]
         idx_np = idx.cpu().numpy()
+        cap = len(idx_np) if max_peaks is None else max_peaks
         keep: list[int] = []
         if len(idx_np) > 1 and r > 0:
-            d = cdist(idx_np.astype(float), idx_np.astype(float))
+            points = idx_np.astype(float)
+            tree = cKDTree(points)
             dropped = np.zeros(len(idx_np), dtype=bool)
             for i in range(len(idx_np)):
                 if dropped[i]:
                     continue
                 keep.append(i)
-                if len(keep) >= max_peaks:
+                if len(keep) >= cap:
                     break
-                dropped |= d[i] <= r
+                dropped[tree.query_ball_point(points[i], r)] = True
         else:
-            keep = list(range(min(len(idx_np), max_peaks)))
+            keep = list(range(min(len(idx_np), cap)))
         sel = torch.as_tensor(keep, dtype=torch.long, device=idx.device)
         idx, conf = idx[sel], conf[sel]
         pos = _refine(h, idx) if refine else idx.double()

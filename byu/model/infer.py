@@ -17,24 +17,51 @@ order, so the files are the same however the tomograms were sharded. :func:`pred
 Heatmaps are averaged over TTA flips (each un-flipped first) and over models; models of different output
 strides are brought to the finest grid by trilinear resampling (``align_corners=False``, the same voxel-centre
 convention as everywhere else) before averaging.
+
+How fast the network runs is :class:`InferenceSettings` (``predict(..., inference=...)``, ``byu predict
+--precision/--batch-tta/--channels-last/--compile``); it changes the speed, not what is computed:
+
+- ``batch_tta``: the flipped views of the volume are stacked along the batch dimension and go through MONAI's
+  sliding-window inferer once, so every network call carries all the views of ``sw_batch_size`` windows. Each
+  view keeps the windows it has when run alone, so the heatmap equals the one-pass-per-flip heatmap up to float
+  rounding (max |difference| 1.5e-6 measured in fp32 on a CPU). It holds one copy of the padded volume and of
+  the heatmap per view. ``auto``: on CUDA (and any other accelerator), not on a CPU: there a batched call runs
+  other oneDNN kernels, faster but rounding differently, which moves the last printed digit of about 1 in 70
+  values of the CSV; the CPU default keeps today's bytes.
+- ``precision``: ``auto`` is bf16 autocast on CUDA devices with native bf16 (compute capability 8.0+), fp16
+  autocast on other CUDA devices and fp32 elsewhere. Heatmaps are accumulated in fp32 whatever the precision.
+- ``channels_last``: channels_last_3d memory format for weights and windows (``auto``: on CUDA; on a CPU it is
+  often faster too, with float-rounding differences like ``batch_tta``'s).
+- ``compile``: ``torch.compile`` of the network (``auto``: on CUDA); a network that fails to compile runs
+  eager, with one warning.
+
+The defaults leave a CPU run exactly as it was (fp32, eager, contiguous, one pass per flip: a byte-identical
+CSV). The settings asked for go into the plan and the sidecar (``inference``), and what each shard resolved them
+to on its device (``inference_used``) into the sidecar, so predictions at another precision are other
+predictions (a flow's cached shard is keyed on them too). Training (validation, hard-negative mining) passes no
+settings: eager, contiguous, fp32 or bf16 autocast on CUDA as ``config.amp`` says, as the training loop runs the
+network.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from byu import __version__
@@ -62,6 +89,123 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_AUTOCAST: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class InferenceSettings(BaseModel):
+    """How fast the network runs at prediction time (not what it computes: see the module docstring).
+
+    Each ``auto`` is decided per device by :meth:`resolve`; on a CPU the defaults compute exactly what the code
+    before them did (fp32, eager, contiguous, one pass per flip).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="autocast dtype of the network; auto: bf16 on CUDA devices that support it, "
+        "fp16 on other CUDA devices, fp32 elsewhere")
+    batch_tta: bool | Literal["auto"] = Field(
+        default="auto", description="run the TTA views of every window as one batch (one sliding-window pass) "
+        "instead of one pass per flip; auto: on accelerators, not on a CPU (where it changes float rounding)")
+    channels_last: bool | Literal["auto"] = Field(default="auto", description="channels_last_3d memory format "
+                                                  "for weights and windows; auto: on CUDA")
+    compile: Literal["auto", "off", "on"] = Field(default="auto", description="torch.compile the network; auto: "
+                                                  "on CUDA; a failure falls back to eager with one warning")
+    window_batch: int | None = Field(default=None, ge=1, description="windows (x views) per network call; "
+                                     "default the config's sw_batch_size times the TTA views batched")
+
+    @classmethod
+    def parse(cls, value: InferenceSettings | Mapping[str, Any] | None) -> InferenceSettings:
+        """Settings from an instance, a mapping (a plan's ``inference``) or ``None`` (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, InferenceSettings):
+            return value
+        try:
+            return cls.model_validate(dict(value))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field_name = ".".join(str(p) for p in first.get("loc", ())) or None
+            raise InputError(f"invalid inference settings: {first.get('msg')}", field=field_name) from exc
+
+    def resolve(self, device: str | torch.device) -> ResolvedInference:
+        """What these settings mean on ``device`` (every ``auto`` decided)."""
+        dev = torch.device(device)
+        cuda = dev.type == "cuda"
+        precision: Precision
+        if self.precision != "auto":
+            precision = self.precision
+        elif cuda:
+            precision = "bf16" if _cuda_bf16(dev) else "fp16"
+        else:
+            precision = "fp32"
+        channels_last = cuda if self.channels_last == "auto" else bool(self.channels_last)
+        compile_net = cuda if self.compile == "auto" else self.compile == "on"
+        batch_tta = dev.type != "cpu" if self.batch_tta == "auto" else bool(self.batch_tta)
+        return ResolvedInference(device=str(dev), precision=precision, batch_tta=batch_tta,
+                                 channels_last=channels_last, compile=compile_net, window_batch=self.window_batch)
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    """Native bf16 on this CUDA device (compute capability 8.0 or later; emulation does not count)."""
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (AssertionError, RuntimeError):  # a CPU-only torch build asked about a CUDA device
+        return False
+
+
+@dataclass(frozen=True)
+class ResolvedInference:
+    """:class:`InferenceSettings` decided for one device; also what the sidecar records as ``inference_used``."""
+
+    device: str
+    precision: Precision
+    batch_tta: bool
+    channels_last: bool
+    compile: bool
+    window_batch: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _training_inference(config: ModelConfig, device: torch.device) -> ResolvedInference:
+    """How the training loop runs the network (validation, hard-negative mining): eager, contiguous, one pass
+    per flip, bf16 autocast on CUDA when ``config.amp``, else fp32 (exactly the inference before the settings)."""
+    return ResolvedInference(device=str(device), precision="bf16" if config.amp and device.type == "cuda" else "fp32",
+                             batch_tta=False, channels_last=False, compile=False)
+
+
+def _compiled(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``torch.compile(net)``, made once per network (``None`` after it failed on this network)."""
+    state = net.__dict__  # not a submodule: nothing of it enters the state dict
+    if state.get("_byu_compile_failed"):
+        return None
+    compiled = state.get("_byu_compiled")
+    if compiled is None:
+        try:
+            compiled = torch.compile(net)
+        except Exception as exc:  # no compiler backend for this platform, an unsupported Python
+            _compile_failed(net, exc)
+            return None
+        state["_byu_compiled"] = compiled
+    return compiled
+
+
+def _compile_failed(net: nn.Module, exc: BaseException) -> None:
+    net.__dict__["_byu_compile_failed"] = True
+    net.__dict__.pop("_byu_compiled", None)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    warnings.warn(f"torch.compile failed for {type(net).__name__} ({type(exc).__name__}: {first}); running it "
+                  "eager", RuntimeWarning, stacklevel=3)
+
+
+def compile_failed(net: nn.Module) -> bool:
+    """Whether ``torch.compile`` failed on ``net`` (it then runs eager)."""
+    return bool(net.__dict__.get("_byu_compile_failed"))
 
 
 @dataclass
@@ -164,15 +308,61 @@ def _window(config: ModelConfig, padded: Sequence[int]) -> tuple[list[int], list
     return roi, overlaps
 
 
+def _memory_format(net: nn.Module, fmt: torch.memory_format) -> None:
+    """Put the 4-D/5-D weights of ``net`` in memory format ``fmt`` (in place: values unchanged)."""
+    to: Any = net.to  # torch's stubs lack the memory_format overload of Module.to
+    to(memory_format=fmt)
+
+
+def _predictor(net: nn.Module, run: ResolvedInference, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function MONAI's inferer calls on a batch of windows: probabilities in fp32, run as ``run`` says."""
+    if run.channels_last:
+        _memory_format(net, torch.channels_last_3d)
+    elif any(p.dim() == 5 and not p.is_contiguous() for p in net.parameters()):
+        _memory_format(net, torch.contiguous_format)  # an earlier call left it channels_last
+    compiled = _compiled(net) if run.compile else None
+    dtype = _AUTOCAST.get(run.precision)
+
+    def autocast() -> AbstractContextManager[Any]:
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def forward(patch: torch.Tensor) -> torch.Tensor:
+        nonlocal compiled
+        if compiled is not None:
+            try:
+                return compiled(patch)
+            except Exception as exc:  # the compiler failed on first use: eager from now on
+                _compile_failed(net, exc)
+                compiled = None
+        return net(patch)
+
+    def predictor(patch: torch.Tensor) -> torch.Tensor:
+        if run.channels_last:
+            patch = patch.contiguous(memory_format=torch.channels_last_3d)
+        with autocast():
+            return torch.sigmoid(forward(patch).float())
+
+    return predictor
+
+
 def sliding_window_heatmap(net: nn.Module, image: torch.Tensor, config: ModelConfig, *,
-                           flips: Sequence[tuple[int, ...]] = ((),), device: torch.device | None = None
-                           ) -> torch.Tensor:
+                           flips: Sequence[tuple[int, ...]] = ((),), device: torch.device | None = None,
+                           inference: InferenceSettings | ResolvedInference | None = None) -> torch.Tensor:
     """Probability heatmap (C, ceil(Z/s), ceil(Y/s), ceil(X/s)) of a normalized net-grid volume (Z, Y, X).
 
     The volume is padded at the far end to a multiple of ``size_multiple`` (and of the stride), windows are
     blended with a Gaussian by MONAI's ``SlidingWindowInferer``, and flips are averaged after un-flipping.
+    ``inference`` (see :class:`InferenceSettings`): with ``batch_tta`` the flipped volumes are one batch of the
+    inferer, each flip keeping the windows of its own pass; ``None``: as the training loop runs the network.
     """
     device = device or next(net.parameters()).device
+    if isinstance(inference, InferenceSettings):
+        run = inference.resolve(device)
+    else:
+        run = inference or _training_inference(config, device)
+    views = [tuple(a) for a in flips]
+    if not views:
+        raise InputError("no test-time augmentation views to run", field="tta")
     s = config.stride
     m = config.size_multiple
     shape = list(image.shape[-3:])
@@ -180,46 +370,53 @@ def sliding_window_heatmap(net: nn.Module, image: torch.Tensor, config: ModelCon
     x = image.reshape(1, 1, *shape).float()
     x = F.pad(x, (0, padded[2] - shape[2], 0, padded[1] - shape[1], 0, padded[0] - shape[0]))
     roi, overlaps = _window(config, padded)
-    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=config.sw_batch_size, overlap=overlaps,
+    batched = run.batch_tta and len(views) > 1
+    windows = run.window_batch or config.sw_batch_size * (len(views) if batched else 1)
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=windows, overlap=overlaps,
                                    mode="gaussian", sigma_scale=0.125, padding_mode="constant", cval=0.0,
                                    sw_device=device, device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
-                else nullcontext())
+    predictor = _predictor(net, run, device)
 
-    def predictor(patch: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            return torch.sigmoid(net(patch).float())
+    def passes(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Per view, its heatmap (1, C, ...) in the view's own (flipped) frame."""
+        if batched:  # one inferer pass over the views stacked along the batch: (V, 1, Z, Y, X)
+            p = inferer(torch.cat([torch.flip(x, a) if a else x for a in views]), predictor)
+            assert isinstance(p, torch.Tensor)  # one output head
+            yield from p.split(1)
+            return
+        for axes in views:
+            p = inferer(torch.flip(x, axes) if axes else x, predictor)
+            assert isinstance(p, torch.Tensor)
+            yield p
 
     total: torch.Tensor | None = None
     with torch.inference_mode():
         x = x.to(device)
-        for axes in flips:
-            xi = torch.flip(x, axes) if axes else x
-            p = inferer(xi, predictor)
-            assert isinstance(p, torch.Tensor)  # one output head
+        for axes, p in zip(views, passes(x), strict=True):
             p = torch.flip(p, axes) if axes else p
             total = p if total is None else total + p
-    if total is None:
-        raise InputError("no test-time augmentation views to run", field="tta")
-    out = total[0] / len(flips)
+    assert total is not None
+    out = total[0] / len(views)
     return out[:, : math.ceil(shape[0] / s), : math.ceil(shape[1] / s), : math.ceil(shape[2] / s)]
 
 
 def ensemble_heatmap(models: Sequence[LoadedModel], image: np.ndarray | torch.Tensor, *, tta: str = "flips",
-                     device: torch.device | None = None) -> tuple[torch.Tensor, int]:
+                     device: torch.device | None = None,
+                     inference: InferenceSettings | ResolvedInference | None = None) -> tuple[torch.Tensor, int]:
     """Average heatmap of ``models`` on one net-grid volume, on the finest stride among them: (heatmap, stride).
 
-    The heatmap stays on ``device``."""
+    The heatmap stays on ``device``. ``inference``: as in :func:`sliding_window_heatmap`."""
     if tta not in TTA_FLIPS:
         raise InputError(f"unknown TTA {tta!r}; choose one of {sorted(TTA_FLIPS)}", field="tta")
+    if not models:
+        raise InputError("no models to run", field="models")
     stride = min(m.config.stride for m in models)
     img = torch.as_tensor(image)
     target = [math.ceil(n / stride) for n in img.shape]
-    if not models:
-        raise InputError("no models to run", field="models")
     total: torch.Tensor | None = None
     for m in models:
-        h = sliding_window_heatmap(m.net, img, m.config, flips=TTA_FLIPS[tta], device=device).float()
+        h = sliding_window_heatmap(m.net, img, m.config, flips=TTA_FLIPS[tta], device=device,
+                                   inference=inference).float()
         if m.config.stride != stride:
             # the coarse grid covers ceil(n/s_c)*s_c input voxels: resample that extent, then crop to target
             f = m.config.stride // stride
@@ -286,8 +483,9 @@ def assign_models(models: Sequence[LoadedModel], tomo_ids: Sequence[str], *, mod
 
 @dataclass(frozen=True)
 class PredictionPlan:
-    """One prediction run, checked and fixed before anything is computed: its output name, settings, the fold
-    checkpoints (in order), the tomograms (in output order) and which models predict each one.
+    """One prediction run, checked and fixed before anything is computed: its output name, settings (the
+    inference settings included), the fold checkpoints (in order), the tomograms (in output order) and which models
+    predict each one.
 
     Plain data (strings, numbers, lists, dicts), so it travels to other processes or machines
     (:meth:`as_dict` / ``PredictionPlan(**d)``). :func:`predict_shard` predicts any slice of ``tomo_ids`` with
@@ -304,6 +502,8 @@ class PredictionPlan:
     models: list[dict[str, Any]]
     tomo_ids: list[str]
     assignment: dict[str, list[str]]
+    #: the :class:`InferenceSettings` asked for (each shard resolves them on its own device)
+    inference: dict[str, Any] = field(default_factory=lambda: InferenceSettings().model_dump(mode="json"))
 
     def as_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -361,8 +561,8 @@ def _model_entry(m: LoadedModel) -> dict[str, Any]:
 
 def _plan(root: DataRoot, models: Sequence[LoadedModel], *, mode: str, tta: str, threshold: float,
           tomo_ids: Sequence[str] | None, labels: Any, max_motors: int | None, allow_seen: bool,
-          out_name: str | None) -> PredictionPlan:
-    table = None
+          out_name: str | None, inference: InferenceSettings) -> PredictionPlan:
+    table, version = None, None
     if labels is not None:
         from byu.labels.model import LabelSet
 
@@ -373,38 +573,49 @@ def _plan(root: DataRoot, models: Sequence[LoadedModel], *, mode: str, tta: str,
         else:
             from byu.labels.store import LabelStore
 
-            table, _ = LabelStore(root.labels).resolve(labels, data_root=root)
+            table, version = LabelStore(root.labels).resolve(labels, data_root=root)
     config = models[0].config
     cache = VolumeCache(root, config.spacing, max_bytes=config.cache_gb * 1e9)
     chosen = _select_tomos(cache, models, mode=mode, tomo_ids=tomo_ids, labels=table, max_motors=max_motors)
     cache.check(chosen)
+    if version is not None:  # a stored version: its tomograms must still be those it was stored with
+        from byu.labels.store import LabelStore
+
+        LabelStore(root.labels).check_tomograms(version, chosen)
     assignment = assign_models(models, chosen, mode=mode, allow_seen=allow_seen)
     runs = list(dict.fromkeys(m.run for m in models))
     name = check_id(out_name or f"{'+'.join(runs)}_{mode}", what="prediction name")
     return PredictionPlan(root=str(root.root), name=name, mode=mode, tta=tta, threshold=float(threshold),
                           allow_seen=bool(allow_seen), checkpoints=[str(m.path) for m in models],
                           models=[_model_entry(m) for m in models], tomo_ids=list(chosen),
-                          assignment={t: [m.name for m in ms] for t, ms in assignment.items()})
+                          assignment={t: [m.name for m in ms] for t, ms in assignment.items()},
+                          inference=inference.model_dump(mode="json"))
 
 
 def plan_predictions(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], *,
                      mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
                      tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
                      max_motors: int | None = None, allow_seen: bool = False,
-                     out_name: str | None = None) -> PredictionPlan:
+                     out_name: str | None = None,
+                     inference: InferenceSettings | Mapping[str, Any] | None = None) -> PredictionPlan:
     """Check everything :func:`predict` checks (models, tomograms on disk, fold coverage) and return the plan,
-    computing nothing (checkpoints are read on the CPU). Same arguments as :func:`predict`."""
+    computing nothing (checkpoints are read on the CPU). Same arguments as :func:`predict`; ``inference`` is
+    recorded in the plan (pass ``plan.inference`` on to :func:`predict_shard`)."""
     root = _as_root(data_root)
     _check_settings(tta, threshold, mode)
+    settings = InferenceSettings.parse(inference)
     models = _load_for_prediction(root, model_dirs, torch.device("cpu"))
     return _plan(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=tomo_ids, labels=labels,
-                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name)
+                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name, inference=settings)
 
 
 def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Sequence[str], *, mode: str, tta: str,
-                  threshold: float, allow_seen: bool, device: torch.device,
+                  threshold: float, allow_seen: bool, device: torch.device, inference: InferenceSettings,
                   progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """The rows of ``tomo_ids`` (in that order), each tomogram's heatmap averaged over its assigned models."""
+    """The rows of ``tomo_ids`` (in that order), each tomogram's heatmap averaged over its assigned models.
+
+    ``attrs["inference"]`` of the table: the settings as resolved on ``device`` (``compile`` false when the
+    compiler failed and the networks ran eager)."""
     config = models[0].config
     cache = VolumeCache(root, config.spacing, max_bytes=config.cache_gb * 1e9)
     ids = [check_id(t) for t in tomo_ids]
@@ -415,12 +626,13 @@ def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Seque
         torch.set_num_threads(config.num_threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    run = inference.resolve(device)
     frames = []
     try:
         for i, (t, image) in enumerate(_prefetched(cache, ids, device)):
             ms = assignment[t]
             geom = cache.geometry(t)
-            heat, stride = ensemble_heatmap(ms, image, tta=tta, device=device)
+            heat, stride = ensemble_heatmap(ms, image, tta=tta, device=device, inference=run)
             peaks = config_peaks(heat, config, threshold=threshold, stride=stride)
             frames.append(peaks_to_frame(peaks, geometry=geom, stride=stride, class_names=config.class_names,
                                          models=";".join(m.name for m in ms)))
@@ -429,13 +641,18 @@ def _predict_with(models: Sequence[LoadedModel], root: DataRoot, tomo_ids: Seque
                           "peaks": int(sum(len(p) for p in peaks))})
     finally:
         torch.set_num_threads(threads)
+    if run.compile and any(compile_failed(m.net) for m in models):
+        run = replace(run, compile=False)
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else empty_predictions()
+    table = pd.concat(frames, ignore_index=True) if frames else empty_predictions()
+    table.attrs["inference"] = run.as_dict()
+    return table
 
 
 def predict_shard(data_root: str | Path | DataRoot, models: Sequence[str | Path], tomo_ids: Sequence[str], *,
                   mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
                   allow_seen: bool = False, device: str | torch.device = "auto",
+                  inference: InferenceSettings | Mapping[str, Any] | None = None,
                   progress: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Predictions of one shard, as a table (no files): the tomograms ``tomo_ids`` (in that order) predicted by
     ``models`` (run directories or names, or the checkpoint files of a :class:`PredictionPlan`).
@@ -443,13 +660,16 @@ def predict_shard(data_root: str | Path | DataRoot, models: Sequence[str | Path]
     Each tomogram's heatmap is the average over every model assigned to it (all of them, or in ``oof`` mode those
     that did not train on it), so a shard holds whole tomograms with all their models; its rows are exactly
     those :func:`predict` writes for these tomograms. Concatenate shards with :func:`merge_predictions`.
+    ``inference``: :class:`InferenceSettings` (or a plan's ``inference``); the table's ``attrs["inference"]`` says
+    what they resolved to on this shard's device.
     """
     root = _as_root(data_root)
     _check_settings(tta, threshold, mode)
+    settings = InferenceSettings.parse(inference)
     dev = resolve_device(device)
     loaded = _load_for_prediction(root, models, dev)
     return _predict_with(loaded, root, tomo_ids, mode=mode, tta=tta, threshold=threshold, allow_seen=allow_seen,
-                         device=dev, progress=progress)
+                         device=dev, inference=settings, progress=progress)
 
 
 def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd.DataFrame]) -> Path:
@@ -459,8 +679,14 @@ def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd
     files do not depend on how the tomograms were sharded nor on the order the shards come in; they are those a
     single :func:`predict` call writes (the sidecar's ``created_at`` aside). Rows of a tomogram outside the plan,
     or predicted by other models than the plan assigns, are an error. Returns the CSV path.
+
+    The sidecar records the inference settings asked for (``inference``, the plan's) and, from the tables'
+    ``attrs["inference"]``, the distinct settings the shards resolved them to (``inference_used``: device,
+    precision, TTA batching, memory format, compile).
     """
     plan = plan if isinstance(plan, PredictionPlan) else PredictionPlan(**plan)
+    used = {json.dumps(t.attrs["inference"], sort_keys=True): t.attrs["inference"] for t in tables
+            if isinstance(t.attrs.get("inference"), dict)}
     frames = [t for t in tables if len(t)]
     df = pd.concat(frames, ignore_index=True) if frames else empty_predictions()
     if len(df):
@@ -482,7 +708,8 @@ def merge_predictions(plan: PredictionPlan | dict[str, Any], tables: Sequence[pd
     write_json(plan.sidecar, {
         "name": plan.name, "mode": plan.mode, "tta": plan.tta, "threshold": plan.threshold,
         "allow_seen": plan.allow_seen, "models": plan.models, "tomo_ids": plan.tomo_ids,
-        "assignment": plan.assignment, "rows": int(len(df)),
+        "assignment": plan.assignment, "rows": int(len(df)), "inference": plan.inference,
+        "inference_used": [used[k] for k in sorted(used)],
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "byu_version": __version__,
     })
     return path
@@ -492,25 +719,31 @@ def predict(data_root: str | Path | DataRoot, model_dirs: Sequence[str | Path], 
             mode: PredictMode = "oof", tta: str = "flips", threshold: float = 0.05,
             tomo_ids: Sequence[str] | None = None, labels: str | Path | pd.DataFrame | None = None,
             max_motors: int | None = None, allow_seen: bool = False, out_name: str | None = None,
-            device: str | torch.device = "auto", progress: Callable[[dict], None] | None = None) -> Path:
+            device: str | torch.device = "auto", inference: InferenceSettings | Mapping[str, Any] | None = None,
+            progress: Callable[[dict], None] | None = None) -> Path:
     """Predict particles in tomograms with one or more model runs; write ``predictions/<out_name>.csv``.
 
     ``model_dirs``: run directories (``models/<run>``) or run names under the data root. ``tomo_ids`` restricts
     the tomograms; ``labels`` (a version name, CSV path or table) with ``max_motors`` restricts them to the
     labelled ones with at most that many motors. Everything is checked (models, tomograms on disk, fold
-    coverage) before anything is computed; nothing is written on error. Returns the CSV path.
+    coverage, and for a stored version that its tomograms are still those it pins:
+    :class:`~byu.errors.TomogramChangedError`) before anything is computed; nothing is written on error. Returns the
+    CSV path.
+    ``inference``: how fast the network runs (:class:`InferenceSettings`; default: every ``auto`` decided for
+    ``device``; on a CPU: fp32, eager, one pass per flip, exactly as before the settings), recorded in the sidecar.
 
     The same path as a sharded run, in one shard: :func:`plan_predictions` → :func:`predict_shard` per slice of
     the plan's tomograms (anywhere) → :func:`merge_predictions`.
     """
     root = _as_root(data_root)
     _check_settings(tta, threshold, mode)
+    settings = InferenceSettings.parse(inference)
     dev = resolve_device(device)
     models = _load_for_prediction(root, model_dirs, dev)
     plan = _plan(root, models, mode=mode, tta=tta, threshold=threshold, tomo_ids=tomo_ids, labels=labels,
-                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name)
+                 max_motors=max_motors, allow_seen=allow_seen, out_name=out_name, inference=settings)
     table = _predict_with(models, root, plan.tomo_ids, mode=mode, tta=tta, threshold=threshold,
-                          allow_seen=allow_seen, device=dev, progress=progress)
+                          allow_seen=allow_seen, device=dev, inference=settings, progress=progress)
     return merge_predictions(plan, [table])
 
 
@@ -537,15 +770,60 @@ def _prefetched(cache: VolumeCache, tomo_ids: Sequence[str], device: torch.devic
 
 
 def predict_tomograms(models: Sequence[LoadedModel], cache: VolumeCache, tomo_ids: Sequence[str], *,
-                      tta: str = "none", threshold: float = 0.05, device: torch.device | None = None
-                      ) -> pd.DataFrame:
-    """Predictions of ``models`` (ensembled) on ``tomo_ids``, as a table (no files): used for validation."""
+                      tta: str = "none", threshold: float = 0.05, device: torch.device | None = None,
+                      inference: InferenceSettings | ResolvedInference | None = None) -> pd.DataFrame:
+    """Predictions of ``models`` (ensembled) on ``tomo_ids``, as a table (no files): used for validation
+    (``inference`` ``None``: as the training loop runs the network)."""
     config = models[0].config
     frames = []
     for t in tomo_ids:
-        heat, stride = ensemble_heatmap(models, cache.get(t), tta=tta, device=device)
+        heat, stride = ensemble_heatmap(models, cache.get(t), tta=tta, device=device, inference=inference)
         peaks = config_peaks(heat, config, threshold=threshold, stride=stride)
         frames.append(peaks_to_frame(peaks, geometry=cache.geometry(t), stride=stride,
                                      class_names=config.class_names, models=";".join(m.name for m in models)))
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_predictions()
+
+
+def stored_heatmaps(data_root: str | Path | DataRoot, predictions: str | Path, *,
+                    device: str | torch.device = "auto") -> Callable[[str], dict[str, np.ndarray] | None]:
+    """What the models saw, for review images: a function from a tomo_id to its heatmap per class
+    (``{class: (Z, Y, X) float32 in [0, 1]}`` on the *stored* grid), computed with the models the predictions run
+    ``predictions`` assigned to that tomogram (its sidecar: out of fold, the same TTA), or None for a tomogram the
+    run did not predict or whose models are gone. Models are loaded on first use; each call computes one tomogram
+    (the caller keeps what it needs)."""
+    import torch.nn.functional as F
+
+    root = _as_root(data_root)
+    sidecar = Path(predictions).with_suffix(".json")
+    try:
+        plan = json.loads(sidecar.read_text())
+        assignment = {str(t): list(ms) for t, ms in (plan.get("assignment") or {}).items()}
+        paths = {e.get("path") for e in plan.get("models") or []}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return lambda tomo_id: None
+    dev = resolve_device(device)
+    loaded: dict[str, LoadedModel] = {}
+    caches: dict[float, VolumeCache] = {}
+
+    def models_for(tomo_id: str) -> list[LoadedModel]:
+        if not loaded:
+            for p in sorted(str(p) for p in paths if p):
+                if Path(p).exists():
+                    m = load_checkpoint(p, device=dev)
+                    loaded[m.name] = m
+        return [loaded[n] for n in assignment.get(tomo_id, []) if n in loaded]
+
+    def heatmaps(tomo_id: str) -> dict[str, np.ndarray] | None:
+        ms = models_for(tomo_id)
+        if not ms:
+            return None
+        config = ms[0].config
+        cache = caches.setdefault(config.spacing, VolumeCache(root, config.spacing, max_bytes=2e9))
+        heat, _ = ensemble_heatmap(ms, cache.get(tomo_id), tta=str(plan.get("tta", "flips")), device=dev)
+        stored = cache.geometry(tomo_id).stored_shape
+        heat = F.interpolate(heat[None].float(), size=tuple(stored), mode="trilinear", align_corners=False)[0]
+        out = heat.clamp(0, 1).cpu().numpy().astype(np.float32)
+        return {name: out[c] for c, name in enumerate(config.class_names)}
+
+    return heatmaps

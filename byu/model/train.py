@@ -357,3 +357,18 @@ def train_folds(data_root: str | Path | DataRoot, labels: str | Path | pd.DataFr
                 for k, tr, va in plan]
     finally:
         torch.set_num_threads(threads)
+
+
+def fold_summary(path: str | Path) -> dict[str, Any]:
+    """What a fold checkpoint records of its training: ``fold``, ``run``, ``epochs`` trained, ``metric`` (the
+    validation score's name: ``val_fbeta``, F-beta at the config's ``val_threshold``), ``score`` (its last value),
+    ``best_score`` and ``best_epoch`` (over the validated epochs; None without validation tomograms), ``finished``
+    and ``checkpoint``."""
+    ck = read_checkpoint(path)
+    history = list((ck.get("metrics") or {}).get("history") or [])
+    scored = [(float(h["val_fbeta"]), int(h["epoch"])) for h in history if h.get("val_fbeta") is not None]
+    best = max(scored, key=lambda s: s[0]) if scored else None
+    epochs = len(history) if history else int(ck.get("epoch", -1)) + 1
+    return {"fold": ck.get("fold"), "run": ck.get("run"), "epochs": epochs, "metric": "val_fbeta",
+            "score": scored[-1][0] if scored else None, "best_score": best[0] if best else None,
+            "best_epoch": best[1] if best else None, "finished": bool(ck.get("finished")), "checkpoint": str(path)}

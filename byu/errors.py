@@ -51,3 +51,12 @@ class VersionExistsError(ByuError):
 
 class NotFoundError(ByuError, LookupError):
     """A named thing (version, tomogram, model run) does not exist."""
+
+
+class TomogramChangedError(InputError):
+    """A stored tomogram no longer holds the content a label version pins (it was replaced or edited since the
+    version was stored): reading it for that version would mix labels with other images."""
+
+
+class PinnedTomogramError(InputError):
+    """An ingest would replace a stored tomogram whose content a label version pins; nothing was replaced."""

@@ -4,7 +4,9 @@
   are, the CVAT project and task links (or the CSV to fill), and what to do next.
 - :func:`result_artifacts`: a markdown summary (new version, label changes by action and class, cases reviewed,
   splits written, recovery figures when known) with the label-change and split-balance pictures embedded, and a
-  table artifact of every change.
+  table artifact of every change; splits are listed as written by this run or already there (identical).
+- :func:`train_artifact`: the train flow's fold models, a table of one row per fold (epochs, validation F-beta,
+  checkpoint); :func:`fold_line` says the same of one fold in the train task's log.
 
 Artifact keys are derived from the round name (lowercase letters, digits and dashes, as Prefect requires), so the
 UI shows each round's latest hand-off and result under one key.
@@ -36,10 +38,11 @@ def _md_escape(text: object) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+!|])", r"\\\1", str(text))
 
 
-def handoff_markdown(data_dir: str, round_name: str, review: ReviewSettings) -> str:
+def handoff_markdown(data_dir: str, round_name: str, review: ReviewSettings, *, note: str | None = None) -> str:
+    """``note``: shown first (e.g. why the run waits again after a resume)."""
     rnd = ReviewRound(data_root(data_dir), round_name)
     summary = rnd.summary()
-    lines = [f"# Round `{round_name}` waits for review", "",
+    lines = [f"# Round `{round_name}` waits for review", "", *([f"**{note}**", ""] if note else []),
              f"**{summary['cases']} case(s)** to review: "
              + ", ".join(f"{n} {k}" for k, n in summary["by_kind"].items())
              + (" · classes: " + ", ".join(f"{n} {_md_escape(k)}" for k, n in summary["by_class"].items())
@@ -71,8 +74,8 @@ def handoff_markdown(data_dir: str, round_name: str, review: ReviewSettings) -> 
     return "\n".join(lines)
 
 
-def handoff_artifact(data_dir: str, round_name: str, review: ReviewSettings) -> str:
-    text = handoff_markdown(data_dir, round_name, review)
+def handoff_artifact(data_dir: str, round_name: str, review: ReviewSettings, *, note: str | None = None) -> str:
+    text = handoff_markdown(data_dir, round_name, review, note=note)
     create_markdown_artifact(text, key=artifact_key("review", round_name),
                              description=f"what to do for round {round_name}")
     how = "resume the run in the Prefect UI" if review.wait.mode != "poll" else "the run continues by itself"
@@ -167,8 +170,12 @@ def result_markdown(data_dir: str, result: dict[str, Any], *, title: str,
                       "label change.", ""]
     splits = [s for s in result.get("splits") or [] if Path(s).exists()]
     if splits:
-        lines += [f"Splits written (under the data root `{root.root}`): "
-                  + ", ".join(f"`{_under_root(s, root.root)}`" for s in splits), ""]
+        written = set(result.get("splits_written", splits))  # which of them this run wrote (splits_task)
+        for what, group in (("written", [s for s in splits if s in written]),
+                            ("already there (identical, nothing written)", [s for s in splits if s not in written])):
+            if group:
+                lines += [f"Splits {what} (under the data root `{root.root}`): "
+                          + ", ".join(f"`{_under_root(s, root.root)}`" for s in group), ""]
         if version and store.exists(version):
             split = read_split(splits[0])
             fig = plot_split_balance(store.get(version), split, title=Path(splits[0]).name)
@@ -194,4 +201,43 @@ def result_artifacts(data_dir: str, round_name: str, result: dict[str, Any], *, 
                               description=f"every change of {version} against its parent")
 
 
-__all__ = ["artifact_key", "handoff_artifact", "handoff_markdown", "result_artifacts", "result_markdown"]
+def fold_line(summary: dict[str, Any], root: str | Path) -> str:
+    """One fold of a train run in words (``summary``: :func:`byu.model.train.fold_summary`)."""
+    score = (f"val score {summary['score']:.3f} ({summary['metric']})" if summary.get("score") is not None
+             else "no validation score (no validation tomograms)")
+    return (f"fold {summary['fold']}: trained {summary['epochs']} epoch(s), {score}, checkpoint "
+            f"{_under_root(summary['checkpoint'], Path(root))}")
+
+
+def _score(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def train_markdown(data_dir: str, run_name: str, summaries: list[dict[str, Any]], *, labels: str, split: str,
+                   config: str) -> str:
+    """A train run's fold models: one table row per fold (epochs, validation scores, checkpoint)."""
+    root = data_root(data_dir).root
+    lines = [f"# Train run `{_md_escape(run_name)}`", "",
+             f"{len(summaries)} fold model(s) of config `{_md_escape(config)}` on labels `{_md_escape(labels)}`, "
+             f"split `{_md_escape(_under_root(split, root))}` (paths under the data root `{root}`).", "",
+             "| fold | epochs | val F-beta (last) | best val F-beta | best epoch | checkpoint |",
+             "|---|---|---|---|---|---|"]
+    for s in summaries:
+        epoch = s.get("best_epoch")
+        lines.append(f"| {s['fold']} | {s['epochs']} | {_score(s.get('score'))} | {_score(s.get('best_score'))} | "
+                     f"{epoch if epoch is not None else '–'} | `{_under_root(s['checkpoint'], root)}` |")
+    lines += ["", "F-beta: the validation tomograms of each fold, at the config's validation threshold; "
+              "'–': no validation tomograms in the fold."]
+    return "\n".join(lines)
+
+
+def train_artifact(data_dir: str, run_name: str, summaries: list[dict[str, Any]], *, labels: str, split: str,
+                   config: str) -> str:
+    """The train flow's outcome as a markdown artifact (key ``train-<run>``)."""
+    text = train_markdown(data_dir, run_name, summaries, labels=labels, split=split, config=config)
+    create_markdown_artifact(text, key=artifact_key("train", run_name), description=f"fold models of run {run_name}")
+    return text
+
+
+__all__ = ["artifact_key", "fold_line", "handoff_artifact", "handoff_markdown", "result_artifacts", "result_markdown",
+           "train_artifact", "train_markdown"]

@@ -4,20 +4,36 @@ into forms, the cache policy, retries and the reviewer a form describes.
 Paths given to a flow (model runs, truth tables, decisions CSVs, overrides, splits) are resolved against the data
 root when relative (:func:`data_path`), so a deployment's defaults work wherever ``BYU_DATA`` points.
 
-Caching: tasks that do real work cache on their inputs + source (``CACHE = INPUTS + TASK_SOURCE``), with content
-fingerprints of the files they read among the inputs, and persist their results in Prefect's local storage
-(``$PREFECT_HOME/storage``). A cached result whose output files are gone is recomputed (:func:`cached`). Retries
-(with backoff) are for transient failures only: a ``ByuError`` (bad input, a refused version) fails at once.
+Caching: tasks that do real work persist their results in Prefect's local storage (``$PREFECT_HOME/storage``) under
+a key of everything the result follows from (:func:`cache_on`):
+
+- their inputs and their own source lines (Prefect's ``INPUTS + TASK_SOURCE``);
+- the byu code they call (:class:`ByuCode`: ``byu.__version__`` and a hash of the byu package's source files,
+  computed once per process, :func:`byu_code_key`), so another byu (another decoding, another renderer) recomputes;
+- the content of what they read (:class:`Reads`: a function of the task's inputs names the files and stored
+  tomograms it reads; :func:`content_key` keys a file on its sha256 and a tomogram on its recorded content digest
+  plus its files' names, sizes and mtimes, :func:`byu.tomo.io.content_stamp`), so a retrained checkpoint, an edited
+  label version or a re-ingested or edited tomogram recomputes, with no fingerprint among the task's arguments.
+
+A cached result whose output files are gone is recomputed (:func:`cached`). Retries (with backoff) are for
+transient failures only: a ``ByuError`` (bad input, a refused version) fails at once.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.input import RunInput
+from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel, Field
 
 from byu.atomic import sha256_file
@@ -26,7 +42,6 @@ from byu.labels.store import LabelStore
 from byu.paths import DataRoot
 from byu.review.settings import MiningSettings, RenderSettings, WaitSettings
 
-CACHE = INPUTS + TASK_SOURCE
 RETRY_DELAYS: list[float] = [5.0, 30.0, 120.0]  # backoff for portal and CVAT calls
 DAY_S = 24 * 3600
 
@@ -140,9 +155,123 @@ def refuse_existing_version(root: DataRoot, name: str, round_name: str) -> None:
                 "choose another target version name")
 
 
-def fingerprint(paths: list[Path]) -> str:
-    """Content fingerprint of input files, so caches refresh when a checkpoint or table changes."""
-    return ";".join(f"{p.name}:{sha256_file(p)[:16]}" for p in sorted(paths))
+# ------------------------------------------------------------------------------------------ caching
+
+
+@functools.cache
+def byu_code_key() -> str:
+    """``byu.__version__`` + a hash of the byu package's source files (relative path and bytes of every ``.py``, in
+    path order): computed once per process (each Dask worker computes its own: the code it runs)."""
+    import byu
+
+    package = Path(byu.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return f"{byu.__version__}+{h.hexdigest()[:20]}"
+
+
+_FILE_DIGESTS: dict[Path, tuple[tuple[int, int], str]] = {}
+_FILE_LOCK = threading.Lock()
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file, memoized per process while its size and mtime are unchanged."""
+    st = path.stat()
+    stamp, key = (st.st_size, st.st_mtime_ns), path.resolve()
+    with _FILE_LOCK:
+        known = _FILE_DIGESTS.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    digest = sha256_file(path)
+    with _FILE_LOCK:
+        _FILE_DIGESTS[key] = (stamp, digest)
+    return digest
+
+
+def content_key(item: Path | str) -> str:
+    """What a cache key holds of one thing a task reads: a stored tomogram's folder →
+    :func:`byu.tomo.io.content_stamp`; a file → its sha256; a missing path → ``missing``; a string (a digest the
+    caller computed) → itself. Each is prefixed with the path's name."""
+    if isinstance(item, str):
+        return item
+    from byu.tomo.io import META_NAME, content_stamp
+
+    if (item / META_NAME).is_file():
+        return f"tomogram {item.name}:{content_stamp(item)}"
+    if item.is_file():
+        return f"file {item.name}:{_file_digest(item)}"
+    if item.is_dir():
+        files = sorted(f for f in item.rglob("*") if f.is_file())
+        return f"dir {item.name}:" + ";".join(f"{f.relative_to(item)}={_file_digest(f)}" for f in files)
+    return f"missing {item.name}"
+
+
+ReadsFn = Callable[[Mapping[str, Any]], Iterable[Path | str]]
+
+
+@dataclass
+class ByuCode(CachePolicy):
+    """Cache-key part: the byu code the task calls (:func:`byu_code_key`)."""
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        return byu_code_key()
+
+
+@dataclass
+class Reads(CachePolicy):
+    """Cache-key part: the content (:func:`content_key`) of every file and tomogram ``paths(inputs)`` names, the
+    task's inputs bound to its parameters (defaults included)."""
+
+    paths: ReadsFn | None = None
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        if self.paths is None:
+            return None
+        return hash_objects([content_key(p) for p in self.paths(inputs or {})], raise_on_failure=True)
+
+
+def cache_on(reads: ReadsFn | None = None, *, exclude: Iterable[str] = ()) -> CachePolicy:
+    """The cache policy of a task that does real work: ``INPUTS`` (less ``exclude``) + ``TASK_SOURCE`` +
+    :class:`ByuCode` + :class:`Reads` of ``reads`` (see the module docstring)."""
+    policy: CachePolicy = INPUTS
+    for name in exclude:
+        policy = policy - name
+    policy = policy + TASK_SOURCE + ByuCode()
+    return policy + Reads(paths=reads) if reads is not None else policy
+
+
+#: tasks that read nothing but their inputs: inputs, source and the byu code
+CACHE = cache_on()
+
+
+def version_files(data_dir: str, version: str) -> list[Path]:
+    """The files of a stored label version (manifest, tables, changes): what reading it reads."""
+    return LabelStore(data_root(data_dir).labels).files(version)
+
+
+def version_tomograms(data_dir: str, version: str) -> list[Path]:
+    """The stored tomogram folders of a label version's tomograms (none when the version cannot be read)."""
+    root = data_root(data_dir)
+    try:
+        ids = LabelStore(root.labels).get(version, verify=False).tomo_ids
+    except (ByuError, OSError):
+        return []
+    return [root.tomogram(t) for t in ids]
+
+
+def tomogram_dirs(data_dir: str, tomo_ids: Iterable[str]) -> list[Path]:
+    root = data_root(data_dir)
+    return [root.tomogram(t) for t in tomo_ids]
+
+
+def table_digest(table: Any) -> str:
+    """sha256 of a table's CSV and its ``attrs`` (a task's in-memory input, keyed by content)."""
+    h = hashlib.sha256(table.to_csv(index=False, lineterminator="\n").encode())
+    h.update(json.dumps(table.attrs, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def cvat_config(review: ReviewSettings):

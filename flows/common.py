@@ -4,37 +4,72 @@ finished and writes the same versions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from prefect import get_run_logger, task
 
+from byu.errors import ByuError
 from byu.labels.splits import carry_split, fresh_split, read_split, write_split_new
 from byu.labels.store import LabelStore
 from byu.review.settings import RenderSettings
 from flows.base import (
-    CACHE,
     RETRY_DELAYS,
     ReviewSettings,
+    cache_on,
     data_path,
     data_root,
     make_reviewer,
     required_path,
+    tomogram_dirs,
     transient,
+    version_files,
+    version_tomograms,
 )
+
+# ------------------------------------------------------------------------------------------ what the tasks read
+
+
+def _mine_reads(i: Mapping[str, Any]) -> list[Path | str]:
+    """The version, the predictions (CSV + sidecar) and the tomograms the verifier reads."""
+    predictions = Path(i["predictions"])
+    tomograms = tomogram_dirs(i["data_dir"], i["tomo_ids"]) if i["tomo_ids"] is not None else \
+        version_tomograms(i["data_dir"], i["labels_version"])
+    return [*version_files(i["data_dir"], i["labels_version"]), predictions, predictions.with_suffix(".json"),
+            *tomograms]
+
+
+def _render_reads(i: Mapping[str, Any]) -> list[Path | str]:
+    """The round's cases, the tomograms the batch's cases show and the version they were mined against (classes)."""
+    from byu.review.round import ReviewRound
+
+    rr = ReviewRound(data_root(i["data_dir"]), i["round_name"])
+    wanted = None if i["images"] is None else set(i["images"])
+    try:
+        cases = [c for c in rr.cases() if wanted is None or c.image in wanted]
+        version = rr.label_version()
+    except ByuError:  # no cases (yet), or unreadable ones: the task fails on them, whatever the key
+        return [rr.paths.cases]
+    return [rr.paths.cases, *(version_files(i["data_dir"], version) if version else []),
+            *tomogram_dirs(i["data_dir"], dict.fromkeys(t for c in cases for t in c.tomo_ids))]
+
 
 # ------------------------------------------------------------------------------------------ tasks
 
 
-@task(name="labels-snapshot", cache_policy=CACHE, persist_result=True)
-def tomograms_to_review(data_dir: str, version: str, max_labeled_motors: int | None,
-                        version_fingerprint: str = "") -> list[str]:
+@task(name="labels-snapshot", cache_policy=cache_on(lambda i: version_files(i["data_dir"], i["version"])),
+      persist_result=True)
+def tomograms_to_review(data_dir: str, version: str, max_labeled_motors: int | None) -> list[str]:
     """Tomograms of a version with at most ``max_labeled_motors`` labeled motors (None: all)."""
     labels = LabelStore(data_root(data_dir).labels).get(version)
     counts = labels.motor_counts()
     return sorted(t for t in labels.tomo_ids if max_labeled_motors is None or counts[t] <= max_labeled_motors)
 
 
-@task(name="mine-cases", cache_policy=CACHE, persist_result=True)
+@task(name="mine-cases", cache_policy=cache_on(_mine_reads), persist_result=True)
 def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: str, threshold: float,
-              review: ReviewSettings, tomo_ids: list[str] | None, predictions_fingerprint: str = "") -> int:
+              review: ReviewSettings, tomo_ids: list[str] | None) -> int:
     from byu.review.round import ReviewRound
 
     logger = get_run_logger()
@@ -54,8 +89,8 @@ def mine_task(data_dir: str, round_name: str, labels_version: str, predictions: 
     return len(result.cases)
 
 
-@task(name="render-cases", cache_policy=CACHE, persist_result=True)
-def render_task(data_dir: str, round_name: str, cases_fingerprint: str, images: list[str] | None = None,
+@task(name="render-cases", cache_policy=cache_on(_render_reads), persist_result=True)
+def render_task(data_dir: str, round_name: str, images: list[str] | None = None,
                 settings: RenderSettings | None = None) -> int:
     """Render the cases whose image is in ``images`` (None: every case); the flow gives each batch its own task."""
     from byu.review.round import ReviewRound
@@ -112,21 +147,29 @@ def apply_task(data_dir: str, round_name: str, from_version: str, to_version: st
 
 @task(name="cv-splits")
 def splits_task(data_dir: str, version: str, out_dir: str, folds: list[int], seed: int,
-                carry_from: str | None = None, max_val_motors: int = 1) -> list[str]:
+                carry_from: str | None = None, max_val_motors: int = 1) -> dict[str, list[str]]:
+    """The version's splits under ``cv/<out_dir>/``: ``splits`` (every path) and ``splits_written`` (those this run
+    wrote; the others were already there, identical)."""
     root = data_root(data_dir)
     labels = LabelStore(root.labels).get(version)
-    written = []
+    out: dict[str, list[str]] = {"splits": [], "splits_written": []}
+
+    def store(split: dict, path) -> None:
+        existed = path.exists()
+        out["splits"].append(str(write_split_new(split, path)))  # an existing file with other content: refused
+        if not existed:
+            out["splits_written"].append(str(path))
+
     if carry_from:
         prev = required_path(data_dir, carry_from, field="carry_split")
         prev = prev if prev.exists() else root.cv / carry_from
         split = carry_split(labels, read_split(prev), max_val_motors=max_val_motors)
-        k = split["num_folds"]
-        written.append(str(write_split_new(split, root.cv / out_dir / f"skf{k}_rd{split['random_state']}.json")))
+        store(split, root.cv / out_dir / f"skf{split['num_folds']}_rd{split['random_state']}.json")
     else:
         for k in folds:
-            split = fresh_split(labels, folds=k, seed=seed, max_val_motors=max_val_motors)
-            written.append(str(write_split_new(split, root.cv / out_dir / f"skf{k}_rd{seed}.json")))
-    return written
+            store(fresh_split(labels, folds=k, seed=seed, max_val_motors=max_val_motors),
+                  root.cv / out_dir / f"skf{k}_rd{seed}.json")
+    return out
 
 
 @task(name="combine-versions")

@@ -8,36 +8,39 @@ at a time, so a portal-sized round streams with bounded disk; a killed run redoe
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flows.artifacts import result_artifacts
 from flows.base import (
-    CACHE,
     RETRY_DELAYS,
     ReviewSettings,
+    cache_on,
     data_path,
     data_root,
-    fingerprint,
-    refuse_existing_version,
     transient,
 )
+from flows.checks import RoundForm, check_review_ready, target_versions
 from flows.common import tomograms_to_review
 from flows.rounds import combine_if_present, predict_review_apply
 from flows.task_runners import task_runner_from_env
 
 
-class ExternalParams(BaseModel):
+class ExternalParams(RoundForm):
     """What to take from the portal and how to review it."""
 
     data_dir: str | None = Field(default=None, title="Data root",
                                  description="default: env BYU_DATA, else ./data; relative paths below are under it")
     portal_url: str | None = Field(default=None, title="Portal GraphQL URL",
                                    description="default: env BYU_PORTAL_URL, else the public portal")
-    dataset_ids: list[int] = Field(default_factory=list, title="Portal dataset ids")
-    run_names: list[str] = Field(default_factory=list, title="Portal run names")
+    dataset_ids: list[int] = Field(default_factory=list, title="Portal dataset ids",
+                                   description="CryoET Data Portal dataset ids whose tomograms to ingest")
+    run_names: list[str] = Field(default_factory=list, title="Portal run names",
+                                 description="with dataset ids: only these runs of them; alone: runs of this name "
+                                 "in any dataset")
     points_csv: str | None = Field(default=None, title="External points CSV",
                                    description="dataset_id,tomo_id (run name) + coordinates[, particle] selecting "
                                    "what to ingest (relative: under the data root)")
@@ -47,26 +50,36 @@ class ExternalParams(BaseModel):
                                   description="stored spacing is max(this, the tomogram's)")
     max_inflight: int = Field(default=4, ge=1, le=64, title="Tomograms at once",
                               description="downloaded and preprocessed at the same time (raw files on disk at most)")
-    keep_raw: bool = Field(default=False, title="Keep raw downloads")
+    keep_raw: bool = Field(default=False, title="Keep raw downloads",
+                           description="keep each downloaded raw tomogram after preprocessing (off: deleted, so "
+                           "disk use stays bounded)")
     allow_partial: bool = Field(default=False, title="Store partial labels",
                                 description="when some tomograms fail: store what is there as PORTAL_VERSION-partial "
                                 "and review that")
-    round_name: str = Field(default="external", title="Round name")
+    round_name: str = Field(default="external", title="Round name",
+                            description="its files go to review/ROUND/ (letters, digits, '.', '_', '-'); the name "
+                            "of an earlier round reuses that round's cases and review")
     portal_version: str = Field(default="external_gt_v0", title="Portal labels version",
                                 description="the portal's own labels, as received")
-    to_version: str = Field(default="external_gt", title="Reviewed version")
+    to_version: str = Field(default="external_gt", title="Reviewed version",
+                            description="the reviewed portal labels; refused if it exists and was not made by this "
+                            "round")
     model_dirs: list[str] = Field(default_factory=lambda: ["models/round2"], title="Model runs to ensemble",
                                   description="run names or paths (relative: under the data root)")
-    threshold: float = Field(default=0.05, ge=0, le=1, title="Prediction threshold")
+    threshold: float = Field(default=0.05, ge=0, le=1, title="Prediction threshold",
+                             description="low, so every plausible miss shows up")
     tta: str = Field(default="flips", title="Test-time augmentation", description="none, flips or flips8")
     base_version: str = Field(default="gt_v2", title="Base version", description="combined with the reviewed "
                               "external labels when it exists")
-    all_version: str = Field(default="all_gt", title="Combined version")
-    review: ReviewSettings = Field(default_factory=ReviewSettings, title="Review settings")
+    all_version: str = Field(default="all_gt", title="Combined version",
+                             description="base + reviewed external labels, written when the base version exists; "
+                             "refused if it exists and was not made by this round")
+    review: ReviewSettings = Field(default_factory=ReviewSettings, title="Review settings",
+                                   description="who reviews the cases, and how they are chosen, drawn and waited for")
 
 
 @task(name="portal-find", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient,
-      cache_policy=CACHE, persist_result=True)
+      cache_policy=cache_on(lambda i: [Path(i["points_csv"])] if i["points_csv"] else []), persist_result=True)
 def find_task(data_dir: str, portal_url: str | None, dataset_ids: list[int], run_names: list[str],
               points_csv: str | None, objects: list[str], target_spacing: float) -> str:
     from byu.portal.ingest import find_step
@@ -130,14 +143,16 @@ def ingest_streamed(data_dir: str, selection_path: str, tomo_ids: list[str], *, 
 
 
 @flow(name="external", log_prints=True, task_runner=task_runner_from_env())
-def external(params: ExternalParams = ExternalParams()) -> dict:
+def external(params: ExternalParams = Field(default=ExternalParams(), description="every setting of the round",
+                                           json_schema_extra={"title": "External round settings"})) -> dict:
     """Portal ingest (streamed, fanned out) → predictions → review → ``external_gt`` (+ ``all_gt``)."""
     from byu.portal.query import Selection
 
     p = params
     root = data_root(p.data_dir)
     data_dir = str(root.root)
-    refuse_existing_version(root, p.to_version, p.round_name)
+    check_review_ready(data_dir, p.round_name, p.review, target_versions(p, "to_version") + target_versions(
+        p, "all_version", made_of=[p.base_version]))  # before any download
     points = data_path(data_dir, p.points_csv, field="points_csv")
     selection = find_task(data_dir, p.portal_url, p.dataset_ids, p.run_names, str(points) if points else None,
                           p.objects, p.target_spacing)
@@ -145,8 +160,7 @@ def external(params: ExternalParams = ExternalParams()) -> dict:
     ingested = ingest_streamed(data_dir, selection, tomo_ids, max_inflight=p.max_inflight, keep_raw=p.keep_raw)
     portal_labels = labels_task(data_dir, selection, p.portal_version, p.allow_partial)
     labels_version = portal_labels["version"]
-    review_ids = tomograms_to_review(data_dir, labels_version, None,
-                                     version_fingerprint=fingerprint([root.labels / f"{labels_version}.manifest.json"]))
+    review_ids = tomograms_to_review(data_dir, labels_version, None)
     result = predict_review_apply(data_dir, round_name=p.round_name, model_dirs=p.model_dirs, mode="all", tta=p.tta,
                                   threshold=p.threshold, labels_version=labels_version, to_version=p.to_version,
                                   review=p.review, tomo_ids=review_ids, allow_seen=True)

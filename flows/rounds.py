@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from pathlib import Path
 
 from prefect import get_run_logger
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.runtime import deployment
+from prefect.runtime import deployment, flow_run
 
 from byu.labels.store import LabelStore
 from byu.predictions import PredictMode
@@ -21,7 +21,7 @@ from flows.base import (
     ReviewSettings,
     cached,
     data_root,
-    fingerprint,
+    make_reviewer,
     model_run_dirs,
     refuse_existing_version,
 )
@@ -40,21 +40,50 @@ from flows.task_runners import ENV_RENDER_BATCH, RENDER_BATCH, batch_size, map_b
 # ------------------------------------------------------------------------------------------ the review step
 
 
+def _still_missing(data_dir: str, round_name: str, review: ReviewSettings) -> str | None:
+    """Why a person's resume finds nothing to collect yet, or None. A CVAT round collects when resumed (whatever
+    jobs are done, as ``byu review resume`` does); an import round needs its decisions CSV."""
+    if review.reviewer != "import" or finished_task(data_dir, round_name, review):
+        return None
+    return (f"The run was resumed, but the decisions CSV `{make_reviewer(data_dir, round_name, review).csv}` is "
+            "still missing: write it, then resume the run again.")
+
+
+def _wait_key(attempt: int) -> str:
+    """The pause key of this execution's ``attempt``-th wait. Prefect keeps each wait's input
+    (``paused-<key>-schema``) for the life of the flow run and refuses a second one under the same key (409), so
+    the key holds the run count this execution started with: a retried run (the count goes up, also with each
+    resume of a blocking pause) gets new keys, while a suspended run that restarts after a resume keeps its count,
+    meets the same keys and reads the answers it was given."""
+    return f"review-r{flow_run.run_count}-w{attempt}"
+
+
 def wait_for_review(data_dir: str, round_name: str, review: ReviewSettings) -> None:
-    """Block until the round's review is done (see ``ReviewSettings.wait``); the hand-off is in the artifacts."""
-
-
+    """Block until the round's review is done (see ``ReviewSettings.wait``); the hand-off is in the artifacts.
+    Pause and suspend wait for a person's resume, and wait again when it finds nothing to collect."""
     log = get_run_logger()
     if finished_task(data_dir, round_name, review):
         return
     mode = review.wait.mode if review.wait.mode != "auto" else ("suspend" if deployment.id else "poll")
-    handoff_artifact(data_dir, round_name, review.model_copy(update={"wait": review.wait.model_copy(
-        update={"mode": mode})}))
+    shown = review.model_copy(update={"wait": review.wait.model_copy(update={"mode": mode})})
+    handoff_artifact(data_dir, round_name, shown)
     if mode in ("pause", "suspend"):
-        wait = pause_flow_run if mode == "pause" else suspend_flow_run
-        answer = wait(wait_for_input=ReviewFinished, timeout=int(review.wait.timeout_days * DAY_S))
-        log.info("review of round %s resumed by a person%s", round_name, f": {answer.note}" if answer.note else "")
-        return
+        deadline = time.monotonic() + review.wait.timeout_days * DAY_S
+        poll_s = int(min(10.0, max(1.0, review.wait.poll_interval_s)))  # how often a pause asks if it was resumed
+        for attempt in itertools.count(1):
+            timeout = max(1, int(deadline - time.monotonic()))
+            if mode == "pause":
+                answer = pause_flow_run(wait_for_input=ReviewFinished, timeout=timeout, poll_interval=poll_s,
+                                        key=_wait_key(attempt))
+            else:
+                answer = suspend_flow_run(wait_for_input=ReviewFinished, timeout=timeout, key=_wait_key(attempt))
+            log.info("review of round %s resumed by a person%s", round_name,
+                     f": {answer.note}" if answer.note else "")
+            missing = _still_missing(data_dir, round_name, review)
+            if missing is None:
+                return
+            log.warning("round %s: %s Waiting again.", round_name, missing)
+            handoff_artifact(data_dir, round_name, shown, note=missing)
     deadline = time.monotonic() + review.wait.timeout_days * DAY_S
     while not finished_task(data_dir, round_name, review):
         if time.monotonic() > deadline:
@@ -69,10 +98,10 @@ def review_round(data_dir: str, round_name: str, *, labels_version: str, predict
 
     paths = round_paths(data_root(data_dir), round_name)
     n_cases = cached(mine_task, [paths.cases])(data_dir, round_name, labels_version, predictions, threshold, review,
-                                               tomo_ids, predictions_fingerprint=fingerprint([Path(predictions)]))
+                                               tomo_ids)
 
     map_batches(render_task, [c.image for c in read_cases(paths.cases)], data_dir, round_name,
-                fingerprint([paths.cases]), size=batch_size(ENV_RENDER_BATCH, RENDER_BATCH),
+                size=batch_size(ENV_RENDER_BATCH, RENDER_BATCH),
                 outputs=lambda batch: [paths.images / image for image in batch], settings=review.render)
     if n_cases:
         start_review_task(data_dir, round_name, review)

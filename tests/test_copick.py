@@ -209,8 +209,13 @@ def test_rerun_skips_stored_tomograms_and_versions_are_immutable(project, tmp_pa
     with pytest.raises(VersionExistsError, match="already exists"):
         ingest_copick(cfg, data, version="cp_v1", user_id="bob")
     assert (data / "tomograms/TS_1/meta.json").stat().st_mtime_ns == before
-    # another target spacing is another stored tomogram: preprocessed again
-    other = ingest_copick(cfg, data, version="cp_v1_20", target_spacing=20.0)
+    # another target spacing is other content for the same tomo ids, which cp_v1 pins: refused before any work ...
+    with pytest.raises(InputError, match="'cp_v1'.*--replace-pinned"):
+        ingest_copick(cfg, data, version="cp_v1_20", target_spacing=20.0)
+    assert (data / "tomograms/TS_1/meta.json").stat().st_mtime_ns == before
+    assert not LabelStore(data / "labels").exists("cp_v1_20")
+    # ... unless asked to replace it
+    other = ingest_copick(cfg, data, version="cp_v1_20", target_spacing=20.0, replace_pinned=True)
     assert [t.status for t in other.tomograms] == ["stored", "stored"]
     assert read_meta(data / "tomograms/TS_1").voxel_spacing == 20.0
 

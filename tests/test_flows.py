@@ -51,6 +51,20 @@ def test_round1_scripted_writes_gt_v2_splits_and_is_rerunnable(micro_root: Path)
     assert json.loads((root.cv / "v2" / "skf2_rd42.json").read_text())["num_folds"] == 2
     cases = read_cases(root.review / "round1" / "cases.csv")
     assert len(list((root.review / "round1" / "images").glob("*.jpg"))) == len(cases) == summary["cases"]
+    # single-particle images show what the fold models saw beside the raw panels (a sixth, model panel)
+    from PIL import Image
+
+    from byu.review.render import Layout
+    from byu.review.round import ReviewRound
+    from byu.review.settings import RenderSettings
+
+    singles = ReviewRound(root, "singles")
+    mined = singles.mine(labels_version="gt", predictions=summary["predictions"],
+                         settings=MiningSettings(galleries=False, verify=False, fp_threshold=None))
+    assert mined.cases
+    for path in singles.render():
+        with Image.open(path) as im:
+            assert im.size[0] == Layout(n_rows=1, panel_px=RenderSettings().panel_px, n_cols=6).width
     # only tomograms with at most one labeled motor were reviewed
     counts = store.get("gt").motor_counts()
     assert {t for c in cases for t in c.tomo_ids} <= {t for t, n in counts.items() if n <= 1}

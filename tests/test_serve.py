@@ -121,8 +121,9 @@ def test_served_round1_runs_by_deployment(round1_root: Path, tmp_path: Path):
                   what="the runner's /health", logs=[serve_log], procs=procs)
 
         # as from the UI: the deployment's defaults (model runs, data root from BYU_DATA), only the reviewer and
-        # the fold count of a 6-tomogram cohort changed; paths typed relative to the data root
-        params = {"tta": "none", "split_folds": [2],
+        # the fold count of a 6-tomogram cohort changed; paths typed relative to the data root. The form asks for
+        # the round name (the UI drops an emptied field, which must not silently become the default round)
+        params = {"round_name": "round1", "tta": "none", "split_folds": [2],
                   "review": {"reviewer": "scripted", "truth": "synth/truth.csv"}}
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             flow_run = run_deployment("round1/round1", parameters={"params": params}, timeout=420,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from byu.atomic import sha256_file
 from byu.cli import app
-from byu.errors import InputError, InputErrors, VersionExistsError
+from byu.errors import InputError, InputErrors, PinnedTomogramError, TomogramChangedError, VersionExistsError
 from byu.importer import import_tomograms, read_pick_rows
 from byu.importer.ingest import source_digest
 from byu.labels.store import LabelStore
@@ -185,9 +185,19 @@ def test_folder_of_mrc_and_zarr_with_a_relion5_star(folder, tmp_path):
         import_tomograms(data, folder, picks=star, version="own_v1", class_map="1=ribosome,2=apo-ferritin",
                          voxel_spacing=B_SPACING)
     assert read_meta(data.tomograms / "TS_02").sha256 == before
+    # another version of the changed file would replace what own_v1 was stored with: refused, unless asked to
+    stored = (data.tomograms / "TS_02" / "slice_0000.jpg").read_bytes()
+    with pytest.raises(PinnedTomogramError, match="TS_02.*'own_v1'.*--replace-pinned"):
+        import_tomograms(data, folder, picks=star, version="own_v2", class_map="1=ribosome,2=apo-ferritin",
+                         voxel_spacing=B_SPACING)
+    assert (data.tomograms / "TS_02" / "slice_0000.jpg").read_bytes() == stored
+    assert not LabelStore(data.labels).exists("own_v2")
     again = import_tomograms(data, folder, picks=star, version="own_v2", class_map="1=ribosome,2=apo-ferritin",
-                             voxel_spacing=B_SPACING)
+                             voxel_spacing=B_SPACING, replace_pinned=True)
     assert [t.status for t in again.tomograms] == ["skipped", "stored", "skipped"]
+    with pytest.raises(TomogramChangedError, match="'TS_02'.*'own_v1'"):  # own_v1 now says so where it is used
+        LabelStore(data.labels).check_tomograms("own_v1")
+    LabelStore(data.labels).check_tomograms("own_v2")
     assert again.manifest.extra["import"]["tomograms"]["TS_02"]["sha256"] == sha256_file(folder / B["file"]) != before
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from byu.cli.util import ClassesFile, DataDir, console, make_app, say
+from byu.cli.util import ClassesFile, DataDir, ReplacePinned, console, make_app, say
 from byu.paths import DataRoot
 from byu.tomo.preprocess import DEFAULT_TARGET_SPACING
 
@@ -57,6 +57,7 @@ def ingest_cmd(
     force: Annotated[bool, typer.Option("--force", help="preprocess again even when already stored")] = False,
     keep_raw: Annotated[bool, typer.Option("--keep-raw", help="keep the raw copies of tomograms read from a "
                                            "remote backend (raw/<tomo_id>.copick.zarr)")] = False,
+    replace_pinned: ReplacePinned = False,
     classes_file: ClassesFile = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -88,7 +89,7 @@ def ingest_cmd(
                                objects=_list(objects), voxel_spacing=voxel_spacing, tomo_type=tomo_type,
                                target_spacing=spacing, registry=ClassRegistry.from_file(classes_file),
                                progress=on_progress, runs=_list(runs), include_empty=include_empty, force=force,
-                               keep_raw=keep_raw)
+                               keep_raw=keep_raw, replace_pinned=replace_pinned)
     for note in report.radii:
         _mark("class", "yellow", str(note))
     for left in report.superseded:

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from byu.cli.util import ClassesFile, DataDir, console, make_app, say
+from byu.cli.util import ClassesFile, DataDir, ReplacePinned, console, make_app, say
 from byu.paths import DataRoot, guard_output
 from byu.portal.convert import DEFAULT_MERGE_FRACTION
 from byu.portal.download import DEFAULT_RETRIES, DEFAULT_WORKERS, DownloadFailure, DownloadReport
@@ -161,9 +161,10 @@ def _print_failure(f: DownloadFailure) -> None:
 
 
 def _preprocess(sel: Selection, data: DataRoot, *, spacing: float | None, clip: tuple[float, float],
-                force: bool) -> PreprocessReport:
+                force: bool, replace_pinned: bool = False) -> PreprocessReport:
     with console.status("preprocessing…") as status:
         report = preprocess_step(sel, data, target_spacing=spacing, clip_percentiles=clip, force=force,
+                                 replace_pinned=replace_pinned,
                                  on_done=lambda tid, what: status.update(Text(f"preprocessing… {tid}: {what}")))
     for m in report.done:
         say(f"stored {m.tomo_id}: {'x'.join(map(str, m.original_shape))} @ {m.original_spacing:g} Å → "
@@ -273,10 +274,11 @@ def preprocess_cmd(selection: SelectionOpt = None,
                    spacing: Annotated[float | None, typer.Option(
                        "--spacing", help="target spacing in Å (default: the selection's)")] = None,
                    clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
-                   force: Force = False, data_dir: DataDir = None) -> None:
+                   force: Force = False, replace_pinned: ReplacePinned = False, data_dir: DataDir = None) -> None:
     """Clip, normalize and resample the downloaded tomograms into tomograms/<tomo_id>/ (chunked along Z)."""
     data = DataRoot.from_env(data_dir)
-    report = _preprocess(_load(selection, data), data, spacing=spacing, clip=(clip_low, clip_high), force=force)
+    report = _preprocess(_load(selection, data), data, spacing=spacing, clip=(clip_low, clip_high), force=force,
+                         replace_pinned=replace_pinned)
     _exit(bool(report.failures))
 
 
@@ -314,6 +316,7 @@ def ingest_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None
                workers: Workers = DEFAULT_WORKERS, retries: Retries = DEFAULT_RETRIES, timeout: Timeout = 60.0,
                clip_low: ClipLow = DEFAULT_CLIP_PERCENTILES[0], clip_high: ClipHigh = DEFAULT_CLIP_PERCENTILES[1],
                merge_distance: MergeDistance = None, merge_fraction: MergeFraction = None,
+               replace_pinned: ReplacePinned = False,
                url: Url = DEFAULT_PORTAL_URL, classes_file: ClassesFile = None, data_dir: DataDir = None) -> None:
     """find + (download → preprocess → delete raw, per tomogram) + labels in one go (rerun to resume)."""
     from byu.labels.classes import ClassRegistry
@@ -329,7 +332,8 @@ def ingest_cmd(dataset: Datasets = None, run: Runs = None, points: Points = None
         bridge = _RichProgress(progress, len(sel.tomograms))
         results = ingest_tomograms(sel, data, max_inflight=max_inflight, keep_raw=keep_raw, retries=retries,
                                    timeout=(10.0, timeout), clip_percentiles=(clip_low, clip_high),
-                                   progress=bridge, on_done=lambda r: bridge.done(r.tomo_id, r))
+                                   progress=bridge, on_done=lambda r: bridge.done(r.tomo_id, r),
+                                   replace_pinned=replace_pinned)
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         _mark("failed", "red", f"{r.tomo_id}: {r.error}")

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from byu.cli.util import ClassesFile, DataDir, console, make_app, say
+from byu.cli.util import ClassesFile, DataDir, ReplacePinned, console, make_app, say
 from byu.paths import DataRoot
 from byu.tomo.grid import DEFAULT_TARGET_SPACING
 
@@ -50,6 +50,7 @@ def import_cmd(
                                               "star")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="preprocess again even when already stored (and replace "
                                         "a tomogram of the same id stored from elsewhere)")] = False,
+    replace_pinned: ReplacePinned = False,
     classes_file: ClassesFile = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -83,7 +84,8 @@ def import_cmd(
         report = import_tomograms(data, directory, picks=picks, picks_format=picks_format, version=version,
                                   classes_file=classes_file, particle=particle, class_map=class_map,
                                   coordinates=coordinates, pattern=pattern, target_spacing=spacing,
-                                  voxel_spacing=voxel_spacing, force=force, progress=on_progress)
+                                  voxel_spacing=voxel_spacing, force=force, progress=on_progress,
+                                  replace_pinned=replace_pinned)
     finally:
         progress.stop()
     for w in report.warnings:

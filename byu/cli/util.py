@@ -18,6 +18,9 @@ from typer.core import TyperGroup
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="BYU_DATA", help="data root (default ./data)")]
 ClassesFile = Annotated[Path | None, typer.Option("--classes-file", help="YAML/JSON file of particle classes "
                                                      "beyond the built-in ones (name, radius in Å, ...)")]
+ReplacePinned = Annotated[bool, typer.Option("--replace-pinned", help="replace stored tomograms whose content a "
+                                             "label version pins (those versions then refuse to predict, mine and "
+                                             "render them); without it such an ingest is refused")]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -16,7 +16,10 @@ For every run of the project (or of ``runs``):
    reported (``dropped``), as the portal ingest does.
 4. **Preprocess** into ``tomograms/<tomo_id>/`` (``tomo_id`` = the run name with characters outside
    ``[A-Za-z0-9._-]`` made ``_``, as the portal's); a tomogram already stored from the same copick tomogram (same
-   run, spacing, type and array fingerprint) and settings is skipped. A tomogram on a non-local backend, or whose
+   run, spacing, type and array fingerprint) and settings is skipped. A stored tomogram that a label version pins
+   (:mod:`byu.labels.store`) is never replaced by other content (another spacing, type, target spacing or source):
+   that is an error before any work, saying which options give the stored one and that ``replace_pinned``
+   (``--replace-pinned``) replaces it anyway. A tomogram on a non-local backend, or whose
    chunks are too deep to read in place, is first copied (its full-resolution array, chunks as they are) to
    ``raw/<tomo_id>.copick.zarr`` and read from there, so nothing is ever written into the project.
 5. **Classes**: one per object: the registry's class when the object's name is one (the built-ins, plus a classes
@@ -68,7 +71,7 @@ from byu.labels.model import MAX_SPACING, LabelSet, empty_picks, format_transfor
 from byu.labels.store import LabelStore, Manifest, check_version_name
 from byu.paths import DataRoot, check_id
 from byu.tomo.grid import working_spacing
-from byu.tomo.io import TomoMeta, read_meta, tomo_dir
+from byu.tomo.io import ReplaceGuard, TomoMeta, read_meta, tomo_dir
 from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, DEFAULT_TARGET_SPACING, ZARR_CACHE_BYTES, preprocess_tomogram
 
 log = logging.getLogger(__name__)
@@ -442,6 +445,7 @@ def ingest_copick(
     stage: bool | None = None,
     keep_raw: bool = False,
     force: bool = False,
+    replace_pinned: bool = False,
     **preprocess_options: Any,
 ) -> CopickIngestReport:
     """Read a copick project into ``data_root``: tomograms under ``tomograms/``, picks as label version ``version``
@@ -451,7 +455,8 @@ def ingest_copick(
     ``stage``: copy the tomogram to ``raw/`` before reading it (default: only when it is not a local directory or
     its chunks are too deep to read in place); ``keep_raw`` keeps those copies. ``progress(tomo_id, done, total,
     status)`` is called before (status ``preprocessing``) and after (``stored``/``skipped``/``failed``) each
-    tomogram.
+    tomogram. ``replace_pinned``: replace stored tomograms a label version pins (those versions then refuse to
+    predict, mine and render them); without it that is a :class:`~byu.errors.PinnedTomogramError`.
     """
     config = Path(config_path)
     data = data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
@@ -546,6 +551,18 @@ def ingest_copick(
                                          for x in superseded]
     if store.exists(version):
         _same_version_or_refuse(store, version, labels, extra)
+    pinned: list[InputError] = []
+    for p in planned:  # content a version pins is never replaced by other content (checked again on commit)
+        if _is_current(data, p.tomo_id, _copick_source(p, config), target_spacing, clip_percentiles):
+            continue
+        try:
+            store.check_replace(p.tomo_id, replace_pinned=replace_pinned, hint=_as_stored_hint(data, p.tomo_id),
+                                doing=f"copick run {p.run.name!r} at {p.spacing:g} Å, {p.tomogram.tomo_type} "
+                                f"(stored at {working_spacing(p.spacing, target_spacing):g} Å)")
+        except InputError as exc:
+            pinned.append(exc)
+    if pinned:
+        raise pinned[0] if len(pinned) == 1 else InputErrors(pinned)
 
     report = CopickIngestReport(config=config, project=project, version=version,
                                 labels=labels, manifest=None, objects=object_names,
@@ -555,7 +572,8 @@ def ingest_copick(
     for i, p in enumerate(planned):
         result = _ingest_tomogram(p, data, config=config, target_spacing=target_spacing,
                                   clip_percentiles=clip_percentiles, stage=stage, keep_raw=keep_raw, force=force,
-                                  progress=progress, done=i, total=total, **preprocess_options)
+                                  progress=progress, done=i, total=total,
+                                  guard=store.replace_guard(replace_pinned=replace_pinned), **preprocess_options)
         report.tomograms.append(result)
         if progress:
             progress(p.tomo_id, i + 1, total, result.status)
@@ -698,15 +716,34 @@ def _labelset(planned: list[_Planned], classes: list[ParticleClass], *,
     return LabelSet.build(tomos, picks, classes, source=source), dropped
 
 
+def _copick_source(p: _Planned, config: Path) -> dict[str, Any]:
+    """What ``meta.source.copick`` records of the copick tomogram a stored tomogram came from."""
+    return {"config": str(config.resolve()), "run": p.run.name, "voxel_spacing": p.spacing,
+            "tomo_type": p.tomogram.tomo_type, "fingerprint": _fingerprint(p.level0)}
+
+
+def _as_stored_hint(data: DataRoot, tomo_id: str) -> str:
+    """The options that give the tomogram stored for ``tomo_id`` again, when it came from copick ('' otherwise)."""
+    try:
+        meta = read_meta(tomo_dir(data.tomograms, tomo_id))
+    except ByuError:
+        return ""
+    c = meta.source.get("copick")
+    if not isinstance(c, dict) or c.get("voxel_spacing") is None or not c.get("tomo_type"):
+        return ""
+    return (f"To use the stored one, ingest with --voxel-spacing {float(c['voxel_spacing']):g} --tomo-type "
+            f"{c['tomo_type']} --spacing {meta.voxel_spacing:g} (voxel_spacing=, tomo_type=, target_spacing=).")
+
+
 def _ingest_tomogram(p: _Planned, data: DataRoot, *, config: Path, target_spacing: float,
                      clip_percentiles: tuple[float, float], stage: bool | None, keep_raw: bool, force: bool,
-                     progress: ProgressFn | None, done: int, total: int, **options: Any) -> TomogramResult:
+                     progress: ProgressFn | None, done: int, total: int, guard: ReplaceGuard | None = None,
+                     **options: Any) -> TomogramResult:
     result = TomogramResult(run=p.run.name, tomo_id=p.tomo_id, voxel_spacing=p.spacing,
                             tomo_type=p.tomogram.tomo_type, shape=p.level0.shape)
     t0 = time.perf_counter()
     try:
-        source = {"config": str(config.resolve()), "run": p.run.name, "voxel_spacing": p.spacing,
-                  "tomo_type": p.tomogram.tomo_type, "fingerprint": _fingerprint(p.level0)}
+        source = _copick_source(p, config)
         if not force and _is_current(data, p.tomo_id, source, target_spacing, clip_percentiles):
             result.status = "skipped"
             return result
@@ -720,7 +757,7 @@ def _ingest_tomogram(p: _Planned, data: DataRoot, *, config: Path, target_spacin
         try:
             result.meta = preprocess_tomogram(path, data.tomograms, tomo_id=p.tomo_id, original_spacing=p.spacing,
                                               target_spacing=target_spacing, clip_percentiles=clip_percentiles,
-                                              source={"copick": source}, **options)
+                                              source={"copick": source}, guard=guard, **options)
         finally:
             if result.staged and not keep_raw:
                 shutil.rmtree(staged_dir, ignore_errors=True)

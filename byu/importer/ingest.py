@@ -23,7 +23,9 @@
    \\t sha256`` of every file) and, under ``source.import``, the path, size and mtime. A tomogram stored from the
    same content with the same settings is skipped; its digest is reused without reading the file again while path,
    size and mtime are unchanged (as ``git`` trusts its index). ``force`` redoes it. A stored tomogram of that id
-   that came from elsewhere (portal, copick, synth) is never replaced without ``force``.
+   that came from elsewhere (portal, copick, synth) is never replaced without ``force``, and one whose content a
+   label version pins (:mod:`byu.labels.store`) never by other content without ``replace_pinned``
+   (``--replace-pinned``): that is an error before any work.
 4. **Label version** ``version`` (required with picks): every tomogram of the folder, each in its ORIGINAL frame
    (shape and spacing of the file, as the other ingests), those without picks too (known to hold none), every
    pick with ``source = import:<picks file name>``; the manifest's ``extra.import`` pins each tomogram's file and
@@ -59,7 +61,7 @@ from byu.labels.model import LabelSet, _Problems, empty_picks
 from byu.labels.store import LabelStore, Manifest, check_version_name
 from byu.paths import DataRoot
 from byu.tomo.grid import DEFAULT_TARGET_SPACING, working_spacing
-from byu.tomo.io import TomoMeta, read_meta, tomo_dir
+from byu.tomo.io import ReplaceGuard, TomoMeta, content_digest, read_meta, tomo_dir
 from byu.tomo.preprocess import DEFAULT_CLIP_PERCENTILES, open_volume, preprocess_tomogram
 
 log = logging.getLogger(__name__)
@@ -431,6 +433,7 @@ def import_tomograms(
     clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES,
     force: bool = False,
     progress: ProgressFn | None = None,
+    replace_pinned: bool = False,
     **preprocess_options: Any,
 ) -> ImportReport:
     """Import the tomograms of ``directory`` (and the picks of ``picks`` as label version ``version``) into
@@ -439,7 +442,9 @@ def import_tomograms(
 
     ``progress(tomo_id, done, total, status)`` is called before (``preprocessing``) and after (``stored`` /
     ``skipped`` / ``failed``) each tomogram. ``preprocess_options`` go to
-    :func:`~byu.tomo.preprocess.preprocess_tomogram` (``jpeg_workers``, ``slab_bytes``, ...).
+    :func:`~byu.tomo.preprocess.preprocess_tomogram` (``jpeg_workers``, ``slab_bytes``, ...). ``replace_pinned``:
+    replace stored tomograms a label version pins (those versions then refuse to predict, mine and render them);
+    without it that is a :class:`~byu.errors.PinnedTomogramError`.
     """
     data = data_root if isinstance(data_root, DataRoot) else DataRoot.from_env(data_root)
     folder = Path(directory)
@@ -469,6 +474,7 @@ def import_tomograms(
     stems: list[str] = []
     overruled: list[str] = []  # header spacings that differ from --voxel-spacing
     unusable: list[str] = []  # stem and tomo_id of the files with a problem
+    pinned: list[InputError] = []  # stored content a version pins that this import would replace
     for path, stem, tid in found:
         unusable += [stem, tid]
         try:
@@ -495,8 +501,17 @@ def import_tomograms(
                                        f"{meta.source.get('file')!r}); rename this file, or pass --force to "
                                        "replace it", file=path))
             continue
-        tomos.append(TomogramResult(tomo_id=tid, path=path, format=fmt, shape=shape, voxel_spacing=spacing,
-                                    spacing_from=spacing_from))
+        t = TomogramResult(tomo_id=tid, path=path, format=fmt, shape=shape, voxel_spacing=spacing,
+                           spacing_from=spacing_from)
+        try:
+            _refuse_replacing_pinned(store, data, t, meta, target_spacing=target_spacing,
+                                     clip_percentiles=clip_percentiles, force=force, replace_pinned=replace_pinned)
+        except InputError as exc:
+            pinned.append(exc)  # raised after the version's own check (a taken name is said first)
+        except OSError as exc:
+            problems.append(InputError(f"cannot read the tomogram: {exc.strerror or exc}", file=path))
+            continue
+        tomos.append(t)
         stems.append(stem)
         del unusable[-2:]
 
@@ -530,6 +545,8 @@ def import_tomograms(
                 rows, tomos, particle=particle, class_map=cmap, target_spacing=target_spacing))
     elif problems:
         raise problems[0] if len(problems) == 1 else InputErrors(problems)
+    if pinned:
+        raise pinned[0] if len(pinned) == 1 else InputErrors(pinned)
 
     report = ImportReport(directory=folder, picks_file=picks_path, version=version, labels=labels, manifest=None,
                           tomograms=tomos, convention=rows.convention if rows is not None else None,
@@ -538,7 +555,8 @@ def import_tomograms(
     total = len(tomos)
     for i, t in enumerate(tomos):
         _import_one(t, data, target_spacing=target_spacing, clip_percentiles=clip_percentiles, force=force,
-                    progress=progress, done=i, total=total, **preprocess_options)
+                    progress=progress, done=i, total=total,
+                    guard=store.replace_guard(replace_pinned=replace_pinned), **preprocess_options)
         if progress:
             progress(t.tomo_id, i + 1, total, t.status)
     failed = [t.tomo_id for t in tomos if t.status == "failed"]
@@ -553,8 +571,32 @@ def import_tomograms(
     return report
 
 
+def _refuse_replacing_pinned(store: LabelStore, data: DataRoot, t: TomogramResult, meta: TomoMeta | None, *,
+                             target_spacing: float, clip_percentiles: tuple[float, float], force: bool,
+                             replace_pinned: bool) -> None:
+    """Before any work: :class:`~byu.errors.PinnedTomogramError` when importing ``t`` would replace stored content
+    a label version pins. The file's digest is read only for such a tomogram (kept in ``t.sha256``); with
+    ``force`` a tomogram made from the same file is redone and the writer's guard compares what it made."""
+    if meta is None or replace_pinned:
+        return
+    try:
+        stored = content_digest(tomo_dir(data.tomograms, t.tomo_id))
+    except ByuError:
+        return
+    if not store.pinning(t.tomo_id, stored):
+        return
+    t.sha256 = _digest(t, data, force=force)
+    if _is_current(meta, t.sha256, t.voxel_spacing, target_spacing, clip_percentiles):
+        return
+    store.check_replace(t.tomo_id, doing=f"{t.path.name} ({t.voxel_spacing:g} Å, stored at "
+                        f"{working_spacing(t.voxel_spacing, target_spacing):g} Å)",
+                        hint=f"To keep the stored one, leave {t.path.name} out (--pattern) or rename it (another "
+                        "tomo_id).")
+
+
 def _import_one(t: TomogramResult, data: DataRoot, *, target_spacing: float, clip_percentiles: tuple[float, float],
-                force: bool, progress: ProgressFn | None, done: int, total: int, **options: Any) -> None:
+                force: bool, progress: ProgressFn | None, done: int, total: int, guard: ReplaceGuard | None = None,
+                **options: Any) -> None:
     t0 = time.perf_counter()
     try:
         stat = _stat(t.path)
@@ -573,7 +615,7 @@ def _import_one(t: TomogramResult, data: DataRoot, *, target_spacing: float, cli
         source = {SOURCE_KEY: {"path": str(t.path.resolve()), **stat, "spacing_from": t.spacing_from}}
         t.meta = preprocess_tomogram(t.path, data.tomograms, tomo_id=t.tomo_id, original_spacing=t.voxel_spacing,
                                      target_spacing=target_spacing, clip_percentiles=clip_percentiles,
-                                     source=source, sha256=t.sha256, **options)
+                                     source=source, sha256=t.sha256, guard=guard, **options)
         t.status = "stored"
     except (ByuError, OSError) as exc:  # OSError: local trouble (disk full, file gone...), reported like the rest
         t.status, t.error = "failed", str(exc)

@@ -9,6 +9,16 @@ A version ``NAME`` is these files:
 - ``NAME.manifest.json``: parents, producer, classes, counts, the sha256 of every file; written last: a version
   exists once its manifest does.
 
+Tomogram pins: a version records, in its manifest's ``tomograms``, the content digest
+(:func:`byu.tomo.io.content_digest`) of each of its tomograms stored under ``<data root>/tomograms`` when it is put
+(the field is left out when none is stored, so label-only versions are as before). :meth:`LabelStore.check_tomograms`
+says when a stored tomogram is no longer what a version was stored with (:class:`~byu.errors.TomogramChangedError`,
+naming the tomogram, the version and both digests): prediction, mining, the label verifier and rendering check it
+before they read tomograms for a version. The ingests never replace content a version pins
+(:meth:`LabelStore.check_replace` before any work, :meth:`LabelStore.replace_guard` on commit;
+:class:`~byu.errors.PinnedTomogramError`) unless told to (``replace_pinned``). Versions stored before pins existed
+have none: nothing to check.
+
 Writing is serialized per version by an advisory lock (``.NAME.lock``, released by the kernel even when a writer
 is killed), every file goes through temp + fsync + rename, and the manifest is committed with an exclusive
 link, so of two writers racing for a new name exactly one wins and the other gets :class:`VersionExistsError`
@@ -36,16 +46,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from byu import __version__
 from byu.atomic import _fsync_dir, file_mode, remove_stale_temps, sha256_bytes, sha256_file, write_bytes
-from byu.errors import InputError, NotFoundError, VersionExistsError
+from byu.errors import InputError, NotFoundError, PinnedTomogramError, TomogramChangedError, VersionExistsError
 from byu.labels.classes import MOTOR, ParticleClass
 from byu.labels.diff import CHANGE_COLUMNS, changes_csv_bytes, diff_labels, read_changes
 from byu.labels.formats import labelset_view_bytes, picks_bytes, read_stored_labelset, tomograms_bytes
 from byu.labels.model import LabelSet
 from byu.paths import check_id, guard_output
+from byu.tomo.io import META_NAME, ReplaceGuard, content_digest, read_meta
 
 VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z")  # \Z, not $ (no trailing newline)
 SUFFIXES = (".csv", ".picks.csv", ".tomograms.csv", ".changes.csv", ".manifest.json")
@@ -74,9 +85,19 @@ class Manifest(BaseModel):
     class_counts: dict[str, int] = Field(default_factory=dict)
     form: str = Field(default="canonical", description="form of <name>.csv: canonical (motor) or picks")
     files: dict[str, str] = Field(default_factory=dict, description="sha256 of picks and tomograms files")
+    tomograms: dict[str, str] = Field(
+        default_factory=dict, description="content digest of each tomogram stored when the version was put "
+        "(tomo_id -> byu.tomo.io.content_digest); left out of the file when empty")
     byu_version: str = __version__
     extra: dict[str, Any] = Field(default_factory=dict)
     _created: bool = PrivateAttr(default=False)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_pins(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("tomograms"):
+            data.pop("tomograms", None)  # label-only versions: the manifest's bytes are as before pins existed
+        return data
 
     @property
     def created(self) -> bool:
@@ -119,6 +140,11 @@ class LabelStore:
 
     def manifest_path(self, name: str) -> Path:
         return self._base(name).with_name(f"{name}.manifest.json")
+
+    @property
+    def tomograms_dir(self) -> Path:
+        """``<data root>/tomograms``: where the tomograms versions pin are stored (the store is ``labels/``)."""
+        return self.dir.parent / "tomograms"
 
     def changes_path(self, name: str) -> Path:
         return self._base(name).with_name(f"{name}.changes.csv")
@@ -179,6 +205,90 @@ class LabelStore:
             except (InputError, NotFoundError, OSError) as exc:  # NotFoundError: removed while listing
                 out.append(VersionEntry(name, None, getattr(exc, "reason", None) or str(exc)))
         return out
+
+    # ------------------------------------------------------------------------------------------ tomogram pins
+    def pins(self, labels: LabelSet) -> dict[str, str]:
+        """The content digest of each tomogram of ``labels`` stored under :attr:`tomograms_dir` (what ``put`` pins);
+        tomograms not stored, or unreadable, get none."""
+        out: dict[str, str] = {}
+        if not self.tomograms_dir.is_dir():
+            return out
+        for tid in labels.tomo_ids:
+            d = self.tomograms_dir / tid
+            if (d / META_NAME).exists():
+                try:
+                    out[tid] = content_digest(d)
+                except (InputError, NotFoundError, OSError):
+                    continue
+        return out
+
+    def check_tomograms(self, name: str, tomo_ids: Sequence[str] | None = None) -> None:
+        """:class:`TomogramChangedError` when a stored tomogram of version ``name`` (of ``tomo_ids``, default all it
+        pins) no longer holds the content the version pins; one message names each such tomogram, the version and
+        both digests. Tomograms the version does not pin (versions stored before pins, tomograms stored after the
+        version) and tomograms not stored are not checked here."""
+        pins = self.manifest(name).tomograms
+        wanted = list(pins) if tomo_ids is None else [t for t in dict.fromkeys(tomo_ids) if t in pins]
+        changed = []
+        for tid in wanted:
+            d = self.tomograms_dir / tid
+            if not (d / META_NAME).exists():
+                continue
+            now = content_digest(d)
+            if now != pins[tid]:
+                changed.append(f"tomogram {tid!r}: version {name!r} pins content {_short(pins[tid])}, "
+                               f"{d} now holds {_short(now)} ({_describe(d)})")
+        if changed:
+            raise TomogramChangedError(
+                (changed[0] if len(changed) == 1 else f"{len(changed)} tomograms changed: " + "; ".join(changed))
+                + f". They were replaced (or edited) after label version {name!r} was stored, so its labels and "
+                "reviews are of other images: ingest those tomograms again as they were stored for it, or use a "
+                "version stored with the current tomograms")
+
+    def pinning(self, tomo_id: str, digest: str) -> list[str]:
+        """The versions that pin ``tomo_id`` to ``digest`` (unreadable versions are skipped)."""
+        return [e.name for e in self.versions()
+                if e.manifest is not None and e.manifest.tomograms.get(tomo_id) == digest]
+
+    def check_replace(self, tomo_id: str, *, doing: str = "this ingest", hint: str = "",
+                      replace_pinned: bool = False) -> None:
+        """Before an ingest replaces ``tomograms/<tomo_id>`` with other content: :class:`PinnedTomogramError` when a
+        version pins what is stored there (unless ``replace_pinned``). ``doing`` says what would replace it,
+        ``hint`` how to use the stored one instead."""
+        if replace_pinned:
+            return
+        d = self.tomograms_dir / check_id(tomo_id)
+        if not (d / META_NAME).exists():
+            return
+        try:
+            stored = content_digest(d)
+        except (InputError, NotFoundError, OSError):
+            return  # unreadable: no version can be using it
+        self._refuse_pinned(tomo_id, stored, doing=doing, hint=hint)
+
+    def replace_guard(self, *, replace_pinned: bool = False) -> ReplaceGuard | None:
+        """A :data:`~byu.tomo.io.ReplaceGuard` for the tomogram writer: refuses (:class:`PinnedTomogramError`) to
+        replace stored content a version pins with other content (``None`` with ``replace_pinned``)."""
+        if replace_pinned:
+            return None
+
+        def guard(tomo_id: str, stored: str, new: str) -> None:
+            self._refuse_pinned(tomo_id, stored, doing=f"the new stack (content {_short(new)})", hint="")
+
+        return guard
+
+    def _refuse_pinned(self, tomo_id: str, stored: str, *, doing: str, hint: str) -> None:
+        versions = self.pinning(tomo_id, stored)
+        if not versions:
+            return
+        shown = ", ".join(repr(v) for v in versions[:5]) + \
+            (f" and {len(versions) - 5} more" if len(versions) > 5 else "")
+        raise PinnedTomogramError(
+            f"tomograms/{tomo_id} holds the content label version(s) {shown} were stored with ({_short(stored)}: "
+            f"{_describe(self.tomograms_dir / tomo_id)}); {doing} would replace it with other content, and "
+            "those versions would then refuse to predict, mine and render it. Nothing was replaced. "
+            f"{hint + ' ' if hint else ''}To keep both, ingest into another data root; to replace it anyway, pass "
+            "--replace-pinned (replace_pinned=True)")
 
     def _verify(self, path: Path, want: str | None, name: str) -> None:
         if want is None:
@@ -249,7 +359,9 @@ class LabelStore:
         """Store ``labels`` (a LabelSet, or a canonical motor table) as version ``name``; return its manifest.
 
         ``changes`` (``CHANGE_COLUMNS``) is the audit trail against ``parents[0]``; when omitted it is computed
-        with :func:`byu.labels.diff.diff_labels`. ``manifest.created`` tells whether this call wrote it.
+        with :func:`byu.labels.diff.diff_labels`. ``manifest.created`` tells whether this call wrote it. The
+        manifest pins the content of the version's tomograms stored now (:meth:`pins`); putting a stored version
+        again is refused when a tomogram both pin has other content now.
         """
         if isinstance(labels, pd.DataFrame):
             labels = LabelSet.from_canonical(labels)
@@ -270,6 +382,7 @@ class LabelStore:
             counts=labels.counts(), class_counts=labels.class_counts(), classes=list(labels.classes),
             sha256=sha256_bytes(view), changes_sha256=sha256_bytes(changes_bytes), form=form,
             files={"picks": sha256_bytes(picks), "tomograms": sha256_bytes(tomos)},
+            tomograms=self.pins(labels),
             extra=json.loads(json.dumps(extra or {}, default=_json_default)),
         )
         with self._lock(name):
@@ -288,10 +401,17 @@ class LabelStore:
     def _same_or_refuse(self, name: str, new: Manifest) -> Manifest:
         old = self.manifest(name)
         a, b = old.identity(), new.identity()
+        old_pins, new_pins = a.pop("tomograms", {}), b.pop("tomograms", {})  # a version from before pins: none
         if not old.files:  # a version from before the picks model: its table is all that can be compared
             a = {k: a[k] for k in ("sha256", "parents")}
             b = {k: b[k] for k in ("sha256", "parents")}
         if a == b:
+            changed = sorted(t for t in old_pins.keys() & new_pins.keys() if old_pins[t] != new_pins[t])
+            if changed:
+                shown = ", ".join(f"{t} ({_short(old_pins[t])}, now {_short(new_pins[t])})" for t in changed[:10])
+                raise VersionExistsError(
+                    f"label version {name!r} already exists with these labels, but it was stored with other content "
+                    f"of tomogram(s) {shown}; nothing was stored — versions are immutable: choose a new name")
             self._verify(self.path(name), old.sha256, name)
             return old
         differ = [k for k in a if a.get(k) != b.get(k)]
@@ -304,6 +424,30 @@ class LabelStore:
 _FIELD_WORDS = {"sha256": "labels", "changes_sha256": "changes", "files": "picks", "counts": "counts",
                 "class_counts": "class counts", "extra": "details (extra)", "producer": "producer",
                 "parents": "parents", "classes": "classes", "form": "form"}
+
+
+def _short(digest: str) -> str:
+    return digest[:16]
+
+
+def _describe(directory: Path) -> str:
+    """What a stored tomogram is, for messages: its spacing and where it came from."""
+    try:
+        meta = read_meta(directory)
+    except (InputError, NotFoundError, OSError):
+        return "unreadable"
+    src = meta.source
+    origin = ""
+    if isinstance(src.get("copick"), dict):
+        c = src["copick"]
+        origin = f"copick run {c.get('run')} at {c.get('voxel_spacing')} Å, {c.get('tomo_type')}"
+    elif isinstance(src.get("portal"), dict):
+        origin = "portal " + ", ".join(f"{k} {v}" for k, v in src["portal"].items() if k.endswith("id"))
+    elif src.get("file"):
+        origin = f"file {src['file']}"
+    else:
+        origin = ", ".join(k for k in src) or "unknown source"
+    return f"{meta.voxel_spacing:g} Å stored, from {origin}"
 
 
 def _json_default(obj: Any) -> Any:

@@ -5,7 +5,10 @@ Tomograms stream one by one (:func:`ingest_tomogram`): download → verify → p
 (unless ``keep_raw``), at most ``max_inflight`` at once, so the raw files on disk never exceed ``max_inflight``
 whatever the number of tomograms. Every step can be rerun: a tomogram already stored from the same portal
 tomogram with the same settings is skipped without downloading, an interrupted download resumes, and storing an
-identical label version again is a no-op; a killed run redoes only the unfinished tomograms.
+identical label version again is a no-op; a killed run redoes only the unfinished tomograms. A stored tomogram whose
+content a label version pins (:mod:`byu.labels.store`) is never replaced by other content (another portal tomogram or
+other settings) unless ``replace_pinned``: that tomogram fails, before its download, with a
+:class:`~byu.errors.PinnedTomogramError` saying what to do.
 
 Label versions are immutable, so the labels of a selection are stored only once every selected tomogram is
 stored; with ``allow_partial`` what is there is stored as ``NAME-partial`` (a version of its own), and a rerun
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from byu.errors import ByuError
+from byu.errors import ByuError, InputError
 from byu.labels.model import LabelSet
 from byu.labels.store import LabelStore, Manifest
 from byu.paths import DataRoot
@@ -157,26 +160,33 @@ def _is_current(data: DataRoot, tomo_id: str, sha256: str | None, target_spacing
 
 def preprocess_step(selection: Selection, data: DataRoot, *, target_spacing: float | None = None,
                     clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, force: bool = False,
-                    on_done: Callable[[str, str], None] | None = None, **options: Any) -> PreprocessReport:
+                    on_done: Callable[[str, str], None] | None = None, replace_pinned: bool = False,
+                    **options: Any) -> PreprocessReport:
     """Preprocess every downloaded tomogram of the selection into ``tomograms/`` (one at a time; the
-    kernel is already multi-threaded). A corrupt input is reported and skipped; nothing is written for it."""
+    kernel is already multi-threaded). A corrupt input is reported and skipped; nothing is written for it, nor for
+    one that would replace content a label version pins (unless ``replace_pinned``)."""
     spacing = float(target_spacing if target_spacing is not None else selection.target_spacing)
     report = PreprocessReport()
+    store = LabelStore(data.labels)
     for t in selection.tomograms:
         rec = read_record(data.raw, t.tomo_id)
         if rec is None:
             report.missing.append(t.tomo_id)
             continue
-        if not force and _is_current(data, t.tomo_id, rec.sha256, spacing, clip_percentiles):
+        current = _is_current(data, t.tomo_id, rec.sha256, spacing, clip_percentiles)
+        if current and not force:
             report.skipped.append(t.tomo_id)
             if on_done:
                 on_done(t.tomo_id, "skipped")
             continue
         try:
+            if not current:
+                store.check_replace(t.tomo_id, doing=_portal_doing(t, spacing), replace_pinned=replace_pinned)
             meta = preprocess_tomogram(
                 data.raw / rec.path, data.tomograms, tomo_id=t.tomo_id, original_spacing=t.voxel_spacing,
                 target_spacing=spacing, clip_percentiles=clip_percentiles, sha256=rec.sha256,
-                source={"portal": t.portal_ids(), "url": rec.url, "raw": rec.path}, **options)
+                source={"portal": t.portal_ids(), "url": rec.url, "raw": rec.path},
+                guard=store.replace_guard(replace_pinned=replace_pinned), **options)
         except (ByuError, OSError) as exc:  # OSError: local trouble (disk full...), reported like the rest
             report.failures.append((t.tomo_id, str(exc)))
             if on_done:
@@ -192,15 +202,24 @@ def ingest_tomogram(t: Any, data: DataRoot, *, fmt: str = "auto", target_spacing
                     clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, keep_raw: bool = False,
                     force: bool = False, retries: int = DEFAULT_RETRIES,
                     timeout: tuple[float, float] = DEFAULT_TIMEOUT, backoff: float = 0.5,
-                    s3_endpoint_url: str | None = None, progress: ProgressFn | None = None) -> TomogramResult:
+                    s3_endpoint_url: str | None = None, progress: ProgressFn | None = None,
+                    replace_pinned: bool = False) -> TomogramResult:
     """Download → verify → preprocess → delete the raw file, for one selected tomogram (``t``, a
     :class:`~byu.portal.query.PortalTomogram`). Failures are returned, never raised; nothing half-done is left
-    under a final name (a partial download stays as ``.part`` to resume)."""
+    under a final name (a partial download stays as ``.part`` to resume). A stored tomogram whose content a label
+    version pins is not replaced by other content (a failure, before the download) unless ``replace_pinned``."""
     import shutil
     import time
 
-    if not force and _is_current(data, t.tomo_id, None, target_spacing, clip_percentiles, t.tomogram_id):
+    current = _is_current(data, t.tomo_id, None, target_spacing, clip_percentiles, t.tomogram_id)
+    if current and not force:
         return TomogramResult(t.tomo_id, "skipped")
+    store = LabelStore(data.labels)
+    if not current:
+        try:
+            store.check_replace(t.tomo_id, doing=_portal_doing(t, target_spacing), replace_pinned=replace_pinned)
+        except InputError as exc:
+            return TomogramResult(t.tomo_id, "failed", error=str(exc))
     t0 = time.perf_counter()
     try:
         rec, _ = download_tomogram(t, data.raw, fmt=fmt, force=force, retries=retries, timeout=timeout,
@@ -213,7 +232,8 @@ def ingest_tomogram(t: Any, data: DataRoot, *, fmt: str = "auto", target_spacing
         meta = preprocess_tomogram(raw, data.tomograms, tomo_id=t.tomo_id, original_spacing=t.voxel_spacing,
                                    target_spacing=target_spacing, clip_percentiles=clip_percentiles,
                                    sha256=rec.sha256, source={"portal": t.portal_ids(), "url": rec.url,
-                                                              "raw": rec.path})
+                                                              "raw": rec.path},
+                                   guard=store.replace_guard(replace_pinned=replace_pinned))
     except (ByuError, OSError) as exc:
         return TomogramResult(t.tomo_id, "failed", error=str(exc), download_s=t1 - t0, raw_bytes=rec.size)
     t2 = time.perf_counter()
@@ -221,6 +241,11 @@ def ingest_tomogram(t: Any, data: DataRoot, *, fmt: str = "auto", target_spacing
         shutil.rmtree(raw, ignore_errors=True) if raw.is_dir() else raw.unlink(missing_ok=True)
     return TomogramResult(t.tomo_id, "stored", download_s=t1 - t0, preprocess_s=t2 - t1, raw_bytes=rec.size,
                           meta=meta)
+
+
+def _portal_doing(t: Any, target_spacing: float) -> str:
+    return (f"portal tomogram {t.tomogram_id} (run {t.run_name}, {t.voxel_spacing:g} Å, "
+            f"target {target_spacing:g} Å)")
 
 
 def ingest_tomograms(selection: Selection, data: DataRoot, *, max_inflight: int = DEFAULT_MAX_INFLIGHT,
@@ -306,17 +331,18 @@ def ingest(portal: Any, data: DataRoot, *, dataset_ids: Iterable[int] = (), run_
            clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES, s3_endpoint_url: str | None = None,
            selection_out: str | Path | None = None, progress: ProgressFn | None = None,
            on_tomogram: Callable[[TomogramResult], None] | None = None, merge_distance_A: float | None = None,
-           merge_fraction: float = DEFAULT_MERGE_FRACTION) -> IngestReport:
+           merge_fraction: float = DEFAULT_MERGE_FRACTION, replace_pinned: bool = False) -> IngestReport:
     """All steps: find, stream the tomograms (download → preprocess → delete raw, ``max_inflight`` at once),
     labels (``label_version=None`` skips them; see :func:`labels_step` for the partial-version gate and the merge
-    distance)."""
+    distance; ``replace_pinned``: see :func:`ingest_tomogram`)."""
     check_merge(merge_distance_A, merge_fraction)
     selection, _ = find_step(portal, data, out=selection_out, dataset_ids=dataset_ids, run_names=run_names,
                              points_csv=points_csv, target_spacing=target_spacing, side=side, prefer=prefer,
                              fmt=fmt, object_name=object_name, objects=objects, registry=registry)
     results = ingest_tomograms(selection, data, max_inflight=max_inflight, on_done=on_tomogram,
                                clip_percentiles=clip_percentiles, keep_raw=keep_raw, retries=retries,
-                               timeout=timeout, backoff=backoff, s3_endpoint_url=s3_endpoint_url, progress=progress)
+                               timeout=timeout, backoff=backoff, s3_endpoint_url=s3_endpoint_url, progress=progress,
+                               replace_pinned=replace_pinned)
     labels = None
     if label_version is not None:
         labels = labels_step(selection, data, name=label_version, include_empty=include_empty,

@@ -17,7 +17,8 @@ Steps, in this order (the same as a whole-volume reference, so the result is exa
 4. **Normalize** to uint8: ``round((v - lo) * 255 / (hi - lo))`` (affine maps commute with interpolation, so it
    is applied after resampling, on the smaller array).
 5. Encode ``slice_%04d.jpg`` files with a small thread pool (Pillow releases the GIL) into a temporary
-   directory that is renamed into place with ``meta.json`` (see :mod:`byu.tomo.io`).
+   directory that is renamed into place with ``meta.json`` (and the stack's content digest in it, see
+   :mod:`byu.tomo.io`).
 
 Coordinates move between the original and the stored grid with :func:`byu.tomo.grid.original_to_stored` /
 :func:`~byu.tomo.grid.stored_to_original` (the same map as step 3); ``resampled_shape``, ``working_spacing`` and
@@ -56,7 +57,7 @@ from byu.tomo.grid import (
     source_positions,
     working_spacing,
 )
-from byu.tomo.io import JPEG_QUALITY, TomogramWriter, TomoMeta, slice_path, tomo_dir
+from byu.tomo.io import JPEG_QUALITY, ReplaceGuard, TomogramWriter, TomoMeta, slice_path, tomo_dir
 
 DEFAULT_CLIP_PERCENTILES: tuple[float, float] = (0.879, 99.06)
 DEFAULT_SAMPLE_VOXELS = 8_000_000
@@ -455,13 +456,16 @@ def preprocess_tomogram(
     jpeg_quality: int = JPEG_QUALITY,
     source: Mapping[str, Any] | None = None,
     sha256: str | None = None,
+    guard: ReplaceGuard | None = None,
 ) -> TomoMeta:
     """Preprocess one raw tomogram into ``<tomograms_dir>/<tomo_id>/slice_%04d.jpg`` + ``meta.json``.
 
     ``original_spacing`` (Å/voxel) defaults to the file's own header/metadata; ``source`` (portal ids, ...)
     and ``sha256`` (of the download) go into ``meta.json``. The input is validated before anything is
     written; on any error the temporary stack is removed and an existing tomogram of that id is kept.
-    Returns the :class:`~byu.tomo.io.TomoMeta` written.
+    Returns the :class:`~byu.tomo.io.TomoMeta` written (its ``content_sha256`` included). ``guard`` is asked
+    before other content replaces a stored tomogram of that id (:class:`~byu.tomo.io.TomogramWriter`): the ingests
+    refuse to replace what a label version pins.
 
     Threads: the kernel runs in this thread with ``torch_threads`` intra-op threads (default 1: on a small
     machine OpenMP workers fight the JPEG encoders and run 3x slower), while ``jpeg_workers`` threads
@@ -476,7 +480,7 @@ def preprocess_tomogram(
         return _preprocess(source_path, final, tomo_id=tomo_id, original_spacing=original_spacing,
                            target_spacing=target_spacing, clip_percentiles=clip_percentiles,
                            sample_voxels=sample_voxels, slab_bytes=slab_bytes, jpeg_workers=workers,
-                           jpeg_quality=jpeg_quality, source=source, sha256=sha256)
+                           jpeg_quality=jpeg_quality, source=source, sha256=sha256, guard=guard)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -484,7 +488,7 @@ def preprocess_tomogram(
 def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_spacing: float | None,
                 target_spacing: float, clip_percentiles: tuple[float, float], sample_voxels: int,
                 slab_bytes: int, jpeg_workers: int, jpeg_quality: int, source: Mapping[str, Any] | None,
-                sha256: str | None) -> TomoMeta:
+                sha256: str | None, guard: ReplaceGuard | None) -> TomoMeta:
     with open_volume(source_path) as src:
         spacing = float(original_spacing) if original_spacing else src.voxel_spacing
         if not spacing or spacing <= 0 or not math.isfinite(spacing):
@@ -500,7 +504,7 @@ def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_
             source={"file": Path(source_path).name, "format": src.format, **dict(source or {})},
             sha256=sha256,
         )
-        with TomogramWriter(final) as writer, ThreadPoolExecutor(max_workers=max(1, jpeg_workers)) as pool:
+        with TomogramWriter(final, guard=guard) as writer, ThreadPoolExecutor(max_workers=max(1, jpeg_workers)) as pool:
             pending: deque[list[Future[None]]] = deque()
             written = 0
             try:
@@ -522,7 +526,8 @@ def _preprocess(source_path: str | Path, final: Path, *, tomo_id: str, original_
                 raise
             writer.n = written
             writer.commit(meta)
-    return meta
+    assert writer.committed is not None
+    return writer.committed
 
 
 def default_jpeg_workers() -> int:

@@ -22,7 +22,7 @@ from byu.tomo.io import TomoMeta, write_tomogram
 from tests.cvat_support import multiclass_world, prediction_row
 
 pred = prediction_row
-NO_VERIFIER = MiningSettings(verify=False, confirm_threshold=None, fp_threshold=None)
+NO_VERIFIER = MiningSettings(verify=False, confirm_threshold=None, fp_threshold=None, known_rate=0.0)
 
 
 def crowd(n_tomos: int = 6, per_tomo: int = 5):
@@ -252,3 +252,50 @@ def test_single_case_panels_map_clicks_back_on_a_non_cubic_tomogram(tmp_path):
 def test_a_gallery_of_missing_tomograms_names_them(tmp_path):
     with pytest.raises(NotFoundError, match="t0"):
         render_gallery(_gallery("GL"), tmp_path / "tomograms", tmp_path / "x.jpg")
+
+
+def test_known_answer_items_are_mixed_into_galleries_and_measure_the_reviewer():
+    from byu.review.quality import known_accuracy
+
+    truth, noisy, preds = crowd(n_tomos=8)
+    settings = NO_VERIFIER.model_copy(update={"known_rate": 0.25, "gallery_size": 8})
+    result = find_cases(noisy, preds, settings=settings)
+    galleries = [c for c in result.cases if c.is_gallery]
+    known = [k for c in galleries for k in c.candidates if k.known]
+    assert known and {k.known for k in known} == {"real", "not"}
+    assert all(len(c.candidates) <= 8 for c in galleries)  # the known items fit in the gallery size
+    assert all(sum(k.known is not None for k in c.candidates) <= 2 for c in galleries)
+    for k in known:  # a background point is far from every label and prediction; a known real one is a label
+        frame = next(c for c in galleries if k in c.candidates).frame_of(k)
+        labs = noisy.picks[noisy.picks.tomo_id == frame.tomo_id][["z", "y", "x"]].to_numpy(float)
+        d = np.linalg.norm(labs - np.array(k.zyx), axis=1).min() * frame.voxel_spacing
+        assert (d >= 3 * 150.0) if k.known == "not" else (d < 1e-6)
+    # the cases.csv round trip keeps the key; the reviewer sees ordinary crops
+    assert read_cases(write_cases(result.cases, "/tmp/byu-known-cases.csv")) == result.cases
+    perfect = scripted_decisions(result.cases, truth, labeled=noisy)
+    erring = scripted_decisions(result.cases, truth, labeled=noisy, error_rate=0.3, seed=4, reviewer="tired")
+    acc = {**known_accuracy(result.cases, perfect), **known_accuracy(result.cases, erring)}
+    assert acc["scripted"].rate == 1.0 and acc["scripted"].n == len(known)
+    assert acc["tired"].n == len(known) and acc["tired"].rate < 1.0
+    lo, hi = acc["tired"].interval
+    assert lo <= acc["tired"].rate <= hi
+    # known items never change a label: applying the perfect review gives the truth, known items or not
+    res = apply_decisions(noisy, result.cases, perfect, round_name="r1")
+    got = sorted((r.tomo_id, r.z, r.y, r.x) for r in res.labels.picks.itertuples())
+    assert got == sorted((r.tomo_id, float(r.z), float(r.y), float(r.x)) for r in truth.picks.itertuples())
+
+
+def test_an_erring_scripted_reviewer_errs_on_every_kind_of_item_at_its_rate():
+    from byu.review.scripted import scripted_answers
+
+    truth, noisy, preds = crowd(n_tomos=12)
+    cases = find_cases(noisy, preds, settings=NO_VERIFIER).cases
+    _, answers = scripted_answers(cases, truth, labeled=noisy, error_rate=0.15, seed=1)
+    wrong = [a for a in answers if a.wrong]
+    assert 0.05 < len(wrong) / len(answers) < 0.3
+    _, many = scripted_answers(cases, truth, labeled=noisy, error_rate=0.4, seed=1)  # enough errors to see kinds
+    kinds = {next(c.kind for c in cases if c.case_id == a.case_id) for a in many if a.wrong}
+    assert kinds >= {"FN", "GL", "GP"}
+    assert {a.true is None for a in wrong} == {True, False}  # both ways: real called not, not called real
+    _, again = scripted_answers(cases, truth, labeled=noisy, error_rate=0.15, seed=1)
+    assert again == answers  # reproducible

@@ -91,7 +91,7 @@ def test_find_cases_kinds_candidates_and_frames(world):
     assert [c.k for c in cands] == [1, 2] and cands[0].conf == 0.9
     assert cands[0].zyx == [50.0, 50.0, 50.0]  # converted to the label frame
     shifted = by["shifted"].candidates
-    assert shifted[0].model_dump(exclude={"tomo_id", "Z", "Y", "X", "voxel_spacing"}) == {"k": 0, "particle": "motor", "z": 10.0, "y": 10.0, "x": 200.0, "conf": None,
+    assert shifted[0].model_dump(exclude={"tomo_id", "Z", "Y", "X", "voxel_spacing", "known"}) == {"k": 0, "particle": "motor", "z": 10.0, "y": 10.0, "x": 200.0, "conf": None,
                                        "source": "label"}
     assert [c.conf for c in shifted[1:]] == [0.7, 0.06]
     assert by["shifted"].reason == "unmatched" and by["missed"].reason == "unlabeled"

@@ -21,9 +21,12 @@ from byu.review.settings import MiningSettings
 from byu.review.verify import (
     Examples,
     VerifierSettings,
+    _batch_size,
     collect_examples,
+    cross_fitted_scores,
     hard_negatives,
     label_verification,
+    merge_examples,
     second_stage,
 )
 from byu.tomo.io import TomoMeta, tomo_dir, write_tomogram
@@ -31,7 +34,8 @@ from byu.tomo.io import TomoMeta, tomo_dir, write_tomogram
 N, SPACING, R_VOX = 40, 16.0, 4
 BLOB = ParticleClass(name="blob", radius=R_VOX * SPACING)
 # the cohort's negatives are all decoys: the second stage learns from every one of them
-FAST = VerifierSettings(crop=16, steps=80, seeds=1, folds=4, min_examples=4, hard_negatives=1.0, device="cpu")
+# three runs as the product averages (one run's outcome varies with its initialisation); fewer, shorter steps
+FAST = VerifierSettings(crop=16, steps=100, seeds=3, folds=4, min_examples=4, hard_negatives=1.0, device="cpu")
 
 
 def _ball(vol: np.ndarray, c, r: float, value: float, shell: bool) -> None:
@@ -82,6 +86,7 @@ def test_examples_are_labels_and_far_unlabeled_predictions(cohort):
     assert ex.crops[ex.pick == false_row][0, 8, 8, 8] < ex.crops[ex.pick == 0][0, 8, 8, 8]  # hollow vs solid centre
 
 
+@pytest.mark.slow
 def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
     root, labels, preds = cohort
     steps: list = []
@@ -94,7 +99,7 @@ def test_the_false_label_on_a_decoy_is_the_least_verified(cohort):
     # predictions too: those on solid particles look like the labels, those on hollow decoys do not
     solid = preds.index % 4 < 2
     assert both.predictions.notna().all() and both.predictions[solid].min() > both.predictions[~solid].max()
-    assert steps[-1] == ("blob", 2 * FAST.folds, 2 * FAST.folds)  # two stages
+    assert steps[-1] == ("blob", 2 * FAST.folds * FAST.seeds, 2 * FAST.folds * FAST.seeds)  # two stages
     with pytest.raises(ValueError, match="multiple of 8"):
         VerifierSettings(crop=20)
     with pytest.raises(ValueError, match="at most crop"):
@@ -141,6 +146,7 @@ def _data_root(cohort, path: Path, preds: pd.DataFrame | None = None) -> tuple[D
     return data, csv
 
 
+@pytest.mark.slow
 def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(cohort, tmp_path):
     data, csv = _data_root(cohort, tmp_path / "data")
     rnd = ReviewRound(data, "r1")
@@ -187,3 +193,23 @@ def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     bad = subprocess.run([sys.executable, "-c", "from byu.cli import main; main()", *args[:-1], "half"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "--fp-threshold" in bad.stderr + bad.stdout
+
+
+def test_one_network_verifies_every_class_with_a_head_each(cohort):
+    """Two classes with opposite positives (solid particles for one, hollow ones for the other) in one run: each
+    class's head learns its own, from one shared network per fold."""
+    root, labels, preds = cohort
+    solid = collect_examples(labels, preds, root.tomograms, particle="blob", tomo_ids=labels.tomo_ids,
+                             threshold=0.05, settings=FAST)
+    hollow = Examples(**{**solid.__dict__, "target": 1 - solid.target, "cls": None})
+    hollow.train = solid.train.copy()
+    merged = merge_examples([solid, hollow])
+    assert list(np.bincount(merged.classes)) == [len(solid.target)] * 2
+    quick = FAST.model_copy(update={"seeds": 1, "steps": 60, "folds": 2})
+    scores = cross_fitted_scores(merged, quick, seed=0)
+    a, b = scores[merged.classes == 0], scores[merged.classes == 1]
+    pos, neg = solid.train & (solid.target == 1), solid.train & (solid.target == 0)  # labels, far decoys
+    assert np.nanmean(a[pos]) > np.nanmean(a[neg]) + 0.3  # class 0: the solid ones
+    assert np.nanmean(b[neg]) > np.nanmean(b[pos]) + 0.3  # class 1, same crops: the hollow ones
+    assert _batch_size(FAST, 1) == FAST.batch and _batch_size(FAST, 3) == 2 * FAST.batch \
+        and _batch_size(FAST, 6) == 3 * FAST.batch  # six classes cost 1.5x three, not 2x

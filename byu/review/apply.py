@@ -10,12 +10,20 @@ Meaning of the tags (:mod:`byu.review.tags`):
 - ``GL`` gallery (labels): ``x<k>`` removes crop k's label, ``k:<class>`` relabels it, every other crop is kept
   (a ``keep`` row each: the label was looked at); ``none`` removes every crop's label.
 - ``GP`` gallery (unlabeled predictions): ``k`` / ``k:<class>`` add crop k; the others change nothing.
+- Clicks ``at:<z>/<y>/<x>[:<class>]`` (a point the reviewer placed where the particle is, mapped back to the
+  tomogram's label frame; or a position given in a decisions CSV), on single-particle images only: on an FN image
+  a click without ``0`` moves the labeled pick there (the label moves to the first tagged candidate if there is
+  one, then the clicks are added), ``0`` + a click keeps the label and adds one at the click, ``none`` + a click
+  removes the label and adds one at the click (a ``move``); on an FP image a click adds a pick. Several clicks are
+  several picks; a click without a class is of the case's class.
 - ``unsure``, an empty tag cell, or no decision: nothing changes.
 
 Every change is a row of the version's changes table with its class, case, reviewer and the candidate's
 confidence. Picks the review moved or added carry provenance ``source = review:<round>``, ``user_id`` = the
-reviewer, ``session_id`` = the round. Manual overrides (``tomo_id,action,z,y,x[,particle],note``; action
-``add``/``remove``/``clear``) are applied afterwards and recorded with source ``override:<file>``.
+reviewer, ``session_id`` = the round. A change that comes from a click has source ``review:<round>:click`` and the
+click's coordinates as its new position (no confidence). Manual overrides
+(``tomo_id,action,z,y,x[,particle],note``; action ``add``/``remove``/``clear``) are applied afterwards and recorded
+with source ``override:<file>``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,17 @@ from byu.errors import InputError, InputErrors
 from byu.labels.diff import change_row, changes_frame, label_changes
 from byu.labels.model import STORED_PICK_COLUMNS, LabelSet
 from byu.review.cases import Case, round_classes
-from byu.review.tags import NONE, UNSURE, check_tags, classed, is_candidate, rejected, split_tags, tag_class
+from byu.review.tags import (
+    NONE,
+    UNSURE,
+    check_tags,
+    classed,
+    is_candidate,
+    parse_click,
+    rejected,
+    split_tags,
+    tag_class,
+)
 from byu.textsafe import safe_cell
 
 OVERRIDE_ACTIONS = ("add", "remove", "clear")
@@ -108,6 +126,7 @@ class Reading:
     wrong: set[int]  # gallery crops that are not particles (``x<k>``, or every crop with ``none``)
     none: bool
     relabel: dict[int, str]  # gallery crops given another class (``k:<class>``)
+    clicks: list[tuple[list[float], str]] = field(default_factory=list)  # (label-frame z, y, x, class), in tag order
 
 
 def read_tags(tags: list[str], case: Case) -> Reading:
@@ -127,9 +146,10 @@ def read_tags(tags: list[str], case: Case) -> Reading:
     keep = 0 in plain or 0 in named
     label_class = named.get(0) or (legacy if keep else None)
     real = sorted((plain | set(named)) - {0})
+    clicks = [(c.zyx, c.particle or case.particle) for t in tags if (c := parse_click(t)) is not None]
     return Reading(keep=keep, label_class=label_class,
                    real=[(k, named.get(k) or legacy or case.candidate(k).particle) for k in real],
-                   wrong=wrong, none=none, relabel={})
+                   wrong=wrong, none=none, relabel={}, clicks=clicks)
 
 
 def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataFrame, *,
@@ -179,7 +199,7 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
             err(f"case {case_id}: tomogram(s) {missing} are not in the parent version")
             continue
         said = read_tags(tags, case)
-        named = {c for _, c in said.real} | set(said.relabel.values()) | \
+        named = {c for _, c in said.real} | {c for _, c in said.clicks} | set(said.relabel.values()) | \
             ({said.label_class} if said.label_class else set())
         unknown = sorted(c for c in named if c not in known_classes)
         if unknown:
@@ -188,6 +208,7 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
             continue
         reviewer = str(safe_cell("" if pd.isna(d.get("reviewer")) else str(d.get("reviewer", ""))))
         meta: _ChangeMeta = {"source": source, "case_id": case_id, "reviewer": reviewer}
+        click_meta: _ChangeMeta = {**meta, "source": f"{source}:click"}
         new_meta: _PickMeta = {"source": source, "user_id": reviewer, "session_id": round_name}
         if case.is_gallery:
             problem = _apply_gallery(case, said, picks, frames, rows, meta, new_meta)
@@ -199,7 +220,9 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
         tid = case.tomo_id
         shape = frames[tid][0]
         current = picks[tid]
-        chosen = [(case.candidate(k), cls) for k, cls in said.real]
+        # what the image calls real, in order: the tagged candidates (by k), then the clicks
+        chosen = [(case.candidate(k).zyx, cls, case.candidate(k).conf, meta) for k, cls in said.real]
+        chosen += [(zyx, cls, None, click_meta) for zyx, cls in said.clicks]
         label = case.label
         if case.kind == "FN" and label is not None:  # an FN case always shows its label (k = 0)
             i = _nearest(current, label.particle, label.zyx)
@@ -216,20 +239,20 @@ def apply_decisions(parent: LabelSet, cases: Iterable[Case], decisions: pd.DataF
                     rows.append(change_row(tid, "keep", old=label.zyx, new=label.zyx, particle=label.particle,
                                            **meta))
             elif chosen:
-                first, cls = chosen.pop(0)
-                new = _in_bounds(first.zyx, shape)
+                zyx, cls, conf, why = chosen.pop(0)
+                new = _in_bounds(zyx, shape)
                 current[i] = _pick(cls, new, **new_meta)
                 action = "move" if cls == label.particle else "relabel"
                 rows.append(change_row(tid, action, old=label.zyx, new=new, particle=cls,
                                        old_particle="" if action == "move" else label.particle,
-                                       confidence=first.conf, **meta))
+                                       confidence=conf, **why))
             elif said.none:
                 current.pop(i)
                 rows.append(change_row(tid, "remove", old=label.zyx, particle=label.particle, **meta))
-        for c, cls in chosen:
-            new = _in_bounds(c.zyx, shape)
+        for zyx, cls, conf, why in chosen:
+            new = _in_bounds(zyx, shape)
             current.append(_pick(cls, new, **new_meta))
-            rows.append(change_row(tid, "add", new=new, particle=cls, confidence=c.conf, **meta))
+            rows.append(change_row(tid, "add", new=new, particle=cls, confidence=conf, **why))
         applied.append(case_id)
     if errors:
         raise InputErrors(errors)
@@ -246,6 +269,9 @@ def _apply_gallery(case: Case, said: Reading, picks: dict[str, list[dict[str, An
     if case.kind == "GL":
         found = []
         for c in case.candidates:
+            if c.known is not None:
+                continue  # a known-answer item measures the reviewer; it changes nothing
+
             tid = case.frame_of(c).tomo_id
             i = _nearest(picks[tid], c.particle, c.zyx)
             if i is None:
@@ -270,6 +296,8 @@ def _apply_gallery(case: Case, said: Reading, picks: dict[str, list[dict[str, An
         return None
     for k, cls in said.real:
         c = case.candidate(k)
+        if c.known is not None:
+            continue
         tid = case.frame_of(c).tomo_id
         new = _in_bounds(c.zyx, frames[tid][0])
         picks[tid].append(_pick(cls, new, **new_meta))

@@ -82,6 +82,7 @@ class Candidate(BaseModel):
     Y: int | None = Field(default=None, gt=0)
     X: int | None = Field(default=None, gt=0)
     voxel_spacing: Finite | None = Field(default=None, gt=0)
+    known: Literal["real", "not"] | None = None  # a known-answer item (byu.review.quality): never changes a label
 
     @field_validator("tomo_id")
     @classmethod
@@ -246,7 +247,7 @@ class Case(BaseModel):
     def row(self) -> dict[str, Any]:
         """The ``cases.csv`` row (JSON text for the lists)."""
         out = self.model_dump(mode="json")
-        frame_keys = ("tomo_id", "Z", "Y", "X", "voxel_spacing")  # only gallery items carry their own frame
+        frame_keys = ("tomo_id", "Z", "Y", "X", "voxel_spacing", "known")  # gallery items only
         out["candidates"] = json.dumps([{k: v for k, v in c.items() if not (k in frame_keys and v is None)}
                                         for c in out["candidates"]])
         out["labels"] = json.dumps(out["labels"])

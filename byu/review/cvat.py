@@ -17,9 +17,12 @@ server. A project found by name is used only if this data root made it (the id i
 the round's ``tasks.json`` records pushing to it); any other is refused before anything changes
 on the server and before ``tasks.json`` is written. The project has tag labels
 ``0``..``K``, ``none`` and ``unsure`` (label type ``tag``; K = the most candidates any case
-shows). Case images (``review/<round>/images/``, in ``cases.csv`` order) go into **tasks of at
-most N images** (default 100) named ``<round>-<batch>`` with the batch 1-based and zero-padded
-to 3 (``r1-001``); a second review of ``unsure`` cases goes into ``<round>-review2-<batch>``
+shows) and, when the round's single-particle images have their panel geometry
+(``review/<round>/geometry/``), the click labels ``here`` (``here:<class>`` per class in a
+multi-class round; label type ``points``: a point placed where the particle is). Case images
+(``review/<round>/images/``, in ``cases.csv`` order) go into **tasks of at most N images**
+(default 100) named ``<round>-<batch>`` with the batch 1-based and zero-padded to 3
+(``r1-001``); a second review of ``unsure`` cases goes into ``<round>-review2-<batch>``
 tasks in the same project. Frames keep the image names (``sorting_method=predefined``).
 
 **Idempotent push.** Every run reconciles the server with the round instead of assuming a
@@ -109,6 +112,7 @@ from byu.review.decisions import (
     combine_results,
     decisions_bytes,
     decisions_from_round,
+    has_geometry,
     load_cases,
     read_decisions,
     tag_vocabulary,
@@ -116,6 +120,7 @@ from byu.review.decisions import (
     write_decisions,
 )
 from byu.review.paths import RoundPaths
+from byu.review.tags import label_type
 
 log = logging.getLogger(__name__)
 _sdk_log = logging.getLogger(__name__ + ".sdk")
@@ -587,7 +592,7 @@ def _ensure_project(client: Client, name: str, labels: Sequence[str], record: di
             project = found[0]
         else:
             project = client.projects.create(models.ProjectWriteRequest(
-                name=name, labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in labels]))
+                name=name, labels=[models.PatchedLabelRequest(name=lab, type=label_type(lab)) for lab in labels]))
             log.info("created CVAT project %s (id %s)", name, project.id)
             return project
     if not _made_here(name, record, project.id, root_id):
@@ -597,12 +602,16 @@ def _ensure_project(client: Client, name: str, labels: Sequence[str], record: di
             "is shared by many people: push with another project name (--project-name; this data root's own is "
             f"{own_name!r}); if the project is this data root's and {root / ROOT_ID_FILE} was replaced, restore "
             "that file. Nothing was changed on the server.")
-    have = {lab.name for lab in project.get_labels()}
+    have = {lab.name: getattr(lab, "type", None) for lab in project.get_labels()}
     missing = [lab for lab in labels if lab not in have]
+    wrong = [lab for lab in labels if lab in have and have[lab] not in (label_type(lab), "any", None)]
+    if wrong:
+        log.warning("CVAT project %s has label(s) %s of another type than this round uses (%s)", name, wrong,
+                    ", ".join(f"{lab}: {label_type(lab)}" for lab in wrong))
     if missing:
         project.update(models.PatchedProjectWriteRequest(
-            labels=[models.PatchedLabelRequest(name=lab, type="tag") for lab in missing]))
-        log.info("added tag labels %s to CVAT project %s", missing, name)
+            labels=[models.PatchedLabelRequest(name=lab, type=label_type(lab)) for lab in missing]))
+        log.info("added labels %s to CVAT project %s", missing, name)
     return project
 
 
@@ -697,7 +706,7 @@ def _prepare(client: Client, config: CvatConfig, round_dir: Path, cases: Mapping
     if record.get("batch_size") not in (None, batch_size) and record["tasks"]:
         raise InputError(f"round was pushed with batch size {record['batch_size']}, not {batch_size}",
                          file=RoundPaths(round_dir).tasks, field="batch_size")
-    labels = tag_vocabulary(cases.values())
+    labels = tag_vocabulary(cases.values(), points=has_geometry(cases.values(), RoundPaths(round_dir).geometry))
     root = data_root_of(round_dir)
     root_id = short_root_id(root)
     name = project_name or (record.get("project") or {}).get("name") or default_project_name(round_dir)
@@ -1026,7 +1035,8 @@ def pull_round(
             os.replace(staging / f"{entry['name']}.xml", staged.export(entry["name"]))
         write_json(staged.tasks, staged_record)
         try:
-            result = decisions_from_round(staging, include_incomplete=include_incomplete, max_bytes=max_bytes)
+            result = decisions_from_round(staging, include_incomplete=include_incomplete, max_bytes=max_bytes,
+                                          geometry_dir=paths.geometry)
         except InputError as exc:  # a file-level problem (hostile XML, not an export, too big)
             result = DecisionsResult(decisions=pd.DataFrame(), errors=[str(exc)])
         if result.errors and not allow_errors:

@@ -10,6 +10,15 @@ XML is parsed incrementally (``lxml.etree.iterparse``: memory stays flat in the 
 resolution, DTD loading and network access off and a size cap checked before parsing (default 64 MiB); a DOCTYPE
 that declares entities or points at an external DTD is rejected, as is any entity reference left in the tree.
 
+Clicks: a ``<points label="here" points="x,y[;x,y...]">`` shape on an image (``here:<class>`` in a multi-class
+round) is a reviewer's "the particle is here". Each point is mapped to the label frame of the case's tomogram
+through the image's panel geometry (``review/<round>/geometry/<image>.json``: the panel holding the pixel, then
+:func:`byu.review.render.point_to_frame`) and becomes the tag ``at:<z>/<y>/<x>[:<class>]``
+(:mod:`byu.review.tags`, which also says what it means and when it contradicts other tags); a CSV may carry ``at:``
+tags directly. A point outside every panel, on an image without a (readable) geometry file, on a gallery
+("place clicks on single-particle images"), with a label that is not a click label, or any other shape (box,
+polygon, ...) is an error naming the image (and the pixel).
+
 Reviewer (column ``reviewer``): the ``<assignee><username>`` of the export's ``<meta><task>`` (or ``<meta><job>``);
 else the ``fallback_reviewer`` the caller passes (``pull`` passes the assignee of the task's single job); else the
 ``<owner><username>``; else empty. ``job_state`` is the CVAT state of the job the image was tagged in
@@ -23,6 +32,7 @@ of ``cases.csv``. Text from outside (reviewer names) is written spreadsheet-safe
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,17 +47,29 @@ from byu.errors import InputError, InputErrors
 from byu.paths import check_id
 from byu.review.cases import Case, load_case_rows, read_cases, round_classes
 from byu.review.paths import RoundPaths
-from byu.review.tags import OK, UNSURE, check_tags, tag_labels
+from byu.review.render import PanelGeometry, point_to_frame, read_geometry
+from byu.review.tags import (
+    GALLERY_CLICK,
+    OK,
+    UNSURE,
+    check_tags,
+    click_tag,
+    point_label_class,
+    point_labels,
+    tag_labels,
+)
 from byu.textsafe import safe_columns
 
 DEFAULT_MAX_XML_BYTES = 64 * 2**20
 DEFAULT_MAX_CSV_BYTES = 16 * 2**20
+MAX_GEOMETRY_BYTES = 4 * 2**20
+SHAPES = ("box", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")  # CVAT for images 1.1
 DECISION_COLUMNS = ["case_id", "image", "tags", "reviewer", "source", "job_state"]
 COMPLETED = "completed"
 
 __all__ = [
     "COMPLETED", "DEFAULT_MAX_XML_BYTES", "DECISION_COLUMNS", "DecisionsResult", "combine_results",
-    "decisions_from_round", "import_decisions_csv", "load_cases", "parse_cvat_xml", "read_decisions",
+    "decisions_from_round", "has_geometry", "import_decisions_csv", "load_cases", "parse_cvat_xml", "read_decisions",
     "tag_vocabulary", "write_decisions",
 ]
 
@@ -81,13 +103,20 @@ def load_cases(cases: Iterable[Case] | pd.DataFrame | str | Path) -> dict[str, C
     return {c.image: c for c in out}
 
 
-def tag_vocabulary(cases: Iterable[Case]) -> list[str]:
-    """The CVAT tag labels of a round (:func:`byu.review.tags.tag_labels`: ``0..K``, ``x1..xN`` with galleries,
-    ``none``, ``unsure``, ``ok``, and ``k:<class>`` when several classes)."""
+def tag_vocabulary(cases: Iterable[Case], *, points: bool = False) -> list[str]:
+    """The CVAT labels of a round (:func:`byu.review.tags.tag_labels`: ``0..K``, ``x1..xN`` with galleries,
+    ``none``, ``unsure``, ``ok``, and ``k:<class>`` when several classes; with ``points`` the click labels ``here``
+    / ``here:<class>``)."""
     cases = list(cases)
     max_k = max((max(c.ks) for c in cases if c.ks and not c.is_gallery), default=0)
     crops = max((len(c.candidates) for c in cases if c.is_gallery), default=0)
-    return tag_labels(max_k, round_classes(cases), gallery_size=crops)
+    return tag_labels(max_k, round_classes(cases), gallery_size=crops, points=points)
+
+
+def has_geometry(cases: Iterable[Case], geometry_dir: str | Path) -> bool:
+    """Whether a single-particle case image of the round has its panel geometry file (a click on it maps back)."""
+    geometry_dir = Path(geometry_dir)
+    return any((geometry_dir / f"{c.image}.json").is_file() for c in cases if not c.is_gallery)
 
 
 def _frame(rows: list[dict[str, str]], cases: Mapping[str, Case]) -> pd.DataFrame:
@@ -188,6 +217,60 @@ def _iter_export(path: Path, max_bytes: int):
         _no_entities(root, path)
 
 
+def _panels(geometry_dir: Path | None, case: Case) -> tuple[list[PanelGeometry], str]:
+    """The panels of a case image's geometry file, or a problem."""
+    if geometry_dir is None:
+        return [], "no panel geometry to map it with (the image's geometry file was not given)"
+    path = geometry_dir / f"{case.image}.json"  # case.image passed check_id: no path outside geometry_dir
+    if not path.is_file():
+        return [], f"the image has no geometry file ({geometry_dir.name}/{path.name}): a point cannot be mapped back"
+    try:
+        _check_size(path, MAX_GEOMETRY_BYTES)
+        panels = read_geometry(path)
+    except (InputError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        return [], f"its geometry file {path.name} is unreadable ({type(exc).__name__})"
+    if any(p.tomo_id != case.tomo_id for p in panels):
+        return [], f"its geometry file {path.name} is of another tomogram than {case.tomo_id!r}"
+    return panels, ""
+
+
+def _clicks(points: Sequence[etree._Element], case: Case, geometry_dir: Path | None,
+            classes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(at: tags, problems)`` of the ``<points>`` shapes of a single-particle case image."""
+    tags: list[str] = []
+    problems: list[str] = []
+    panels: list[PanelGeometry] | None = None
+    why = ""
+    for shape in points:
+        label = shape.get("label") or ""
+        is_click, particle = point_label_class(label)
+        if not is_click:
+            problems.append(f"a point labelled {label!r}: a click uses the point label "
+                            f"{' or '.join(repr(n) for n in point_labels(classes))}")
+            continue
+        for pair in (shape.get("points") or "").split(";"):
+            try:
+                x, y = (float(v) for v in pair.split(","))
+            except ValueError:
+                problems.append(f"point {pair!r} is not 'x,y'")
+                continue
+            if not (math.isfinite(x) and math.isfinite(y)):
+                problems.append(f"point {pair!r} is not a finite pixel")
+                continue
+            if panels is None:
+                panels, why = _panels(geometry_dir, case)
+            at = f"point at pixel ({x:.2f}, {y:.2f})"
+            if why:
+                problems.append(f"{at}: {why}")
+                continue
+            panel = next((p for p in panels if p.box[0] <= x < p.box[2] and p.box[1] <= y < p.box[3]), None)
+            if panel is None:
+                problems.append(f"{at} is outside every panel of the image (click on an XY, XZ or YZ panel)")
+                continue
+            tags.append(click_tag(point_to_frame(panel, x, y), particle))
+    return tags, problems
+
+
 def parse_cvat_xml(
     path: str | Path,
     cases: Iterable[Case] | Mapping[str, Case] | pd.DataFrame | str | Path,
@@ -196,14 +279,17 @@ def parse_cvat_xml(
     fallback_reviewer: str | None = None,
     job_states: Mapping[int, str] | None = None,
     max_bytes: int = DEFAULT_MAX_XML_BYTES,
+    geometry_dir: str | Path | None = None,
 ) -> DecisionsResult:
     """Decisions from one "CVAT for images 1.1" export (``annotations.xml`` of a task or job).
 
     ``sent_images`` is the list of images the task was given: images outside it are errors, and images of it that
     the export lacks are errors. ``job_states`` maps a frame index (``<image id>``) to the state of its job.
-    File-level problems (too big, not XML, DOCTYPE with entities, not a CVAT export) raise ``InputError``;
-    per-image problems are listed in ``errors``.
+    ``geometry_dir`` holds the images' panel geometry (``<image>.json``), through which clicks (``<points>``) map
+    back to the tomogram; without it a click is an error. File-level problems (too big, not XML, DOCTYPE with
+    entities, not a CVAT export) raise ``InputError``; per-image problems are listed in ``errors``.
     """
+    geometry = Path(geometry_dir) if geometry_dir is not None else None
     path = Path(path)
     by_image = dict(cases) if isinstance(cases, Mapping) else load_cases(cases)
     classes = round_classes(by_image.values())
@@ -230,12 +316,30 @@ def parse_cvat_xml(
             continue
         seen.add(name)
         raw = [t.get("label") or "" for t in el.findall("tag")]
+        points = el.findall("points")
+        others = sorted({child.tag for child in el if child.tag in SHAPES and child.tag != "points"})
         case = by_image.get(name)
         if case is None or (sent is not None and name not in sent):
-            if raw:  # an untagged stray frame changes nothing; a tagged one is an error
+            if raw or points or others:  # an untagged stray frame changes nothing; a tagged one is an error
                 why = "not in cases.csv" if case is None else "not sent in this task"
-                errors.append(f"{where}: tags {sorted(set(raw))} on an image we never sent ({why})")
+                what = f"tags {sorted(set(raw))}" if raw else "annotations"
+                errors.append(f"{where}: {what} on an image we never sent ({why})")
             continue
+        if others:
+            errors.append(f"{where} (case {case.case_id}): {', '.join(f'<{o}>' for o in others)} shape(s): only "
+                          "tags and points (clicks) are read")
+            continue
+        if points and case.is_gallery:
+            pixels = "; ".join(p.get("points") or "" for p in points)
+            errors.append(f"{where} (case {case.case_id}): point(s) at pixel(s) {pixels}: {GALLERY_CLICK} (a "
+                          "gallery's crops are tagged x<k>, k or k:<class>)")
+            continue
+        if points:
+            clicked, problems = _clicks(points, case, geometry, classes)
+            if problems:
+                errors.extend(f"{where} (case {case.case_id}): {p}" for p in problems)
+                continue
+            raw += clicked
         frame = el.get("id")
         state = ""
         if job_states is not None and frame is not None and frame.isdigit():
@@ -408,14 +512,18 @@ def _job_states(task: Mapping[str, Any]) -> dict[int, str] | None:
 
 
 def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = False,
-                         max_bytes: int = DEFAULT_MAX_XML_BYTES) -> DecisionsResult:
+                         max_bytes: int = DEFAULT_MAX_XML_BYTES,
+                         geometry_dir: str | Path | None = None) -> DecisionsResult:
     """Decisions of a round from its exports: ``cvat/<task name>.xml`` for every task in ``cvat/tasks.json``.
 
     First-review tasks are read in batch order, then second-review (``review2``) tasks, so a second-review decision
     replaces the first one for the same case. A task without an export yet is an error (run ``pull``). Decisions
-    made in jobs that are not completed are left out (``left_out``) unless ``include_incomplete``.
+    made in jobs that are not completed are left out (``left_out``) unless ``include_incomplete``. Clicks map back
+    through the images' geometry files in ``geometry_dir`` (default: the round's ``geometry/``; a pull's staging
+    folder passes the round's).
     """
     paths = RoundPaths(Path(round_dir))
+    geometry = Path(geometry_dir) if geometry_dir is not None else paths.geometry
     cases = load_cases(paths.cases)
     tasks_path = paths.tasks
     try:
@@ -435,7 +543,7 @@ def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = Fa
             continue
         r = parse_cvat_xml(xml, cases, sent_images=list(t.get("images", [])),
                            fallback_reviewer=t.get("job_assignee") or None, job_states=_job_states(t),
-                           max_bytes=max_bytes)
+                           max_bytes=max_bytes, geometry_dir=geometry)
         if not include_incomplete:
             states = r.decisions["job_state"]
             keep = (states == COMPLETED) | (states == "")

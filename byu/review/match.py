@@ -43,6 +43,7 @@ from byu.errors import InputError, NotFoundError
 from byu.labels.model import LabelSet
 from byu.matching import match_points
 from byu.review.cases import Candidate, Case, Frame, LabelPoint, gallery_image_name, image_name
+from byu.review.quality import KnownItem, known_candidate, known_pool
 from byu.review.settings import FP_FRACTION, SUPPORT_FRACTION, MiningSettings
 from byu.review.verify import Verification
 
@@ -371,10 +372,28 @@ def _fn_score(scores: MiningScores, row: pd.Series, i: int) -> float:
     return 1.0 - (float(same["conf"].to_numpy(float)[near].max()) if near.any() else 0.0)
 
 
+def _with_known(cands: list[Candidate], pool: list[KnownItem], n: int, source: str) -> list[Candidate]:
+    """``cands`` with up to ``n`` known-answer items of ``pool`` (taken from it) spread among them, renumbered."""
+    extra = [pool.pop(0) for _ in range(min(n, len(pool)))]
+    if not extra:
+        return cands
+    out: list[Candidate | KnownItem] = list(cands)
+    step = max(1, (len(cands) + len(extra)) // len(extra))
+    for i, item in enumerate(extra):
+        out.insert(min(len(out), i * step + step // 2), item)
+    return [known_candidate(x, k + 1, source) if isinstance(x, KnownItem) else x.model_copy(update={"k": k + 1})
+            for k, x in enumerate(out)]
+
+
 def assemble_cases(scores: MiningScores, plan: ReviewPlan, settings: MiningSettings | None = None, *,
-                   label_version: str = "", prediction_run: str = "") -> list[Case]:
-    """The cases of a plan, in review order (see the module docstring)."""
+                   label_version: str = "", prediction_run: str = "",
+                   known: dict[str, list[KnownItem]] | None = None) -> list[Case]:
+    """The cases of a plan, in review order (see the module docstring); ``known``: known-answer items per class
+    (:func:`byu.review.quality.known_pool`), mixed into the galleries at ``settings.known_rate``."""
     settings = settings or MiningSettings()
+    known = {k: list(v) for k, v in (known or {}).items()}
+    n_known = max(1, int(round(settings.known_rate * settings.gallery_size))) if settings.known_rate and known else 0
+    size = max(1, settings.gallery_size - n_known)
     preds = scores.predictions
     singles: list[dict] = []
     galleries: dict[str, list[tuple[str, str, list[Candidate], float]]] = {"GL": [], "GP": []}
@@ -398,10 +417,11 @@ def assemble_cases(scores: MiningScores, plan: ReviewPlan, settings: MiningSetti
         doubt = np.where(part["reason"] == "unverified", part["verification"].fillna(1.0), part["support"])
         order = np.lexsort((np.asarray(rows), doubt, key))
         part = part.iloc[order]
-        for start in range(0, len(part), settings.gallery_size):
-            chunk = part.iloc[start:start + settings.gallery_size]
+        for start in range(0, len(part), size):
+            chunk = part.iloc[start:start + size]
             cands = [_cand(n + 1, name, r[["z", "y", "x"]], r["support"], "label", scores.frames[str(r["tomo_id"])])
                      for n, (_, r) in enumerate(chunk.iterrows())]
+            cands = _with_known(cands, known.get(name, []), n_known, "label")
             reasons = ",".join(dict.fromkeys(chunk["reason"]))
             score = 1.0 - float(np.min(np.where(chunk["reason"] == "unverified", chunk["verification"].fillna(1.0),
                                                 chunk["support"])))
@@ -410,10 +430,11 @@ def assemble_cases(scores: MiningScores, plan: ReviewPlan, settings: MiningSetti
     if settings.galleries:
         for name, g in offered.groupby("particle", sort=False):
             g = g.sort_values("rank", kind="stable")
-            for start in range(0, len(g), settings.gallery_size):
-                chunk = g.iloc[start:start + settings.gallery_size]
+            for start in range(0, len(g), size):
+                chunk = g.iloc[start:start + size]
                 cands = [_cand(n + 1, str(name), r[["z", "y", "x"]], r["conf"], "prediction",
                                scores.frames[str(r["tomo_id"])]) for n, (_, r) in enumerate(chunk.iterrows())]
+                cands = _with_known(cands, known.get(str(name), []), n_known, "prediction")
                 galleries["GP"].append((str(name), "unlabeled", cands, float(chunk["quality"].max())))
     else:
         for (tid, name), g in offered.groupby(["tomo_id", "particle"], sort=False):
@@ -474,7 +495,9 @@ def find_cases(labels: LabelSet, predictions: pd.DataFrame, *, settings: MiningS
     scores = score_round(labels, predictions, settings=settings, tomo_ids=tomo_ids, verification=verification,
                          label_version=label_version, prediction_run=prediction_run)
     plan = choose_review(scores, settings)
-    cases = assemble_cases(scores, plan, settings, label_version=label_version, prediction_run=prediction_run)
+    known = known_pool(scores, plan, labels) if settings.known_rate and settings.galleries else None
+    cases = assemble_cases(scores, plan, settings, label_version=label_version, prediction_run=prediction_run,
+                           known=known)
     return MiningResult(cases=cases, scores=scores, plan=plan)
 
 

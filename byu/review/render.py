@@ -768,7 +768,8 @@ def render_gallery(
 # Many cases
 
 
-HeatmapSource = Mapping[str, np.ndarray] | Callable[[str], np.ndarray | None]
+Heatmap = np.ndarray | Mapping[str, np.ndarray]  # one (Z, Y, X) array, or one per class
+HeatmapSource = Mapping[str, Heatmap] | Callable[[str], Heatmap | None]
 
 
 def render_cases(
@@ -796,9 +797,9 @@ def render_cases(
     single-particle cases of one tomogram share a slice cache and run in one task; galleries run
     one task each; up to ``workers`` tasks render at once (threads; default ``min(4, cpus)``).
     ``progress(done, total)`` is called after each image. ``heatmaps`` maps tomo_id to a
-    (Z, Y, X) [0, 1] array in the stored frame (or is a callable returning one or None; its shape
-    is checked when that tomogram renders): single-particle cases of that tomogram get the model
-    panel. Returns the image paths in row order.
+    (Z, Y, X) [0, 1] array in the stored frame, or to one such array per class (or is a callable
+    returning either or None; its shape is checked when that tomogram renders): single-particle
+    cases of that tomogram get the model panel (of their class). Returns the image paths in row order.
     """
     _check_options(crop=crop, dz=dz, panel_px=panel_px)
     tomograms_root, out_dir = Path(tomograms_root), Path(out_dir)
@@ -843,11 +844,12 @@ def render_cases(
         directory = tomograms_root / tomo_id
         meta = read_meta(directory)
         planes = SliceCache(directory, meta, capacity=(crop or DEFAULT_CROP) + 2 * (dz or DEFAULT_DZ) + 8)
-        heat = None
+        heat: Heatmap | None = None
         if heatmaps is not None:
             heat = heatmaps(tomo_id) if callable(heatmaps) else heatmaps.get(tomo_id)
         for i in sorted(idx, key=lambda i: cases[i].candidates[0].z):
-            paths[i] = render_case(cases[i], directory, out_dir / cases[i].image, heatmap=heat, crop=crop, dz=dz,
+            mine = heat.get(cases[i].particle) if isinstance(heat, Mapping) else heat  # the case's class's channel
+            paths[i] = render_case(cases[i], directory, out_dir / cases[i].image, heatmap=mine, crop=crop, dz=dz,
                                    panel_px=panel_px, classes=classes, quality=quality, slice_cache=planes,
                                    geometry_dir=geometry)
             _tick()

@@ -13,10 +13,16 @@ verbs the CLI and the Prefect flows call; each is safe to rerun:
   start and collect is the caller's: the CLI polls, a flow pauses or suspends;
 - :meth:`ReviewRound.apply`: ``decisions.csv`` applied to the version the cases were mined against → a new
   version with its audit trail.
+
+Mining (with the label verifier) and rendering read tomograms for a label version, so they first check that each
+is still the content the version pins (:meth:`byu.labels.store.LabelStore.check_tomograms`: a
+:class:`~byu.errors.TomogramChangedError` names the tomogram, the version and both digests); the verifier's reused
+``verification.csv`` is keyed on the tomograms' content digests too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -55,6 +61,7 @@ from byu.review.verify import (
     verification_table,
     write_verification,
 )
+from byu.tomo.io import META_NAME, content_digest
 
 
 def _count_kinds(cases: Sequence[Case]) -> dict[str, int]:
@@ -224,6 +231,7 @@ class ReviewRound:
         preds = read_predictions(predictions)
         if tomo_ids is None:
             tomo_ids = predicted_tomograms(predictions)
+        self.store.check_tomograms(labels_version, tomo_ids)  # the images reviewed must be those labelled
         verification = None
         if settings.verify:
             verification = self.verification(labels_version=labels_version, labels=labels, predictions=predictions,
@@ -250,9 +258,10 @@ class ReviewRound:
         """Each label's and prediction's verification, from ``verification.csv`` when it was made from the same
         inputs, else computed and written there."""
         ids = list(tomo_ids) if tomo_ids is not None else labels.tomo_ids
+        self.store.check_tomograms(labels_version, ids)
         inputs = {"labels_version": labels_version, "predictions_sha256": sha256_file(predictions),
                   "threshold": threshold, "tomo_ids": ids, "settings": settings.model_dump(),
-                  "verifier": VERIFIER_VERSION}
+                  "verifier": VERIFIER_VERSION, "tomograms": self._digests(ids)}
         path = self.paths.verification
         if path.exists():
             kept = read_verification(path)
@@ -264,6 +273,15 @@ class ReviewRound:
                               separation=scores.separation, hard_separation=scores.hard_separation)
         write_verification(path, verification_table(scores, labels, preds), inputs, scores)
         return scores
+
+    def _digests(self, tomo_ids: Sequence[str]) -> dict[str, str]:
+        """The content digest of each stored tomogram of ``tomo_ids`` (what a reused result was computed from)."""
+        out = {}
+        for tid in tomo_ids:
+            d = self.root.tomogram(tid)
+            if (d / META_NAME).exists():
+                out[tid] = content_digest(d)
+        return out
 
     def cases(self) -> list[Case]:
         return read_cases(self.paths.cases)
@@ -285,14 +303,25 @@ class ReviewRound:
 
     def render(self, *, settings: RenderSettings | None = None, progress: Callable[[int, int], None] | None = None,
                workers: int | None = None, cases: Sequence[Case] | None = None) -> list[Path]:
-        """One JPEG per case (or per given case) into ``images/``, each with its panel geometry in ``geometry/``."""
+        """One JPEG per case (or per given case) into ``images/``, each with its panel geometry in ``geometry/``.
+        The tomograms drawn must still be those the cases' label version pins (:class:`TomogramChangedError`)."""
         from byu.review.render import render_cases
 
         settings = settings or RenderSettings()
-        return render_cases(list(cases) if cases is not None else self.cases(), self.root.tomograms,
+        cases = list(cases) if cases is not None else self.cases()
+        version = self.label_version()
+        if version and self.store.exists(version):
+            self.store.check_tomograms(version, [t for c in cases for t in c.tomo_ids])
+        heatmaps = None
+        if settings.heatmap and any(not c.is_gallery for c in cases) and self.paths.mining.exists():
+            from byu.model.infer import stored_heatmaps  # torch only when a round draws what the models saw
+
+            run = json.loads(self.paths.mining.read_text()).get("predictions")
+            heatmaps = stored_heatmaps(self.root, run) if run else None
+        return render_cases(cases, self.root.tomograms,
                             self.paths.images, progress=progress, workers=workers, classes=self.classes(),
                             panel_px=settings.panel_px, thumb_px=settings.thumb_px, quality=settings.quality,
-                            geometry_dir=self.paths.geometry)
+                            geometry_dir=self.paths.geometry, heatmaps=heatmaps)
 
     # ------------------------------------------------------------------------------------------ review
     def start_review(self, reviewer: Reviewer) -> str:

@@ -1,4 +1,4 @@
-"""A scripted reviewer that answers from a known truth (synthetic cohorts, demos, tests).
+"""A scripted reviewer that answers from a known truth (synthetic cohorts, demos, tests), optionally erring.
 
 It tags like a careful annotator, with the round's vocabulary (:mod:`byu.review.tags`). An item "is" a true particle
 when one lies within the match radius of the item's class (and of the true particle's class) in the item's
@@ -12,11 +12,18 @@ claimed for a true particle that is already labeled.
 - ``GL`` gallery: ``x<k>`` for every crop that is not a true particle, ``k:<class>`` for one of another class; ``ok``
   when every crop is right.
 - ``GP`` gallery: ``k`` (``k:<class>``) for every crop that is a true particle not yet labeled; ``ok`` when none is.
+
+With ``error_rate`` the reviewer errs on that share of its item answers, at random (reproducibly from ``seed`` and
+the case and item): a real particle answered "not a particle" and the other way round (an item shown as a class it
+is not answered as the class shown), in every kind of case and on every kind of item, the labeled pick of an FN
+case included; :func:`scripted_answers` also returns which answers were wrong, for measuring.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -66,7 +73,7 @@ class _Truth:
         if best is None:
             return None
         cls, q = true[best]
-        if c.source == "prediction":
+        if c.source == "prediction" and c.known is None:
             if self.labeled is not None:
                 labeled = self.labeled.get(frame.tomo_id, [])
             else:
@@ -81,39 +88,84 @@ def _real(c: Candidate, cls: str) -> str:
     return str(c.k) if cls == c.particle else candidate_class_tag(c.k, cls)
 
 
-def case_tags(case: Case, truth: _Truth) -> list[str]:
-    """What a careful annotator tags on ``case`` (see the module docstring)."""
+def tags_for(case: Case, answers: dict[int, str | None]) -> list[str]:
+    """The tags that say ``answers`` (item k -> the class it is, or None: not a particle / nothing to add)."""
     if case.kind == "GL":
         tags = []
         for c in case.candidates:
-            cls = truth.claim(case, c)
+            cls = answers[c.k]
             if cls is None:
                 tags.append(reject_tag(c.k))
             elif cls != c.particle:
                 tags.append(candidate_class_tag(c.k, cls))
         return tags or [OK]
     if case.kind == "GP":
-        tags = [_real(c, cls) for c in case.candidates if (cls := truth.claim(case, c)) is not None]
-        return tags or [OK]
+        return [_real(c, cls) for c in case.candidates if (cls := answers[c.k]) is not None] or [OK]
     label = case.label
-    if case.kind == "FN" and label is not None:
-        cls = truth.claim(case, label)
-        if cls is not None:
-            keep = KEEP if cls == label.particle else candidate_class_tag(0, cls)
-            return [keep] + [_real(c, cc) for c in case.candidates if c.k > 0 and (cc := truth.claim(case, c))]
-    tags = [_real(c, cls) for c in case.candidates if c.k > 0 and (cls := truth.claim(case, c)) is not None]
-    return tags or [NONE]
+    real = [_real(c, cls) for c in case.candidates if c.k > 0 and (cls := answers[c.k]) is not None]
+    if case.kind == "FN" and label is not None and answers[0] is not None:
+        keep = KEEP if answers[0] == label.particle else candidate_class_tag(0, answers[0])
+        return [keep] + real
+    return real or [NONE]
+
+
+def true_answers(case: Case, truth: _Truth) -> dict[int, str | None]:
+    """What each item of ``case`` really is (the label of an FN case first, so it claims its particle first)."""
+    order = sorted(case.candidates, key=lambda c: (c.source != "label", c.k))
+    return {c.k: truth.claim(case, c) for c in order}
+
+
+def _flip(seed: int, case: Case, k: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{case.case_id}:{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class ScriptedAnswer:
+    """One item answer of the scripted reviewer: what it said and what is true."""
+
+    case_id: str
+    k: int
+    said: str | None
+    true: str | None
+    known: str | None
+
+    @property
+    def wrong(self) -> bool:
+        return self.said != self.true
+
+
+def scripted_answers(cases: Iterable[Case], truth: LabelSet, *, radius_A: float | None = None,
+                     labeled: LabelSet | None = None, error_rate: float = 0.0,
+                     seed: int = 0) -> tuple[list[tuple[Case, dict[int, str | None]]], list[ScriptedAnswer]]:
+    """Per case, the item answers the reviewer gives (``error_rate`` of them wrong), and every answer with the
+    truth beside it."""
+    if not 0.0 <= error_rate <= 1.0:
+        raise ValueError(f"error_rate must be between 0 and 1, got {error_rate}")
+    state = _Truth(truth, labeled, radius_A)
+    out, record = [], []
+    for case in cases:
+        true = true_answers(case, state)
+        said = dict(true)
+        for c in case.candidates:
+            if error_rate and _flip(seed, case, c.k) < error_rate:
+                said[c.k] = None if true[c.k] is not None else c.particle
+            record.append(ScriptedAnswer(case.case_id, c.k, said[c.k], true[c.k], c.known))
+        out.append((case, said))
+    return out, record
 
 
 def scripted_decisions(cases: Iterable[Case], truth: LabelSet, *, radius_A: float | None = None,
-                       reviewer: str = "scripted", labeled: LabelSet | None = None) -> pd.DataFrame:
+                       reviewer: str = "scripted", labeled: LabelSet | None = None, error_rate: float = 0.0,
+                       seed: int = 0) -> pd.DataFrame:
     """Decisions (``DECISION_COLUMNS``) for every case, from the ``truth`` labels. ``labeled`` is the version the
     cases were mined against (what is already labeled, for gallery predictions; single cases carry their
-    tomogram's labels)."""
-    state = _Truth(truth, labeled, radius_A)
-    rows = [{"case_id": case.case_id, "image": case.image, "tags": join_tags(case_tags(case, state)),
-             "reviewer": reviewer, "source": "scripted", "job_state": ""} for case in cases]
+    tomogram's labels); ``error_rate`` and ``seed``: see the module docstring."""
+    answered, _ = scripted_answers(cases, truth, radius_A=radius_A, labeled=labeled, error_rate=error_rate,
+                                   seed=seed)
+    rows = [{"case_id": case.case_id, "image": case.image, "tags": join_tags(tags_for(case, said)),
+             "reviewer": reviewer, "source": "scripted", "job_state": ""} for case, said in answered]
     return pd.DataFrame(rows, columns=DECISION_COLUMNS)
 
 
-__all__ = ["case_tags", "scripted_decisions"]
+__all__ = ["ScriptedAnswer", "scripted_answers", "scripted_decisions", "tags_for", "true_answers"]

@@ -81,10 +81,16 @@ class MiningSettings(BaseModel):
         default="auto", title="Review budget per class",
         description="unlabeled predictions shown per class, best first: a number of items, or 'auto' (every one "
         "above the unlabeled prediction threshold, up to one per labeled particle of the class)")
+    known_rate: float = Field(default=0.1, ge=0, le=0.5, title="Known-answer items",
+                              description="share of each gallery's crops whose answer is known (a label an earlier "
+                              "round decided or the round believes most, or empty background): they measure each "
+                              "reviewer's accuracy and never change a label; 0: none")
     max_fp_cases: int | None = Field(default=1, ge=1, title="FP cases per tomogram and class (no galleries)",
                                      description="without galleries: single FP case images per tomogram and "
                                      "class; empty: as many as needed")
-    verifier: VerifierSettings = Field(default_factory=VerifierSettings, title="Label verifier")
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings, title="Label verifier",
+                                       description="the crop classifier of 'Verify labels' (crops, training, "
+                                       "device)")
 
     @field_validator("confirm_threshold", "fp_threshold", mode="before")
     @classmethod
@@ -118,7 +124,8 @@ class RenderSettings(BaseModel):
     heatmap: bool = Field(default=True, title="Model heatmap panel",
                           description="add a panel of the model's heatmap over the central slice to single-"
                           "particle cases (what the model saw; needs the round's model checkpoints)")
-    quality: int = Field(default=85, ge=50, le=95, title="JPEG quality")
+    quality: int = Field(default=85, ge=50, le=95, title="JPEG quality",
+                         description="JPEG quality of the case images (higher: sharper and larger files)")
 
 
 class WaitSettings(BaseModel):

@@ -32,7 +32,8 @@ implements what the SDK calls for tag-review rounds:
 - ``GET /api/requests/{rq_id}`` (background requests: task data processing and exports).
 - ``GET /api/jobs?task_id=``, ``GET/PATCH /api/jobs/{id}`` (``state``, ``stage``, ``assignee``).
 - ``GET/PATCH /api/jobs/{id}/annotations/`` and ``GET/PATCH /api/tasks/{id}/annotations/``
-  (``?action=create|update|delete``; tags only, shapes/tracks are accepted and ignored).
+  (``?action=create|update|delete``; tags and ``points`` shapes are stored and read back as CVAT
+  returns them; other shape types and tracks are accepted and ignored).
 - ``POST /api/tasks/{id}/dataset/export?format=CVAT+for+images+1.1&save_images=False`` → poll →
   download a zip holding ``annotations.xml`` (CVAT for images 1.1 layout, every frame listed).
 
@@ -66,14 +67,20 @@ a task's ``status`` is derived from its jobs'); a bad choice is 400
   (2.80 mode: ``/api/tasks/N/dataset/download?rq_id=…``), with the real ``Content-Disposition``;
 - the export XML is laid out as CVAT writes it: indented, no self-closing elements, tags as an
   open/close pair with a newline, untagged frames as empty ``<image>`` elements (2.80 mode: the
-  compact ElementTree form, ``<tag …/>``); tags read back with ``"group": null``.
+  compact ElementTree form, ``<tag …/>``); tags and shapes read back with ``"group": null``.
+
+Point shapes are exported as CVAT's writer does (both modes): per image the shapes first, then the
+tags; ``<points label=… source=… occluded="0" points="x,y[;x,y]" z_order="0">`` in that attribute
+order, coordinates with 2 decimals, ``group_id`` only when non-zero (in legacy mode an open/close pair
+with a newline, like tags; the fake writes no attributes).
 
 Faults are counters on ``server.faults`` that are consumed as they fire. State lives in memory
 and is guarded by one lock; handler threads are daemons. Nothing here touches the network
 beyond the loopback socket.
 
 ``tag_images_as_annotator`` plays a human annotator through the SDK (it works against a real
-CVAT too): it tags frames by image name with ``job.update_annotations(..., action=CREATE)``.
+CVAT too): it tags frames by image name with ``job.update_annotations(..., action=CREATE)``;
+``click_images_as_annotator`` places points (``LabeledShapeRequest(type="points")``) the same way.
 """
 
 from __future__ import annotations
@@ -226,6 +233,7 @@ class FakeCvatState:
         self.requests: dict[str, dict[str, Any]] = {}
         self.exports: dict[str, bytes] = {}
         self.tags: dict[int, list[dict[str, Any]]] = {}  # task id -> tags (frame is task-relative)
+        self.shapes: dict[int, list[dict[str, Any]]] = {}  # task id -> point shapes (frame is task-relative)
 
     def next_id(self, kind: str) -> int:
         self._ids[kind] += 1
@@ -469,9 +477,21 @@ def _export_xml(state: FakeCvatState, base: str, t: dict[str, Any], *, legacy: b
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for tag in state.tags.get(t["id"], []):
         by_frame.setdefault(tag["frame"], []).append(tag)
+    shapes_by_frame: dict[int, list[dict[str, Any]]] = {}
+    for shape in state.shapes.get(t["id"], []):
+        shapes_by_frame.setdefault(shape["frame"], []).append(shape)
     for i, frame in enumerate(t["frames"]):
         img = ET.SubElement(root, "image", {"id": str(i), "name": frame["name"],
                                             "width": str(frame["width"]), "height": str(frame["height"])})
+        for shape in shapes_by_frame.get(i, []):  # CVAT writes an image's shapes before its tags
+            pairs = zip(shape["points"][0::2], shape["points"][1::2], strict=True)
+            attrs = {"label": state.labels[shape["label_id"]]["name"], "source": shape["source"],
+                     "occluded": str(int(shape["occluded"])),
+                     "points": ";".join(f"{x:.2f},{y:.2f}" for x, y in pairs),
+                     "z_order": str(shape["z_order"])}
+            if shape.get("group"):
+                attrs["group_id"] = str(shape["group"])
+            ET.SubElement(img, "points", attrs)
         for tag in by_frame.get(i, []):
             attrs = {"label": state.labels[tag["label_id"]]["name"], "source": tag["source"]}
             if tag.get("group"):
@@ -480,7 +500,7 @@ def _export_xml(state: FakeCvatState, base: str, t: dict[str, Any], *, legacy: b
     if not legacy:
         return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
     ET.indent(root, space="  ")
-    _open_close(root, 0, {"image", "tag", "attributes", "segments", "labels", "owner", "assignee"})
+    _open_close(root, 0, {"image", "tag", "points", "attributes", "segments", "labels", "owner", "assignee"})
     return (b'<?xml version="1.0" encoding="utf-8"?>\n'
             + ET.tostring(root, encoding="utf-8", xml_declaration=False, short_empty_elements=False) + b"\n")
 
@@ -816,6 +836,7 @@ class _Handler(BaseHTTPRequestHandler):
         st.tasks.pop(tid, None)
         st.uploads.pop(tid, None)
         st.tags.pop(tid, None)
+        st.shapes.pop(tid, None)
         for jid in [j["id"] for j in st.jobs.values() if j["task_id"] == tid]:
             del st.jobs[jid]
 
@@ -975,37 +996,73 @@ class _Handler(BaseHTTPRequestHandler):
 
     # annotations ------------------------------------------------------------------------------
     def _patch_tags(self, t: dict[str, Any], lo: int, hi: int, query: dict[str, str], body: bytes) -> dict:
+        """Create, update or delete tags and point shapes of frames ``lo..hi`` of task ``t``."""
         st = self.server.state
         action = query.get("action")
         if action not in ("create", "update", "delete"):
             raise HttpError(400, {"detail": "Please specify a correct 'action' for the request"})
         data = json.loads(body or b"{}")
-        tags = st.tags.setdefault(t["id"], [])
         labels = {lab["id"] for lab in st.labels.values() if lab["project_id"] == t["project_id"]}
-        out = []
-        for tag in data.get("tags") or []:
-            frame = int(tag["frame"])
+        group = None if self.server.legacy else 0
+
+        def frame_of(item: Mapping[str, Any]) -> int:
+            frame = int(item["frame"])
             if not lo <= frame <= hi:
                 raise HttpError(400, {"detail": f"frame {frame} is outside [{lo}, {hi}]"})
+            return frame
+
+        def label_of(item: Mapping[str, Any]) -> int:
+            if int(item["label_id"]) not in labels:
+                raise HttpError(400, {"detail": f"label {item['label_id']} does not belong to the task"})
+            return int(item["label_id"])
+
+        tags = st.tags.setdefault(t["id"], [])
+        out = []
+        for tag in data.get("tags") or []:
+            frame = frame_of(tag)
             if action == "delete":
                 tags[:] = [x for x in tags if x["id"] != tag.get("id")]
                 continue
-            if int(tag["label_id"]) not in labels:
-                raise HttpError(400, {"detail": f"label {tag['label_id']} does not belong to the task"})
+            label_id = label_of(tag)
             if action == "update" and tag.get("id") is not None:
                 tags[:] = [x for x in tags if x["id"] != tag["id"]]
             new = {"id": tag.get("id") if action == "update" and tag.get("id") else st.next_id("ann"),
-                   "frame": frame, "label_id": int(tag["label_id"]),
-                   "group": tag.get("group") or (None if self.server.legacy else 0),
+                   "frame": frame, "label_id": label_id, "group": tag.get("group") or group,
                    "source": tag.get("source") or "manual", "attributes": tag.get("attributes") or []}
             tags.append(new)
             out.append(new)
+        shapes = st.shapes.setdefault(t["id"], [])
+        out_shapes = []
+        for shape in data.get("shapes") or []:
+            if shape.get("type") != "points":
+                continue  # only point shapes (clicks) are kept
+            frame = frame_of(shape)
+            if action == "delete":
+                shapes[:] = [x for x in shapes if x["id"] != shape.get("id")]
+                continue
+            label_id = label_of(shape)
+            points = [float(v) for v in shape.get("points") or []]
+            if not points or len(points) % 2:
+                raise HttpError(400, {"points": ["a points shape needs x, y pairs"]})
+            if action == "update" and shape.get("id") is not None:
+                shapes[:] = [x for x in shapes if x["id"] != shape["id"]]
+            new = {"type": "points", "occluded": bool(shape.get("occluded", False)),
+                   "outside": bool(shape.get("outside", False)), "z_order": int(shape.get("z_order") or 0),
+                   "rotation": float(shape.get("rotation") or 0.0), "points": points,
+                   "id": shape.get("id") if action == "update" and shape.get("id") else st.next_id("ann"),
+                   "frame": frame, "label_id": label_id, "group": shape.get("group") or group,
+                   "source": shape.get("source") or "manual", "attributes": shape.get("attributes") or [],
+                   "elements": []}
+            shapes.append(new)
+            out_shapes.append(new)
         t["updated"] = _now()
-        return {"version": 0, "tags": out, "shapes": [], "tracks": []}
+        return {"version": 0, "tags": out, "shapes": out_shapes, "tracks": []}
 
     def _tags_in(self, t: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
-        tags = [x for x in self.server.state.tags.get(t["id"], []) if lo <= x["frame"] <= hi]
-        return {"version": 0, "tags": tags, "shapes": [], "tracks": []}
+        st = self.server.state
+        tags = [x for x in st.tags.get(t["id"], []) if lo <= x["frame"] <= hi]
+        shapes = [x for x in st.shapes.get(t["id"], []) if lo <= x["frame"] <= hi]
+        return {"version": 0, "tags": tags, "shapes": shapes, "tracks": []}
 
     def job_annotations_patch(self, m, query, body, user) -> None:
         st = self.server.state
@@ -1208,6 +1265,53 @@ def tag_images_as_annotator(
             if complete:
                 job.update(models.PatchedJobWriteRequest(state="completed"))
     return created
+
+
+def click_images_as_annotator(
+    client: Any,
+    task_id: int,
+    points_by_image: Mapping[str, Sequence[tuple[str, float, float]]],
+    *,
+    complete: bool = True,
+    assignee: str | None = None,
+) -> int:
+    """Place points on frames of a CVAT task by image name through the SDK, as a human annotator would.
+
+    ``points_by_image`` maps an image name (as uploaded) to ``(label name, x, y)`` points in image pixels. Each
+    point becomes one ``LabeledShapeRequest(type="points", points=[x, y])`` of the job holding that frame, sent
+    with ``job.update_annotations(..., action=CREATE)``. With ``complete`` the touched jobs are marked
+    ``completed``; with ``assignee`` (a username) the jobs are assigned first. Returns the number of points placed.
+    """
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    task = client.tasks.retrieve(task_id)
+    frames = {f.name: i for i, f in enumerate(task.get_frames_info())}
+    label_ids = {lab.name: lab.id for lab in task.get_labels()}
+    unknown = [n for n in points_by_image if n not in frames]
+    if unknown:
+        raise KeyError(f"images not in task {task_id}: {unknown}")
+    assignee_id = None
+    if assignee is not None:
+        users = client.users.list(username=assignee)
+        assignee_id = next(u.id for u in users if u.username == assignee)
+    placed = 0
+    for job in task.get_jobs():
+        lo, hi = job.start_frame, job.stop_frame
+        shapes = [models.LabeledShapeRequest(type="points", frame=frames[name], label_id=label_ids[label],
+                                             points=[float(x), float(y)], occluded=False, z_order=0,
+                                             source="manual", attributes=[])
+                  for name, points in points_by_image.items() if lo <= frames[name] <= hi
+                  for label, x, y in points]
+        if assignee_id is not None:
+            job.update(models.PatchedJobWriteRequest(assignee=assignee_id))
+        if shapes:
+            job.update_annotations(models.PatchedLabeledDataRequest(shapes=shapes),
+                                   action=AnnotationUpdateAction.CREATE)
+            placed += len(shapes)
+            if complete:
+                job.update(models.PatchedJobWriteRequest(state="completed"))
+    return placed
 
 
 def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01) -> bool:

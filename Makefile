@@ -7,7 +7,7 @@ DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo test serve bench clean-demo
+.PHONY: venv demo test test-fast lint serve bench clean-demo
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,17 @@ test: venv
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$$(ls tests/test_*.py 2>/dev/null)" ]; then echo "no tests yet"; exit 0; fi; \
 	exit $$rc
+
+# the quick loop while working: every test not marked slow (no model training, no whole flows)
+test-fast: venv
+	@$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+# gates: ruff (pyflakes, import order, bugbear, pyupgrade), mypy, and the import contracts (byu never imports flows
+# or Prefect; no import cycles)
+lint: venv
+	$(BIN)/ruff check byu flows tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 serve: venv
 	$(BIN)/python -m flows.serve --with-server

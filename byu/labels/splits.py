@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
 
 from byu.atomic import write_text
 from byu.errors import InputError
@@ -59,6 +58,8 @@ def _stratified_val_sets(labels: LabelSet, folds: int, seed: int) -> list[list[s
     _check(folds, seed, len(counts))
     ids = counts.index.to_numpy()
     if labels.is_motor_only:
+        from sklearn.model_selection import StratifiedKFold  # sklearn only where a split is made
+
         skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         y = counts["motor"].to_numpy()
         if np.bincount(y).max() < folds:

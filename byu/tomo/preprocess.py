@@ -44,8 +44,6 @@ from typing import Any
 import mrcfile
 import mrcfile.utils
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from byu.errors import InputError
@@ -400,6 +398,9 @@ def iter_uint8_slabs(source: VolumeSource, *, clip: tuple[float, float],
     output shape ``floor(n * scale)``, output ``i`` samples input ``(i + 0.5) / scale - 0.5``. Without it,
     ``out_shape`` is used with torch's ``size=`` rule (``scale = n_out / n_in`` per axis; identity when equal).
     """
+    import torch  # torch only where a volume is resampled: the command line and the readers start without it
+    import torch.nn.functional as F
+
     lo, hi = float(clip[0]), float(clip[1])
     norm = 255.0 / (hi - lo) if hi > lo else 0.0
     zin, yin, xin = source.shape
@@ -472,6 +473,8 @@ def preprocess_tomogram(
     (default: CPUs - 1) encode the previous slab. ``torch.set_num_threads`` is process-wide; it is restored
     on return.
     """
+    import torch
+
     final = tomo_dir(tomograms_dir, tomo_id)
     workers = jpeg_workers if jpeg_workers is not None else default_jpeg_workers()
     previous_threads = torch.get_num_threads()

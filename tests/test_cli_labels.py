@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from byu.labels.formats import read_labels, write_labels
 from byu.labels.store import LabelStore
 from byu.labels.table import make_table
@@ -29,6 +31,7 @@ COMPETITION = ("row_id,tomo_id,Motor axis 0,Motor axis 1,Motor axis 2,Array shap
                "2,tomo_z,10,20,30,500,924,956,13.1,1\n")
 
 
+@pytest.mark.slow
 def test_convert_combine_diff_split_list_show(tmp_path):
     data = tmp_path / "data"
     comp = tmp_path / "train_labels.csv"
@@ -77,6 +80,7 @@ def test_convert_combine_diff_split_list_show(tmp_path):
     assert '"parents"' in byu("labels", "show", "all_gt", data=data).stdout
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line_and_changes_nothing(tmp_path):
     data = tmp_path / "data"
     bad = tmp_path / "bad.csv"
@@ -90,6 +94,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(tmp_path):
     assert proc.returncode == 2 and "not found" in proc.stderr
 
 
+@pytest.mark.slow
 def test_export_forms_and_outputs_inside_the_store(tmp_path):
     data = tmp_path / "data"
     comp = tmp_path / "train_labels.csv"
@@ -113,6 +118,7 @@ def test_export_forms_and_outputs_inside_the_store(tmp_path):
     assert proc.returncode == 2 and "directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_user_data_in_errors_is_printed_literally(tmp_path):
     data = tmp_path / "data"
     bad = tmp_path / "bad.csv"
@@ -125,6 +131,7 @@ def test_user_data_in_errors_is_printed_literally(tmp_path):
     assert "[link=http://x]a[/link]" in proc.stderr and "expected [[z, y, x], ...]" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_options_are_clear_errors(tmp_path):
     data = tmp_path / "data"
     comp = tmp_path / "train_labels.csv"

@@ -630,6 +630,7 @@ def _export_in_child(args):
         queue.put((version, "crashed", f"{type(exc).__name__}: {exc}"))
 
 
+@pytest.mark.slow
 def test_parallel_exports_into_one_session_one_wins_the_other_is_refused(project, tmp_path):
     import multiprocessing as mp
 

@@ -30,6 +30,7 @@ def test_a_small_motor_cohort_gets_fewer_folds_and_says_so():
         assert 2 <= f.first <= 4 and f.round1 and all(2 <= k <= 5 for k in f.round1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_reduced_folds_split_a_real_8_tomogram_cohort(tmp_path, seed):
     """The planted errors move tomograms between motor counts: the folds must split the noisy labels (the demo's

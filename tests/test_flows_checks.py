@@ -41,6 +41,7 @@ def test_cvat_reviewer_without_a_server_names_the_field(tmp_path, monkeypatch):
     assert problems[0].field == "review.cvat_url"
 
 
+@pytest.mark.slow
 def test_cvat_reviewer_unreachable_or_refusing_fails_in_seconds(tmp_path, monkeypatch):
     from flows.checks import review_problems
     from tests.fakes.cvat import start_fake_cvat
@@ -145,6 +146,7 @@ def test_round_names_are_ids_and_never_empty(name):
     assert Round1Params(round_name="round1b").round_name == "round1b"
 
 
+@pytest.mark.slow
 def test_splits_say_whether_this_run_wrote_them(micro_root: Path):
     from flows.artifacts import result_markdown
     from flows.common import splits_task

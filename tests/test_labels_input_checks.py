@@ -67,6 +67,7 @@ def test_agreeing_counts_give_no_notes_and_the_competition_form_round_trips(tmp_
     assert export_bytes(labels, "competition").decode() == table
 
 
+@pytest.mark.slow
 def test_cli_convert_of_train_labels_v2_warns_and_strict_refuses(tmp_path):
     data = tmp_path / "data"
     p = tmp_path / "train_labels_v2.csv"
@@ -100,6 +101,7 @@ def test_zero_weight_is_allowed():
     assert parse_classes([{"name": "b", "radius": 65, "weight": 0}])[0].weight == 0
 
 
+@pytest.mark.slow
 def test_an_unreadable_version_is_listed_as_such_and_the_others_still_are(tmp_path, small_table):
     store = LabelStore(tmp_path / "data" / "labels")
     store.put("gt", small_table)
@@ -149,6 +151,7 @@ def test_a_tomo_id_with_a_newline_in_a_table_is_refused(tmp_path):
         read_labels(p)
 
 
+@pytest.mark.slow
 def test_cli_convert_with_an_infinite_radius_stores_nothing_and_list_still_works(tmp_path):
     data = tmp_path / "data"
     classes = tmp_path / "classes.yaml"

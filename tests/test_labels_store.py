@@ -134,6 +134,7 @@ CRASH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("die_at", [1, 2, 3, 4])
 def test_killed_write_leaves_previous_state_and_rerun_completes(tmp_path, small_table, die_at):
     labels = tmp_path / "labels"
@@ -169,6 +170,7 @@ def _racer(args):
         return "refused"
 
 
+@pytest.mark.slow
 def test_racing_writers_exactly_one_wins(tmp_path):
     """Writers released together on one new name: one stores, the others are refused, the version reads back."""
     ctx = multiprocessing.get_context("fork")

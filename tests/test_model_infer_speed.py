@@ -100,6 +100,7 @@ def test_settings_resolve_per_device(monkeypatch):
     assert info.value.field == "precision"
 
 
+@pytest.mark.slow
 def test_cpu_defaults_are_the_plain_path_bit_for_bit(case):
     assert torch.equal(_heat(case), case["ref"])
 
@@ -115,6 +116,7 @@ def test_batched_tta_equals_one_pass_per_flip(case):
     assert float((batched - plain).abs().max()) <= 1e-5
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_is_close_and_keeps_the_peaks(case):
     """bf16 keeps 8 bits of mantissa: the heatmap moves by up to ~1% of its range and peaks stay put, except where
     two maxima of a saturated plateau nearly tie (then NMS may keep the other one). Measured on a 48x88x72 volume
@@ -139,6 +141,7 @@ def test_bf16_autocast_on_cpu_is_close_and_keeps_the_peaks(case):
     assert np.abs(have[match, 3] - want[:, 3]).max() <= 0.02
 
 
+@pytest.mark.slow
 def test_channels_last_on_cpu_equals_fp32(case):
     got = _heat(case, channels_last=True, batch_tta=False, precision="fp32", compile="off")
     assert float((got - case["ref"]).abs().max()) <= 1e-5
@@ -180,6 +183,7 @@ def _sidecar(path):
     return json.loads(path.with_suffix(".json").read_text())
 
 
+@pytest.mark.slow
 def test_predict_with_cpu_defaults_writes_the_plain_paths_bytes(root):
     default = predict(root, ["rnd"], mode="all", tta="flips", out_name="default", device="cpu")
     plain = predict(root, ["rnd"], mode="all", tta="flips", out_name="plain", device="cpu", inference=PLAIN)

@@ -38,6 +38,7 @@ def trained(tmp_path_factory):
     return {"root": root, "split": split, "paths": paths, **info}
 
 
+@pytest.mark.slow
 def test_training_learns_and_checkpoints_say_what_they_were_trained_on(trained):
     root, paths = trained["root"], trained["paths"]
     assert [p.name for p in paths] == ["fold0.pt", "fold1.pt"]
@@ -79,6 +80,7 @@ def test_oof_prediction_finds_the_motors_in_the_original_frame(trained):
         assert d < 1000.0 and top["conf"] > 0.3
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_resume_equals_uninterrupted(trained, tmp_path):
     root = trained["root"]
     opts = {**FAST, "hard_fraction": 0.3, "hard_threshold": 0.001}  # hard negatives are mined and must resume too
@@ -212,6 +214,7 @@ def test_cli_train_predict_score(trained):
     assert scores[0]["score"] == 1.0
 
 
+@pytest.mark.slow
 def test_multi_class_picks_train_and_predict_one_channel_per_class(trained, tmp_path):
     root = trained["root"]
     rows = []

@@ -29,6 +29,7 @@ def _text(nb) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_runs_on_store_built_root(tmp_path, monkeypatch):
     dr = build_versions_root(tmp_path / "data")
@@ -56,6 +57,7 @@ def test_notebook_runs_on_store_built_root(tmp_path, monkeypatch):
         assert p.read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_runs_on_empty_root(tmp_path, monkeypatch):
     """A data root with nothing in it yet: the notebook says so instead of failing."""

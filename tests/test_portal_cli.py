@@ -25,6 +25,7 @@ def invoke(*args: str, env: dict[str, str] | None = None):
     return result
 
 
+@pytest.mark.slow
 def test_ingest_all_then_rerun_is_a_no_op(portal, tmp_path):
     env = {"BYU_DATA": str(tmp_path / "data"), "BYU_PORTAL_URL": portal.graphql_url}
     r = invoke("ingest", "--dataset", "10001", "--dataset", "10002", "--retries", "1", env=env)
@@ -87,6 +88,7 @@ def test_steps_one_by_one_with_an_external_csv(portal, tmp_path):
     assert table.loc["10001_TS_003", "motor_zyx"] == [[10.0, 20.0, 30.0]]  # given at 12 Å, the tomogram's own
 
 
+@pytest.mark.slow
 def test_failures_are_reported_skipped_and_resumed(tmp_path):
     seed = build_seed(tmp_path / "files", [
         SeedRun(dataset_id=1, run_name="good", motors_A=[(100.0, 200.0, 300.0)],

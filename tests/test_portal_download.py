@@ -151,6 +151,7 @@ def test_point_files_download(portal, portal_data):
     assert all(p.read_text().count("\n") == p.read_text().count('"location"') for p in paths.values())
 
 
+@pytest.mark.slow
 def test_omezarr_over_local_s3(tmp_path, monkeypatch):
     vol = np.random.default_rng(0).normal(size=(20, 40, 48)).astype(np.float32)
     seed = build_seed(tmp_path / "files", [

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from byu.paths import DataRoot
 from byu.portal.ingest import ingest_tomograms
 from byu.portal.query import select
@@ -41,6 +43,7 @@ class RawWatcher(threading.Thread):
             time.sleep(0.001)
 
 
+@pytest.mark.slow
 def test_raw_files_on_disk_never_exceed_max_inflight(tmp_path):
     data = DataRoot(tmp_path / "data")
     with start_fake_portal(_seed(tmp_path)) as portal:
@@ -68,6 +71,7 @@ ingest_tomograms(sel, DataRoot(sys.argv[2]), max_inflight=1, backoff=0.01)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_redoes_only_unfinished_tomograms(tmp_path):
     data = DataRoot(tmp_path / "data")
     with start_fake_portal(_seed(tmp_path)) as portal:

@@ -136,6 +136,7 @@ def test_unreachable_portal_is_a_clear_error():
         select(url, dataset_ids=[1])
 
 
+@pytest.mark.slow
 def test_fake_portal_unpacks_as_a_triple(portal_seed):
     graphql_url, files_base_url, stop = start_fake_portal(portal_seed)
     try:

@@ -410,6 +410,7 @@ def test_failed_processing_then_rerun_completes_the_round(fake, config, round_di
     assert all(server.frame_names(e["id"]) == e["images"] for e in entries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
 def test_crash_between_task_creation_and_upload(fake, round_dir):
     url, server = fake

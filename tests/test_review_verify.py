@@ -170,6 +170,7 @@ def test_a_round_reviews_the_least_verified_label_and_reuses_its_verification(co
     assert mining["classes"]["blob"]["verifier_auc"] == result.scores.classes["blob"].verifier_auc
 
 
+@pytest.mark.slow
 def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     """``byu review mine --verify --fp-threshold``: wired through (here one tomogram's predictions: too few
     negatives to train, so nothing is verified and the round says so in mining.json)."""
@@ -195,6 +196,7 @@ def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     assert bad.returncode != 0 and "--fp-threshold" in bad.stderr + bad.stdout
 
 
+@pytest.mark.slow
 def test_one_network_verifies_every_class_with_a_head_each(cohort):
     """Two classes with opposite positives (solid particles for one, hollow ones for the other) in one run: each
     class's head learns its own, from one shared network per fold."""

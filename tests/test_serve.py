@@ -193,6 +193,7 @@ def test_with_server_starts_and_stops_its_server(tmp_path: Path):
         serve_mod.stop_process(proc)
 
 
+@pytest.mark.slow
 def test_with_server_refuses_a_busy_port(tmp_path: Path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -51,6 +51,7 @@ def _extent_a(meta) -> np.ndarray:
     return (np.asarray(meta.shape, dtype=float) - 1.0) * meta.voxel_spacing
 
 
+@pytest.mark.slow
 def test_tomograms_on_disk(cohort: Cohort) -> None:
     found = list(iter_tomograms(cohort.root / "tomograms"))
     assert [t for t, _ in found] == [f"synth_{i:03d}" for i in range(12)] == cohort.tomo_ids
@@ -211,6 +212,7 @@ def test_written_coordinates_map_exactly_onto_the_rendered_centres(tmp_path: Pat
                                    rendered, atol=atol)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
     a = make_cohort(tmp_path / "a", n=3, seed=11, **SMALL)
     b = make_cohort(tmp_path / "b", n=3, seed=11, **SMALL)
@@ -223,6 +225,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path) -> None:
     assert da["synth/truth.csv"] != dc["synth/truth.csv"]
 
 
+@pytest.mark.slow
 def test_default_shapes(tmp_path: Path) -> None:
     res = make_cohort(tmp_path / "d", n=2, seed=0)  # its generation time: benchmarks/synth.py
     for tomo_id in res.tomo_ids:

@@ -239,6 +239,7 @@ def test_noisy_labels_are_truth_plus_planted_errors(cohort: Cohort, tables: dict
     assert (errors.loc[errors.kind != "false", "on"] == "").all()
 
 
+@pytest.mark.slow
 def test_planted_errors_are_where_their_kind_says(tables: dict[str, pd.DataFrame]) -> None:
     tomos, truth, noisy, decoys = tables["tomograms"], tables["truth"], tables["noisy"], tables["decoys"]
     species = tables["species"].set_index("name")

@@ -70,6 +70,7 @@ def _with_spacing(df: pd.DataFrame, tomograms: pd.DataFrame) -> pd.DataFrame:
 # files
 
 
+@pytest.mark.slow
 def test_files_and_columns(cohort: Cohort, tables: dict[str, pd.DataFrame]) -> None:
     synth = cohort.root / "synth"
     assert sorted(p.name for p in synth.iterdir()) == sorted([
@@ -244,6 +245,7 @@ def _stored(row, meta) -> np.ndarray:
     return grid.original_to_stored([row.z, row.y, row.x], meta.original_spacing, meta.voxel_spacing)
 
 
+@pytest.mark.slow
 def test_truth_lands_on_a_density_maximum(tables: dict[str, pd.DataFrame], volumes) -> None:
     """The ellipsoids of the user class: the volume smoothed to their size peaks near original_to_stored(label);
     with Y and X swapped (the volumes are not cubic) the same positions land on background."""

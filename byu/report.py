@@ -62,3 +62,26 @@ def changes_without_decision(changes: pd.DataFrame) -> int:
 
 def safe_ratio(a: float, b: float) -> float | None:
     return None if b == 0 else round(a / b, 3) if math.isfinite(a / b) else None
+
+
+def errors_against_truth(labels: LabelSet, truth: LabelSet, tomo_ids: list[str] | None = None) -> dict[str, int]:
+    """Per class, the label errors ``labels`` holds against ``truth`` in ``tomo_ids`` (default: every tomogram):
+    picks no true particle matches plus true particles no pick matches, one to one within the class's match radius
+    (so a shifted label counts twice: a false pick and a missed particle)."""
+    from byu.matching import match_points
+
+    radius = {c.name: c.match_radius_A for c in truth.classes}
+    ids = set(labels.tomo_ids if tomo_ids is None else tomo_ids)
+    spacing = labels.spacing_of()
+    out: dict[str, int] = {c: 0 for c in radius}
+    for name in radius:
+        for tid in sorted(ids):
+            s = spacing.get(tid)
+            if s is None:
+                continue
+            mine = labels.picks[(labels.picks.tomo_id == tid) & (labels.picks.particle == name)]
+            true = truth.picks[(truth.picks.tomo_id == tid) & (truth.picks.particle == name)]
+            m = match_points(mine[["z", "y", "x"]].to_numpy(float) * s, true[["z", "y", "x"]].to_numpy(float) * s,
+                             radius[name])
+            out[name] += len(m.unmatched_a) + len(m.unmatched_b)
+    return out

@@ -116,6 +116,29 @@ def _load_lines(root, round_name: str, changes) -> list[str]:
         lines.append(f"| {_md_escape(name)} | {e['images']} | {e['items']} | {e['label_changes']} | "
                      f"{e['images_per_change'] if e['images_per_change'] is not None else '–'} | {e['minutes']} |")
     lines.append("")
+    if rnd.paths.quality.exists():
+        quality = json.loads(rnd.paths.quality.read_text())
+        acc = quality.get("accuracy") or {}
+        if acc:
+            lines += ["**Reviewers** (accuracy on the known-answer items mixed into the galleries; 95 % interval):", "",
+                      "| reviewer | right | of | accuracy | interval |", "|---|---|---|---|---|"]
+            lines += [f"| {_md_escape(who or '(unnamed)')} | {a['correct']} | {a['n']} | {a['accuracy']} | "
+                      f"{a.get('interval_95')} |" for who, a in acc.items()]
+            lines.append("")
+        agree = quality.get("agreement") or {}
+        if agree:
+            pairs = ", ".join(f"{_md_escape(c)} {v['agree']}/{v['items']} agree, Cohen's kappa {v['kappa']}"
+                              for c, v in agree.items())
+            lines += [f"**Two reviews** (items both decided): {pairs}"
+                      + f"; decided {quality.get('decided_by')}, {len(quality.get('held', []))} image(s) held.", ""]
+        left = (quality.get("errors_left") or {}).get("classes") or {}
+        if left:
+            lines += ["**Label errors probably left** (estimate and 90 % interval; "
+                      + "; ".join((quality.get("errors_left") or {}).get("assumptions", [])) + "):", "",
+                      "| class | estimate | interval | parts |", "|---|---|---|---|"]
+            lines += [f"| {_md_escape(c)} | {v['estimate']} | {v['interval_90'][0]}..{v['interval_90'][1]} | "
+                      f"{_md_escape(v.get('parts'))} |" for c, v in left.items()]
+            lines.append("")
     if rnd.paths.mining.exists():
         mined = json.loads(rnd.paths.mining.read_text()).get("classes") or {}
         if mined:

@@ -40,7 +40,7 @@ from byu.atomic import sha256_file
 from byu.errors import ByuError, InputError, VersionExistsError
 from byu.labels.store import LabelStore
 from byu.paths import DataRoot
-from byu.review.settings import MiningSettings, RenderSettings, WaitSettings
+from byu.review.settings import MiningSettings, QualitySettings, RenderSettings, WaitSettings
 
 RETRY_DELAYS: list[float] = [5.0, 30.0, 120.0]  # backoff for portal and CVAT calls
 DAY_S = 24 * 3600
@@ -78,6 +78,13 @@ class ReviewSettings(BaseModel):
                                    description="how the case images are drawn")
     wait: WaitSettings = Field(default_factory=WaitSettings, title="Waiting for people",
                                description="how the run waits while people review")
+    quality: QualitySettings = Field(default_factory=QualitySettings, title="Trusting the review",
+                                     description="reviewer accuracy on known-answer items, a second reviewer and how "
+                                     "disagreements are resolved")
+    scripted_errors: float = Field(default=0.0, ge=0, le=1, title="Scripted reviewer errors",
+                                   description="scripted reviewer: the share of its answers it gets wrong (to "
+                                   "exercise the known-answer items, the second review and the errors-left "
+                                   "estimate)")
 
 
 class ReviewFinished(RunInput):
@@ -294,8 +301,10 @@ def cvat_config(review: ReviewSettings):
         raise InputError(f"CVAT settings: {exc}", field="review.cvat_secret_block") from None
 
 
-def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings):
-    """The byu reviewer the settings describe (built inside tasks: CVAT secrets never become task inputs)."""
+def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings, *, second: int = 0):
+    """The byu reviewer the settings describe (built inside tasks: CVAT secrets never become task inputs);
+    ``second`` 1: the second reviewer, 2: the resolver (a scripted reviewer with its own errors; an import
+    reviewer reading the round's ``second_decisions.csv`` / ``resolution.csv``)."""
     from byu.review.round import CvatReviewer, ImportReviewer, ScriptedReviewer, round_paths
 
     root = data_root(data_dir)
@@ -311,10 +320,13 @@ def make_reviewer(data_dir: str, round_name: str, review: ReviewSettings):
             is_version = False
         ref = review.truth if is_version else required_path(data_dir, review.truth, field="review.truth")
         labels, _ = store.resolve(ref, data_root=root)
-        return ScriptedReviewer(truth=labels)
+        name = ("scripted", review.quality.second_reviewer, "resolver")[second]
+        return ScriptedReviewer(truth=labels, name=name, error_rate=review.scripted_errors, seed=second)
     if review.reviewer == "import":
-        csv = data_path(data_dir, review.decisions_csv, field="review.decisions_csv") or \
-            round_paths(root, round_name).outside_decisions
+        paths = round_paths(root, round_name)
+        if second:
+            return ImportReviewer(csv=paths.second_decisions if second == 1 else paths.resolution)
+        csv = data_path(data_dir, review.decisions_csv, field="review.decisions_csv") or paths.outside_decisions
         return ImportReviewer(csv=csv)
     return CvatReviewer(config=cvat_config(review), batch_size=review.batch_size,
                         include_incomplete=review.wait.include_incomplete)

@@ -32,6 +32,10 @@ def demo_command(
                                               "0.1)")] = None,
     crowding: Annotated[float | None, typer.Option(min=0.0, max=0.5, help="crowded world: volume fraction of "
                                                    "particles (default 0.30)")] = None,
+    reviewer_errors: Annotated[float, typer.Option(min=0.0, max=0.5, help="the scripted reviewer (and the second "
+                                                   "reviewer and resolver) get this share of their answers wrong: "
+                                                   "the known-answer items, the second review and the errors-left "
+                                                   "estimate at work")] = 0.0,
 ) -> None:
     """Synthetic cohort → train → round1 under Prefect → review → gt_v2 + splits → report."""
     from byu.labels.classes import ClassRegistry
@@ -54,7 +58,7 @@ def demo_command(
 
     with temporary_api():  # a server that cannot outlive this process, even when it is killed
         report = run_demo(data_dir, reviewer=reviewer, n=n, seed=seed, classes=names, config=config, world=world,
-                          species=species, snr=snr, crowding=crowding)
+                          species=species, snr=snr, crowding=crowding, reviewer_errors=reviewer_errors)
     ipc = report["images_per_label_change"]
     ok = (report["errors_fixed_fraction"] or 0) >= 0.95 and report["changes_without_decision"] == 0 \
         and all((v["fraction"] or 0) >= 0.85 for v in report["errors_by_class"].values())
@@ -64,6 +68,12 @@ def demo_command(
         f"about {report['annotator_minutes']:g} min of review) for {report['label_changes']} label change(s)"
         + (f", {ipc:g} images per change" if ipc is not None else "")
         + f"; {report['wall_time_s']} s — {data_dir / 'demo_report.json'}", style="bold")
+    if report.get("reviewer_accuracy"):
+        say("reviewer accuracy on known-answer items: " + ", ".join(
+            f"{who} {acc:.2f}" for who, acc in report["reviewer_accuracy"].items() if acc is not None)
+            + "; errors left (estimate [90 % interval]): " + ", ".join(
+            f"{c} {v['estimate']:g} [{v['interval_90'][0]}, {v['interval_90'][1]}]"
+            for c, v in report.get("errors_left", {}).items()))
     say("one cohort, one seed: benchmarks/recovery.py measures the loop over several cohorts (figures in the README)")
 
 

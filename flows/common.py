@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 
 from byu.errors import ByuError
@@ -127,6 +128,64 @@ def collect_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict
                                  "(set 'Take tags from unfinished CVAT jobs' to count them)", round_name,
                                  len(result.left_out))
     return {"decided": int(len(result.decisions)), "left_out": len(result.left_out)}
+
+
+@task(name="review-quality", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
+def quality_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
+    """Each reviewer's accuracy on the known-answer items, and the images a second reviewer sees (held, unsure,
+    sampled) handed to them: a scripted one answers at once, an import one is read when its CSV is there, CVAT gets
+    second-review tasks (the flow waits for them like for the first). Returns the assessment, with ``waiting``
+    true when people still have to do the second review."""
+    from byu.review.decisions import import_decisions_csv
+    from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound, ScriptedReviewer
+
+    log = get_run_logger()
+    rnd = ReviewRound(data_root(data_dir), round_name)
+    report = rnd.assess(review.quality)
+    for who, acc in report["accuracy"].items():
+        log.info("round %s: reviewer %s: %s of %s known-answer items right (%s)", round_name, who or "(unnamed)",
+                 acc["correct"], acc["n"], acc["accuracy"])
+    images = list(report["second_review"])
+    report["waiting"] = False
+    if not images:
+        return report
+    log.info("round %s: %d image(s) for a second review (%s)", round_name, len(images),
+             pd.Series(list(report["second_review"].values())).value_counts().to_dict())
+    second = make_reviewer(data_dir, round_name, review, second=1)
+    if isinstance(second, ScriptedReviewer):
+        rnd.collect_second(second.decide(rnd, images))
+    elif isinstance(second, ImportReviewer):
+        if second.csv.is_file():
+            rnd.collect_second(import_decisions_csv(second.csv, [c for c in rnd.cases() if c.image in set(images)]))
+        else:
+            log.warning("round %s: no second review yet: write %s (case_id or image, tags, reviewer) for the "
+                        "images listed in %s, then rerun; until then held decisions are not applied", round_name,
+                        second.csv, rnd.paths.quality)
+    elif isinstance(second, CvatReviewer):
+        from byu.review.cvat import push_second_review
+
+        push_second_review(rnd.paths.dir, config=second.config, images=images, batch_size=second.batch_size)
+        report["waiting"] = True
+    return report
+
+
+@task(name="resolve-reviews", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
+def resolve_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
+    """One decision per image from the reviews: where they disagree a scripted resolver (or a person's
+    ``resolution.csv``) decides, else the more accurate reviewer; ``resolved_decisions.csv``."""
+    from byu.review.quality import disputed_images
+    from byu.review.round import ReviewRound, ScriptedReviewer, write_round_decisions
+
+    rnd = ReviewRound(data_root(data_dir), round_name)
+    first, other = rnd.reviews()
+    disputed = disputed_images(rnd.cases(), first, other) if other is not None else []
+    resolver = make_reviewer(data_dir, round_name, review, second=2)
+    if disputed and isinstance(resolver, ScriptedReviewer):
+        write_round_decisions(rnd.paths.resolution, resolver.decide(rnd, disputed), replace=True)
+    out = rnd.resolve(review.quality)
+    get_run_logger().info("round %s: %d disputed image(s); decided %s; %d image(s) held (not applied)", round_name,
+                          len(disputed), out.get("decided_by"), len(out.get("held", [])))
+    return {k: out[k] for k in ("decided_by", "held", "agreement")}
 
 
 @task(name="apply-decisions")

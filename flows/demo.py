@@ -167,6 +167,70 @@ def recovery_report(root: DataRoot, files: dict[str, Path], *, version: str = "g
         "annotator_minutes": load["total"]["minutes"],
         "review_load": load,
         "changes_without_decision": changes_without_decision(changes),
+        **review_trust(root, files, cases, store.get(version), round_name=round_name),
+    }
+
+
+def review_trust(root: DataRoot, files: dict[str, Path], cases: list, refined, *, round_name: str) -> dict:
+    """What the round's trust measures said and what the synthetic truth says: each reviewer's accuracy estimated
+    from the known-answer items beside its true accuracy (its item answers against an error-free reviewer's), how
+    many of the first reviewer's wrong answers were on images sent to a second review, and the errors left per class
+    (estimated, interval, true)."""
+    import json
+
+    from byu.report import errors_against_truth
+    from byu.review.quality import item_answers
+    from byu.review.round import ReviewRound
+    from byu.review.scripted import scripted_decisions
+    from byu.review.tags import split_tags
+
+    paths = round_paths(root, round_name)
+    if not paths.quality.exists():
+        return {}
+    quality = json.loads(paths.quality.read_text())
+    rnd = ReviewRound(root, round_name)
+    truth = _labels(files, "truth")
+    gt = LabelStore(root.labels).get("gt")
+    perfect = {d["case_id"]: split_tags(d["tags"]) for d in
+               scripted_decisions(cases, truth, labeled=gt).to_dict("records")}
+    by_id = {c.case_id: c for c in cases}
+    first, second = rnd.reviews()
+    sent = set(quality.get("second_review", {}))
+    true_acc: dict[str, list[int]] = {}
+    wrong_first, wrong_sent = 0, 0
+    for table, is_first in ((first, True), (second, False)):
+        if table is None:
+            continue
+        for d in table.to_dict("records"):
+            case = by_id.get(str(d["case_id"]))
+            if case is None:
+                continue
+            said = item_answers(case, split_tags(d["tags"]))
+            right = item_answers(case, perfect[case.case_id])
+            if said is None or right is None:
+                continue
+            tally = true_acc.setdefault(str(d["reviewer"]), [0, 0])
+            for k, (real, _) in said.items():
+                tally[0] += 1
+                ok = real == right[k][0]
+                tally[1] += int(ok)
+                if is_first and not ok:
+                    wrong_first += 1
+                    wrong_sent += int(case.image in sent)
+    predicted = json.loads(Path(json.loads(paths.mining.read_text())["predictions"]).with_suffix(".json")
+                           .read_text()).get("tomo_ids")
+    true_left = errors_against_truth(refined, truth, predicted)
+    estimated = (quality.get("errors_left") or {}).get("classes", {})
+    return {
+        "reviewer_accuracy": {who: a["accuracy"] for who, a in quality.get("accuracy", {}).items()},
+        "reviewer_accuracy_detail": quality.get("accuracy", {}),
+        "reviewer_accuracy_true": {who: safe_ratio(ok, n) for who, (n, ok) in true_acc.items()},
+        "first_review_wrong_answers": wrong_first,
+        "first_review_wrong_answers_sent_to_second_review": wrong_sent,
+        "second_review_images": len(sent),
+        "agreement": quality.get("agreement", {}),
+        "held_images": len(quality.get("held", [])),
+        "errors_left": {c: {**v, "true": true_left.get(c)} for c, v in estimated.items()},
     }
 
 
@@ -174,7 +238,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
              classes: Sequence[str] = ("motor",), config: str | None = None, train_overrides: dict | None = None,
              wait: Literal["auto", "poll", "pause", "suspend"] = "poll", mining: MiningSettings | None = None,
              world: str = "default", species: int | None = None, snr: float | None = None,
-             crowding: float | None = None, log=print) -> dict:
+             crowding: float | None = None, reviewer_errors: float = 0.0, log=print) -> dict:
     """Run the whole loop on a synthetic cohort in ``data_dir``; return (and write) the report. ``world``,
     ``species``, ``snr`` and ``crowding`` choose the cohort (:func:`byu.synth.make_cohort`)."""
     from byu.synth import is_motor_cohort, resolve_classes
@@ -205,7 +269,8 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
 
     log(f"[3/5] round1 under Prefect: OOF predictions at 0.05 → cases → {reviewer} review → gt_v2")
     mining = mining or MiningSettings()
-    review = scripted_review(store, files, classes, mining=mining) if reviewer == "scripted" else \
+    review = scripted_review(store, files, classes, mining=mining, scripted_errors=reviewer_errors) \
+        if reviewer == "scripted" else \
         ReviewSettings(reviewer="cvat", mining=mining, wait=WaitSettings(mode=wait, poll_interval_s=30))
     summary = round1(Round1Params(data_dir=str(root.root), model_dirs=[DEMO_MODEL_RUN], review=review,
                                   max_labeled_motors=1 if motor_only else None, split_folds=folds.round1))

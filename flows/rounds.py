@@ -31,7 +31,9 @@ from flows.common import (
     combine_task,
     finished_task,
     mine_task,
+    quality_task,
     render_task,
+    resolve_task,
     start_review_task,
 )
 from flows.model_tasks import predict_with_fingerprint
@@ -108,6 +110,13 @@ def review_round(data_dir: str, round_name: str, *, labels_version: str, predict
         if review.reviewer != "scripted":
             wait_for_review(data_dir, round_name, review)
     collect_task(data_dir, round_name, review)
+    if n_cases:
+        assessed = quality_task(data_dir, round_name, review)
+        if assessed["waiting"]:  # second-review tasks in CVAT: wait for those people too, then pull again
+            wait_for_review(data_dir, round_name, review)
+            collect_task(data_dir, round_name, review)
+        if assessed["second_review"] or any(a["n"] for a in assessed["accuracy"].values()):
+            resolve_task(data_dir, round_name, review)
     return n_cases
 
 

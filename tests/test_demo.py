@@ -83,10 +83,11 @@ def check_recovery_misses(data: Path, report: dict, png: Path) -> None:
     thr = cohort.confirm["motor"]
     sup = cohort.supports
     # the labels mining reviews (alone with their candidates, or in galleries) are exactly those with no
-    # prediction (support 0), a weaker one than the threshold, or the verifier believes least
+    # prediction (support 0), a weaker one than the threshold, or the verifier believes least; known-answer
+    # items (labels believed most, shown to measure the reviewer) are not among them
     cases = read_cases(data / "review" / "round1" / "cases.csv")
     reviewed = {(c.frame_of(k).tomo_id, round(k.z, 2), round(k.y, 2), round(k.x, 2)) for c in cases
-                if c.kind in ("FN", "GL") for k in c.candidates if k.source == "label"}
+                if c.kind in ("FN", "GL") for k in c.candidates if k.source == "label" and k.known is None}
     bar = cohort.verify_bar.get("motor", float("-inf"))  # none: too few labels, or a verifier that cannot separate
     verified = {r.Index: cohort.verified("motor", r.tomo_id, (r.z, r.y, r.x)) for r in sup.itertuples()}
     assert reviewed == {(r.tomo_id, round(r.z, 2), round(r.y, 2), round(r.x, 2)) for r in sup.itertuples()

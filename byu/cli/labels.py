@@ -63,10 +63,18 @@ def list_cmd(data_dir: DataDir = None) -> None:
 def show_cmd(version: str, data_dir: DataDir = None) -> None:
     """Show a version's manifest and its changes per class and action."""
     store = _store(data_dir)
-    console.print_json(store.manifest(version).model_dump_json())
+    manifest = store.manifest(version)
+    console.print_json(manifest.model_dump_json())
     ch = store.changes(version)
     if len(ch):
         print_frame(changes_by_class(ch), title="label changes vs parent (per class)")
+    left = (manifest.extra.get("errors_left") or {}).get("classes") or {}
+    if left:
+        print_frame(pd.DataFrame([{"class": c, "estimate": v.get("estimate"),
+                                   "90% interval": "{}..{}".format(*v.get("interval_90", ["?", "?"])),
+                                   **{k.replace("_", " "): p for k, p in (v.get("parts") or {}).items()}}
+                                  for c, v in left.items()]),
+                    title="label errors probably left (estimate; see the manifest's errors_left.assumptions)")
 
 
 @app.command("diff")

@@ -513,14 +513,16 @@ def _job_states(task: Mapping[str, Any]) -> dict[int, str] | None:
 
 def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = False,
                          max_bytes: int = DEFAULT_MAX_XML_BYTES,
-                         geometry_dir: str | Path | None = None) -> DecisionsResult:
+                         geometry_dir: str | Path | None = None,
+                         kinds: Sequence[str] | None = None) -> DecisionsResult:
     """Decisions of a round from its exports: ``cvat/<task name>.xml`` for every task in ``cvat/tasks.json``.
 
     First-review tasks are read in batch order, then second-review (``review2``) tasks, so a second-review decision
     replaces the first one for the same case. A task without an export yet is an error (run ``pull``). Decisions
     made in jobs that are not completed are left out (``left_out``) unless ``include_incomplete``. Clicks map back
     through the images' geometry files in ``geometry_dir`` (default: the round's ``geometry/``; a pull's staging
-    folder passes the round's).
+    folder passes the round's). ``kinds`` reads only the tasks of those kinds (``("review",)``: the first review
+    alone, ``("review2",)``: the second alone, each as its reviewer left it).
     """
     paths = RoundPaths(Path(round_dir))
     geometry = Path(geometry_dir) if geometry_dir is not None else paths.geometry
@@ -533,6 +535,8 @@ def decisions_from_round(round_dir: str | Path, *, include_incomplete: bool = Fa
     if not isinstance(record, dict) or not isinstance(record.get("tasks", []), list):
         raise InputError("not a task record (expected {\"tasks\": [...]})", file=tasks_path)
     tasks = sorted(record.get("tasks", []), key=lambda t: (t.get("kind") != "review", t.get("batch", 0)))
+    if kinds is not None:
+        tasks = [t for t in tasks if t.get("kind", "review") in kinds]
     results: list[DecisionsResult] = []
     errors: list[str] = []
     for t in tasks:

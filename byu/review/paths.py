@@ -62,6 +62,27 @@ class RoundPaths:
         return self.dir / "decisions.csv"
 
     @property
+    def second_decisions(self) -> Path:
+        """A second reviewer's decisions on some of the images (scripted and imported reviews; a CVAT round keeps
+        them in its second-review tasks' exports)."""
+        return self.dir / "second_decisions.csv"
+
+    @property
+    def resolution(self) -> Path:
+        """Decisions of whoever resolves where the two reviews disagree (optional: else the more accurate one)."""
+        return self.dir / "resolution.csv"
+
+    @property
+    def resolved(self) -> Path:
+        """The decisions applied when the round had a second review: one per image, with who decided."""
+        return self.dir / "resolved_decisions.csv"
+
+    @property
+    def quality(self) -> Path:
+        """Reviewer accuracy, agreement, resolution and the errors left (``quality.json``)."""
+        return self.dir / "quality.json"
+
+    @property
     def outside_decisions(self) -> Path:
         """Where the ``import`` reviewer waits for decisions made outside CVAT (flows' default)."""
         return self.dir / "outside_decisions.csv"

@@ -27,7 +27,7 @@ import pandas as pd
 
 from byu.review.apply import read_tags
 from byu.review.cases import Candidate, Case, Frame, round_classes
-from byu.review.tags import UNSURE, check_tags, split_tags
+from byu.review.tags import UNSURE, check_tags, parse_click, split_tags
 
 KNOWN_REAL_QUANTILE = 0.8  # labels believed at or above this quantile of their class (support and verification)
 BACKGROUND_RADII = 3.0  # a background point is this many match radii from every label and prediction
@@ -167,4 +167,324 @@ def known_accuracy(cases: Iterable[Case], decisions: pd.DataFrame) -> dict[str, 
     return {who: Accuracy(n=n, correct=ok) for who, (n, ok) in counts.items()}
 
 
-__all__ = ["Accuracy", "KnownItem", "item_answers", "known_accuracy", "known_candidate", "known_pool"]
+# ----------------------------------------------------------------------------------------------------------------
+# a second reviewer, agreement, resolution
+
+
+def _decided(cases: Sequence[Case], decisions: pd.DataFrame) -> dict[str, tuple[Case, list[str], str]]:
+    """case_id -> (case, validated tags, reviewer) of every decision with tags (problems are left out: the readers
+    refuse them before they get here)."""
+    by_id = {c.case_id: c for c in cases}
+    classes = round_classes(cases)
+    out = {}
+    for d in decisions.to_dict("records"):
+        case = by_id.get(str(d.get("case_id", "")))
+        if case is None:
+            continue
+        tags, problems = check_tags(split_tags(d.get("tags", "")), case, classes)
+        if tags and not problems:
+            out[case.case_id] = (case, tags, str(d.get("reviewer") or ""))
+    return out
+
+
+def flagged_reviewers(accuracy: dict[str, Accuracy], *, min_accuracy: float, min_known: int) -> set[str]:
+    """Reviewers whose accuracy on at least ``min_known`` known-answer items is below ``min_accuracy``."""
+    return {who for who, a in accuracy.items() if a.n >= min_known and a.rate is not None and a.rate < min_accuracy}
+
+
+def second_review_images(cases: Sequence[Case], decisions: pd.DataFrame, accuracy: dict[str, Accuracy], *,
+                         min_accuracy: float, min_known: int, rate: float, seed: int = 0) -> dict[str, str]:
+    """The images a second reviewer sees, with why: ``unsure``; ``held`` (decided by a reviewer below
+    ``min_accuracy``: their decisions are not applied until a second review agrees or resolves them); ``sample``
+    (``rate`` of the other decided images, reproducibly from ``seed``)."""
+    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known)
+    out: dict[str, str] = {}
+    rng = np.random.default_rng(seed)
+    for case, tags, who in _decided(list(cases), decisions).values():
+        if UNSURE in tags:
+            out[case.image] = "unsure"
+        elif who in flagged:
+            out[case.image] = "held"
+        elif rate > 0 and rng.random() < rate:
+            out[case.image] = "sample"
+    return out
+
+
+def _binary(answers: dict[int, tuple[bool, str | None]], case: Case) -> dict[int, bool]:
+    return {c.k: answers[c.k][0] for c in case.candidates if c.known is None}
+
+
+def agreement(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame) -> dict[str, dict]:
+    """Per class, how the two reviews agree on the items both decided (real or not): ``items``, ``agree``,
+    Cohen's ``kappa`` (None when either review gave one answer only)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = _decided(list(cases), first), _decided(list(cases), second)
+    pairs: dict[str, list[tuple[bool, bool]]] = {}
+    for case_id in sorted(set(a) & set(b)):
+        case, tags_a, _ = a[case_id]
+        _, tags_b, _ = b[case_id]
+        ans_a, ans_b = item_answers(case, tags_a), item_answers(case, tags_b)
+        if ans_a is None or ans_b is None:
+            continue
+        ba, bb = _binary(ans_a, case), _binary(ans_b, case)
+        pairs.setdefault(case.particle, []).extend((ba[k], bb[k]) for k in ba)
+    out = {}
+    for name, p in pairs.items():
+        x, y = [int(u) for u, _ in p], [int(v) for _, v in p]
+        kappa = None if len(set(x)) < 2 and len(set(y)) < 2 else round(float(cohen_kappa_score(x, y)), 4)
+        out[name] = {"items": len(p), "agree": int(sum(u == v for u, v in zip(x, y, strict=True))),
+                     "kappa": kappa}
+    return out
+
+
+def _clicks(tags: Sequence[str]) -> list[tuple[float, float, float, str | None]]:
+    return [(c.z, c.y, c.x, c.particle) for t in tags if (c := parse_click(t)) is not None]
+
+
+def same_decision(case: Case, tags_a: Sequence[str], tags_b: Sequence[str]) -> bool:
+    """Whether two decisions of one image say the same: the same answer for every item, and clicks at the same
+    particles (one to one, of one class, within the case's match radius)."""
+    if item_answers(case, tags_a) != item_answers(case, tags_b):
+        return False
+    ca, cb = _clicks(tags_a), _clicks(tags_b)
+    if len(ca) != len(cb):
+        return False
+    spacing = case.voxel_spacing or 1.0
+    left = list(cb)
+    for z, y, x, cls in ca:
+        near = [q for q in left if q[3] == cls and
+                math.dist((z, y, x), q[:3]) * spacing <= case.radius_A]
+        if not near:
+            return False
+        left.remove(near[0])
+    return True
+
+
+def disputed_images(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame) -> list[str]:
+    """The images both reviews decided and say different things of (neither ``unsure``): :func:`same_decision`."""
+    a, b = _decided(list(cases), first), _decided(list(cases), second)
+    out = []
+    for cid in sorted(set(a) & set(b)):
+        case, ta, _ = a[cid]
+        tb = b[cid][1]
+        if UNSURE not in ta and UNSURE not in tb and not same_decision(case, ta, tb):
+            out.append(case.image)
+    return out
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The decisions to apply, and for each decided image how it was decided."""
+
+    decisions: pd.DataFrame  # DECISION_COLUMNS; reviewer names who decided (and from which reviews)
+    how: dict[str, str]  # case_id -> "first", "agreed", "resolved", "second"
+    held: list[str]  # case_ids not applied: a held reviewer's decision nobody confirmed, or an unresolved tie
+
+
+def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | None,
+            accuracy: dict[str, Accuracy], *, min_accuracy: float, min_known: int,
+            resolution: pd.DataFrame | None = None) -> Resolution:
+    """One decision per image from the reviews (see :func:`second_review_images`):
+
+    - reviewed once: the decision, unless its reviewer is below ``min_accuracy`` (then held, not applied);
+    - reviewed twice and the item answers agree: the decision, its reviewer ``first+second``;
+    - they disagree: a ``resolution`` decision for the image wins when there is one (its reviewer recorded as
+      ``resolver (resolving first, second)``); otherwise each disputed item takes the answer of the reviewer more
+      accurate on the known-answer items (recorded as ``second (more accurate than first on known answers)``);
+      equal accuracy leaves the image held.
+    """
+    from byu.review.decisions import DECISION_COLUMNS
+    from byu.review.tags import join_tags
+
+    cases = list(cases)
+    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known)
+    a = _decided(cases, first)
+    b = _decided(cases, second) if second is not None else {}
+    r = _decided(cases, resolution) if resolution is not None else {}
+    rows, how, held = [], {}, []
+
+    def row(case: Case, tags: list[str], who: str, source: str) -> dict:
+        return {"case_id": case.case_id, "image": case.image, "tags": join_tags(tags), "reviewer": who,
+                "source": source, "job_state": ""}
+
+    for case in cases:
+        cid = case.case_id
+        if cid not in a and cid not in b:
+            continue
+        if cid in a and cid not in b:
+            c, tags, who = a[cid]
+            if who in flagged or UNSURE in tags:
+                held.append(cid)
+                continue
+            rows.append(row(case, tags, who, "review"))
+            how[cid] = "first"
+            continue
+        if cid not in a:
+            c, tags, who = b[cid]
+            rows.append(row(case, tags, who, "second review"))
+            how[cid] = "second"
+            continue
+        (_, ta, wa), (_, tb, wb) = a[cid], b[cid]
+        ans_a, ans_b = item_answers(case, ta), item_answers(case, tb)
+        if ans_a is None:  # the first said unsure: the second decides
+            rows.append(row(case, tb, wb, "second review"))
+            how[cid] = "second"
+            continue
+        if ans_b is None or same_decision(case, ta, tb):
+            if ans_b is not None or wa not in flagged:
+                rows.append(row(case, ta, f"{wa}+{wb}" if ans_b is not None else wa, "review+second review"))
+                how[cid] = "agreed" if ans_b is not None else "first"
+            else:
+                held.append(cid)
+            continue
+        if cid in r:
+            _, tr, wr = r[cid]
+            rows.append(row(case, tr, f"{wr} (resolving {wa}, {wb})", "resolution"))
+            how[cid] = "resolved"
+            continue
+        ra, rb = accuracy.get(wa), accuracy.get(wb)
+        pa = ra.rate if ra is not None and ra.rate is not None else None
+        pb = rb.rate if rb is not None and rb.rate is not None else None
+        if pa is None or pb is None or pa == pb:
+            held.append(cid)
+            continue
+        winner, loser, tags = (wa, wb, ta) if pa > pb else (wb, wa, tb)
+        rows.append(row(case, tags, f"{winner} (more accurate than {loser} on known answers)",
+                        "review+second review"))
+        how[cid] = "resolved"
+    return Resolution(decisions=pd.DataFrame(rows, columns=DECISION_COLUMNS), how=how, held=held)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors left
+
+DEFAULT_ACCURACY = 0.95  # a reviewer no known-answer item measured is taken to err like this (stated as assumed)
+ASSUMPTIONS = [
+    "each decided item is wrong with probability 1 - the accuracy its reviewer showed on the known-answer items "
+    "(two agreeing reviewers: both wrong; a reviewer nothing measured: taken at 0.95)",
+    "an item a reviewer saw but did not decide keeps the error rate the decided items of its kind showed",
+    "labels nobody reviewed are false at most at the rate of the least erroneous reviewed stratum of their class",
+    "unlabeled predictions beyond the budget are real at most at the rate of the last quarter of those shown; "
+    "those below the class's bar and particles no model found are not counted",
+]
+
+
+def _corrected(observed: float, a: float) -> float:
+    """The rate of true changes among items whose answers changed at ``observed`` by a reviewer of accuracy ``a``
+    (``observed = p a + (1 - p)(1 - a)``)."""
+    if a <= 0.5:
+        return float(np.clip(observed, 0.0, 1.0))
+    return float(np.clip((observed - (1 - a)) / (2 * a - 1), 0.0, 1.0))
+
+
+def _who(reviewer: str) -> list[str]:
+    """The reviewers a resolved decision's ``reviewer`` names: ``a+b`` → [a, b]; ``c (resolving a, b)`` → [c]."""
+    head = reviewer.split(" (", 1)[0]
+    return [w for w in head.split("+") if w]
+
+
+def _wrong_p(reviewer: str, how: str, accuracy: dict[str, Accuracy], bound: int) -> float:
+    """The probability that an item decided by ``reviewer`` is wrong; ``bound`` -1 / 0 / +1: at the accuracies'
+    upper Wilson bound, their estimate, their lower bound."""
+    def acc(name: str) -> float:
+        a = accuracy.get(name)
+        if a is None or a.rate is None:
+            return DEFAULT_ACCURACY
+        lo, hi = a.interval or (a.rate, a.rate)
+        return {-1: hi, 0: a.rate, 1: lo}[bound]
+
+    names = _who(reviewer)
+    if how == "agreed" and len(names) >= 2:
+        a1, a2 = acc(names[0]), acc(names[1])
+        both = (1 - a1) * (1 - a2)
+        return both / (both + a1 * a2) if both + a1 * a2 > 0 else 0.0
+    return 1.0 - acc(names[0]) if names else 1.0 - DEFAULT_ACCURACY
+
+
+def errors_left(cases: Sequence[Case], applied: pd.DataFrame, accuracy: dict[str, Accuracy],
+                mined: dict[str, dict], *, how: dict[str, str] | None = None,
+                reviews: pd.DataFrame | None = None) -> dict[str, dict]:
+    """Per class, an estimate of the label errors the new version still holds, with a 90 % interval and the
+    parts it is made of (``ASSUMPTIONS`` say what it rests on). ``applied``: the decisions the version was made
+    from (``reviewer`` as :func:`resolve` writes it); ``mined``: the round's ``mining.json`` ``classes``; ``how``:
+    :attr:`Resolution.how` (None: one review); ``reviews``: every review's decisions (default ``applied``), whose
+    answers set how often a shown item needs a change (so held images count too)."""
+    from scipy.stats import poisson
+
+    cases = list(cases)
+    how = how or {}
+    decided = _decided(cases, applied)
+    seen = _decided(cases, reviews if reviews is not None else applied)
+    out: dict[str, dict] = {}
+    for name, info in mined.items():
+        mine = [c for c in cases if c.particle == name]
+        parts = {k: [0.0, 0.0, 0.0] for k in ("reviewer_errors", "undecided_shown", "unreviewed_labels",
+                                              "beyond_budget")}
+        changed = {"label": [0, 0], "prediction": [0, 0]}  # items decided, items whose answer changes a label
+        reviewed_labels = 0
+        strata: dict[str, list[int]] = {}
+        gp_tail: list[tuple[int, bool]] = []
+        undecided = {"label": 0, "prediction": 0}
+        for case in mine:
+            items = [c for c in case.candidates if c.known is None]
+            reviewed_labels += sum(c.source == "label" for c in items)
+            d = decided.get(case.case_id)
+            answers = item_answers(case, d[1]) if d is not None else None
+            if answers is None:
+                for c in items:
+                    undecided[c.source] += 1
+            else:
+                _, _, reviewer = d  # type: ignore[misc]
+                for bound, slot in ((-1, 0), (0, 1), (1, 2)):
+                    parts["reviewer_errors"][slot] += len(items) * _wrong_p(
+                        reviewer, how.get(case.case_id, "first"), accuracy, bound)
+            s = seen.get(case.case_id)
+            answers = item_answers(case, s[1]) if s is not None else None
+            if answers is None:
+                continue
+            for c in items:
+                real = answers[c.k][0]
+                change = (not real) if c.source == "label" else real
+                changed[c.source][0] += 1
+                changed[c.source][1] += int(change)
+                if case.kind == "GL":
+                    strata.setdefault(case.reason or "", [0, 0])
+                    strata[case.reason or ""][0] += 1
+                    strata[case.reason or ""][1] += int(not real)
+                if case.kind == "GP":
+                    gp_tail.append((c.k, real))
+        rates = [a.rate for a in accuracy.values() if a.rate is not None]
+        mean_acc = float(np.mean(rates)) if rates else DEFAULT_ACCURACY
+        for source, (n, k) in changed.items():
+            rate = _corrected(k / n, mean_acc) if n else 0.0
+            lo, hi = Accuracy(n=n, correct=k).interval or (0.0, 0.0)
+            m = undecided[source]
+            parts["undecided_shown"][0] += m * _corrected(lo, mean_acc)
+            parts["undecided_shown"][1] += m * rate
+            parts["undecided_shown"][2] += m * _corrected(hi, mean_acc)
+        n_unrev = max(0, int(info.get("labels", 0)) - reviewed_labels)
+        if strata and n_unrev:
+            best = min(strata.values(), key=lambda nk: nk[1] / nk[0] if nk[0] else 1.0)
+            rate = _corrected(best[1] / best[0], mean_acc) if best[0] else 0.0
+            hi = (Accuracy(n=best[0], correct=best[1]).interval or (0.0, 0.0))[1]
+            parts["unreviewed_labels"] = [0.0, n_unrev * rate, n_unrev * _corrected(hi, mean_acc)]
+        hidden = int(info.get("hidden", 0) or 0)
+        if hidden and gp_tail:
+            tail = gp_tail[-max(1, len(gp_tail) // 4):]
+            k = sum(real for _, real in tail)
+            hi = (Accuracy(n=len(tail), correct=k).interval or (0.0, 0.0))[1]
+            parts["beyond_budget"] = [0.0, hidden * _corrected(k / len(tail), mean_acc),
+                                      hidden * _corrected(hi, mean_acc)]
+        lo = sum(p[0] for p in parts.values())
+        mid = sum(p[1] for p in parts.values())
+        hi = sum(p[2] for p in parts.values())
+        out[name] = {"estimate": round(mid, 1), "interval_90": [int(poisson.ppf(0.05, lo)) if lo > 0 else 0,
+                                                                 int(poisson.ppf(0.95, hi)) if hi > 0 else 0],
+                     "parts": {k: round(v[1], 2) for k, v in parts.items()}}
+    return out
+
+
+__all__ = ["ASSUMPTIONS", "Accuracy", "KnownItem", "Resolution", "agreement", "disputed_images", "errors_left",
+           "flagged_reviewers", "item_answers", "known_accuracy", "known_candidate", "known_pool", "resolve",
+           "same_decision", "second_review_images"]

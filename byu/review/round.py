@@ -50,7 +50,7 @@ from byu.review.decisions import (
 )
 from byu.review.match import MiningResult, find_cases, predicted_tomograms
 from byu.review.paths import RoundPaths, round_paths
-from byu.review.settings import MiningSettings, RenderSettings
+from byu.review.settings import MiningSettings, QualitySettings, RenderSettings
 from byu.review.verify import (
     VERIFIER_VERSION,
     Verification,
@@ -118,19 +118,28 @@ class ScriptedReviewer(Reviewer):
     truth: LabelSet
     name: str = "scripted"
     kind: str = "scripted"
+    error_rate: float = 0.0  # the share of item answers it gets wrong (byu.review.scripted)
+    seed: int = 0
 
     def start(self, rnd: ReviewRound) -> str:
-        return "scripted review: answers come from the truth"
+        return "scripted review: answers come from the truth" + \
+            (f" (wrong on {self.error_rate:.0%} of them)" if self.error_rate else "")
 
     def finished(self, rnd: ReviewRound) -> bool:
         return True
 
-    def collect(self, rnd: ReviewRound) -> DecisionsResult:
+    def decide(self, rnd: ReviewRound, images: Sequence[str] | None = None) -> DecisionsResult:
+        """Its decisions on the round's cases (or the cases of ``images``), written nowhere."""
         from byu.review.scripted import scripted_decisions
 
         version = rnd.label_version()
         labeled = rnd.store.get(version) if version and rnd.store.exists(version) else None
-        result = DecisionsResult(scripted_decisions(rnd.cases(), self.truth, reviewer=self.name, labeled=labeled))
+        cases = rnd.cases() if images is None else [c for c in rnd.cases() if c.image in set(images)]
+        return DecisionsResult(scripted_decisions(cases, self.truth, reviewer=self.name, labeled=labeled,
+                                                  error_rate=self.error_rate, seed=self.seed))
+
+    def collect(self, rnd: ReviewRound) -> DecisionsResult:
+        result = self.decide(rnd)
         write_round_decisions(rnd.paths.decisions, result, replace=True)
         return result
 
@@ -352,6 +361,66 @@ class ReviewRound:
                              file=self.paths.decisions)
         return read_decisions(self.paths.decisions)
 
+    # ------------------------------------------------------------------------------------------ quality
+    def reviews(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The first review's decisions and the second's (None when there is none), each as its reviewer left it:
+        from a CVAT round's first- and second-review exports, else ``decisions.csv`` and ``second_decisions.csv``."""
+        from byu.review.decisions import decisions_from_round
+
+        if self.paths.tasks.exists():
+            record = json.loads(self.paths.tasks.read_text())
+            first = decisions_from_round(self.paths.dir, kinds=("review",)).decisions
+            second = decisions_from_round(self.paths.dir, kinds=("review2",)).decisions \
+                if any(t.get("kind") == "review2" for t in record.get("tasks", [])) else None
+            return first, second
+        second = read_decisions(self.paths.second_decisions) if self.paths.second_decisions.exists() else None
+        return self.decisions(), second
+
+    def assess(self, settings: QualitySettings | None = None) -> dict[str, Any]:
+        """Each reviewer's accuracy on the known-answer items and the images a second reviewer should see (why:
+        unsure, held, sample); written to ``quality.json``."""
+        from byu.review.quality import known_accuracy, second_review_images
+
+        settings = settings or QualitySettings()
+        cases = self.cases()
+        first, _ = self.reviews()
+        accuracy = known_accuracy(cases, first)
+        second = second_review_images(cases, first, accuracy, min_accuracy=settings.min_accuracy,
+                                      min_known=settings.min_known, rate=settings.second_rate)
+        report = {"settings": settings.model_dump(), "accuracy": {k: v.as_dict() for k, v in accuracy.items()},
+                  "second_review": second}
+        write_json(self.paths.quality, report)
+        return report
+
+    def collect_second(self, result: DecisionsResult) -> Path:
+        """Store a second reviewer's decisions (scripted or imported) as ``second_decisions.csv``."""
+        if result.errors:
+            write_decisions(result, self.paths.second_decisions)  # raises, naming every problem
+        write_round_decisions(self.paths.second_decisions, result, replace=True)
+        return self.paths.second_decisions
+
+    def resolve(self, settings: QualitySettings | None = None) -> dict[str, Any]:
+        """One decision per image from the reviews (:func:`byu.review.quality.resolve`; ``resolution.csv`` where
+        someone resolved disagreements) → ``resolved_decisions.csv``, which :meth:`apply` then applies; agreement
+        per class (Cohen's kappa) and how each image was decided go to ``quality.json``."""
+        from byu.review.quality import agreement, known_accuracy, resolve
+
+        settings = settings or QualitySettings()
+        cases = self.cases()
+        first, second = self.reviews()
+        accuracy = known_accuracy(cases, first if second is None else pd.concat([first, second]))
+        resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
+        out = resolve(cases, first, second, accuracy, min_accuracy=settings.min_accuracy,
+                      min_known=settings.min_known, resolution=resolution)
+        write_round_decisions(self.paths.resolved, out.decisions, replace=True)
+        report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
+        report.update({"accuracy": {k: v.as_dict() for k, v in accuracy.items()},
+                       "agreement": agreement(cases, first, second) if second is not None else {},
+                       "decided_by": pd.Series(list(out.how.values()), dtype=object).value_counts().to_dict(),
+                       "how": out.how, "held": out.held})
+        write_json(self.paths.quality, report)
+        return report
+
     # ------------------------------------------------------------------------------------------ apply
     def apply(self, *, from_version: str, to_version: str, overrides: str | Path | None = None,
               producer: str | None = None) -> tuple[Manifest, ApplyResult]:
@@ -361,20 +430,45 @@ class ReviewRound:
         if mined and mined != {from_version}:
             raise InputError(f"cases of round {self.name!r} were mined against {sorted(mined)}, not "
                              f"{from_version!r}", file=self.paths.cases, field="label_version")
-        decisions = self.decisions()
+        source = self.paths.resolved if self.paths.resolved.exists() else self.paths.decisions
+        if not source.exists():
+            raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)",
+                             file=self.paths.decisions)
+        decisions = read_decisions(source)
         ov = read_overrides(overrides) if overrides is not None else None
         result = apply_decisions(self.store.get(from_version), cases, decisions, round_name=self.name, overrides=ov,
                                  overrides_source=str(overrides) if overrides else "overrides",
-                                 decisions_source=str(self.paths.decisions))
+                                 decisions_source=str(source))
+        left = self.errors_left(decisions)
         manifest = self.store.put(
             to_version, result.labels, parents=[from_version], producer=producer or f"byu review apply {self.name}",
             changes=result.changes,
             extra={"round": self.name, "cases": len(cases), "decided": len(result.applied_cases),
                    "unsure": result.unsure_cases, "unreviewed": len(result.unreviewed_cases),
                    "label_changes": result.label_changes,
-                   "overrides": os.fspath(overrides) if overrides else None},
+                   "overrides": os.fspath(overrides) if overrides else None,
+                   **({"errors_left": left} if left else {})},
         )
         return manifest, result
+
+    def errors_left(self, applied: pd.DataFrame) -> dict[str, Any]:
+        """Per class, the label errors the version made from ``applied`` probably still holds
+        (:func:`byu.review.quality.errors_left`), with the assumptions; also kept in ``quality.json``."""
+        from byu.review.quality import ASSUMPTIONS, errors_left, known_accuracy
+
+        if not self.paths.mining.exists():
+            return {}
+        mined = json.loads(self.paths.mining.read_text()).get("classes") or {}
+        report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
+        first, second = self.reviews()
+        cases = self.cases()
+        accuracy = known_accuracy(cases, first if second is None else pd.concat([first, second]))
+        reviews = first if second is None else pd.concat([first, second])
+        left = {"classes": errors_left(cases, applied, accuracy, mined, how=report.get("how"), reviews=reviews),
+                "assumptions": ASSUMPTIONS}
+        report["errors_left"] = left
+        write_json(self.paths.quality, report)
+        return left
 
     def summary(self) -> dict[str, Any]:
         """Cases by kind and class, and how many were decided."""

@@ -128,6 +128,25 @@ class RenderSettings(BaseModel):
                          description="JPEG quality of the case images (higher: sharper and larger files)")
 
 
+class QualitySettings(BaseModel):
+    """How far a round trusts its reviewers: accuracy on known-answer items, a second reviewer, resolution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_accuracy: float = Field(default=0.9, ge=0, le=1, title="Minimum reviewer accuracy",
+                                description="a reviewer whose accuracy on the known-answer items is below this has "
+                                "every decision held for a second review (not applied until resolved)")
+    min_known: int = Field(default=10, ge=1, title="Known answers needed",
+                           description="a reviewer's accuracy is judged only on at least this many known-answer "
+                           "items")
+    second_rate: float = Field(default=0.0, ge=0, le=1, title="Second-review sample",
+                               description="share of the other images a second reviewer also sees (every 'unsure' "
+                               "and every held image go to them too)")
+    second_reviewer: str = Field(default="second", title="Second reviewer",
+                                 description="the name the second review's decisions carry (CVAT: the assignee of "
+                                 "the second-review jobs)")
+
+
 class WaitSettings(BaseModel):
     """How a flow waits for people to review."""
 
@@ -147,5 +166,5 @@ class WaitSettings(BaseModel):
                                      description="off: only jobs marked completed count")
 
 
-__all__ = ["FP_FRACTION", "SUPPORT_FRACTION", "MiningSettings", "RenderSettings", "VerifierSettings",
+__all__ = ["FP_FRACTION", "SUPPORT_FRACTION", "MiningSettings", "QualitySettings", "RenderSettings", "VerifierSettings",
            "WaitSettings"]

@@ -1,8 +1,9 @@
 """Case images for review: one JPEG per row of ``cases.csv``.
 
-**Single-particle cases** (``FN``, ``FP``): a header naming the case and the tags to use, then one row per candidate
-(``k = 0`` the labeled pick of an FN case, ``k = 1..K`` predictions) with five panels around that candidate, in the
-stored (resampled) frame of the tomogram, and a sixth when the model's heatmap is given:
+**Single-particle cases** (``FN``, ``FP``): a header naming the case, the tags to use and where to place a point
+when no candidate is right, then one row per candidate (``k = 0`` the labeled pick of an FN case, ``k = 1..K``
+predictions) with five panels around that candidate, in the stored (resampled) frame of the tomogram, and a sixth
+when the model's heatmap is given:
 
     label | XY at z-dz | XY at z | XY at z+dz | XZ (x right, z down) | YZ (y right, z down) [| model: XY at z]
 
@@ -99,6 +100,16 @@ def instructions(case: Case, classes: Sequence[str]) -> str:
             "unsure = second review")
 
 
+def click_instructions(case: Case, classes: Sequence[str]) -> str:
+    """The second header line of a single-particle image: where no candidate is right, a click says where."""
+    thing = "motor" if list(classes) == ["motor"] else "particle"
+    label = "here" if len(classes) <= 1 else "here:<class>"
+    what = {"FN": f"the labeled {thing} belongs there (0 + a point: keep it and add one there)",
+            "FP": f"a real {thing} is there"}.get(case.kind, f"a {thing} is there")
+    return (f"Where no candidate is right: place a '{label}' point on any panel = {what}  ·  "
+            "several points = several particles")
+
+
 def kind_text(case: Case) -> str:
     what = case.particle
     if case.kind == "GL":
@@ -177,7 +188,7 @@ class Layout:
     label_w: int = 230
     margin: int = 12
     gap: int = 6
-    header_h: int = 118
+    header_h: int = 142
     colhead_h: int = 26
     n_cols: int = 5  # 6 with the model panel
 
@@ -638,6 +649,7 @@ def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: 
     title = f"{case.case_id}   ·   {case.tomo_id}   ·   {kind_text(case)}{score}"
     _line(draw, (m, m), [(title, TEXT_COLOUR)], width, 22, bold=True)
     _line(draw, (m, m + 32), [(instructions(case, names), TEXT_COLOUR)], width, 16)
+    _line(draw, (m, m + 56), [(click_instructions(case, names), TEXT_COLOUR)], width, 16)
     parts = [
         (f"yellow = case focus (k={case.focus_k})", FOCUS_COLOUR), ("   ", TEXT_COLOUR),
         ("cyan = other candidates", OTHER_COLOUR), ("   ", TEXT_COLOUR),
@@ -647,14 +659,14 @@ def _draw_header(draw: ImageDraw.ImageDraw, case: Case, meta: TomoMeta, layout: 
     ]
     parts += [("   ·   ring radius: " + ", ".join(f"{n} {class_radius(n, classes):g} Å" for n in names),
                TEXT_COLOUR)]
-    _line(draw, (m, m + 56), parts, width, 16)
+    _line(draw, (m, m + 80), parts, width, 16)
     frame = f"{case.Z}×{case.Y}×{case.X} @ {case.voxel_spacing:g} Å"
     source = "".join(f"  ·  {name} {value}" for name, value in
                      (("labels", case.label_version), ("predictions", case.prediction_run)) if value)
     info = (f"coordinates (z,y,x) in the label frame {frame}  ·  panels: {crop} voxels = "
             f"{crop * meta.voxel_spacing:.0f} Å at {meta.voxel_spacing:g} Å/voxel, "
             f"Δz = {dz} slices ({dz * meta.voxel_spacing:.0f} Å){source}")
-    _line(draw, (m, m + 80), [(info, DIM_TEXT)], width, 16)
+    _line(draw, (m, m + 104), [(info, DIM_TEXT)], width, 16)
     heads = [c.format(dz=dz) for c in COLUMNS] + ([MODEL_COLUMN] if layout.n_cols == 6 else [])
     for col, text in enumerate(heads):
         px, py = layout.panel_origin(0, col)

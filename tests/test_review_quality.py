@@ -148,3 +148,56 @@ def test_two_reviewers_and_a_click_through_cvat_give_the_right_version_and_say_w
     assert changes.at[fn2.case_id, "source"] == "review:c1:click"
     quality = json.loads(rnd.paths.quality.read_text())
     assert quality["how"][fn2.case_id] == "resolved" and quality["agreement"]["motor"]["items"] >= 4
+
+
+def _csv(result, path):
+    result.decisions[["case_id", "tags", "reviewer"]].to_csv(path, index=False)
+    return path
+
+
+def test_quality_second_resolve_and_apply_from_the_command_line(tmp_path):
+    """`byu review quality` flags the tired reviewer, `second --import` takes a second reviewer's CSV for exactly
+    the images it listed, `resolve` decides, `apply` applies the resolution and refuses a stale one."""
+    from typer.testing import CliRunner
+
+    from byu.cli.review import app
+
+    runner = CliRunner()
+    truth, noisy, root, rnd = _round(tmp_path)
+    data = ["--data-dir", str(root.root)]
+    ScriptedReviewer(truth=truth, name="tired", error_rate=0.3, seed=1).collect(rnd)
+
+    r = runner.invoke(app, ["quality", "r1", "--min-known", "5", *data])
+    assert r.exit_code == 0, r.output
+    assert "tired" in r.output and "yes" in r.output and "held" in r.output
+    listed = json.loads(rnd.paths.quality.read_text())["second_review"]
+    assert set(listed) == set(rnd.decisions()["image"])
+
+    r = runner.invoke(app, ["second", "r1", *data])
+    assert r.exit_code == 2 and "exactly one of --push" in r.output
+    fresh = ScriptedReviewer(truth=truth, name="fresh", seed=2)
+    everything = _csv(fresh.decide(rnd), tmp_path / "too_many.csv")
+    cases = rnd.cases()
+    if len(listed) < len(cases):  # an image the list does not hold is refused, naming it
+        r = runner.invoke(app, ["second", "r1", "--import", str(everything), *data])
+        assert r.exit_code == 1 and "not written" in r.output and not rnd.paths.second_decisions.exists()
+    r = runner.invoke(app, ["second", "r1", "--import", str(_csv(fresh.decide(rnd, list(listed)),
+                                                                 tmp_path / "second.csv")), *data])
+    assert r.exit_code == 0, r.output
+
+    r = runner.invoke(app, ["resolve", "r1", "--min-known", "5", *data])
+    assert r.exit_code == 0, r.output
+    assert "kappa" in r.output and rnd.paths.resolved.exists()
+    r = runner.invoke(app, ["apply", "r1", "--from", "gt", "--to", "gt_v2", *data])
+    assert r.exit_code == 0, r.output
+    changes = LabelStore(root.labels).changes("gt_v2")
+    assert len(changes) and all(w == "tired+fresh" or w.startswith("fresh (") for w in changes["reviewer"])
+
+    # the second review changes after the resolution: applying the old resolution is refused, nothing stored
+    again = fresh.decide(rnd, list(listed)[:1]).decisions.assign(tags="unsure")
+    again[["case_id", "tags", "reviewer"]].to_csv(tmp_path / "second_again.csv", index=False)
+    r = runner.invoke(app, ["second", "r1", "--import", str(tmp_path / "second_again.csv"), *data])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["apply", "r1", "--from", "gt", "--to", "gt_v2b", *data])
+    assert r.exit_code != 0 and "resolve r1" in r.output
+    assert "gt_v2b" not in LabelStore(root.labels).names()

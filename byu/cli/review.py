@@ -20,9 +20,10 @@ from byu.cli.util import DataDir, console, fail, make_app, print_frame, problems
 from byu.errors import ByuError
 from byu.paths import DataRoot
 from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound
-from byu.review.settings import MiningSettings
+from byu.review.settings import MiningSettings, QualitySettings
 
-app = make_app(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, apply.",
+app = make_app(help="Review rounds: mine cases, render images, CVAT push/status/pull, import, reviewer quality, "
+                    "second review, resolve, apply.",
                   no_args_is_help=True)
 
 Round = Annotated[str, typer.Argument(metavar="ROUND")]
@@ -247,6 +248,114 @@ def import_cmd(
         raise typer.Exit(1)
     _remote(lambda: rnd.collect_review(ImportReviewer(csv=csv_path, replace=replace)))
     say(f"{len(result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
+
+
+def _quality(min_accuracy: float | None, min_known: int | None, second_rate: float | None) -> QualitySettings:
+    given: dict[str, float | int | None] = {"min_accuracy": min_accuracy, "min_known": min_known,
+                                             "second_rate": second_rate}
+    return QualitySettings.model_validate({k: v for k, v in given.items() if v is not None})
+
+
+def _qhelp(field: str) -> str:
+    return QualitySettings.model_fields[field].description or ""
+
+
+MinAccuracy = Annotated[float | None, typer.Option("--min-accuracy", min=0.0, max=1.0, help=_qhelp("min_accuracy"))]
+MinKnown = Annotated[int | None, typer.Option("--min-known", min=1, help=_qhelp("min_known"))]
+SecondRate = Annotated[float | None, typer.Option("--second-rate", min=0.0, max=1.0, help=_qhelp("second_rate"))]
+
+
+@app.command("quality")
+def quality_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: MinKnown = None,
+                second_rate: SecondRate = None, data_dir: DataDir = None) -> None:
+    """How far the round's review can be trusted: each reviewer's accuracy on the known-answer items (a Wilson
+    95 % interval), who falls below --min-accuracy, and the images a second reviewer should see (unsure, every
+    image a flagged reviewer decided, and a --second-rate sample of the others). Writes review/ROUND/quality.json;
+    `byu review second ROUND` hands those images to the second reviewer."""
+    from byu.review.quality import flagged_reviewers, known_accuracy
+
+    settings = _quality(min_accuracy, min_known, second_rate)
+    rnd = _round(data_dir, round_name)
+    report = rnd.assess(settings)
+    accuracy = known_accuracy(rnd.cases(), rnd.reviews()[0])
+    flagged = flagged_reviewers(accuracy, min_accuracy=settings.min_accuracy, min_known=settings.min_known)
+    rows = [{"reviewer": who or "(unnamed)", "right": a.correct, "known items": a.n,
+             "accuracy": "" if a.rate is None else f"{a.rate:.2f}",
+             "95% interval": "" if a.interval is None else f"{a.interval[0]:.2f}-{a.interval[1]:.2f}",
+             "flagged": "yes" if who in flagged else ("too few items" if a.n < settings.min_known else "")}
+            for who, a in sorted(accuracy.items())]
+    if rows:
+        print_frame(pd.DataFrame(rows), title=f"round {round_name}: reviewers on known-answer items")
+    else:
+        say(f"round {round_name}: no known-answer item decided yet (they are in gallery images)")
+    why = pd.Series(list(report["second_review"].values()), dtype=object).value_counts().to_dict()
+    if why:
+        say(f"{len(report['second_review'])} image(s) for a second review ("
+            + ", ".join(f"{n} {w}" for w, n in why.items()) + f"): `byu review second {round_name} ...`")
+    else:
+        say("no image needs a second review")
+    say(f"-> {rnd.paths.quality}")
+
+
+@app.command("second")
+def second_cmd(
+    round_name: Round,
+    push: Annotated[bool, typer.Option("--push", help="create second-review tasks in the round's CVAT project "
+                                       "(assign them to someone other than the first reviewer)")] = False,
+    csv_path: Annotated[Path | None, typer.Option("--import", help="the second reviewer's decisions CSV "
+                                                  "(case_id or image, tags[, reviewer]) for those images")] = None,
+    data_dir: DataDir = None, url: Url = None, user: User = None,
+) -> None:
+    """Hand the images `byu review quality ROUND` chose to a second reviewer: --push sends them to CVAT (pull them
+    with `byu review pull` when done), --import reads the second reviewer's CSV. Then `byu review resolve ROUND`."""
+    rnd = _round(data_dir, round_name)
+    if push == (csv_path is not None):
+        fail("give exactly one of --push (CVAT) and --import CSV")
+    if not rnd.paths.quality.exists():
+        fail(f"no second-review list yet: run `byu review quality {round_name}` first")
+    import json
+
+    images = list(json.loads(rnd.paths.quality.read_text()).get("second_review") or {})
+    if not images:
+        say("no image needs a second review; nothing to do")
+        return
+    if push:
+        from byu.review.cvat import push_second_review
+
+        reviewer = _cvat(url, user, None)
+        tasks = _remote(lambda: push_second_review(rnd.paths.dir, config=reviewer.config, images=images,
+                                                   batch_size=reviewer.batch_size))
+        say(f"{len(images)} image(s) in {len(tasks)} second-review task(s); pull them with "
+            f"`byu review pull {round_name}` when done")
+        return
+    from byu.review.decisions import import_decisions_csv
+
+    assert csv_path is not None
+    wanted = set(images)
+    result = import_decisions_csv(csv_path, [c for c in rnd.cases() if c.image in wanted])
+    if problems(result.errors):
+        say("second_decisions.csv not written (the CSV may only hold the images listed in quality.json)", err=True)
+        raise typer.Exit(1)
+    path = _remote(lambda: rnd.collect_second(result))
+    say(f"{len(result.decisions)} second-review decision(s) -> {path}")
+
+
+@app.command("resolve")
+def resolve_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: MinKnown = None,
+                data_dir: DataDir = None) -> None:
+    """One decision per image from the first and second review: where they agree, theirs; where they disagree,
+    review/ROUND/resolution.csv when someone wrote one (case_id or image, tags, reviewer), else the more accurate
+    reviewer on the known-answer items, else the image is held (not applied). Writes resolved_decisions.csv, which
+    `byu review apply` then applies, and agreement (Cohen's kappa per class) to quality.json."""
+    rnd = _round(data_dir, round_name)
+    out = rnd.resolve(_quality(min_accuracy, min_known, None))
+    for cls, a in sorted((out.get("agreement") or {}).items()):
+        kappa = a.get("kappa")
+        say(f"{cls}: {a.get('agree', 0)} of {a.get('items', 0)} item(s) both reviews decided agree, Cohen's kappa "
+            + ("n/a (one answer only)" if kappa is None else f"{kappa:.2f}"))
+    decided = ", ".join(f"{n} {how}" for how, n in (out.get("decided_by") or {}).items())
+    say(f"decided: {decided or 'nothing'}; {len(out.get('held') or [])} image(s) held (not applied) -> "
+        f"{rnd.paths.resolved}")
 
 
 @app.command("apply")

@@ -414,12 +414,28 @@ class ReviewRound:
                       min_known=settings.min_known, resolution=resolution)
         write_round_decisions(self.paths.resolved, out.decisions, replace=True)
         report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
-        report.update({"accuracy": {k: v.as_dict() for k, v in accuracy.items()},
+        report.update({"resolved_from": self._reviews_digest(first, second),
+                       "accuracy": {k: v.as_dict() for k, v in accuracy.items()},
                        "agreement": agreement(cases, first, second) if second is not None else {},
                        "decided_by": pd.Series(list(out.how.values()), dtype=object).value_counts().to_dict(),
                        "how": out.how, "held": out.held})
         write_json(self.paths.quality, report)
         return report
+
+    def _reviews_digest(self, first: pd.DataFrame, second: pd.DataFrame | None) -> str:
+        """What a resolution was made from: both reviews as read and the resolution file."""
+        import hashlib
+
+        h = hashlib.sha256(first.to_csv(index=False).encode())
+        h.update(b"\0" + (b"" if second is None else second.to_csv(index=False).encode()))
+        h.update(b"\0" + (self.paths.resolution.read_bytes() if self.paths.resolution.exists() else b""))
+        return h.hexdigest()
+
+    def _stale_resolution(self) -> bool:
+        """True when ``resolved_decisions.csv`` was made from other reviews than those there now (a later pull,
+        import or resolution): applying it would drop what changed."""
+        report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
+        return report.get("resolved_from") != self._reviews_digest(*self.reviews())
 
     # ------------------------------------------------------------------------------------------ apply
     def apply(self, *, from_version: str, to_version: str, overrides: str | Path | None = None,
@@ -431,6 +447,9 @@ class ReviewRound:
             raise InputError(f"cases of round {self.name!r} were mined against {sorted(mined)}, not "
                              f"{from_version!r}", file=self.paths.cases, field="label_version")
         source = self.paths.resolved if self.paths.resolved.exists() else self.paths.decisions
+        if source == self.paths.resolved and self._stale_resolution():
+            raise InputError(f"the reviews changed since they were resolved: run `byu review resolve {self.name}` "
+                             "again (or remove this file to apply the first review alone)", file=source)
         if not source.exists():
             raise InputError("no decisions yet for this round (pull the review or import a decisions CSV)",
                              file=self.paths.decisions)

@@ -569,7 +569,8 @@ def render_case(
             panel = _composite(rgb, panel_px)
             pdraw = ImageDraw.Draw(panel)
             box = (0, 0, panel_px, panel_px)
-            if not np.isfinite(raw[col]).any():
+            empty = not np.isfinite(raw[col]).any()
+            if empty:  # nothing to see: the text alone (no ring or number over it)
                 text = "outside the volume"
                 _centered(pdraw, box, text, _fitting_font(pdraw, text, panel_px - 8, 15), DIM_TEXT)
             if col in (3, 4):  # ticks on the XZ/YZ panels at the z of the three XY panels
@@ -580,7 +581,7 @@ def render_case(
                     pdraw.line((panel_px - w, t, panel_px, t), fill=TICK_COLOUR, width=2)
             plane_z = zs[col] if col < 3 else cz
             taken: list[tuple[float, float, float, float]] = []
-            for other in sorted(marks, key=lambda m: m.context):  # rings and their numbers first
+            for other in [] if empty else sorted(marks, key=lambda m: m.context):  # rings and numbers first
                 r_vox = other.radius_vox
                 rel = other.zyx - origin  # crop-box coordinates in stored voxels
                 if np.any(rel < -r_vox) or np.any(rel > crop + r_vox):

@@ -20,7 +20,7 @@ a decision. ``--world crowded`` (with ``--species``, ``--snr``, ``--crowding``) 
 ``byu.synth``; ``--mining`` changes the mining settings (:class:`byu.review.settings.MiningSettings`) as JSON.
 
 ``--replay`` reruns only the review round of kept cohorts (their labels and out-of-fold predictions as they are),
-with the review settings of today's code changed by ``--review``: a change to mining is measured in minutes, on
+with the mining settings of today's code changed by ``--mining``: a change to mining is measured in minutes, on
 the same fold models, without retraining them.
 """
 

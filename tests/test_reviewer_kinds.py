@@ -24,7 +24,7 @@ from byu.tomo.io import TomoMeta, write_tomogram
 from tests.fakes.cvat import start_fake_cvat, tag_images_as_annotator
 from tests.test_review_galleries import crowd
 
-KINDS = ("scripted", "import", "cvat")
+KINDS = ("scripted", "import", pytest.param("cvat", marks=pytest.mark.slow))  # slow: it starts a server
 USERS = {"operator": "op-pass-1", "alice": "alice-pass-2"}
 # a confirm threshold above most predictions: true labels are confirmed in galleries too, so some gallery has
 # nothing to change (untagged in CVAT)

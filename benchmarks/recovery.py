@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -52,31 +53,32 @@ def _mining(overrides: dict | None):
 
 
 def run_cohort(work: Path, *, seed: int, n: int, classes: list[str], config: str | None,
-               mining: dict | None = None, cohort: dict | None = None) -> dict:
+               mining: dict | None = None, cohort: dict | None = None, reviewer_errors: float = 0.0) -> dict:
     """One full demo loop; ``cohort``: the synthetic world's arguments (world, species, snr, crowding);
-    ``mining``: mining settings to change."""
+    ``mining``: mining settings to change; ``reviewer_errors``: the scripted reviewer's error rate."""
     from flows.demo import run_demo
 
     root = work / f"seed{seed}"
     t0 = time.monotonic()
     report = run_demo(root, n=n, seed=seed, classes=classes, config=config, mining=_mining(mining),
-                      log=lambda *_: None, **(cohort or {}))
+                      reviewer_errors=reviewer_errors, log=lambda *_: None, **(cohort or {}))
     report["seed"] = seed
     report["wall_time_s"] = round(time.monotonic() - t0, 1)
     return report
 
 
-def replay_cohort(kept: Path, work: Path, *, mining: dict | None = None) -> dict:
+def replay_cohort(kept: Path, work: Path, *, mining: dict | None = None, reviewer_errors: float = 0.0) -> dict:
     """Rerun only round 1's review on a cohort that ``--keep`` left (same labels, same out-of-fold predictions),
     with today's mining settings: a copy of its labels, truth and predictions in ``work/<name>`` (tomograms linked,
-    not copied) → mine → scripted review → ``gt_v2``; scored like a full run. Measures a review change without
+    not copied) → mine → scripted review (erring at ``reviewer_errors``; then reviewer accuracy, second review
+    and resolution as in the flows) → ``gt_v2``; scored like a full run. Measures a review change without
     retraining the fold models."""
     from byu.atomic import write_json
     from byu.labels.store import LabelStore
     from byu.paths import DataRoot
     from byu.review.round import ReviewRound
     from flows.base import make_reviewer
-    from flows.common import tomograms_to_review
+    from flows.common import assess_and_second_review, resolve_reviews, tomograms_to_review
     from flows.demo import make_demo_cohort, recovery_report, scripted_review
 
     t0 = time.monotonic()
@@ -101,7 +103,8 @@ def replay_cohort(kept: Path, work: Path, *, mining: dict | None = None) -> dict
     files = make_demo_cohort(data, classes=classes, n=cohort["n"], seed=cohort["seed"],
                              **{k: cohort[k] for k in ("world", "species", "snr", "crowding") if k in cohort},
                              log=lambda *_: None)
-    review = scripted_review(LabelStore(data.labels), files, classes, mining=_mining(mining))
+    review = scripted_review(LabelStore(data.labels), files, classes, mining=_mining(mining),
+                             scripted_errors=reviewer_errors)
     predictions = data.predictions / "round1_oof.csv"
     # the tomograms round1 reviews (a motor round: those with at most one labeled motor), as the flow lists them
     tomo_ids = tomograms_to_review.fn(str(root), "gt", 1 if classes == ["motor"] else None)
@@ -109,6 +112,10 @@ def replay_cohort(kept: Path, work: Path, *, mining: dict | None = None) -> dict
     rnd.mine(labels_version="gt", predictions=predictions, settings=review.mining, tomo_ids=tomo_ids)
     rnd.render(settings=review.render)  # the images are what the load is counted from
     make_reviewer(str(root), "round1", review).collect(rnd)
+    log = logging.getLogger("byu.benchmarks.recovery")
+    assessed = assess_and_second_review(str(root), "round1", review, log)
+    if assessed["second_review"] or any(a["n"] for a in assessed["accuracy"].values()):
+        resolve_reviews(str(root), "round1", review, log)
     rnd.apply(from_version="gt", to_version="gt_v2", producer="benchmark replay")
     report = recovery_report(data, files)
     report["seed"] = cohort["seed"]
@@ -126,6 +133,35 @@ def _row(label: str, planted: dict, fixed: dict, kinds: list[str], load: dict, n
             f"{load.get('items', 0):>6} {load.get('label_changes', 0):>7} "
             f"{(ipc if ipc is not None else float('nan')):>7.2f} {load.get('minutes', 0.0):>6.0f} {nodec:>6} "
             f"{time_s:>7}{note}")
+
+
+def trust_lines(reports: list[dict]) -> list[str]:
+    """Per cohort, what the review's trust measures said against the truth: each reviewer's accuracy estimated
+    from the known-answer items (with their count and 95 % interval) beside its true accuracy, the first review's
+    wrong answers and how many were on images sent to a second review, and per class the errors left (estimate,
+    90 % interval, true)."""
+    lines = []
+    for r in reports:
+        detail = r.get("reviewer_accuracy_detail") or {}
+        if not detail:
+            continue
+        true = r.get("reviewer_accuracy_true", {})
+        parts = []
+        for who, a in detail.items():
+            lo, hi = a.get("interval_95") or (float("nan"), float("nan"))
+            est = a.get("accuracy")
+            parts.append(f"{who or '(unnamed)'} {'-' if est is None else f'{est:.2f}'} [{lo:.2f}, {hi:.2f}] on "
+                         f"{a.get('n', 0)} known items, true {true.get(who, float('nan')):.2f}")
+        lines.append(f"  trust (seed {r['seed']}): " + "; ".join(parts))
+        lines.append(f"    first review wrong answers {r.get('first_review_wrong_answers', 0)}, on images sent to a "
+                     f"second review {r.get('first_review_wrong_answers_sent_to_second_review', 0)} "
+                     f"({r.get('second_review_images', 0)} images); held {r.get('held_images', 0)}")
+        left = r.get("errors_left") or {}
+        if left:
+            lines.append("    errors left: " + ", ".join(
+                f"{c} est {v.get('estimate', float('nan')):.1f} [{v['interval_90'][0]:.0f}, {v['interval_90'][1]:.0f}]"
+                f" true {v.get('true')}" for c, v in left.items()))
+    return lines
 
 
 def summarize(reports: list[dict]) -> tuple[list[str], bool]:
@@ -169,6 +205,7 @@ def summarize(reports: list[dict]) -> tuple[list[str], bool]:
     for r in reports:
         for e in r.get("errors_not_fixed", []):
             lines.append(f"  not fixed (seed {r['seed']}): {e['tomo_id']} {e.get('particle', 'motor')} {e['kind']}")
+    lines += trust_lines(reports)
     lines.append(f"targets (every cohort: ≥ {TARGET_FIXED:.0%} fixed and ≥ {TARGET_CLASS:.0%} of each class, "
                  f"≤ {TARGET_LOAD:g} review images per label change, 0 changes without a decision): "
                  f"{'met' if ok else 'NOT met'}")
@@ -188,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crowding", type=float, default=None, help="crowded world: volume fraction (default 0.30)")
     ap.add_argument("--mining", default="{}", help="mining settings to change, as JSON (e.g. "
                     "'{\"galleries\": false, \"budget\": 64}')")
+    ap.add_argument("--reviewer-errors", type=float, default=0.0, metavar="RATE",
+                    help="the scripted reviewer gets this share of its answers wrong (then the trust figures: "
+                    "accuracy on known-answer items, second review, errors left against the truth)")
     ap.add_argument("--work", type=Path, default=None, help="where the cohorts' data roots go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data roots")
     ap.add_argument("--json", type=Path, default=None, help="write every report to this JSON file")
@@ -203,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         work = args.work or Path(tempfile.mkdtemp(prefix="byu-replay-"))
         return run_reports(args, work, [(f"replaying round 1 of {kept} …",
-                                         lambda kept=kept: replay_cohort(kept, work, mining=mining))
+                                         lambda kept=kept: replay_cohort(kept, work, mining=mining,
+                                                                         reviewer_errors=args.reviewer_errors))
                                         for kept in args.replay])
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     cohort = {"world": args.world, "species": args.species, "snr": args.snr, "crowding": args.crowding}
@@ -216,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_reports(args, work, [
             (f"cohort seed {seed}: {args.n} tomograms, {args.world} world, {', '.join(classes)} …",
              lambda seed=seed: run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
-                                          mining=mining, cohort=cohort))
+                                          mining=mining, cohort=cohort, reviewer_errors=args.reviewer_errors))
             for seed in args.seeds])
 
 

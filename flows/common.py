@@ -132,14 +132,18 @@ def collect_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict
 
 @task(name="review-quality", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
 def quality_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
+    """:func:`assess_and_second_review` as a flow task."""
+    return assess_and_second_review(data_dir, round_name, review, get_run_logger())
+
+
+def assess_and_second_review(data_dir: str, round_name: str, review: ReviewSettings, log: Any) -> dict:
     """Each reviewer's accuracy on the known-answer items, and the images a second reviewer sees (held, unsure,
     sampled) handed to them: a scripted one answers at once, an import one is read when its CSV is there, CVAT gets
     second-review tasks (the flow waits for them like for the first). Returns the assessment, with ``waiting``
-    true when people still have to do the second review."""
+    true when people still have to do the second review. ``log``: a logger (the flow run's, or any)."""
     from byu.review.decisions import import_decisions_csv
     from byu.review.round import CvatReviewer, ImportReviewer, ReviewRound, ScriptedReviewer
 
-    log = get_run_logger()
     rnd = ReviewRound(data_root(data_dir), round_name)
     report = rnd.assess(review.quality)
     for who, acc in report["accuracy"].items():
@@ -171,6 +175,11 @@ def quality_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict
 
 @task(name="resolve-reviews", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=transient)
 def resolve_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict:
+    """:func:`resolve_reviews` as a flow task."""
+    return resolve_reviews(data_dir, round_name, review, get_run_logger())
+
+
+def resolve_reviews(data_dir: str, round_name: str, review: ReviewSettings, log: Any) -> dict:
     """One decision per image from the reviews: where they disagree a scripted resolver (or a person's
     ``resolution.csv``) decides, else the more accurate reviewer; ``resolved_decisions.csv``."""
     from byu.review.quality import disputed_images
@@ -183,7 +192,7 @@ def resolve_task(data_dir: str, round_name: str, review: ReviewSettings) -> dict
     if disputed and isinstance(resolver, ScriptedReviewer):
         write_round_decisions(rnd.paths.resolution, resolver.decide(rnd, disputed), replace=True)
     out = rnd.resolve(review.quality)
-    get_run_logger().info("round %s: %d disputed image(s); decided %s; %d image(s) held (not applied)", round_name,
+    log.info("round %s: %d disputed image(s); decided %s; %d image(s) held (not applied)", round_name,
                           len(disputed), out.get("decided_by"), len(out.get("held", [])))
     return {k: out[k] for k in ("decided_by", "held", "agreement")}
 

@@ -58,6 +58,7 @@ def test_training_learns_and_checkpoints_say_what_they_were_trained_on(trained):
         assert {"val_fbeta", "val_byu_fbeta", "val_best_threshold"} <= set(hist[-1])
 
 
+@pytest.mark.slow
 def test_oof_prediction_finds_the_motors_in_the_original_frame(trained):
     root = trained["root"]
     out = predict(root, ["r1"], mode="oof", tta="flips", threshold=0.05, device="cpu")

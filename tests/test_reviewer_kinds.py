@@ -8,6 +8,7 @@ change is left untagged in its completed CVAT job, as a person would."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,20 @@ def _world(tmp_path):
     return truth, root, rnd
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The world, mined and rendered once; each test reviews its own copy."""
+    where = tmp_path_factory.mktemp("kinds")
+    truth, _, _ = _world(where)
+    return truth, where / "data"
+
+
 @pytest.fixture(params=KINDS)
-def review(request, tmp_path):
-    truth, root, rnd = _world(tmp_path)
+def review(request, tmp_path, built):
+    truth, data = built
+    shutil.copytree(data, tmp_path / "data", symlinks=True)
+    root = DataRoot(tmp_path / "data")
+    rnd = ReviewRound(root, "r1")
     answers = ScriptedReviewer(truth=truth, name="alice").decide(rnd).decisions
     kind = request.param
     if kind == "scripted":

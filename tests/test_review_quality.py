@@ -102,6 +102,47 @@ def test_accuracy_prefers_the_more_accurate_reviewer_where_nobody_resolves(tmp_p
     assert out.how and not out.held
 
 
+def test_a_resolver_settles_only_the_items_the_reviews_split_on(tmp_path):
+    """Where two reviews agree on an item, a resolver's other answer does not replace it; the resolver's own
+    accuracy is measured on the known-answer items it saw and the errors left count it on the split items."""
+    from byu.review.quality import item_answers
+    from byu.review.tags import split_tags
+
+    truth, noisy, root, rnd = _round(tmp_path)
+    ScriptedReviewer(truth=truth, name="ann", error_rate=0.2, seed=1).collect(rnd)
+    cases = rnd.cases()
+    rnd.collect_second(ScriptedReviewer(truth=truth, name="bob", error_rate=0.2, seed=2).decide(
+        rnd, sorted({c.image for c in cases})))
+    first, second = rnd.reviews()
+    disputed = disputed_images(cases, first, second)
+    assert disputed
+    resolver = ScriptedReviewer(truth=truth, name="carol", error_rate=0.5, seed=3)  # a coin, to tell them apart
+    write_round_decisions(rnd.paths.resolution, resolver.decide(rnd, disputed), replace=True)
+    report = rnd.resolve(QualitySettings(min_accuracy=0.0, min_known=1))
+    assert report["accuracy"]["carol"]["n"] > 0  # measured on the known-answer items of the images it resolved
+    by_id = {c.case_id: c for c in cases}
+    tags = {name: {d["case_id"]: split_tags(d["tags"]) for d in table.to_dict("records")}
+            for name, table in (("a", first), ("b", second), ("r", pd.read_csv(rnd.paths.resolution, dtype=str)),
+                                ("out", pd.read_csv(rnd.paths.resolved, dtype=str)))}
+    took_resolver = kept_agreed = 0
+    for cid, split in report["disputed"].items():
+        case = by_id[cid]
+        a, b, r, out = (item_answers(case, tags[n][cid]) for n in ("a", "b", "r", "out"))
+        assert split["items"] == sorted(k for k in a if a[k] != b[k]) and split["items"]
+        assert split["decider"] == "carol" and split["reviews"] == ["ann", "bob"] and split["resolver"]
+        for k in a:
+            if k in split["items"]:
+                assert out[k] == r[k]
+                took_resolver += 1
+            else:
+                assert out[k] == a[k]
+                kept_agreed += int(r[k] != a[k])
+    assert took_resolver and kept_agreed  # the coin disagreed with agreed answers, and they stayed
+    _, applied = rnd.apply(from_version="gt", to_version="gt_v2")
+    left = json.loads(rnd.paths.quality.read_text())["errors_left"]["classes"]["ribosome"]
+    assert left["parts"]["reviewer_errors"] > 0
+
+
 @pytest.mark.parametrize("fake", CVAT_VERSIONS, indirect=True)
 def test_two_reviewers_and_a_click_through_cvat_give_the_right_version_and_say_who(fake, config, annotator,  # noqa: F811 (fixtures)
                                                                                       tmp_path):

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from byu.review.apply import read_tags
 from byu.review.cases import Candidate, Case, Frame, round_classes
-from byu.review.tags import UNSURE, check_tags, parse_click, split_tags
+from byu.review.tags import NONE, OK, UNSURE, check_tags, parse_click, split_tags, tags_for
 
 KNOWN_REAL_QUANTILE = 0.8  # labels believed at or above this quantile of their class (support and verification)
 BACKGROUND_RADII = 3.0  # a background point is this many match radii from every label and prediction
@@ -245,8 +245,10 @@ def _clicks(tags: Sequence[str]) -> list[tuple[float, float, float, str | None]]
 def same_decision(case: Case, tags_a: Sequence[str], tags_b: Sequence[str]) -> bool:
     """Whether two decisions of one image say the same: the same answer for every item, and clicks at the same
     particles (one to one, of one class, within the case's match radius)."""
-    if item_answers(case, tags_a) != item_answers(case, tags_b):
-        return False
+    return item_answers(case, tags_a) == item_answers(case, tags_b) and _same_clicks(case, tags_a, tags_b)
+
+
+def _same_clicks(case: Case, tags_a: Sequence[str], tags_b: Sequence[str]) -> bool:
     ca, cb = _clicks(tags_a), _clicks(tags_b)
     if len(ca) != len(cb):
         return False
@@ -280,6 +282,8 @@ class Resolution:
     decisions: pd.DataFrame  # DECISION_COLUMNS; reviewer names who decided (and from which reviews)
     how: dict[str, str]  # case_id -> "first", "agreed", "resolved", "second"
     held: list[str]  # case_ids not applied: a held reviewer's decision nobody confirmed, or an unresolved tie
+    # resolved case_id -> {items: the items the reviews split on, decider, reviews: [first, second], resolver: bool}
+    disputed: dict[str, dict] = field(default_factory=dict)
 
 
 def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | None,
@@ -289,10 +293,11 @@ def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | N
 
     - reviewed once: the decision, unless its reviewer is below ``min_accuracy`` (then held, not applied);
     - reviewed twice and the item answers agree: the decision, its reviewer ``first+second``;
-    - they disagree: a ``resolution`` decision for the image wins when there is one (its reviewer recorded as
-      ``resolver (resolving first, second)``); otherwise each disputed item takes the answer of the reviewer more
-      accurate on the known-answer items (recorded as ``second (more accurate than first on known answers)``);
-      equal accuracy leaves the image held.
+    - they disagree: the items both answered alike keep that answer, and each disputed item (and the clicks, when
+      they differ) takes the answer of a ``resolution`` decision for the image when there is one (its reviewer
+      recorded as ``resolver (resolving first, second)``), otherwise that of the reviewer more accurate on the
+      known-answer items (recorded as ``second (more accurate than first on known answers)``); equal accuracy, or
+      a resolver who said ``unsure``, leaves the image held. ``Resolution.disputed`` lists the disputed items.
     """
     from byu.review.decisions import DECISION_COLUMNS
     from byu.review.tags import join_tags
@@ -303,6 +308,8 @@ def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | N
     b = _decided(cases, second) if second is not None else {}
     r = _decided(cases, resolution) if resolution is not None else {}
     rows, how, held = [], {}, []
+    disputed: dict[str, dict] = {}
+    classes = round_classes(cases)
 
     def row(case: Case, tags: list[str], who: str, source: str) -> dict:
         return {"case_id": case.case_id, "image": case.image, "tags": join_tags(tags), "reviewer": who,
@@ -338,22 +345,48 @@ def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | N
             else:
                 held.append(cid)
             continue
+        split = sorted(k for k in ans_a if ans_a[k] != ans_b[k])
         if cid in r:
             _, tr, wr = r[cid]
-            rows.append(row(case, tr, f"{wr} (resolving {wa}, {wb})", "resolution"))
-            how[cid] = "resolved"
-            continue
-        ra, rb = accuracy.get(wa), accuracy.get(wb)
-        pa = ra.rate if ra is not None and ra.rate is not None else None
-        pb = rb.rate if rb is not None and rb.rate is not None else None
-        if pa is None or pb is None or pa == pb:
-            held.append(cid)
-            continue
-        winner, loser, tags = (wa, wb, ta) if pa > pb else (wb, wa, tb)
-        rows.append(row(case, tags, f"{winner} (more accurate than {loser} on known answers)",
-                        "review+second review"))
+            ans_r = item_answers(case, tr)
+            if ans_r is None:
+                held.append(cid)
+                continue
+            decider, who, source = (tr, ans_r), f"{wr} (resolving {wa}, {wb})", "resolution"
+            party, by_resolver = wr, True
+        else:
+            ra, rb = accuracy.get(wa), accuracy.get(wb)
+            pa = ra.rate if ra is not None and ra.rate is not None else None
+            pb = rb.rate if rb is not None and rb.rate is not None else None
+            if pa is None or pb is None or pa == pb:
+                held.append(cid)
+                continue
+            winner, loser = (wa, wb) if pa > pb else (wb, wa)
+            decider = (ta, ans_a) if pa > pb else (tb, ans_b)
+            who, source = f"{winner} (more accurate than {loser} on known answers)", "review+second review"
+            party, by_resolver = winner, False
+        tags = _merged(case, ta, ans_a, tb, decider, split)
+        if check_tags(tags, case, classes)[1]:  # the merge says something no single answer may: the decider's own
+            tags = list(decider[0])
+        rows.append(row(case, tags, who, source))
         how[cid] = "resolved"
-    return Resolution(decisions=pd.DataFrame(rows, columns=DECISION_COLUMNS), how=how, held=held)
+        disputed[cid] = {"items": split, "decider": party, "reviews": [wa, wb], "resolver": by_resolver}
+    return Resolution(decisions=pd.DataFrame(rows, columns=DECISION_COLUMNS), how=how, held=held, disputed=disputed)
+
+
+def _merged(case: Case, ta: Sequence[str], ans_a: dict[int, tuple[bool, str | None]], tb: Sequence[str],
+            decider: tuple[Sequence[str], dict[int, tuple[bool, str | None]]], split: Sequence[int]) -> list[str]:
+    """The tags of one disputed image: the agreed items' answers, the ``decider``'s on the ``split`` items, and
+    the clicks both reviews placed alike (else the decider's)."""
+    tags_d, ans_d = decider
+    answers = {k: (ans_d if k in split else ans_a)[k] for k in ans_a}
+    tags = tags_for(case, {k: cls if real else None for k, (real, cls) in answers.items()})
+    clicks = [t for t in (ta if _same_clicks(case, ta, tb) else tags_d)
+              if parse_click(t) is not None]
+    if clicks:
+        tags = [t for t in tags if t not in (NONE, OK)] + clicks
+    return tags
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,7 +395,9 @@ def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | N
 DEFAULT_ACCURACY = 0.95  # a reviewer no known-answer item measured is taken to err like this (stated as assumed)
 ASSUMPTIONS = [
     "each decided item is wrong with probability 1 - the accuracy its reviewer showed on the known-answer items "
-    "(two agreeing reviewers: both wrong; a reviewer nothing measured: taken at 0.95)",
+    "(two agreeing reviewers: both wrong; where they split, the resolver wrong, or without one the more accurate "
+    "reviewer wrong and the other right; a reviewer nothing measured: taken at 0.95)",
+    "a resolver errs on the items the reviews split on as on the known-answer items of the images it resolved",
     "an item a reviewer saw but did not decide keeps the error rate the decided items of its kind showed",
     "labels nobody reviewed are false at most at the rate of the least erroneous reviewed stratum of their class",
     "unlabeled predictions beyond the budget are real at most at the rate of the last quarter of those shown; "
@@ -384,36 +419,57 @@ def _who(reviewer: str) -> list[str]:
     return [w for w in head.split("+") if w]
 
 
-def _wrong_p(reviewer: str, how: str, accuracy: dict[str, Accuracy], bound: int) -> float:
-    """The probability that an item decided by ``reviewer`` is wrong; ``bound`` -1 / 0 / +1: at the accuracies'
-    upper Wilson bound, their estimate, their lower bound."""
-    def acc(name: str) -> float:
-        a = accuracy.get(name)
-        if a is None or a.rate is None:
-            return DEFAULT_ACCURACY
-        lo, hi = a.interval or (a.rate, a.rate)
-        return {-1: hi, 0: a.rate, 1: lo}[bound]
+def _acc(name: str, accuracy: dict[str, Accuracy], bound: int) -> float:
+    """``name``'s accuracy on the known-answer items; ``bound`` -1 / 0 / +1: its upper Wilson bound, the estimate,
+    its lower bound (a reviewer nothing measured: ``DEFAULT_ACCURACY``)."""
+    a = accuracy.get(name)
+    if a is None or a.rate is None:
+        return DEFAULT_ACCURACY
+    lo, hi = a.interval or (a.rate, a.rate)
+    return {-1: hi, 0: a.rate, 1: lo}[bound]
 
+
+def _both_wrong(a1: float, a2: float) -> float:
+    """The probability that an answer two independent reviewers of accuracy ``a1``, ``a2`` agree on is wrong."""
+    both = (1 - a1) * (1 - a2)
+    return both / (both + a1 * a2) if both + a1 * a2 > 0 else 0.0
+
+
+def _wrong_p(reviewer: str, how: str, accuracy: dict[str, Accuracy], bound: int, k: int = 0,
+             disputed: dict | None = None) -> float:
+    """The probability that item ``k`` of an image decided by ``reviewer`` (``how`` it was decided; ``disputed``:
+    its :attr:`Resolution.disputed` entry) is wrong, at the accuracies' ``bound`` (:func:`_acc`)."""
+    if how == "resolved" and disputed:
+        first, second = (_acc(w, accuracy, bound) for w in disputed["reviews"])
+        if k not in disputed["items"]:
+            return _both_wrong(first, second)
+        decider = _acc(disputed["decider"], accuracy, bound)
+        if disputed.get("resolver"):
+            return 1.0 - decider
+        other = second if disputed["decider"] == disputed["reviews"][0] else first
+        # the more accurate reviewer's answer where the two split: wrong when it erred and the other did not
+        wrong, right = (1 - decider) * other, decider * (1 - other)
+        return wrong / (wrong + right) if wrong + right > 0 else 0.5
     names = _who(reviewer)
     if how == "agreed" and len(names) >= 2:
-        a1, a2 = acc(names[0]), acc(names[1])
-        both = (1 - a1) * (1 - a2)
-        return both / (both + a1 * a2) if both + a1 * a2 > 0 else 0.0
-    return 1.0 - acc(names[0]) if names else 1.0 - DEFAULT_ACCURACY
+        return _both_wrong(_acc(names[0], accuracy, bound), _acc(names[1], accuracy, bound))
+    return 1.0 - _acc(names[0], accuracy, bound) if names else 1.0 - DEFAULT_ACCURACY
 
 
 def errors_left(cases: Sequence[Case], applied: pd.DataFrame, accuracy: dict[str, Accuracy],
                 mined: dict[str, dict], *, how: dict[str, str] | None = None,
-                reviews: pd.DataFrame | None = None) -> dict[str, dict]:
+                reviews: pd.DataFrame | None = None, disputed: dict[str, dict] | None = None) -> dict[str, dict]:
     """Per class, an estimate of the label errors the new version still holds, with a 90 % interval and the
     parts it is made of (``ASSUMPTIONS`` say what it rests on). ``applied``: the decisions the version was made
     from (``reviewer`` as :func:`resolve` writes it); ``mined``: the round's ``mining.json`` ``classes``; ``how``:
     :attr:`Resolution.how` (None: one review); ``reviews``: every review's decisions (default ``applied``), whose
-    answers set how often a shown item needs a change (so held images count too)."""
+    answers set how often a shown item needs a change (so held images count too); ``disputed``:
+    :attr:`Resolution.disputed` (the items of resolved images the reviews split on)."""
     from scipy.stats import poisson
 
     cases = list(cases)
     how = how or {}
+    disputed = disputed or {}
     decided = _decided(cases, applied)
     seen = _decided(cases, reviews if reviews is not None else applied)
     out: dict[str, dict] = {}
@@ -437,8 +493,9 @@ def errors_left(cases: Sequence[Case], applied: pd.DataFrame, accuracy: dict[str
             else:
                 _, _, reviewer = d  # type: ignore[misc]
                 for bound, slot in ((-1, 0), (0, 1), (1, 2)):
-                    parts["reviewer_errors"][slot] += len(items) * _wrong_p(
-                        reviewer, how.get(case.case_id, "first"), accuracy, bound)
+                    parts["reviewer_errors"][slot] += sum(
+                        _wrong_p(reviewer, how.get(case.case_id, "first"), accuracy, bound, c.k,
+                                 disputed.get(case.case_id)) for c in items)
             s = seen.get(case.case_id)
             answers = item_answers(case, s[1]) if s is not None else None
             if answers is None:

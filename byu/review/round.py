@@ -408,8 +408,8 @@ class ReviewRound:
         settings = settings or QualitySettings()
         cases = self.cases()
         first, second = self.reviews()
-        accuracy = known_accuracy(cases, first if second is None else pd.concat([first, second]))
         resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
+        accuracy = known_accuracy(cases, pd.concat([d for d in (first, second, resolution) if d is not None]))
         out = resolve(cases, first, second, accuracy, min_accuracy=settings.min_accuracy,
                       min_known=settings.min_known, resolution=resolution)
         write_round_decisions(self.paths.resolved, out.decisions, replace=True)
@@ -418,7 +418,7 @@ class ReviewRound:
                        "accuracy": {k: v.as_dict() for k, v in accuracy.items()},
                        "agreement": agreement(cases, first, second) if second is not None else {},
                        "decided_by": pd.Series(list(out.how.values()), dtype=object).value_counts().to_dict(),
-                       "how": out.how, "held": out.held})
+                       "how": out.how, "held": out.held, "disputed": out.disputed})
         write_json(self.paths.quality, report)
         return report
 
@@ -481,9 +481,11 @@ class ReviewRound:
         report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
         first, second = self.reviews()
         cases = self.cases()
-        accuracy = known_accuracy(cases, first if second is None else pd.concat([first, second]))
+        resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
         reviews = first if second is None else pd.concat([first, second])
-        left = {"classes": errors_left(cases, applied, accuracy, mined, how=report.get("how"), reviews=reviews),
+        accuracy = known_accuracy(cases, reviews if resolution is None else pd.concat([reviews, resolution]))
+        left = {"classes": errors_left(cases, applied, accuracy, mined, how=report.get("how"), reviews=reviews,
+                                       disputed=report.get("disputed")),
                 "assumptions": ASSUMPTIONS}
         report["errors_left"] = left
         write_json(self.paths.quality, report)

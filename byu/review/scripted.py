@@ -31,7 +31,7 @@ import pandas as pd
 from byu.labels.model import LabelSet
 from byu.review.cases import Candidate, Case
 from byu.review.decisions import DECISION_COLUMNS
-from byu.review.tags import KEEP, NONE, OK, candidate_class_tag, join_tags, reject_tag
+from byu.review.tags import join_tags, tags_for
 
 _Points = dict[str, list[tuple[str, np.ndarray]]]
 
@@ -82,31 +82,6 @@ class _Truth:
                 return None  # that true particle is already labeled
         self.claimed.add((frame.tomo_id, best))
         return cls
-
-
-def _real(c: Candidate, cls: str) -> str:
-    return str(c.k) if cls == c.particle else candidate_class_tag(c.k, cls)
-
-
-def tags_for(case: Case, answers: dict[int, str | None]) -> list[str]:
-    """The tags that say ``answers`` (item k -> the class it is, or None: not a particle / nothing to add)."""
-    if case.kind == "GL":
-        tags = []
-        for c in case.candidates:
-            cls = answers[c.k]
-            if cls is None:
-                tags.append(reject_tag(c.k))
-            elif cls != c.particle:
-                tags.append(candidate_class_tag(c.k, cls))
-        return tags or [OK]
-    if case.kind == "GP":
-        return [_real(c, cls) for c in case.candidates if (cls := answers[c.k]) is not None] or [OK]
-    label = case.label
-    real = [_real(c, cls) for c in case.candidates if c.k > 0 and (cls := answers[c.k]) is not None]
-    if case.kind == "FN" and label is not None and answers[0] is not None:
-        keep = KEEP if answers[0] == label.particle else candidate_class_tag(0, answers[0])
-        return [keep] + real
-    return real or [NONE]
 
 
 def true_answers(case: Case, truth: _Truth) -> dict[int, str | None]:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from byu.review.cases import Case
+from byu.review.cases import Candidate, Case
 
 _NUMBER = re.compile(r"(0|[1-9][0-9]*)")
 _REJECT = re.compile(r"x(0|[1-9][0-9]*)")
@@ -202,6 +202,31 @@ def tag_labels(max_candidates: int, classes: Sequence[str] = (), *, gallery_size
     if points:
         out += point_labels(classes)
     return out
+
+
+def _real(c: Candidate, cls: str) -> str:
+    return str(c.k) if cls == c.particle else candidate_class_tag(c.k, cls)
+
+
+def tags_for(case: Case, answers: dict[int, str | None]) -> list[str]:
+    """The tags that say ``answers`` (item k -> the class it is, or None: not a particle / nothing to add)."""
+    if case.kind == "GL":
+        tags = []
+        for c in case.candidates:
+            cls = answers[c.k]
+            if cls is None:
+                tags.append(reject_tag(c.k))
+            elif cls != c.particle:
+                tags.append(candidate_class_tag(c.k, cls))
+        return tags or [OK]
+    if case.kind == "GP":
+        return [_real(c, cls) for c in case.candidates if (cls := answers[c.k]) is not None] or [OK]
+    label = case.label
+    real = [_real(c, cls) for c in case.candidates if c.k > 0 and (cls := answers[c.k]) is not None]
+    if case.kind == "FN" and label is not None and answers[0] is not None:
+        keep = KEEP if answers[0] == label.particle else candidate_class_tag(0, answers[0])
+        return [keep] + real
+    return real or [NONE]
 
 
 def split_tags(text: object) -> list[str]:
@@ -397,5 +422,5 @@ __all__ = [
     "CLASS_PREFIX", "CLICK_PREFIX", "GALLERY_CLICK", "KEEP", "NONE", "OK", "POINT_LABEL", "REJECT_PREFIX", "SPECIAL",
     "UNSURE", "Click", "candidate_class_tag", "check_tags", "class_tag", "classed", "click_tag", "is_candidate",
     "join_tags", "label_type", "parse_click", "point_label_class", "point_labels", "reject_tag", "rejected",
-    "split_tags", "tag_class", "tag_labels",
+    "split_tags", "tag_class", "tag_labels", "tags_for",
 ]

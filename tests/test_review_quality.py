@@ -229,6 +229,11 @@ def test_quality_second_resolve_and_apply_from_the_command_line(tmp_path):
     r = runner.invoke(app, ["resolve", "r1", "--min-known", "5", *data])
     assert r.exit_code == 0, r.output
     assert "kappa" in r.output and rnd.paths.resolved.exists()
+    split = json.loads(rnd.paths.quality.read_text())["disputed"]
+    assert split  # the tired reviewer erred: each disputed image is listed with the items the reviews split on
+    first = next(c for c in cases if c.case_id == sorted(split)[0])
+    assert (f"{first.image}: the reviews split on item(s) {', '.join(map(str, split[first.case_id]['items']))}; "
+            "fresh decided them") in r.output
     r = runner.invoke(app, ["apply", "r1", "--from", "gt", "--to", "gt_v2", *data])
     assert r.exit_code == 0, r.output
     changes = LabelStore(root.labels).changes("gt_v2")

@@ -344,11 +344,17 @@ def second_cmd(
 def resolve_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: MinKnown = None,
                 data_dir: DataDir = None) -> None:
     """One decision per image from the first and second review: where they agree, theirs; where they disagree,
-    review/ROUND/resolution.csv when someone wrote one (case_id or image, tags, reviewer), else the more accurate
-    reviewer on the known-answer items, else the image is held (not applied). Writes resolved_decisions.csv, which
-    `byu review apply` then applies, and agreement (Cohen's kappa per class) to quality.json."""
+    the items answered alike keep that answer and each item they split on takes the answer of
+    review/ROUND/resolution.csv when someone wrote one (case_id or image, tags, reviewer), else of the more accurate
+    reviewer on the known-answer items, else the image is held (not applied). Lists the images the reviews split on
+    and their items. Writes resolved_decisions.csv, which `byu review apply` then applies, and agreement (Cohen's
+    kappa per class) to quality.json."""
     rnd = _round(data_dir, round_name)
     out = rnd.resolve(_quality(min_accuracy, min_known, None))
+    images = {c.case_id: c.image for c in rnd.cases()}
+    for cid, split in sorted((out.get("disputed") or {}).items()):
+        say(f"{images.get(cid, cid)}: the reviews split on item(s) {', '.join(map(str, split['items']))}; "
+            f"{split['decider']} decided them")
     for cls, a in sorted((out.get("agreement") or {}).items()):
         kappa = a.get("kappa")
         say(f"{cls}: {a.get('agree', 0)} of {a.get('items', 0)} item(s) both reviews decided agree, Cohen's kappa "

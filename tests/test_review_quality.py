@@ -86,6 +86,22 @@ def test_a_reviewer_below_the_bar_is_held_until_a_second_review_and_a_resolver_d
     assert lo <= 0 <= hi and left["assumptions"]
 
 
+def test_a_reviewer_is_trusted_only_when_shown_above_the_bar():
+    """46 of 50 known items (0.92) is what a reviewer of accuracy 0.85 scores about one round in five: flagged at
+    the default confidence, not when the accuracy itself is compared; 47 of 50 and a perfect score are trusted, and
+    too few items judge nobody."""
+    from byu.review.quality import Accuracy, flagged_reviewers
+
+    acc = {"a": Accuracy(n=50, correct=46), "b": Accuracy(n=50, correct=47), "c": Accuracy(n=50, correct=50),
+           "d": Accuracy(n=4, correct=2), "e": Accuracy(n=50, correct=40)}
+    assert flagged_reviewers(acc, min_accuracy=0.9, min_known=10) == {"a", "e"}
+    assert flagged_reviewers(acc, min_accuracy=0.9, min_known=10, confidence=0.5) == {"e"}
+    assert acc["a"].lower(0.5) == pytest.approx(0.92) and acc["a"].lower(0.75) < 0.9 < acc["b"].lower(0.75)
+    assert QualitySettings().confidence == 0.75
+    with pytest.raises(ValueError):
+        QualitySettings(confidence=0.3)
+
+
 def test_accuracy_prefers_the_more_accurate_reviewer_where_nobody_resolves(tmp_path):
     truth, noisy, root, rnd = _round(tmp_path)
     cases = rnd.cases()

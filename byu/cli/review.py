@@ -250,9 +250,10 @@ def import_cmd(
     say(f"{len(result.decisions)} reviewed case(s) -> {rnd.paths.decisions}")
 
 
-def _quality(min_accuracy: float | None, min_known: int | None, second_rate: float | None) -> QualitySettings:
+def _quality(min_accuracy: float | None, min_known: int | None, second_rate: float | None,
+             confidence: float | None = None) -> QualitySettings:
     given: dict[str, float | int | None] = {"min_accuracy": min_accuracy, "min_known": min_known,
-                                             "second_rate": second_rate}
+                                             "second_rate": second_rate, "confidence": confidence}
     return QualitySettings.model_validate({k: v for k, v in given.items() if v is not None})
 
 
@@ -263,22 +264,24 @@ def _qhelp(field: str) -> str:
 MinAccuracy = Annotated[float | None, typer.Option("--min-accuracy", min=0.0, max=1.0, help=_qhelp("min_accuracy"))]
 MinKnown = Annotated[int | None, typer.Option("--min-known", min=1, help=_qhelp("min_known"))]
 SecondRate = Annotated[float | None, typer.Option("--second-rate", min=0.0, max=1.0, help=_qhelp("second_rate"))]
+Confidence = Annotated[float | None, typer.Option("--confidence", min=0.5, max=0.999, help=_qhelp("confidence"))]
 
 
 @app.command("quality")
 def quality_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: MinKnown = None,
-                second_rate: SecondRate = None, data_dir: DataDir = None) -> None:
+                second_rate: SecondRate = None, confidence: Confidence = None, data_dir: DataDir = None) -> None:
     """How far the round's review can be trusted: each reviewer's accuracy on the known-answer items (a Wilson
-    95 % interval), who falls below --min-accuracy, and the images a second reviewer should see (unsure, every
-    image a flagged reviewer decided, and a --second-rate sample of the others). Writes review/ROUND/quality.json;
-    `byu review second ROUND` hands those images to the second reviewer."""
+    95 % interval), who is not shown above --min-accuracy at --confidence, and the images a second reviewer
+    should see (unsure, every image a flagged reviewer decided, and a --second-rate sample of the others).
+    Writes review/ROUND/quality.json; `byu review second ROUND` hands those images to the second reviewer."""
     from byu.review.quality import flagged_reviewers, known_accuracy
 
-    settings = _quality(min_accuracy, min_known, second_rate)
+    settings = _quality(min_accuracy, min_known, second_rate, confidence)
     rnd = _round(data_dir, round_name)
     report = rnd.assess(settings)
     accuracy = known_accuracy(rnd.cases(), rnd.reviews()[0])
-    flagged = flagged_reviewers(accuracy, min_accuracy=settings.min_accuracy, min_known=settings.min_known)
+    flagged = flagged_reviewers(accuracy, min_accuracy=settings.min_accuracy, min_known=settings.min_known,
+                                confidence=settings.confidence)
     rows = [{"reviewer": who or "(unnamed)", "right": a.correct, "known items": a.n,
              "accuracy": "" if a.rate is None else f"{a.rate:.2f}",
              "95% interval": "" if a.interval is None else f"{a.interval[0]:.2f}-{a.interval[1]:.2f}",
@@ -342,7 +345,7 @@ def second_cmd(
 
 @app.command("resolve")
 def resolve_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: MinKnown = None,
-                data_dir: DataDir = None) -> None:
+                confidence: Confidence = None, data_dir: DataDir = None) -> None:
     """One decision per image from the first and second review: where they agree, theirs; where they disagree,
     the items answered alike keep that answer and each item they split on takes the answer of
     review/ROUND/resolution.csv when someone wrote one (case_id or image, tags, reviewer), else of the more accurate
@@ -350,7 +353,7 @@ def resolve_cmd(round_name: Round, min_accuracy: MinAccuracy = None, min_known: 
     and their items. Writes resolved_decisions.csv, which `byu review apply` then applies, and agreement (Cohen's
     kappa per class) to quality.json."""
     rnd = _round(data_dir, round_name)
-    out = rnd.resolve(_quality(min_accuracy, min_known, None))
+    out = rnd.resolve(_quality(min_accuracy, min_known, None, confidence))
     images = {c.case_id: c.image for c in rnd.cases()}
     for cid, split in sorted((out.get("disputed") or {}).items()):
         say(f"{images.get(cid, cid)}: the reviews split on item(s) {', '.join(map(str, split['items']))}; "

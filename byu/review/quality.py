@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from byu.review.tags import NONE, OK, UNSURE, check_tags, parse_click, split_tag
 KNOWN_REAL_QUANTILE = 0.8  # labels believed at or above this quantile of their class (support and verification)
 BACKGROUND_RADII = 3.0  # a background point is this many match radii from every label and prediction
 BACKGROUND_TRIES = 400  # random draws per tomogram and class
+CONFIDENCE = 0.75  # a reviewer is trusted when shown above the bar at this one-sided confidence (QualitySettings)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,15 @@ class Accuracy:
         half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
 
+    def lower(self, confidence: float) -> float | None:
+        """The one-sided lower Wilson bound at ``confidence`` (0.5: the estimate itself)."""
+        if not self.n:
+            return None
+        z, n, p = NormalDist().inv_cdf(confidence), self.n, self.correct / self.n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half)
+
     def as_dict(self) -> dict:
         return {"n": self.n, "correct": self.correct, "accuracy": None if self.rate is None else round(self.rate, 4),
                 "interval_95": self.interval}
@@ -187,17 +198,23 @@ def _decided(cases: Sequence[Case], decisions: pd.DataFrame) -> dict[str, tuple[
     return out
 
 
-def flagged_reviewers(accuracy: dict[str, Accuracy], *, min_accuracy: float, min_known: int) -> set[str]:
-    """Reviewers whose accuracy on at least ``min_known`` known-answer items is below ``min_accuracy``."""
-    return {who for who, a in accuracy.items() if a.n >= min_known and a.rate is not None and a.rate < min_accuracy}
+def flagged_reviewers(accuracy: dict[str, Accuracy], *, min_accuracy: float, min_known: int,
+                      confidence: float = CONFIDENCE) -> set[str]:
+    """Reviewers who answered at least ``min_known`` known-answer items and are not shown to reach
+    ``min_accuracy`` at one-sided ``confidence``: the lower Wilson bound of their accuracy is below it (at 0.5, the
+    accuracy itself). With 50 known items and a bar of 0.9, a reviewer right on 46 (0.92) is flagged at 0.75, as
+    a reviewer of true accuracy 0.85 scores that often (about 1 round in 5); one right on 47 is not."""
+    return {who for who, a in accuracy.items()
+            if a.n >= min_known and (lo := a.lower(confidence)) is not None and lo < min_accuracy}
 
 
 def second_review_images(cases: Sequence[Case], decisions: pd.DataFrame, accuracy: dict[str, Accuracy], *,
-                         min_accuracy: float, min_known: int, rate: float, seed: int = 0) -> dict[str, str]:
+                         min_accuracy: float, min_known: int, rate: float, seed: int = 0,
+                         confidence: float = CONFIDENCE) -> dict[str, str]:
     """The images a second reviewer sees, with why: ``unsure``; ``held`` (decided by a reviewer below
     ``min_accuracy``: their decisions are not applied until a second review agrees or resolves them); ``sample``
     (``rate`` of the other decided images, reproducibly from ``seed``)."""
-    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known)
+    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known, confidence=confidence)
     out: dict[str, str] = {}
     rng = np.random.default_rng(seed)
     for case, tags, who in _decided(list(cases), decisions).values():
@@ -288,7 +305,7 @@ class Resolution:
 
 def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | None,
             accuracy: dict[str, Accuracy], *, min_accuracy: float, min_known: int,
-            resolution: pd.DataFrame | None = None) -> Resolution:
+            resolution: pd.DataFrame | None = None, confidence: float = CONFIDENCE) -> Resolution:
     """One decision per image from the reviews (see :func:`second_review_images`):
 
     - reviewed once: the decision, unless its reviewer is below ``min_accuracy`` (then held, not applied);
@@ -303,7 +320,7 @@ def resolve(cases: Sequence[Case], first: pd.DataFrame, second: pd.DataFrame | N
     from byu.review.tags import join_tags
 
     cases = list(cases)
-    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known)
+    flagged = flagged_reviewers(accuracy, min_accuracy=min_accuracy, min_known=min_known, confidence=confidence)
     a = _decided(cases, first)
     b = _decided(cases, second) if second is not None else {}
     r = _decided(cases, resolution) if resolution is not None else {}

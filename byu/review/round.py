@@ -386,7 +386,8 @@ class ReviewRound:
         first, _ = self.reviews()
         accuracy = known_accuracy(cases, first)
         second = second_review_images(cases, first, accuracy, min_accuracy=settings.min_accuracy,
-                                      min_known=settings.min_known, rate=settings.second_rate)
+                                      min_known=settings.min_known, rate=settings.second_rate,
+                                      confidence=settings.confidence)
         report = {"settings": settings.model_dump(), "accuracy": {k: v.as_dict() for k, v in accuracy.items()},
                   "second_review": second}
         write_json(self.paths.quality, report)
@@ -411,7 +412,7 @@ class ReviewRound:
         resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
         accuracy = known_accuracy(cases, pd.concat([d for d in (first, second, resolution) if d is not None]))
         out = resolve(cases, first, second, accuracy, min_accuracy=settings.min_accuracy,
-                      min_known=settings.min_known, resolution=resolution)
+                      min_known=settings.min_known, resolution=resolution, confidence=settings.confidence)
         write_round_decisions(self.paths.resolved, out.decisions, replace=True)
         report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
         report.update({"resolved_from": self._reviews_digest(first, second),

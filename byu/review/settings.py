@@ -136,6 +136,9 @@ class QualitySettings(BaseModel):
     min_accuracy: float = Field(default=0.9, ge=0, le=1, title="Minimum reviewer accuracy",
                                 description="a reviewer whose accuracy on the known-answer items is below this has "
                                 "every decision held for a second review (not applied until resolved)")
+    confidence: float = Field(default=0.75, ge=0.5, lt=1, title="Confidence in a reviewer",
+                              description="a reviewer is trusted only when their accuracy is above the minimum at "
+                              "this one-sided confidence (the lower Wilson bound); 0.5 compares the accuracy itself")
     min_known: int = Field(default=10, ge=1, title="Known answers needed",
                            description="a reviewer's accuracy is judged only on at least this many known-answer "
                            "items")

@@ -121,6 +121,14 @@ def item_answers(case: Case, tags: Sequence[str]) -> dict[int, tuple[bool, str |
     return out
 
 
+def _wilson(n: int, correct: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` of ``n`` at ``z`` standard errors, clipped to [0, 1]."""
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """A reviewer's accuracy on known-answer items: ``correct`` of ``n``, with a Wilson 95 % interval."""
@@ -136,19 +144,12 @@ class Accuracy:
     def interval(self) -> tuple[float, float] | None:
         if not self.n:
             return None
-        z, n, p = 1.96, self.n, self.correct / self.n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+        lo, hi = _wilson(self.n, self.correct, 1.96)
+        return (round(lo, 4), round(hi, 4))
 
     def lower(self, confidence: float) -> float | None:
         """The one-sided lower Wilson bound at ``confidence`` (0.5: the estimate itself)."""
-        if not self.n:
-            return None
-        z, n, p = NormalDist().inv_cdf(confidence), self.n, self.correct / self.n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half)
+        return _wilson(self.n, self.correct, NormalDist().inv_cdf(confidence))[0] if self.n else None
 
     def as_dict(self) -> dict:
         return {"n": self.n, "correct": self.correct, "accuracy": None if self.rate is None else round(self.rate, 4),
@@ -403,7 +404,6 @@ def _merged(case: Case, ta: Sequence[str], ans_a: dict[int, tuple[bool, str | No
     if clicks:
         tags = [t for t in tags if t not in (NONE, OK)] + clicks
     return tags
-
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -33,14 +33,15 @@ SETS = {1: ["motor"], 3: ["motor", "ribosome", "apo-ferritin"],
             "virus-like-particle"]}
 
 
-def stand_in_predictions(truth: pd.DataFrame, decoys: pd.DataFrame, classes: list[str],
+def stand_in_predictions(truth: pd.DataFrame, decoys: pd.DataFrame, classes: list[str], spacing: pd.Series,
                          rng: np.random.Generator) -> pd.DataFrame:
-    """Every true particle and every decoy that mimics a class of ``classes``, confidence ~ U(0.3, 1)."""
+    """Every true particle and every decoy that mimics a class of ``classes``, confidence ~ U(0.3, 1);
+    ``spacing``: each tomogram's voxel spacing (tomograms without a particle too)."""
     d = decoys[decoys["mimics"].isin(classes)].rename(columns={"mimics": "particle"})
-    spacing = truth.groupby("tomo_id")["voxel_spacing"].first()
-    d = d.assign(voxel_spacing=d["tomo_id"].map(spacing).to_numpy())
-    out = pd.concat([truth[["tomo_id", "particle", "z", "y", "x", "voxel_spacing"]],
-                     d[["tomo_id", "particle", "z", "y", "x", "voxel_spacing"]]], ignore_index=True)
+    cols = ["tomo_id", "particle", "z", "y", "x"]
+    out = pd.concat([truth[cols], d[cols]], ignore_index=True)
+    out = out[np.isfinite(out[["z", "y", "x"]].to_numpy(float)).all(axis=1)]  # a particle-free tomogram's row
+    out = out.assign(voxel_spacing=out["tomo_id"].map(spacing).to_numpy(float)).reset_index(drop=True)
     return out.assign(conf=rng.uniform(0.3, 1.0, len(out)))
 
 
@@ -72,7 +73,8 @@ def run_set(classes: list[str], *, n: int, seed: int, settings_json: dict, tmp: 
         columns=["tomo_id", "z", "y", "x", "kind", "mimics"])
     if "mimics" not in decoys:  # the motor world: every decoy is a motor look-alike
         decoys = decoys.assign(mimics=classes[0])
-    preds = stand_in_predictions(truth, decoys, classes, np.random.default_rng(seed))
+    spacing = pd.read_csv(cohort.tomograms_path).set_index("tomo_id")["voxel_spacing"]
+    preds = stand_in_predictions(truth, decoys, classes, spacing, np.random.default_rng(seed))
     settings = VerifierSettings(**settings_json)
     t0 = time.perf_counter()
     v = label_verification(labels, preds, root / "tomograms", tomo_ids=cohort.tomo_ids, threshold=0.05,

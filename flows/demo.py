@@ -179,7 +179,6 @@ def review_trust(root: DataRoot, files: dict[str, Path], cases: list, refined, *
     import json
 
     from byu.report import errors_against_truth
-    from byu.review.decisions import read_decisions
     from byu.review.quality import item_answers
     from byu.review.round import ReviewRound
     from byu.review.scripted import scripted_decisions
@@ -199,8 +198,7 @@ def review_trust(root: DataRoot, files: dict[str, Path], cases: list, refined, *
     sent = set(quality.get("second_review", {}))
     true_acc: dict[str, list[int]] = {}
     wrong_first, wrong_sent = 0, 0
-    resolution = read_decisions(paths.resolution) if paths.resolution.exists() else None
-    for table, is_first in ((first, True), (second, False), (resolution, False)):
+    for table, is_first in ((first, True), (second, False), (rnd.resolution(), False)):
         if table is None:
             continue
         for d in table.to_dict("records"):

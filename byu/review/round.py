@@ -404,13 +404,13 @@ class ReviewRound:
         """One decision per image from the reviews (:func:`byu.review.quality.resolve`; ``resolution.csv`` where
         someone resolved disagreements) → ``resolved_decisions.csv``, which :meth:`apply` then applies; agreement
         per class (Cohen's kappa) and how each image was decided go to ``quality.json``."""
-        from byu.review.quality import agreement, known_accuracy, resolve
+        from byu.review.quality import agreement, resolve
 
         settings = settings or QualitySettings()
         cases = self.cases()
         first, second = self.reviews()
-        resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
-        accuracy = known_accuracy(cases, pd.concat([d for d in (first, second, resolution) if d is not None]))
+        resolution = self.resolution()
+        accuracy = self._accuracy(cases, first, second, resolution)
         out = resolve(cases, first, second, accuracy, min_accuracy=settings.min_accuracy,
                       min_known=settings.min_known, resolution=resolution, confidence=settings.confidence)
         write_round_decisions(self.paths.resolved, out.decisions, replace=True)
@@ -422,6 +422,18 @@ class ReviewRound:
                        "how": out.how, "held": out.held, "disputed": out.disputed})
         write_json(self.paths.quality, report)
         return report
+
+    def resolution(self) -> pd.DataFrame | None:
+        """The decisions of whoever resolved the disputed images (``resolution.csv``); None when nobody did."""
+        return read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
+
+    @staticmethod
+    def _accuracy(cases: list[Case], *tables: pd.DataFrame | None) -> dict:
+        """Each reviewer's accuracy on the known-answer items over every review given (the first, the second, the
+        resolution)."""
+        from byu.review.quality import known_accuracy
+
+        return known_accuracy(cases, pd.concat([t for t in tables if t is not None]))
 
     def _reviews_digest(self, first: pd.DataFrame, second: pd.DataFrame | None) -> str:
         """What a resolution was made from: both reviews as read and the resolution file."""
@@ -474,7 +486,7 @@ class ReviewRound:
     def errors_left(self, applied: pd.DataFrame) -> dict[str, Any]:
         """Per class, the label errors the version made from ``applied`` probably still holds
         (:func:`byu.review.quality.errors_left`), with the assumptions; also kept in ``quality.json``."""
-        from byu.review.quality import ASSUMPTIONS, errors_left, known_accuracy
+        from byu.review.quality import ASSUMPTIONS, errors_left
 
         if not self.paths.mining.exists():
             return {}
@@ -482,9 +494,8 @@ class ReviewRound:
         report = json.loads(self.paths.quality.read_text()) if self.paths.quality.exists() else {}
         first, second = self.reviews()
         cases = self.cases()
-        resolution = read_decisions(self.paths.resolution) if self.paths.resolution.exists() else None
         reviews = first if second is None else pd.concat([first, second])
-        accuracy = known_accuracy(cases, reviews if resolution is None else pd.concat([reviews, resolution]))
+        accuracy = self._accuracy(cases, first, second, self.resolution())
         left = {"classes": errors_left(cases, applied, accuracy, mined, how=report.get("how"), reviews=reviews,
                                        disputed=report.get("disputed")),
                 "assumptions": ASSUMPTIONS}

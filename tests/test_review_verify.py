@@ -215,3 +215,23 @@ def test_one_network_verifies_every_class_with_a_head_each(cohort):
     assert np.nanmean(b[neg]) > np.nanmean(b[pos]) + 0.3  # class 1, same crops: the hollow ones
     assert _batch_size(FAST, 1) == FAST.batch and _batch_size(FAST, 3) == 2 * FAST.batch \
         and _batch_size(FAST, 6) == 3 * FAST.batch  # six classes cost 1.5x three, not 2x
+
+
+def test_scoring_in_chunks_equals_one_pass_per_view():
+    """Scoring batches each chunk's four views in one pass; it equals scoring every crop's views one at a time by
+    its class's head (the network is in eval mode: batch norm uses its running statistics)."""
+    import torch
+
+    from byu.review.verify import SCORE_CHUNK, _net, _score
+
+    torch.manual_seed(0)
+    model = _net(torch.nn, heads=3).eval()
+    rng = np.random.default_rng(0)
+    crops = rng.normal(size=(2 * SCORE_CHUNK + 5, 16, 16, 16)).astype(np.float32)
+    cls = rng.integers(0, 3, len(crops))
+    got = _score(model, crops, cls, device=torch.device("cpu"), layout=torch.channels_last_3d)
+    with torch.no_grad():
+        want = [np.mean([torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(v))[None, None]))[0, c].item()
+                         for v in (x, x[::-1], x[:, ::-1], x[:, :, ::-1])]) for x, c in zip(crops, cls, strict=True)]
+    assert got.shape == (len(crops),) and np.ptp(got) > 1e-3  # the scores differ from crop to crop
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -323,17 +323,30 @@ def cross_fitted_scores(ex: Examples, settings: VerifierSettings, *, seed: int,
             opt.step()
         model.eval()
         test = test[np.isin(cls[test], taught)]
-        with torch.no_grad():
-            xs = ex.crops[test]
-            head = torch.from_numpy(cls[test]).to(device)[:, None]
-            views = [xs] + [np.flip(xs, a) for a in (1, 2, 3)]
-            probs = [torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(v))[:, None].to(device)
-                                         .to(memory_format=layout)).gather(1, head))[:, 0].cpu().numpy()
-                     for v in views]
-        scores[test] = np.mean(probs, axis=0)
+        scores[test] = _score(model, ex.crops[test], cls[test], device=device, layout=layout)
         if progress:
             progress()
     return scores
+
+
+SCORE_CHUNK = 16  # crops per scoring pass (x 4 views): on a CPU, passes of 64 score twice as fast per crop as 1,000
+
+
+def _score(model, crops: np.ndarray, cls: np.ndarray, *, device, layout) -> np.ndarray:
+    """Each crop's probability by its class's head, the mean over the identity and the three axis flips, in
+    chunks of ``SCORE_CHUNK`` crops (each chunk's four views in one forward pass)."""
+    import torch
+
+    out = np.empty(len(crops))
+    with torch.inference_mode():
+        for lo in range(0, len(crops), SCORE_CHUNK):
+            x = torch.from_numpy(crops[lo:lo + SCORE_CHUNK])[:, None].to(device)
+            n = len(x)
+            views = torch.cat([x, x.flip(2), x.flip(3), x.flip(4)]).contiguous(memory_format=layout)
+            head = torch.from_numpy(cls[lo:lo + SCORE_CHUNK]).to(device).repeat(4)[:, None]
+            probs = torch.sigmoid(model(views).gather(1, head))[:, 0].reshape(4, n).mean(0)
+            out[lo:lo + n] = probs.cpu().numpy()
+    return out
 
 
 def hard_negatives(ex: Examples, first: np.ndarray, settings: VerifierSettings) -> np.ndarray:

@@ -228,3 +228,23 @@ def test_cli_takes_the_settings_and_names_a_bad_one(root):
     r = runner.invoke(app, ["predict", "--models", "rnd", "--mode", "all", "--device", "cpu",
                                           "--precision", "fp8"], env=env)
     assert r.exit_code != 0 and "precision" in r.output
+
+
+def test_review_heatmaps_run_fast_and_equal_the_plain_path(root):
+    """The review images' heatmaps batch the TTA views in a channels-last layout; they equal the one-pass-per-flip
+    fp32 heatmap of the run's model to float rounding, on the stored grid."""
+    from byu.model.data import VolumeCache
+    from byu.model.infer import ensemble_heatmap, load_checkpoint, stored_heatmaps
+
+    run = predict(root, ["rnd"], mode="all", tta="flips", out_name="review", device="cpu")
+    fast = stored_heatmaps(root, run, device="cpu")("t01")
+    assert fast is not None and set(fast) == set(CFG.class_names)
+    model = load_checkpoint(root / "models" / "rnd" / "fold0.pt", device=CPU)
+    cache = VolumeCache(root, CFG.spacing)
+    plain, _ = ensemble_heatmap([model], cache.get("t01"), tta="flips", device=CPU, inference=PLAIN)
+    stored = F.interpolate(plain[None].float(), size=tuple(cache.geometry("t01").stored_shape), mode="trilinear",
+                           align_corners=False)[0].clamp(0, 1).numpy()
+    for c, name in enumerate(CFG.class_names):
+        assert fast[name].shape == stored[c].shape
+        assert float(stored[c].max()) > 0.1  # a heatmap with something in it
+        np.testing.assert_allclose(fast[name], stored[c], atol=1e-5)

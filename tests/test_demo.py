@@ -71,6 +71,16 @@ def test_demo_layout_report_and_notebook(tmp_path: Path, monkeypatch):
     assert json.loads((replayed / "demo_report.json").read_text())["seed"] == 1
     assert not (data / "tomograms").is_symlink() and (replayed / "tomograms").is_symlink()
 
+    # benchmarks/mining.py mines the same round again in a linked root, timed, and leaves the kept root as it was
+    from benchmarks.mining import main as mining_main
+
+    kept = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert mining_main([str(data), "--json", str(tmp_path / "mining.json")]) == 0
+    timed = json.loads((tmp_path / "mining.json").read_text())[0]
+    assert (timed["cases"], timed["images"]) == (report["cases"], report["review_images"])
+    assert timed["mine_with_verification_s"] >= timed["verification_s"] >= 0 and timed["render_s"] > 0
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == kept
+
 
 def check_recovery_misses(data: Path, report: dict, png: Path) -> None:
     import subprocess

@@ -9,9 +9,9 @@ Each kept cohort (a data root written by ``recovery.py --keep`` or ``byu demo``)
 that links its labels, tomograms, predictions and models (nothing of the kept cohort is written): the labels
 version ``--labels`` against the predictions run ``--predictions``, with today's mining settings changed by
 ``--mining`` (JSON, :class:`byu.review.settings.MiningSettings`). Prints, per cohort: tomograms, labels,
-predictions at the threshold, classes, the wall time of label verification, of matching and choosing the cases,
-and of rendering their images (with the models' heatmaps), the cases and images, and each class's verifier
-separation.
+predictions at the threshold, classes; the wall time of label verification, of matching, choosing and writing
+the cases (the round's own mining, reusing that verification) and of rendering their images (with the models'
+heatmaps); the cases and images, and each class's verifier separation.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
     """Mine and render round ``bench`` of ``kept`` in the data root ``work`` (linked to ``kept``), timed."""
     from byu.paths import DataRoot
     from byu.predictions import read_predictions
-    from byu.review.match import find_cases, predicted_tomograms
+    from byu.review.match import predicted_tomograms
     from byu.review.round import ReviewRound
     from byu.review.settings import MiningSettings
     from flows.common import tomograms_to_review
@@ -55,18 +55,16 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
         verification = rnd.verification(labels_version=labels, labels=labelset, predictions=run, preds=preds,
                                         tomo_ids=ids, threshold=settings.threshold, settings=settings.verifier)
     t1 = time.perf_counter()
-    result = find_cases(labelset, preds, settings=settings, tomo_ids=ids, verification=verification,
-                        label_version=labels, prediction_run=run.stem)
+    # the round's own mining: it reuses the verification just written, matches, chooses and writes the cases
+    result = rnd.mine(labels_version=labels, predictions=run, settings=settings, tomo_ids=ids)
     t2 = time.perf_counter()
-    rnd.mine(labels_version=labels, predictions=run, settings=settings, tomo_ids=ids)  # writes what render reads
-    t3 = time.perf_counter()
     images = rnd.render()
-    t4 = time.perf_counter()
+    t3 = time.perf_counter()
     return {"cohort": str(kept), "tomograms": len(ids), "labels": len(labelset.picks),
             "predictions": int((preds["conf"] >= settings.threshold).sum()), "classes": labelset.class_names,
             "verification_s": round(t1 - t0, 1), "matching_s": round(t2 - t1, 1),
-            "mine_with_verification_s": round(t2 - t0, 1), "mine_reusing_verification_s": round(t3 - t2, 1),
-            "render_s": round(t4 - t3, 1), "cases": len(result.cases), "images": len(images),
+            "mine_with_verification_s": round(t2 - t0, 1), "render_s": round(t3 - t2, 1),
+            "cases": len(result.cases), "images": len(images),
             "separation": {k: round(v, 3) for k, v in (verification.separation if verification else {}).items()},
             "hard_separation": {k: round(v, 3)
                                 for k, v in (verification.hard_separation if verification else {}).items()}}

@@ -32,7 +32,6 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
     """Mine and render round ``bench`` of ``kept`` in the data root ``work`` (linked to ``kept``), timed."""
     from byu.paths import DataRoot
     from byu.predictions import read_predictions
-    from byu.review.match import predicted_tomograms
     from byu.review.round import ReviewRound
     from byu.review.settings import MiningSettings
     from flows.common import tomograms_to_review
@@ -47,8 +46,7 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
     labelset = rnd.store.get(labels)
     preds = read_predictions(run)
     # the tomograms round 1 reviews, as the flow lists them (a motor round: those with at most one labeled motor)
-    ids = tomograms_to_review.fn(str(work), labels, 1 if labelset.class_names == ["motor"] else None) \
-        or predicted_tomograms(run)
+    ids = tomograms_to_review.fn(str(work), labels, 1 if labelset.class_names == ["motor"] else None)
     t0 = time.perf_counter()
     verification = None
     if settings.verify:

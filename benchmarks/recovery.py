@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13], help="cohort seeds (not the demo's 0)")
     ap.add_argument("--n", type=int, default=40, help="tomograms per cohort")
     ap.add_argument("--classes", default="motor", help="particle classes of the cohorts (comma-separated)")
-    ap.add_argument("--config", default=None, help="model config (default: tiny for motors, small otherwise)")
+    ap.add_argument("--config", default=None, help="model config (default: tiny for motors, crowded for the "
+                    "crowded world, small otherwise)")
     ap.add_argument("--world", default="default", choices=["default", "crowded"],
                     help="synthetic world: default (motor or multi-class cohorts) or crowded")
     ap.add_argument("--species", type=int, default=None, help="crowded world: number of species (default 12)")

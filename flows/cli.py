@@ -23,7 +23,8 @@ def demo_command(
     n: Annotated[int, typer.Option(min=4, help="tomograms in the synthetic cohort")] = 24,
     seed: Annotated[int, typer.Option(min=0, help="cohort seed")] = 0,
     config: Annotated[str | None, typer.Option(help="model config (default: tiny for motors, small for "
-                                                  "other classes; full on a GPU)")] = None,
+                                                  "other classes, crowded for the crowded world; full on a "
+                                                  "GPU)")] = None,
     world: Annotated[str, typer.Option(help="synthetic world: default (motors, or the classes given) or crowded "
                                        "(a crowded cytoplasm: many look-alike species, missing wedge, CTF, low "
                                        "SNR; default classes ribosome, apo-ferritin, thyroglobulin)")] = "default",

@@ -251,7 +251,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     folds = demo_folds(n, classes=classes, world=world)  # before any work: a cohort too small is refused here
     if folds.note:
         log(folds.note)
-    config = config or ("tiny" if motor_only else "small")
+    config = config or ("tiny" if motor_only else "crowded" if world == "crowded" else "small")
     root = DataRoot(Path(data_dir).resolve())
     store = LabelStore(root.labels)
     files = make_demo_cohort(root, classes=classes, n=n, seed=seed, world=world, species=species, snr=snr,

@@ -23,8 +23,8 @@ class TrainParams(BaseModel):
     split: str = Field(default="v1/skf4_rd42.json", title="CV split", description="split JSON under cv/ (or a path)")
     folds: str = Field(default="all", title="Folds", description="a fold index, comma-separated indices, or 'all'")
     config: str = Field(default="tiny", title="Model config",
-                        description="tiny (CPU, motors), small (CPU, small particles), full (GPU), or a YAML/JSON "
-                        "file")
+                        description="tiny (CPU, motors), small (CPU, small particles), crowded (CPU, crowded "
+                        "tomograms of many species), full (GPU), or a YAML/JSON file")
     run_name: str = Field(default="round1", title="Run name",
                           description="checkpoints go to `models/RUN/fold<k>.pt`; a finished fold with the same "
                           "settings is kept, other settings under an existing run name are refused")

@@ -28,7 +28,8 @@ def train_cmd(
     split: Annotated[Path, typer.Option("--split", help="CV split JSON (data/cv/<version>/skf<K>_rd<S>.json)")],
     fold: Annotated[str, typer.Option("--fold", help="fold number(s), comma-separated, or 'all'")] = "all",
     config: Annotated[str, typer.Option("--config", help="tiny (CPU, motors) | small (CPU, small particles) | "
-                                        "full (GPU) | micro | a YAML/JSON config file")] = "tiny",
+                                        "crowded (CPU, crowded tomograms of many species) | full (GPU) | micro | "
+                                        "a YAML/JSON config file")] = "tiny",
     run: Annotated[str | None, typer.Option("--run", help="run name (default <labels>_<config>_s<seed>)")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     epochs: Annotated[int | None, typer.Option("--epochs", help="override the config's epochs")] = None,

@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                          reviewer_errors=args.reviewer_errors))
                                         for kept in args.replay])
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    from byu.synth import resolve_classes
+
+    try:  # the crowded world's default classes stand in for the default ("motor",): name them
+        shown = ", ".join(c.name for c in resolve_classes(classes, args.world))
+    except ValueError as exc:
+        ap.error(str(exc))
     cohort = {"world": args.world, "species": args.species, "snr": args.snr, "crowding": args.crowding}
     if args.world == "default" and any(v is not None for v in (args.species, args.snr, args.crowding)):
         ap.error("--species, --snr and --crowding are options of the crowded world (--world crowded)")
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with temporary_api():
         return run_reports(args, work, [
-            (f"cohort seed {seed}: {args.n} tomograms, {args.world} world, {', '.join(classes)} …",
+            (f"cohort seed {seed}: {args.n} tomograms, {args.world} world, {shown} …",
              lambda seed=seed: run_cohort(work, seed=seed, n=args.n, classes=classes, config=args.config,
                                           mining=mining, cohort=cohort, reviewer_errors=args.reviewer_errors))
             for seed in args.seeds])

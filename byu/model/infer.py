@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from byu import __version__
-from byu.atomic import write_json
+from byu.atomic import atomic_open, sha256_bytes, sha256_file, write_json
 from byu.errors import InputError, NotFoundError
 from byu.model.config import ModelConfig
 from byu.model.data import VolumeCache, load_volume, read_stored
@@ -73,6 +73,7 @@ from byu.model.decode import config_peaks, empty_predictions, peaks_to_frame, wr
 from byu.model.net import build_network
 from byu.paths import DataRoot, check_id
 from byu.predictions import PredictMode
+from byu.tomo.io import content_digest
 
 CHECKPOINT_FORMAT = "byu-model/1"
 TTA_FLIPS: dict[str, list[tuple[int, ...]]] = {
@@ -786,7 +787,8 @@ def predict_tomograms(models: Sequence[LoadedModel], cache: VolumeCache, tomo_id
 
 
 def stored_heatmaps(data_root: str | Path | DataRoot, predictions: str | Path, *,
-                    device: str | torch.device = "auto") -> Callable[[str], dict[str, np.ndarray] | None]:
+                    device: str | torch.device = "auto",
+                    cache_dir: str | Path | None = None) -> Callable[[str], dict[str, np.ndarray] | None]:
     """What the models saw, for review images: a function from a tomo_id to its heatmap per class
     (``{class: (Z, Y, X) float32 in [0, 1]}`` on the *stored* grid), computed with the models the predictions run
     ``predictions`` assigned to that tomogram (its sidecar: out of fold, the same TTA), or None for a tomogram the
@@ -795,7 +797,13 @@ def stored_heatmaps(data_root: str | Path | DataRoot, predictions: str | Path, *
 
     The heatmaps run at the precision the run asked for, with the TTA views batched and a channels-last layout
     (about 3.6x faster on a CPU; they differ from one pass per flip by float rounding, ~1e-6, which an 8-bit
-    overlay does not show)."""
+    overlay does not show).
+
+    ``cache_dir``: each tomogram's heatmap (on the network's grid, float16) is kept there as ``<tomo_id>.npz``,
+    keyed by what it is computed from (the run's sidecar, the checkpoints' bytes, the tomogram's content digest
+    and byu's version): a round rendered in many batches computes each tomogram's heatmap once. A file whose key
+    differs, or that cannot be read, is computed again and replaced. The float16 rounding (~5e-4) applies with or
+    without the cache, so a cached heatmap draws the same image as a fresh one."""
     import torch.nn.functional as F
 
     root = _as_root(data_root)
@@ -805,6 +813,7 @@ def stored_heatmaps(data_root: str | Path | DataRoot, predictions: str | Path, *
         assignment = {str(t): list(ms) for t, ms in (plan.get("assignment") or {}).items()}
         paths = {e.get("path") for e in plan.get("models") or []}
         asked = InferenceSettings.parse(plan.get("inference"))
+        sidecar_digest = sha256_file(sidecar)
     except (OSError, ValueError, AttributeError, TypeError, InputError):
         return lambda tomo_id: None
     dev = resolve_device(device)
@@ -820,14 +829,44 @@ def stored_heatmaps(data_root: str | Path | DataRoot, predictions: str | Path, *
                     loaded[m.name] = m
         return [loaded[n] for n in assignment.get(tomo_id, []) if n in loaded]
 
+    digests: dict[str, str] = {}
+
+    def key_for(tomo_id: str, ms: list[LoadedModel]) -> str:
+        for m in ms:
+            if m.name not in digests:
+                digests[m.name] = sha256_file(m.path)
+        parts = {"byu": __version__, "sidecar": sidecar_digest, "tomogram": content_digest(root.tomograms / tomo_id),
+                 "models": [[m.name, digests[m.name]] for m in ms]}
+        return sha256_bytes(json.dumps(parts, sort_keys=True).encode())
+
+    def net_heatmap(tomo_id: str, ms: list[LoadedModel], cache: VolumeCache) -> torch.Tensor:
+        """The ensemble's heatmap of ``tomo_id`` on the network's grid, float16: from ``cache_dir`` when it holds
+        this one, else computed (and kept there)."""
+        path = key = None
+        if cache_dir is not None:
+            path, key = Path(cache_dir) / f"{check_id(tomo_id)}.npz", key_for(tomo_id, ms)
+            try:
+                with np.load(path, allow_pickle=False) as kept:
+                    if str(kept["key"]) == key:
+                        return torch.from_numpy(kept["heat"].astype(np.float16, copy=False))
+            except (OSError, KeyError, ValueError, EOFError):
+                pass  # not there, or unreadable: compute it
+        heat, _ = ensemble_heatmap(ms, cache.get(tomo_id), tta=str(plan.get("tta", "flips")), device=dev,
+                                   inference=fast)
+        heat = heat.detach().to("cpu", torch.float16)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(path, "wb") as fh:
+                np.savez(fh, heat=heat.numpy(), key=np.array(key))
+        return heat
+
     def heatmaps(tomo_id: str) -> dict[str, np.ndarray] | None:
         ms = models_for(tomo_id)
         if not ms:
             return None
         config = ms[0].config
         cache = caches.setdefault(config.spacing, VolumeCache(root, config.spacing, max_bytes=2e9))
-        heat, _ = ensemble_heatmap(ms, cache.get(tomo_id), tta=str(plan.get("tta", "flips")), device=dev,
-                                   inference=fast)
+        heat = net_heatmap(tomo_id, ms, cache)
         stored = cache.geometry(tomo_id).stored_shape
         heat = F.interpolate(heat[None].float(), size=tuple(stored), mode="trilinear", align_corners=False)[0]
         out = heat.clamp(0, 1).cpu().numpy().astype(np.float32)

@@ -42,6 +42,12 @@ class RoundPaths:
         return self.dir / "geometry"
 
     @property
+    def heatmaps(self) -> Path:
+        """The models' heatmap of each reviewed tomogram (``<tomo_id>.npz``, keyed by what it came from), computed
+        once for the round's images however many render batches draw that tomogram."""
+        return self.dir / "heatmaps"
+
+    @property
     def cvat(self) -> Path:
         return self.dir / "cvat"
 

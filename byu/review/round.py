@@ -226,6 +226,7 @@ class ReviewRound:
         self.name = check_id(name, what="round")
         self.paths = round_paths(self.root, self.name)
         self.store = LabelStore(self.root.labels)
+        self._cases: tuple[tuple[int, int, int], list[Case]] | None = None
 
     # ------------------------------------------------------------------------------------------ cases
     def mine(self, *, labels_version: str, predictions: str | Path, settings: MiningSettings | None = None,
@@ -326,7 +327,7 @@ class ReviewRound:
             from byu.model.infer import stored_heatmaps  # torch only when a round draws what the models saw
 
             run = json.loads(self.paths.mining.read_text()).get("predictions")
-            heatmaps = stored_heatmaps(self.root, run) if run else None
+            heatmaps = stored_heatmaps(self.root, run, cache_dir=self.paths.heatmaps) if run else None
         return render_cases(cases, self.root.tomograms,
                             self.paths.images, progress=progress, workers=workers, classes=self.classes(),
                             panel_px=settings.panel_px, thumb_px=settings.thumb_px, quality=settings.quality,

@@ -294,7 +294,16 @@ class ReviewRound:
         return out
 
     def cases(self) -> list[Case]:
-        return read_cases(self.paths.cases)
+        """The round's cases; read once while ``cases.csv`` stays the same file (a crowded round's is ~17 MB, and
+        rendering a batch asks for its cases, label version and classes)."""
+        try:
+            st = self.paths.cases.stat()
+        except OSError:
+            return read_cases(self.paths.cases)  # names what is missing
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._cases is None or self._cases[0] != sig:
+            self._cases = (sig, read_cases(self.paths.cases))
+        return list(self._cases[1])
 
     def label_version(self) -> str | None:
         """The version the round's cases were mined against (None for a round without cases)."""

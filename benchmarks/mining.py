@@ -10,8 +10,9 @@ that links its labels, tomograms, predictions and models (nothing of the kept co
 version ``--labels`` against the predictions run ``--predictions``, with today's mining settings changed by
 ``--mining`` (JSON, :class:`byu.review.settings.MiningSettings`). Prints, per cohort: tomograms, labels,
 predictions at the threshold, classes; the wall time of label verification, of matching, choosing and writing
-the cases (the round's own mining, reusing that verification) and of rendering their images (with the models'
-heatmaps); the cases and images, and each class's verifier separation.
+the cases (the round's own mining, reusing that verification) and of rendering their images as the flow does (one
+task per ``BYU_RENDER_BATCH`` images, default 16, with the models' heatmaps); the cases and images, and each
+class's verifier separation.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
     from byu.predictions import read_predictions
     from byu.review.round import ReviewRound
     from byu.review.settings import MiningSettings
-    from flows.common import tomograms_to_review
+    from flows.common import render_task, tomograms_to_review
+    from flows.task_runners import ENV_RENDER_BATCH, RENDER_BATCH, batch_size
 
     work.mkdir(parents=True)
     for name in LINKED:
@@ -56,13 +58,17 @@ def mine_once(kept: Path, work: Path, *, labels: str, predictions: str, mining: 
     # the round's own mining: it reuses the verification just written, matches, chooses and writes the cases
     result = rnd.mine(labels_version=labels, predictions=run, settings=settings, tomo_ids=ids)
     t2 = time.perf_counter()
-    images = rnd.render()
+    # rendered as the flow renders: one task per batch of images, each reading the round afresh
+    images = [c.image for c in rnd.cases()]
+    size = batch_size(ENV_RENDER_BATCH, RENDER_BATCH)
+    for i in range(0, len(images), size):
+        render_task.fn(str(work), "bench", images[i:i + size])
     t3 = time.perf_counter()
     return {"cohort": str(kept), "tomograms": len(ids), "labels": len(labelset.picks),
             "predictions": int((preds["conf"] >= settings.threshold).sum()), "classes": labelset.class_names,
             "verification_s": round(t1 - t0, 1), "matching_s": round(t2 - t1, 1),
             "mine_with_verification_s": round(t2 - t0, 1), "render_s": round(t3 - t2, 1),
-            "cases": len(result.cases), "images": len(images),
+            "cases": len(result.cases), "images": len(list(rnd.paths.images.glob("*.jpg"))),
             "separation": {k: round(v, 3) for k, v in (verification.separation if verification else {}).items()},
             "hard_separation": {k: round(v, 3)
                                 for k, v in (verification.hard_separation if verification else {}).items()}}

@@ -12,7 +12,10 @@
    the verifier's own out-of-fold separation: none at all for a verifier that cannot tell labels from unlabeled
    predictions).
 2. :func:`choose_review` — from those scores alone: a label is reviewed when no prediction matched it
-   (``unmatched``), only a weak one did (``weak``) or the verifier doubts it (``unverified``); an unmatched
+   (``unmatched``), only a weak one did (``weak``) or the verifier doubts it (``unverified``); in galleries, every
+   other label of a class is reviewed (``audit``) when its verifier was measured and ranks its labels no better
+   than chance (so no score says which of them are wrong) and that costs at most ``audit_load`` gallery images per
+   label of the class already in doubt; an unmatched
    prediction near an unmatched label of its class (within :data:`OWN_RADII` match radii; of another class: within
    both match radii — a pick of the wrong class) is a candidate of that label's case (a shift, a missed neighbour);
    the other unmatched predictions above their class's bar are offered best first (most verified, else strongest)
@@ -32,6 +35,7 @@ candidate), then galleries of labels, then galleries of predictions.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +250,7 @@ def score_round(labels: LabelSet, predictions: pd.DataFrame, *, settings: Mining
 # 2. choose
 
 
-REASON_ORDER = {"unmatched": 0, "weak": 1, "unverified": 2}
+REASON_ORDER = {"unmatched": 0, "weak": 1, "unverified": 2, "audit": 3}
 
 
 @dataclass
@@ -315,6 +319,11 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
         reasons[doubted] = "unverified"
         reasons[weak] = "weak"
         reasons[unmatched] = "unmatched"
+        if settings.galleries and settings.audit_load is not None and bars.verify_quantile == 0:
+            rest = mine & (reasons == "")  # verified, and the verifier ranks no label: none of these is vouched for
+            in_doubt = int((mine & (reasons != "")).sum())
+            if rest.any() and math.ceil(int(rest.sum()) / settings.gallery_size) <= settings.audit_load * in_doubt:
+                reasons[rest] = "audit"
     reviewed = lab[reasons != ""].assign(reason=reasons[reasons != ""])
     owned, rest = _owners(scores, reviewed, settings, unmatched_only=settings.galleries)
     reviewed = reviewed.assign(owned=[owned.get(int(i), []) for i in reviewed.index])

@@ -72,6 +72,12 @@ class MiningSettings(BaseModel):
                                    description="with a verifier that separates its class perfectly, review the "
                                    "labels verified below this quantile of their class; the fraction shrinks with "
                                    "the verifier's own out-of-fold separation (none below AUC 0.6)")
+    audit_load: float | None = Field(
+        default=3.0, ge=0, title="Audit load (images per label in doubt)",
+        description="in galleries: when a class's labels were verified and the verifier ranks them no better than "
+        "chance (no score says which of them are wrong), review all of that class's labels if the extra gallery "
+        "images are at most this many per label of the class already in doubt (no prediction, a weak one); empty: "
+        "never")
     galleries: bool = Field(default=True, title="Galleries",
                             description="show labels to confirm and unlabeled predictions many to an image "
                             "(crops of one class); off: one image per tomogram and class, as single cases")

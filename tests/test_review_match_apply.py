@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -467,6 +468,33 @@ def test_the_least_verified_labels_are_reviewed_unless_already_cases():
     half = find_cases(labels, p, settings=single(verify=True, verify_quantile=0.6),
                       verification=verified(verification, separation=0.75)).scores.classes["motor"]
     assert half.verify_quantile == pytest.approx(0.3) and half.verifier_auc == 0.75
+
+
+def test_a_class_no_score_ranks_is_audited_in_galleries_when_that_is_cheap():
+    """A verifier no better than chance vouches for no label: with one label already in doubt, the other nine go
+    to the same galleries (one more image at most), unless the verifier ranks them, nothing is in doubt, the
+    audit is switched off or there are no galleries."""
+    labels, p = _nine_believed_motors(extra_conf=0.2)  # t9's label is weakly supported
+    p = p[p["conf"] >= 0.9 - 1e-9].pipe(lambda d: pd.concat([d, p[p["tomo_id"] == "t9"].head(1)]))
+    verification = pd.Series(np.linspace(0.3, 0.7, 10), index=labels.picks.index)
+
+    def reviewed(separation: float, **settings) -> dict[str, str]:
+        cases = mine(labels, p, confirm_threshold="auto", verify=True, verification=verified(
+            verification, separation=separation), **{"galleries": True, "known_rate": 0.0, **settings})
+        return {c.frame_of(k).tomo_id: c.reason for c in cases for k in c.candidates if k.source == "label"}
+
+    blind = reviewed(0.5)
+    assert blind == {f"t{i}": "weak,audit" for i in range(10)}  # one gallery of the ten labels, the weak one first
+    assert reviewed(0.5, audit_load=None) == {"t9": "weak"}
+    assert reviewed(0.5, audit_load=0.05) == {"t9": "weak"}  # one more image for one label in doubt: too dear
+    assert set(reviewed(0.9)) < set(blind) and "t9" in reviewed(0.9)  # a verifier that ranks: its own share
+    assert not [c for c in mine(labels, p, confirm_threshold="auto", verify=True, galleries=False,
+                                verification=verified(verification, separation=0.5)) if c.reason == "audit"]
+    believed, q = _nine_believed_motors()
+    q = q[q["conf"] >= 0.9 - 1e-9]
+    assert not mine(believed, q, confirm_threshold="auto", verify=True, galleries=True, known_rate=0.0,
+                    verification=verified(pd.Series(np.linspace(0.3, 0.7, 10), index=believed.picks.index),
+                                          separation=0.5))  # nothing in doubt: nothing to audit
 
 
 def test_unlabeled_predictions_are_offered_most_verified_first():

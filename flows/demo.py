@@ -71,6 +71,17 @@ def _fold_cap(n: int, classes: Sequence[str], world: str) -> int:
     return n // 2 if "motor" in classes else n
 
 
+def demo_config(classes: Sequence[str] = ("motor",), world: str = "default") -> str:
+    """The model config a demo trains when none is given: ``tiny`` for motors, ``crowded`` in the crowded world
+    (whose default classes stand in for the default ``("motor",)``), ``small`` for other classes."""
+    from byu.synth import is_motor_cohort, resolve_classes
+
+    names = [c.name for c in resolve_classes(list(classes), world)]
+    if is_motor_cohort(names, world):
+        return "tiny"
+    return "crowded" if world == "crowded" else "small"
+
+
 def demo_folds(n: int, *, classes: Sequence[str] = ("motor",), world: str = "default") -> DemoFolds:
     """The demo's fold counts for ``n`` tomograms (InputError when even 2 folds cannot be stratified); checked
     before any work, so a cohort too small is refused at once, not after training."""
@@ -251,7 +262,7 @@ def run_demo(data_dir: str | Path, *, reviewer: str = "scripted", n: int = 24, s
     folds = demo_folds(n, classes=classes, world=world)  # before any work: a cohort too small is refused here
     if folds.note:
         log(folds.note)
-    config = config or ("tiny" if motor_only else "crowded" if world == "crowded" else "small")
+    config = config or demo_config(classes, world)
     root = DataRoot(Path(data_dir).resolve())
     store = LabelStore(root.labels)
     files = make_demo_cohort(root, classes=classes, n=n, seed=seed, world=world, species=species, snr=snr,

@@ -10,7 +10,7 @@ from byu.errors import InputError
 from byu.labels.formats import read_labels
 from byu.labels.splits import fresh_split
 from byu.synth import make_cohort
-from flows.demo import demo_folds, run_demo
+from flows.demo import demo_config, demo_folds, run_demo
 
 
 def test_the_default_cohorts_keep_the_demo_folds():
@@ -19,6 +19,13 @@ def test_the_default_cohorts_keep_the_demo_folds():
         assert (folds.first, folds.round1, folds.note) == (4, [4, 5], None)
     assert demo_folds(24, classes=["motor", "ribosome"]).round1 == [4, 5]
     assert demo_folds(8, classes=["ribosome", "apo-ferritin"], world="crowded").round1 == [4, 5]
+
+
+def test_the_demo_trains_the_config_of_its_world():
+    assert demo_config(["motor"]) == "tiny"
+    assert demo_config(["motor", "ribosome", "apo-ferritin"]) == "small"
+    assert demo_config(["motor"], world="crowded") == "crowded"  # the crowded world's default classes
+    assert demo_config(["ribosome"], world="crowded") == "crowded"
 
 
 def test_a_small_motor_cohort_gets_fewer_folds_and_says_so():

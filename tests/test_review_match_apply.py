@@ -512,6 +512,8 @@ def test_unlabeled_predictions_are_offered_most_verified_first():
     scored[missed], scored[faint] = 0.8, 0.9
     cases = [c for c in mine(labels, p, verification=verified(predictions=scored)) if c.kind == "FP"]
     assert [c.conf for c in cases[0].candidates][:2] == [0.06, 0.4] and cases[0].score == pytest.approx(0.9)
+    blind = [c for c in mine(labels, p, verification=verified(predictions=scored, separation=0.5)) if c.kind == "FP"]
+    assert [c.conf for c in blind[0].candidates] == [c.conf for c in plain[0].candidates]  # ranked by confidence
     barred = [c for c in mine(labels, p, verification=verified(predictions=scored), fp_threshold=0.3)
               if c.kind == "FP"]
     assert [c.conf for c in barred[0].candidates][0] == 0.4 and 0.06 not in [c.conf for c in barred[0].candidates]

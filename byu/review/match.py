@@ -134,8 +134,8 @@ class MiningScores:
     (0: unmatched), ``matched`` (the prediction row, -1), ``verification`` (NaN: not verified). ``predictions``
     (index: rows of the predictions run, those at or above the threshold of the version's classes):
     ``tomo_id, particle, z, y, x`` (in the label frame of its tomogram), ``conf``, ``verification``, ``label``
-    (the picks row it matched, -1), ``quality`` (how much it looks like the class's labels: its verification, else
-    its confidence)."""
+    (the picks row it matched, -1), ``quality`` (how much it looks like the class's labels: its verification where
+    the class's verifier separates labels from unlabeled predictions at all, else its confidence)."""
 
     labels: pd.DataFrame
     predictions: pd.DataFrame
@@ -238,7 +238,11 @@ def score_round(labels: LabelSet, predictions: pd.DataFrame, *, settings: Mining
     lab_table["matched"] = matched
     pred_table["label"] = label_of
     q = pred_table["verification"].to_numpy(float)
-    pred_table["quality"] = np.where(np.isfinite(q), q, pred_table["conf"].to_numpy(float))
+    # a verifier that cannot tell the class's labels from its unlabeled predictions ranks those predictions at
+    # random: then the models' confidence orders them
+    ranks = {c: verification is not None and verifier_weight(verification.separation.get(c)) > 0 for c in classes}
+    useful = pred_table["particle"].map(ranks).fillna(False).to_numpy(bool)
+    pred_table["quality"] = np.where(np.isfinite(q) & useful, q, pred_table["conf"].to_numpy(float))
     context = {t: tuple(LabelPoint(particle=str(r.particle), z=float(r.z), y=float(r.y), x=float(r.x))
                         for r in g.itertuples(index=False)) for t, g in lab_table.groupby("tomo_id", sort=False)}
     return MiningScores(labels=lab_table, predictions=pred_table, classes=_class_bars(settings, lab_table, radius,

@@ -546,3 +546,37 @@ def test_a_shifted_label_owns_only_the_predictions_near_it_and_class_tags_name_e
     assert alone.tags.tolist() == ["1:apo-ferritin"]
     res = apply_decisions(noisy, [wrong_class], alone, round_name="r1")
     assert res.changes[["action", "particle"]].values.tolist() == [["add", "apo-ferritin"]]
+
+
+def test_unlabeled_predictions_another_class_explains_are_offered_last():
+    """A ribosome peak on a labeled apo-ferritin, or on an unlabeled one its own channel believes more, is offered
+    after a fainter ribosome peak on nothing else; an apo-ferritin peak beside a ribosome peak is not explained
+    away (a small particle beside a large one is a real neighbour as often as not)."""
+    from byu.review.match import choose_review, score_round
+
+    tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [400], "X": [400], "voxel_spacing": [10.0]})
+    cols = ["tomo_id", "particle", "z", "y", "x"]
+    ribo = [("a", "ribosome", 50, 40 + 40 * k, 40) for k in range(8)]
+    apo = [("a", "apo-ferritin", 50, 40 + 40 * k, 200) for k in range(8)]
+    labels = LabelSet.build(tomos, pd.DataFrame(ribo + apo, columns=cols))
+    rows = [pred("a", *r[2:], 0.5, spacing=10.0, particle="ribosome") for r in ribo]
+    rows += [pred("a", *r[2:], 0.6 + 0.01 * k, spacing=10.0, particle="apo-ferritin")
+             for k, r in enumerate(apo)]
+    rows += [pred("a", 52, 40, 202, 0.45, spacing=10.0, particle="ribosome"),  # on a labeled apo-ferritin
+             pred("a", 50, 360, 300, 0.9, spacing=10.0, particle="apo-ferritin"),  # an unlabeled apo-ferritin ...
+             pred("a", 51, 361, 301, 0.4, spacing=10.0, particle="ribosome"),  # ... a ribosome peak on it
+             pred("a", 50, 200, 340, 0.2, spacing=10.0, particle="ribosome"),  # a faint ribosome on its own
+             pred("a", 50, 240, 340, 0.5, spacing=10.0, particle="ribosome"),  # a ribosome ...
+             pred("a", 50, 243, 344, 0.1, spacing=10.0, particle="apo-ferritin")]  # ... and an apo-ferritin at it
+    p = pd.DataFrame(rows)
+    settings = MiningSettings(verify=False, confirm_threshold=None, fp_threshold=None)
+    scores = score_round(labels, p, settings=settings)
+    free = scores.predictions[scores.predictions["label"] < 0]
+    explained = {(r.particle, round(r.y)): bool(r.explained) for r in free.itertuples()}
+    assert explained == {("ribosome", 40): True, ("ribosome", 361): True, ("ribosome", 200): False,
+                         ("ribosome", 240): False, ("apo-ferritin", 360): False, ("apo-ferritin", 243): False}
+    plan = choose_review(scores, settings)
+    offered = plan.offered[plan.offered["particle"] == "ribosome"].sort_values("rank")
+    assert [round(y) for y in offered["y"]] == [240, 200, 40, 361]  # the unexplained first, by confidence
+    assert plan.budget["ribosome"]["explained_elsewhere"] == 2
+    assert plan.budget["apo-ferritin"]["explained_elsewhere"] == 0

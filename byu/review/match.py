@@ -13,14 +13,15 @@
    predictions).
 2. :func:`choose_review` — from those scores alone: a label is reviewed when no prediction matched it
    (``unmatched``), only a weak one did (``weak``) or the verifier doubts it (``unverified``); in galleries, every
-   other label of a class is reviewed (``audit``) when its verifier was measured and ranks its labels no better
-   than chance (so no score says which of them are wrong) and that costs at most ``audit_load`` gallery images per
-   label of the class already in doubt; an unmatched
-   prediction near an unmatched label of its class (within :data:`OWN_RADII` match radii; of another class: within
-   both match radii — a pick of the wrong class) is a candidate of that label's case (a shift, a missed neighbour);
-   the other unmatched predictions above their class's bar are offered best first (most verified, else strongest)
-   within a per-class **budget** (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a
-   reviewer-set number), so one crowded tomogram can hold many items and an empty one none.
+   other label of a class is reviewed (``audit``) when its verifier was measured and ranks its labels no better than
+   chance (so no score says which of them are wrong) and that costs at most ``audit_load`` gallery images per label
+   of the class already in doubt; an unmatched prediction near an unmatched label of its class (within
+   :data:`OWN_RADII` match radii; of another class: within both match radii — a pick of the wrong class) is a
+   candidate of that label's case (a shift, a missed neighbour); the other unmatched predictions above their class's
+   bar are offered best first (most verified, else strongest; those another class explains — on another class's
+   label, or a large class's peak on a more believed small particle — after all the rest) within a per-class
+   **budget** (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a reviewer-set
+   number), so one crowded tomogram can hold many items and an empty one none.
 3. :func:`assemble_cases` — cases from the choice: an unmatched label with candidates is a single-particle ``FN``
    case (its context matters); the other labels to review go into ``GL`` galleries and the offered predictions
    into ``GP`` galleries, ``gallery_size`` crops of one class per image, most doubtful labels and most believed
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import cdist
 
 from byu.errors import InputError, NotFoundError
 from byu.labels.model import LabelSet
@@ -74,6 +76,9 @@ MIN_CONFIRM = 0.05
 OWN_RADII = 4.0  # an unmatched label's case shows the free predictions of its class within this many match radii
 VERIFIER_USELESS_AUC = 0.6  # a verifier separating labels from unlabeled predictions no better: no label reviewed
 VERIFIER_GOOD_AUC = 0.9  # from here on the full verify_quantile of a class's labels is reviewed
+#: a class at least this many times the radius of another is "larger" (one of its peaks on a particle of the
+#: smaller class is that particle seen by the wrong channel)
+SIZE_RATIO = 1.5
 
 
 def calibrated_thresholds(supports: dict[str, list[float]], *, fallback: float = FALLBACK_CONFIRM,
@@ -130,12 +135,14 @@ class ClassBars:
 class MiningScores:
     """Every label and prediction of a round's tomograms, scored (see the module docstring).
 
-    ``labels`` (index: rows of the version's picks): ``tomo_id, particle, z, y, x`` (label frame), ``support``
-    (0: unmatched), ``matched`` (the prediction row, -1), ``verification`` (NaN: not verified). ``predictions``
-    (index: rows of the predictions run, those at or above the threshold of the version's classes):
-    ``tomo_id, particle, z, y, x`` (in the label frame of its tomogram), ``conf``, ``verification``, ``label``
-    (the picks row it matched, -1), ``quality`` (how much it looks like the class's labels: its verification where
-    the class's verifier separates labels from unlabeled predictions at all, else its confidence)."""
+    ``labels`` (index: rows of the version's picks): ``tomo_id, particle, z, y, x`` (label frame), ``support`` (0:
+    unmatched), ``matched`` (the prediction row, -1), ``verification`` (NaN: not verified). ``predictions`` (index:
+    rows of the predictions run, those at or above the threshold of the version's classes): ``tomo_id, particle, z,
+    y, x`` (in the label frame of its tomogram), ``conf``, ``verification``, ``label`` (the picks row it matched,
+    -1), ``quality`` (how much it looks like the class's labels: its verification where the class's verifier
+    separates labels from unlabeled predictions at all, else its confidence), ``explained`` (an unlabeled prediction
+    another class explains: on a label of another class, or a peak of a larger class on a more believed particle of
+    a smaller one; :func:`explained_elsewhere`)."""
 
     labels: pd.DataFrame
     predictions: pd.DataFrame
@@ -170,6 +177,61 @@ def _class_bars(settings: MiningSettings, labels: pd.DataFrame, radius: dict[str
         out[name] = ClassBars(match_radius_A=r, labels=int(len(mine)), supported=len(sup),
                               median_support=float(np.median(sup)) if sup else None, confirm=c, fp=fp,
                               verifier_auc=auc, verify_quantile=q, verify=bar)
+    return out
+
+
+def _support_ecdf(lab_table: pd.DataFrame, pred_table: pd.DataFrame) -> np.ndarray:
+    """Per prediction, the share of its class's matched labels supported less than it: its confidence on the
+    scale of what its own channel gives the class's labels (out of fold, so comparable across classes)."""
+    out = np.zeros(len(pred_table))
+    for name, rows in pred_table.groupby("particle", sort=False).indices.items():
+        sup = np.sort(lab_table.loc[(lab_table["particle"] == name) & (lab_table["matched"] >= 0),
+                                    "support"].to_numpy(float))
+        conf = pred_table["conf"].to_numpy(float)[rows]
+        out[rows] = np.searchsorted(sup, conf, side="right") / len(sup) if len(sup) else 0.0
+    return out
+
+
+def explained_elsewhere(lab_table: pd.DataFrame, pred_table: pd.DataFrame, radius: dict[str, float],
+                        frames: dict[str, Frame]) -> np.ndarray:
+    """Which unlabeled predictions another class explains (bool per row of ``pred_table``): one that lies within
+    the match radius of a label of another class (that labeled particle, seen by the wrong channel), or one of a
+    larger class (:data:`SIZE_RATIO`) within the smaller class's match radius of a prediction of that smaller class
+    which its own channel believes more, each confidence placed on its class's scale (:func:`_support_ecdf`): a
+    ribosome peak on an apo-ferritin. Such a prediction is offered after every other one of its class.
+
+    Only the larger class is explained away: a small particle beside a large one is a real neighbour as often as
+    not, but two particles' centres cannot lie within the smaller one's radius."""
+    out = np.zeros(len(pred_table), bool)
+    free = pred_table["label"].to_numpy(np.int64) < 0
+    if not free.any():
+        return out
+    scale = _support_ecdf(lab_table, pred_table)
+    labs = {key: g for key, g in lab_table.groupby(["tomo_id", "particle"], sort=False)}
+    preds = {key: g for key, g in pred_table.groupby(["tomo_id", "particle"], sort=False)}
+    pos = {row: i for i, row in enumerate(pred_table.index)}
+    for (tid, name), g in preds.items():
+        g = g[g["label"] < 0]
+        if not len(g):
+            continue
+        s = frames[str(tid)].voxel_spacing
+        here = g[["z", "y", "x"]].to_numpy(float) * s
+        rows = np.array([pos[r] for r in g.index])
+        hit = np.zeros(len(g), bool)
+        for other, r_other in radius.items():
+            if other == name:
+                continue
+            lab = labs.get((tid, other))
+            if lab is not None and len(lab):
+                d = cdist(here, lab[["z", "y", "x"]].to_numpy(float) * s).min(axis=1)
+                hit |= d <= r_other
+            op = preds.get((tid, other))
+            if op is not None and len(op) and radius[str(name)] >= SIZE_RATIO * r_other:
+                d = cdist(here, op[["z", "y", "x"]].to_numpy(float) * s)
+                theirs = scale[[pos[r] for r in op.index]]
+                believed = (d <= r_other) & (theirs[None, :] > scale[rows][:, None])
+                hit |= believed.any(axis=1)
+        out[rows] = hit
     return out
 
 
@@ -237,6 +299,7 @@ def score_round(labels: LabelSet, predictions: pd.DataFrame, *, settings: Mining
     lab_table["support"] = support
     lab_table["matched"] = matched
     pred_table["label"] = label_of
+    pred_table["explained"] = explained_elsewhere(lab_table, pred_table, radius, frames)
     q = pred_table["verification"].to_numpy(float)
     # a verifier that cannot tell the class's labels from its unlabeled predictions ranks those predictions at
     # random: then the models' confidence orders them
@@ -337,7 +400,7 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
     for name, bars in scores.classes.items():
         mine = pool[pool["particle"] == name]
         above = mine[mine["conf"] >= bars.fp] if bars.fp is not None else mine
-        above = above.sort_values(["quality", "conf"], ascending=False, kind="stable")
+        above = above.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
         if settings.budget == "auto":
             n = max(settings.gallery_size, bars.labels)
         else:
@@ -347,6 +410,7 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
         chosen = above.iloc[:n]
         offered_parts.append(chosen.assign(rank=np.arange(1, len(chosen) + 1)))
         budget[name] = {"offered": int(len(chosen)), "hidden": int(len(above) - len(chosen)),
+                        "explained_elsewhere": int(above["explained"].sum()),
                         "below_bar": int(len(mine) - len(above))}
     offered = pd.concat(offered_parts) if offered_parts else preds.iloc[0:0].assign(rank=[])
     return ReviewPlan(labels=reviewed, offered=offered, budget=budget)

@@ -580,3 +580,24 @@ def test_unlabeled_predictions_another_class_explains_are_offered_last():
     assert [round(y) for y in offered["y"]] == [240, 200, 40, 361]  # the unexplained first, by confidence
     assert plan.budget["ribosome"]["explained_elsewhere"] == 2
     assert plan.budget["apo-ferritin"]["explained_elsewhere"] == 0
+
+
+def test_a_crowded_fn_case_shows_its_best_candidates_not_its_nearest():
+    """Around a shifted ribosome label lie more free ribosome peaks than a case shows: the case takes the most
+    believed (the verifier ranks nothing here), never one another class explains, wherever they lie within
+    OWN_RADII match radii."""
+    tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [400], "X": [400], "voxel_spacing": [10.0]})
+    cols = ["tomo_id", "particle", "z", "y", "x"]
+    labels = LabelSet.build(tomos, pd.DataFrame([("a", "ribosome", 50, 200, 200), ("a", "apo-ferritin", 50, 218, 200)],
+                                                columns=cols))
+    near = [pred("a", 50, 200 + dy, 200 + dx, 0.1, spacing=10.0, particle="ribosome")  # faint peaks close by
+            for dy, dx in [(20, 20), (-20, 20), (20, -20), (-20, -20), (0, 25)]]
+    rows = near + [pred("a", 50, 218, 201, 0.9, spacing=10.0, particle="ribosome"),  # on the apo-ferritin label
+                   pred("a", 50, 240, 200, 0.5, spacing=10.0, particle="ribosome"),  # where the ribosome is
+                   pred("a", 50, 218, 200, 0.8, spacing=10.0, particle="apo-ferritin")]
+    p = pd.DataFrame(rows)
+    blind = Verification(labels=pd.Series(0.5, index=labels.picks.index), predictions=pd.Series(0.5, index=p.index),
+                         separation={"ribosome": 0.5})
+    fn = next(c for c in mine(labels, p, verification=blind, verify=True) if c.kind == "FN")
+    shown = [(round(c.zyx[1]), c.conf) for c in fn.candidates if c.source == "prediction"]
+    assert shown[0] == (240, 0.5) and (218, 0.9) not in shown and len(shown) == 5

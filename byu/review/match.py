@@ -17,11 +17,12 @@
    chance (so no score says which of them are wrong) and that costs at most ``audit_load`` gallery images per label
    of the class already in doubt; an unmatched prediction near an unmatched label of its class (within
    :data:`OWN_RADII` match radii; of another class: within both match radii — a pick of the wrong class) is a
-   candidate of that label's case (a shift, a missed neighbour); the other unmatched predictions above their class's
-   bar are offered best first (most verified, else strongest; those another class explains — on another class's
-   label, or a large class's peak on a more believed small particle — after all the rest) within a per-class
-   **budget** (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a reviewer-set
-   number), so one crowded tomogram can hold many items and an empty one none.
+   candidate of that label's case (a shift, a missed neighbour; the case takes the ``max_candidates`` best, as below,
+   not the nearest); the other unmatched predictions above their class's bar are offered best first (most verified
+   where the class's verifier ranks at all, else strongest; those another class explains — on another class's label,
+   or a large class's peak on a more believed small particle — after all the rest) within a per-class **budget**
+   (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a reviewer-set number), so one
+   crowded tomogram can hold many items and an empty one none.
 3. :func:`assemble_cases` — cases from the choice: an unmatched label with candidates is a single-particle ``FN``
    case (its context matters); the other labels to review go into ``GL`` galleries and the offered predictions
    into ``GP`` galleries, ``gallery_size`` crops of one class per image, most doubtful labels and most believed
@@ -342,8 +343,9 @@ def _owners(scores: MiningScores, reviewed: pd.DataFrame, settings: MiningSettin
     radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
     owned: dict[int, list[int]] = {int(i): [] for i in owners_pool.index}
     rest: list[int] = []
-    free = free.assign(_v=free["verification"].fillna(-1.0)).sort_values(
-        ["_v", "conf"], ascending=False, kind="stable")
+    # best first, as offered predictions are: another class's peaks last, then by quality (the verification where
+    # the class's verifier ranks at all, else the models' confidence); a case takes its first max_candidates
+    free = free.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
     by_tomo = {t: g for t, g in owners_pool.groupby("tomo_id", sort=False)}
     for t, g in free.groupby("tomo_id", sort=False):
         own = by_tomo.get(str(t))

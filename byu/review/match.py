@@ -333,14 +333,36 @@ class ReviewPlan:
     budget: dict[str, dict[str, int]]
 
 
+def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataFrame,
+                    radius: dict[str, float]) -> pd.Series:
+    """Reviewed labels only weakly supported (``weak`` first among their reasons) with a free prediction of their
+    class within :data:`OWN_RADII` match radii that the models believe more than their own support (and no other
+    class explains): perhaps a shift, which a gallery could only keep or remove, so they get a case with
+    candidates."""
+    out = pd.Series(False, index=reviewed.index)
+    weak = reviewed[reviewed["reason"].astype(str).str.split(",").str[0] == "weak"]
+    cand = free[~free["explained"].astype(bool)]
+    groups = {key: g for key, g in cand.groupby(["tomo_id", "particle"], sort=False)}
+    for (tid, name), lab in weak.groupby(["tomo_id", "particle"], sort=False):
+        g = groups.get((tid, name))
+        if g is None or not len(g):
+            continue
+        s = scores.frames[str(tid)].voxel_spacing
+        d = cdist(lab[["z", "y", "x"]].to_numpy(float) * s, g[["z", "y", "x"]].to_numpy(float) * s)
+        stronger = g["conf"].to_numpy(float)[None, :] > lab["support"].to_numpy(float)[:, None]
+        out[lab.index] = ((d <= OWN_RADII * radius[str(name)]) & stronger).any(axis=1)
+    return out
+
+
 def _owners(scores: MiningScores, reviewed: pd.DataFrame, settings: MiningSettings, *,
             unmatched_only: bool) -> tuple[dict[int, list[int]], list[int]]:
     """Free predictions owned by a reviewed label's case (label row -> prediction rows, best first), and the rest
     (prediction rows)."""
     preds = scores.predictions
     free = preds[preds["label"] < 0]
-    owners_pool = reviewed[reviewed["reason"] == "unmatched"] if unmatched_only else reviewed
     radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
+    owners_pool = reviewed[(reviewed["reason"] == "unmatched") | _may_be_shifted(scores, reviewed, free, radius)] \
+        if unmatched_only else reviewed
     owned: dict[int, list[int]] = {int(i): [] for i in owners_pool.index}
     rest: list[int] = []
     # best first, as offered predictions are: another class's peaks last, then by quality (the verification where
@@ -480,7 +502,7 @@ def assemble_cases(scores: MiningScores, plan: ReviewPlan, settings: MiningSetti
     for i, row in plan.labels.iterrows():
         name, tid = str(row["particle"]), str(row["tomo_id"])
         owned = list(row["owned"])
-        if settings.galleries and not (row["reason"] == "unmatched" and owned):
+        if settings.galleries and not owned:
             gallery_labels.setdefault(name, []).append(int(i))
             continue
         cands = [_cand(0, name, row[["z", "y", "x"]], None, "label")]

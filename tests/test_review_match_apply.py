@@ -603,10 +603,10 @@ def test_a_crowded_fn_case_shows_its_best_candidates_not_its_nearest():
     assert shown[0] == (240, 0.5) and (218, 0.9) not in shown and len(shown) == 5
 
 
-def test_a_weak_label_with_a_stronger_peak_nearby_gets_a_case_with_candidates():
-    """In galleries, a label a look-alike's faint peak supports, with its particle's stronger peak 400 Å away, is
-    shown with that peak (a move the reviewer can make); a weak label with nothing stronger near it stays a
-    gallery crop."""
+def test_a_weak_label_with_a_stronger_peak_no_gallery_offers_gets_a_case_with_candidates():
+    """In galleries, a label a look-alike's faint peak supports, with its particle's stronger peak 400 Å away: when
+    the budget offers that peak, the galleries move it (label removed, peak added); when it does not, the label is
+    shown with the peak in a case of its own. A weak label with nothing stronger near it stays a gallery crop."""
     tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [600], "X": [600], "voxel_spacing": [10.0]})
     cols = ["tomo_id", "particle", "z", "y", "x"]
     ribo = [("a", "ribosome", 50, 40 + 40 * k, 40) for k in range(12)]
@@ -617,11 +617,18 @@ def test_a_weak_label_with_a_stronger_peak_nearby_gets_a_case_with_candidates():
     rows += [pred("a", 50, 300, 405, 0.1, spacing=10.0, particle="ribosome"),  # a look-alike beside the shifted label
              pred("a", 50, 300, 440, 0.7, spacing=10.0, particle="ribosome"),  # the particle it belongs to
              pred("a", 50, 500, 505, 0.1, spacing=10.0, particle="ribosome")]  # the other weak label's only peak
-    cases = find_cases(noisy, pd.DataFrame(rows), settings=MiningSettings(verify=False, known_rate=0.0)).cases
-    fn = [c for c in cases if c.kind == "FN"]
-    assert len(fn) == 1 and fn[0].reason == "weak"
-    assert [(c.source, round(c.zyx[2])) for c in fn[0].candidates] == [("label", 400), ("prediction", 440)]
-    gl = [c for c in cases if c.kind == "GL"]
-    assert [round(k.zyx[1]) for c in gl for k in c.candidates if k.source == "label"] == [500]
-    res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
-    assert (50.0, 300.0, 440.0) in {(r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
+    for budget in ("auto", 0):
+        cases = find_cases(noisy, pd.DataFrame(rows), settings=MiningSettings(verify=False, known_rate=0.0,
+                                                                                budget=budget)).cases
+        fn = [c for c in cases if c.kind == "FN"]
+        offered = [round(k.zyx[2]) for c in cases if c.kind == "GP" for k in c.candidates]
+        if budget == "auto":
+            assert not fn and offered == [440]
+        else:
+            assert len(fn) == 1 and fn[0].reason == "weak" and not offered
+            assert [(c.source, round(c.zyx[2])) for c in fn[0].candidates] == [("label", 400), ("prediction", 440)]
+        gl = [round(k.zyx[1]) for c in cases if c.kind == "GL" for k in c.candidates if k.source == "label"]
+        assert gl == ([300, 500] if budget == "auto" else [500])
+        res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
+        got = {(r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
+        assert (50.0, 300.0, 440.0) in got and (50.0, 300.0, 400.0) not in got

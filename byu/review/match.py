@@ -335,10 +335,11 @@ class ReviewPlan:
 
 def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataFrame,
                     radius: dict[str, float]) -> pd.Series:
-    """Reviewed labels only weakly supported (``weak`` first among their reasons) with a free prediction of their
-    class within :data:`OWN_RADII` match radii that the models believe more than their own support (and no other
-    class explains): perhaps a shift, which a gallery could only keep or remove, so they get a case with
-    candidates."""
+    """Reviewed labels only weakly supported (``weak`` first among their reasons) with a prediction of ``free`` (the
+    ones no gallery offers) of their class within :data:`OWN_RADII` match radii that the models believe more than
+    their own support and no other class explains: perhaps a shift. In a gallery such a label could only be kept or
+    removed, and the particle's peak would never be shown, so it gets a case with those predictions as
+    candidates (a shift whose peak is offered is fixed in galleries: the label removed, the peak added)."""
     out = pd.Series(False, index=reviewed.index)
     weak = reviewed[reviewed["reason"].astype(str).str.split(",").str[0] == "weak"]
     cand = free[~free["explained"].astype(bool)]
@@ -355,14 +356,13 @@ def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataF
 
 
 def _owners(scores: MiningScores, reviewed: pd.DataFrame, settings: MiningSettings, *,
-            unmatched_only: bool) -> tuple[dict[int, list[int]], list[int]]:
-    """Free predictions owned by a reviewed label's case (label row -> prediction rows, best first), and the rest
-    (prediction rows)."""
+            unmatched_only: bool, free_rows: Sequence[int] | None = None) -> tuple[dict[int, list[int]], list[int]]:
+    """Free predictions (``free_rows``, default every unmatched one) owned by a reviewed label's case (label row ->
+    prediction rows, best first), and the rest (prediction rows)."""
     preds = scores.predictions
-    free = preds[preds["label"] < 0]
+    free = preds[preds["label"] < 0] if free_rows is None else preds.loc[list(free_rows)]
     radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
-    owners_pool = reviewed[(reviewed["reason"] == "unmatched") | _may_be_shifted(scores, reviewed, free, radius)] \
-        if unmatched_only else reviewed
+    owners_pool = reviewed[reviewed["reason"] == "unmatched"] if unmatched_only else reviewed
     owned: dict[int, list[int]] = {int(i): [] for i in owners_pool.index}
     rest: list[int] = []
     # best first, as offered predictions are: another class's peaks last, then by quality (the verification where
@@ -437,6 +437,14 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
                         "explained_elsewhere": int(above["explained"].sum()),
                         "below_bar": int(len(mine) - len(above))}
     offered = pd.concat(offered_parts) if offered_parts else preds.iloc[0:0].assign(rank=[])
+    if settings.galleries:
+        unseen = [j for j in rest if j not in set(offered.index)]
+        radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
+        shifted = reviewed[_may_be_shifted(scores, reviewed, preds.loc[unseen], radius)]
+        if len(shifted):
+            more, _ = _owners(scores, shifted, settings, unmatched_only=False, free_rows=unseen)
+            owned.update({i: js for i, js in more.items() if js})
+            reviewed = reviewed.assign(owned=[owned.get(int(i), []) for i in reviewed.index])
     return ReviewPlan(labels=reviewed, offered=offered, budget=budget)
 
 

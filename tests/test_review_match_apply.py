@@ -632,3 +632,20 @@ def test_a_weak_label_with_a_stronger_peak_no_gallery_offers_gets_a_case_with_ca
         res = apply_decisions(noisy, cases, scripted_decisions(cases, truth), round_name="r1")
         got = {(r.z, r.y, r.x) for r in res.labels.picks.itertuples()}
         assert (50.0, 300.0, 440.0) in got and (50.0, 300.0, 400.0) not in got
+
+
+def test_only_a_particle_too_close_to_be_another_explains_a_prediction():
+    """Beside a motor label (match radius 1000 Å, particle radius 250 Å), an apo-ferritin 400 Å away is a
+    neighbour, not the motor seen by the wrong channel; one 20 Å from the motor's centre is."""
+    from byu.review.match import score_round
+
+    tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [300], "X": [300], "voxel_spacing": [10.0]})
+    labels = LabelSet.build(tomos, pd.DataFrame([("a", "motor", 50, 150, 150)] +
+                                                [("a", "apo-ferritin", 50, 20 + 30 * k, 280) for k in range(8)],
+                                                columns=["tomo_id", "particle", "z", "y", "x"]))
+    p = pd.DataFrame([pred("a", 50, 20 + 30 * k, 280, 0.8, spacing=10.0, particle="apo-ferritin") for k in range(8)]
+                     + [pred("a", 50, 150, 190, 0.6, spacing=10.0, particle="apo-ferritin"),
+                        pred("a", 50, 152, 150, 0.6, spacing=10.0, particle="apo-ferritin")])
+    scores = score_round(labels, p, settings=MiningSettings(verify=False))
+    free = scores.predictions[scores.predictions["label"] < 0]
+    assert {round(r.x): bool(r.explained) for r in free.itertuples()} == {190: False, 150: True}

@@ -77,8 +77,8 @@ MIN_CONFIRM = 0.05
 OWN_RADII = 4.0  # an unmatched label's case shows the free predictions of its class within this many match radii
 VERIFIER_USELESS_AUC = 0.6  # a verifier separating labels from unlabeled predictions no better: no label reviewed
 VERIFIER_GOOD_AUC = 0.9  # from here on the full verify_quantile of a class's labels is reviewed
-#: a class at least this many times the radius of another is "larger" (one of its peaks on a particle of the
-#: smaller class is that particle seen by the wrong channel)
+#: a class whose particle radius is at least this many times another's is "larger" (one of its peaks on a particle
+#: of the smaller class is that particle seen by the wrong channel)
 SIZE_RATIO = 1.5
 
 
@@ -193,16 +193,19 @@ def _support_ecdf(lab_table: pd.DataFrame, pred_table: pd.DataFrame) -> np.ndarr
     return out
 
 
-def explained_elsewhere(lab_table: pd.DataFrame, pred_table: pd.DataFrame, radius: dict[str, float],
+def explained_elsewhere(lab_table: pd.DataFrame, pred_table: pd.DataFrame, size: dict[str, float],
                         frames: dict[str, Frame]) -> np.ndarray:
-    """Which unlabeled predictions another class explains (bool per row of ``pred_table``): one that lies within
-    the match radius of a label of another class (that labeled particle, seen by the wrong channel), or one of a
-    larger class (:data:`SIZE_RATIO`) within the smaller class's match radius of a prediction of that smaller class
-    which its own channel believes more, each confidence placed on its class's scale (:func:`_support_ecdf`): a
-    ribosome peak on an apo-ferritin. Such a prediction is offered after every other one of its class.
+    """Which unlabeled predictions another class explains (bool per row of ``pred_table``), by the classes'
+    particle radii ``size`` (Å; not their match radii, which for a motor say how far a pick may be off):
 
-    Only the larger class is explained away: a small particle beside a large one is a real neighbour as often as
-    not, but two particles' centres cannot lie within the smaller one's radius."""
+    - one within the smaller particle's radius of a label of another class: that labeled particle, seen by the
+      wrong channel (two particles' centres cannot be that close);
+    - one of a larger class (:data:`SIZE_RATIO`) within the smaller particle's radius of a prediction of the smaller
+      class which its own channel believes more, each confidence placed on its class's scale
+      (:func:`_support_ecdf`): a ribosome peak on an apo-ferritin. Only the larger class is explained away: a small
+      particle's peak beside a large one's is a real neighbour as often as not.
+
+    Such a prediction is offered after every other one of its class."""
     out = np.zeros(len(pred_table), bool)
     free = pred_table["label"].to_numpy(np.int64) < 0
     if not free.any():
@@ -219,18 +222,19 @@ def explained_elsewhere(lab_table: pd.DataFrame, pred_table: pd.DataFrame, radiu
         here = g[["z", "y", "x"]].to_numpy(float) * s
         rows = np.array([pos[r] for r in g.index])
         hit = np.zeros(len(g), bool)
-        for other, r_other in radius.items():
+        for other, r_other in size.items():
             if other == name:
                 continue
+            close = min(r_other, size[str(name)])
             lab = labs.get((tid, other))
             if lab is not None and len(lab):
                 d = cdist(here, lab[["z", "y", "x"]].to_numpy(float) * s).min(axis=1)
-                hit |= d <= r_other
+                hit |= d <= close
             op = preds.get((tid, other))
-            if op is not None and len(op) and radius[str(name)] >= SIZE_RATIO * r_other:
+            if op is not None and len(op) and size[str(name)] >= SIZE_RATIO * r_other:
                 d = cdist(here, op[["z", "y", "x"]].to_numpy(float) * s)
                 theirs = scale[[pos[r] for r in op.index]]
-                believed = (d <= r_other) & (theirs[None, :] > scale[rows][:, None])
+                believed = (d <= close) & (theirs[None, :] > scale[rows][:, None])
                 hit |= believed.any(axis=1)
         out[rows] = hit
     return out
@@ -300,7 +304,8 @@ def score_round(labels: LabelSet, predictions: pd.DataFrame, *, settings: Mining
     lab_table["support"] = support
     lab_table["matched"] = matched
     pred_table["label"] = label_of
-    pred_table["explained"] = explained_elsewhere(lab_table, pred_table, radius, frames)
+    pred_table["explained"] = explained_elsewhere(lab_table, pred_table, {n: float(c.radius) for n, c in
+                                                                          classes.items()}, frames)
     q = pred_table["verification"].to_numpy(float)
     # a verifier that cannot tell the class's labels from its unlabeled predictions ranks those predictions at
     # random: then the models' confidence orders them

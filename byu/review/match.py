@@ -443,7 +443,8 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
                         "below_bar": int(len(mine) - len(above))}
     offered = pd.concat(offered_parts) if offered_parts else preds.iloc[0:0].assign(rank=[])
     if settings.galleries:
-        unseen = [j for j in rest if j not in set(offered.index)]
+        shown = set(offered.index)
+        unseen = [j for j in rest if j not in shown]
         radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
         shifted = reviewed[_may_be_shifted(scores, reviewed, preds.loc[unseen], radius)]
         if len(shifted):

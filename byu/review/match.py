@@ -338,15 +338,20 @@ class ReviewPlan:
     budget: dict[str, dict[str, int]]
 
 
-def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataFrame,
-                    radius: dict[str, float]) -> pd.Series:
-    """Reviewed labels only weakly supported (``weak`` first among their reasons) with a prediction of ``free`` (the
+def _best_first(preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions in the order a round shows them: those another class explains last, then by quality (the
+    verification where the class's verifier ranks at all, else the models' confidence), then confidence."""
+    return preds.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
+
+
+def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataFrame) -> pd.Series:
+    """Reviewed labels only weakly supported (reason ``weak``) with a prediction of ``free`` (the
     ones no gallery offers) of their class within :data:`OWN_RADII` match radii that the models believe more than
     their own support and no other class explains: perhaps a shift. In a gallery such a label could only be kept or
     removed, and the particle's peak would never be shown, so it gets a case with those predictions as
     candidates (a shift whose peak is offered is fixed in galleries: the label removed, the peak added)."""
     out = pd.Series(False, index=reviewed.index)
-    weak = reviewed[reviewed["reason"].astype(str).str.split(",").str[0] == "weak"]
+    weak = reviewed[reviewed["reason"] == "weak"]
     cand = free[~free["explained"].astype(bool)]
     groups = {key: g for key, g in cand.groupby(["tomo_id", "particle"], sort=False)}
     for (tid, name), lab in weak.groupby(["tomo_id", "particle"], sort=False):
@@ -356,7 +361,7 @@ def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataF
         s = scores.frames[str(tid)].voxel_spacing
         d = cdist(lab[["z", "y", "x"]].to_numpy(float) * s, g[["z", "y", "x"]].to_numpy(float) * s)
         stronger = g["conf"].to_numpy(float)[None, :] > lab["support"].to_numpy(float)[:, None]
-        out[lab.index] = ((d <= OWN_RADII * radius[str(name)]) & stronger).any(axis=1)
+        out[lab.index] = ((d <= OWN_RADII * scores.classes[str(name)].match_radius_A) & stronger).any(axis=1)
     return out
 
 
@@ -370,9 +375,7 @@ def _owners(scores: MiningScores, reviewed: pd.DataFrame, settings: MiningSettin
     owners_pool = reviewed[reviewed["reason"] == "unmatched"] if unmatched_only else reviewed
     owned: dict[int, list[int]] = {int(i): [] for i in owners_pool.index}
     rest: list[int] = []
-    # best first, as offered predictions are: another class's peaks last, then by quality (the verification where
-    # the class's verifier ranks at all, else the models' confidence); a case takes its first max_candidates
-    free = free.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
+    free = _best_first(free)  # as offered predictions are; a case takes its first max_candidates
     by_tomo = {t: g for t, g in owners_pool.groupby("tomo_id", sort=False)}
     for t, g in free.groupby("tomo_id", sort=False):
         own = by_tomo.get(str(t))
@@ -429,7 +432,7 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
     for name, bars in scores.classes.items():
         mine = pool[pool["particle"] == name]
         above = mine[mine["conf"] >= bars.fp] if bars.fp is not None else mine
-        above = above.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
+        above = _best_first(above)
         if settings.budget == "auto":
             n = max(settings.gallery_size, bars.labels)
         else:
@@ -445,8 +448,7 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
     if settings.galleries:
         shown = set(offered.index)
         unseen = [j for j in rest if j not in shown]
-        radius = {name: bars.match_radius_A for name, bars in scores.classes.items()}
-        shifted = reviewed[_may_be_shifted(scores, reviewed, preds.loc[unseen], radius)]
+        shifted = reviewed[_may_be_shifted(scores, reviewed, preds.loc[unseen])]
         if len(shifted):
             more, _ = _owners(scores, shifted, settings, unmatched_only=False, free_rows=unseen)
             owned.update({i: js for i, js in more.items() if js})

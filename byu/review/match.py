@@ -21,8 +21,10 @@
    not the nearest); the other unmatched predictions above their class's bar are offered best first (most verified
    where the class's verifier ranks at all, else strongest; those another class explains — on another class's label,
    or a large class's peak on a more believed small particle — after all the rest) within a per-class **budget**
-   (``"auto"``: up to one per labeled particle of the class, at least a gallery; or a reviewer-set number), so one
-   crowded tomogram can hold many items and an empty one none.
+   (``"auto"``: every one the models believe at least as much as the ``offer_recall`` share of the class's supported
+   labels, since a particle the labels missed looks to them like the labeled ones, and at least one per labeled
+   particle and a gallery; or a reviewer-set number), so one crowded tomogram can hold many items and an empty one
+   none, and a class the models cannot tell from its look-alikes is searched deeper than one they rank well.
 3. :func:`assemble_cases` — cases from the choice: an unmatched label with candidates is a single-particle ``FN``
    case (its context matters); the other labels to review go into ``GL`` galleries and the offered predictions
    into ``GP`` galleries, ``gallery_size`` crops of one class per image, most doubtful labels and most believed
@@ -344,6 +346,20 @@ def _best_first(preds: pd.DataFrame) -> pd.DataFrame:
     return preds.sort_values(["explained", "quality", "conf"], ascending=[True, False, False], kind="stable")
 
 
+def _reach(preds: pd.DataFrame, name: str, above: pd.DataFrame, recall: float) -> int:
+    """How many of ``above`` (a class's unlabeled predictions over its bar, best first) an ``auto`` budget offers
+    so that it reaches about ``recall`` of the particles the labels missed: a missed particle looks to the models
+    like the labeled ones (they are the same species), so those believed at least as much as the ``recall`` share
+    of the class's supported labels (by the same quality the offer is ordered by). Predictions another class
+    explains do not count. Fewer than :data:`MIN_CALIBRATION_LABELS` supported labels: 0."""
+    matched = preds.loc[(preds["particle"] == name) & (preds["label"] >= 0), "quality"].to_numpy(float)
+    if len(matched) < MIN_CALIBRATION_LABELS:
+        return 0
+    cut = float(np.quantile(matched, 1.0 - recall))
+    mine = above[~above["explained"].astype(bool)]
+    return int((mine["quality"].to_numpy(float) >= cut).sum())
+
+
 def _may_be_shifted(scores: MiningScores, reviewed: pd.DataFrame, free: pd.DataFrame) -> pd.Series:
     """Reviewed labels only weakly supported (reason ``weak``) with a prediction of ``free`` (the
     ones no gallery offers) of their class within :data:`OWN_RADII` match radii that the models believe more than
@@ -434,7 +450,7 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
         above = mine[mine["conf"] >= bars.fp] if bars.fp is not None else mine
         above = _best_first(above)
         if settings.budget == "auto":
-            n = max(settings.gallery_size, bars.labels)
+            n = max(settings.gallery_size, bars.labels, _reach(preds, name, above, settings.offer_recall))
         else:
             n = int(settings.budget)
         if not settings.galleries and settings.budget == "auto":

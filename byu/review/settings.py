@@ -85,8 +85,15 @@ class MiningSettings(BaseModel):
                               description="labels or predictions shown in one gallery image")
     budget: int | Literal["auto"] = Field(
         default="auto", title="Review budget per class",
-        description="unlabeled predictions shown per class, best first: a number of items, or 'auto' (every one "
-        "above the unlabeled prediction threshold, up to one per labeled particle of the class)")
+        description="unlabeled predictions shown per class, best first: a number of items, or 'auto' (those above "
+        "the unlabeled prediction threshold that the models believe at least as much as the 'Missed particles "
+        "reached' share of the class's supported labels; at least one per labeled particle)")
+    offer_recall: float = Field(
+        default=0.9, gt=0, le=1, title="Missed particles reached",
+        description="with budget 'auto': a particle the labels missed looks to the models like the labeled ones, "
+        "so offering every unlabeled prediction believed at least as much as this share of the class's supported "
+        "labels reaches about this share of the missed particles the models found (a class the models cannot tell "
+        "from its look-alikes gets a large budget, one they rank well a small one)")
     known_rate: float = Field(default=0.1, ge=0, le=0.5, title="Known-answer items",
                               description="share of each gallery's crops whose answer is known (a label an earlier "
                               "round decided or the round believes most, or empty background): they measure each "

@@ -649,3 +649,39 @@ def test_only_a_particle_too_close_to_be_another_explains_a_prediction():
     scores = score_round(labels, p, settings=MiningSettings(verify=False))
     free = scores.predictions[scores.predictions["label"] < 0]
     assert {round(r.x): bool(r.explained) for r in free.itertuples()} == {190: False, 150: True}
+
+
+def test_the_auto_budget_searches_deeper_where_the_models_believe_labeled_particles_no_more_than_look_alikes():
+    """Two classes of 20 labels and 80 unlabeled peaks: the models believe the labeled apo-ferritins (0.9) far
+    more than its look-alikes (0.2-0.3), so one offer per label reaches any apo-ferritin they found; the labeled
+    ribosomes (0.3-0.6) no more than their look-alikes, so a missed ribosome is as likely anywhere in that range
+    and every peak believed at least as much as 90 % of the labeled ribosomes is offered, the missed one too."""
+    from byu.review.match import choose_review, score_round
+
+    tomos = pd.DataFrame({"tomo_id": ["a"], "Z": [100], "Y": [1000], "X": [1000], "voxel_spacing": [10.0]})
+    cols = ["tomo_id", "particle", "z", "y", "x"]
+    rng = np.random.default_rng(0)
+    grid = [(50, 30 + 45 * (k // 20), 30 + 45 * (k % 20)) for k in range(200)]  # 450 Å apart: no two match
+    lab = [("a", "ribosome", *grid[k]) for k in range(20)] + [("a", "apo-ferritin", *grid[20 + k]) for k in range(20)]
+    labels = LabelSet.build(tomos, pd.DataFrame(lab, columns=cols))
+    rows = [pred("a", *grid[k], float(c), spacing=10.0, particle="ribosome")
+            for k, c in enumerate(np.linspace(0.3, 0.6, 20))]
+    rows += [pred("a", *grid[20 + k], 0.9, spacing=10.0, particle="apo-ferritin") for k in range(20)]
+    rows += [pred("a", *grid[40 + k], float(c), spacing=10.0, particle="ribosome")  # look-alikes
+             for k, c in enumerate(rng.uniform(0.2, 0.6, 80))]
+    rows += [pred("a", *grid[120 + k], float(c), spacing=10.0, particle="apo-ferritin")
+             for k, c in enumerate(rng.uniform(0.2, 0.3, 79))]
+    rows += [pred("a", *grid[199], 0.35, spacing=10.0, particle="ribosome")]  # a missed ribosome, deep in the ranking
+    p = pd.DataFrame(rows)
+    settings = MiningSettings(verify=False, confirm_threshold=None, fp_threshold=None, known_rate=0.0)
+    plan = choose_review(score_round(labels, p, settings=settings), settings)
+    count = plan.offered["particle"].value_counts()
+    cut = np.quantile(np.linspace(0.3, 0.6, 20), 0.1)
+    free_ribo = np.array([r["conf"] for r in rows[40:120]] + [0.35])
+    assert count["apo-ferritin"] == 20 and plan.budget["apo-ferritin"]["hidden"] == 59  # one per label
+    assert count["ribosome"] == int((free_ribo >= cut).sum()) > 20
+    missed = plan.offered[(plan.offered["particle"] == "ribosome") & (plan.offered["conf"] == 0.35)]
+    assert len(missed) == 1 and int(missed["rank"].iloc[0]) > 20  # beyond one per label, reached all the same
+    half = choose_review(score_round(labels, p, settings=settings),
+                           settings.model_copy(update={"offer_recall": 0.5}))
+    assert (half.offered["particle"] == "ribosome").sum() < count["ribosome"]  # a lower share: a smaller search

@@ -179,7 +179,7 @@ def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     data, csv = _data_root(cohort, tmp_path / "data", few)
     env = {**os.environ, "BYU_DATA": str(data.root), "COLUMNS": "200"}
     args = ["review", "mine", "r1", "--labels", "gt", "--predictions", str(csv), "--no-render", "--verify",
-            "--fp-threshold", "0.5"]
+            "--offer-recall", "0.5", "--fp-threshold", "0.5"]
     proc = subprocess.run([sys.executable, "-c", "from byu.cli import main; main()", *args], capture_output=True,
                           text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -187,6 +187,7 @@ def test_cli_mine_verifies_and_hides_weak_fp_cases(cohort, tmp_path):
     mining = json.loads(rnd.paths.mining.read_text())
     blob = mining["classes"]["blob"]
     assert mining["settings"]["verify"] and blob["verify"] is None and blob["verifier_auc"] is None
+    assert mining["settings"]["offer_recall"] == 0.5
     assert blob["fp"] == 0.5
     assert pd.read_csv(rnd.paths.verification)["verification"].isna().all()
     # t0's unlabeled decoy at 0.2 is below 0.5: no FP case, and its three labels are matched

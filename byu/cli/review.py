@@ -91,6 +91,7 @@ def mine_cmd(
     galleries: Annotated[bool, typer.Option(help=_help("galleries"))] = MINING.galleries,
     gallery_size: Annotated[int, typer.Option(help=_help("gallery_size"))] = MINING.gallery_size,
     budget: Annotated[str, typer.Option(help=_help("budget"))] = str(MINING.budget),
+    offer_recall: Annotated[float, typer.Option(help=_help("offer_recall"))] = MINING.offer_recall,
     max_fp_cases: Annotated[int | None, typer.Option(help=_help("max_fp_cases"))] = MINING.max_fp_cases,
     max_labeled_motors: Annotated[int | None, typer.Option(help="only tomograms with ≤ this many motors")] = None,
     render: Annotated[bool, typer.Option(help="also render the case images")] = True,
@@ -109,7 +110,7 @@ def mine_cmd(
             "threshold": threshold, "radius_A": radius, "max_candidates": max_candidates,
             "confirm_threshold": confirm_threshold, "fp_threshold": fp_threshold, "verify": verify,
             "verify_quantile": verify_quantile, "galleries": galleries, "gallery_size": gallery_size,
-            "budget": budget, "max_fp_cases": max_fp_cases})
+            "budget": budget, "offer_recall": offer_recall, "max_fp_cases": max_fp_cases})
     except ValidationError as exc:
         err = exc.errors()[0]
         option = "--" + str(err["loc"][0]).replace("_A", "").replace("_", "-") if err.get("loc") else "options"

@@ -449,12 +449,12 @@ def choose_review(scores: MiningScores, settings: MiningSettings | None = None) 
         mine = pool[pool["particle"] == name]
         above = mine[mine["conf"] >= bars.fp] if bars.fp is not None else mine
         above = _best_first(above)
-        if settings.budget == "auto":
-            n = max(settings.gallery_size, bars.labels, _reach(preds, name, above, settings.offer_recall))
-        else:
+        if settings.budget != "auto":
             n = int(settings.budget)
-        if not settings.galleries and settings.budget == "auto":
+        elif not settings.galleries:
             n = len(above)  # single FP cases: their count per tomogram (max_fp_cases) is the budget
+        else:
+            n = max(settings.gallery_size, bars.labels, _reach(preds, name, above, settings.offer_recall))
         chosen = above.iloc[:n]
         offered_parts.append(chosen.assign(rank=np.arange(1, len(chosen) + 1)))
         budget[name] = {"offered": int(len(chosen)), "hidden": int(len(above) - len(chosen)),

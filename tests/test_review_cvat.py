@@ -717,7 +717,9 @@ def test_wrong_credentials_are_named_not_hidden_by_a_406(fake, round_dir):
     text = str(info.value)
     assert "refused the credentials of user 'operator' (HTTP 400" in text, text
     assert "Unable to log in with provided credentials" in text
-    assert "406" not in text and "does not look like" not in text and "wrong-secret-pw" not in text
+    # the URL carries a random port, which may itself contain "406"
+    assert "406" not in text.replace(url, "<url>") and "does not look like" not in text
+    assert "wrong-secret-pw" not in text
     with pytest.raises(CvatError, match=r"refused the access token \(HTTP 401: Invalid token"):
         rc.connect(CvatConfig(url=url, token="not-the-token", max_attempts=2))
 
